@@ -1,0 +1,39 @@
+# fbgpu: the two commands a user needs are `make demo` and `make test`.
+# Both build the environment from nothing (a venv in .venv). The Docker images run the same
+# install step (`make install`, see docker/), so what CI tests is what the image contains.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# FBGPU_EXTRAS: "dev" (CPU, default) or "dev,gpu" for a CUDA machine. `auto` adds gpu when
+# nvidia-smi sees a GPU.
+FBGPU_EXTRAS ?= auto
+EXTRAS := $(shell if [ "$(FBGPU_EXTRAS)" = "auto" ]; then \
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo dev,gpu; else echo dev; fi; \
+	else echo $(FBGPU_EXTRAS); fi)
+STORE  ?= ./fbgpu-demo
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+
+test: install
+	$(BIN)/python -m ruff check fbgpu tests benchmarks
+	$(BIN)/python -m pytest -n 2 --timeout 900 $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/fbgpu demo --store $(STORE)
+
+bench: install
+	$(BIN)/fbgpu bench --store $(STORE)-bench
+
+lint: install
+	$(BIN)/python -m ruff check fbgpu tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

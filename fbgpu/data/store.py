@@ -1,0 +1,492 @@
+"""The Parquet store: every table of every stage, partitioned by table and date.
+
+Layout (spec/data.md "The store")::
+
+    <root>/<table>/date=YYYY-MM-DD/part-0.parquet      one partition = one table x one date
+    <root>/<table>/date=YYYY-MM-DD/_manifest.json      what produced it (see :class:`Manifest`)
+    <root>/securities/part-0.parquet                   unpartitioned tables
+    <root>/reports/...                                 report outputs (tables, figures, HTML)
+
+Guarantees:
+
+* **Atomic partitions.** A partition is written to a hidden temporary file in its directory,
+  flushed and fsync'ed, then renamed over ``part-0.parquet`` (``os.replace`` is atomic on POSIX)
+  and the directory is fsync'ed. Readers only ever look at ``part-*.parquet``; a write killed
+  midway leaves at most a ``.tmp`` file that no reader takes as data, and the previous version of
+  the partition (if any) stays intact.
+* **Canonical rows.** Data are cast to the table's schema (:mod:`fbgpu.data.schemas`) and sorted by
+  the table's sort key, so one stock-day is one contiguous run; readers return per-day column
+  arrays with CSR offsets (:class:`DayTicks`) or dense ``[stocks, 240]`` minute tensors
+  (:class:`MinuteDay`).
+* **Manifests.** Every partition records its row count, a content hash, and for derived results
+  the code version, configuration hash and the content hashes of the input partitions; a step
+  skips a date only when all of these still match (:meth:`Store.is_current`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from fbgpu.data.schemas import MINUTES_PER_DAY, SORT_KEYS, UNPARTITIONED, schema_for
+
+PART_NAME = "part-0.parquet"
+MANIFEST_NAME = "_manifest.json"
+
+
+class StoreError(Exception):
+    """A store operation failed; the message names the table, date and path involved."""
+
+
+@cache
+def code_version() -> str:
+    """``<package version>+<sha256 prefix of the fbgpu sources>``: changes whenever code changes."""
+    from fbgpu import __version__
+
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parents[1]
+    for p in sorted(pkg.rglob("*.py")):
+        h.update(str(p.relative_to(pkg)).encode())
+        h.update(p.read_bytes())
+    kernels = pkg.parent / "kernels"
+    if kernels.is_dir():
+        for p in sorted(kernels.glob("*.cu")):
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+def config_hash(config: object) -> str:
+    """Stable sha256 prefix of a JSON-serialisable configuration (dataclass, pydantic or dict)."""
+    if hasattr(config, "model_dump"):
+        config = config.model_dump(mode="json")
+    elif hasattr(config, "__dataclass_fields__"):
+        config = asdict(config)  # type: ignore[arg-type]
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class Manifest:
+    """What a partition holds and what produced it."""
+
+    table: str
+    date: str | None
+    rows: int
+    sha256: str
+    code_version: str = ""
+    config_hash: str = ""
+    inputs: dict[str, str] = field(default_factory=dict)  # "table/date" -> sha256
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class DayTicks:
+    """One day of a tick table as column arrays plus CSR offsets over stocks.
+
+    Rows of stock ``symbols[i]`` are ``offsets[i]:offsets[i+1]`` in every column, in exchange
+    sequence order.
+    """
+
+    date: dt.date
+    symbols: np.ndarray  # str objects, sorted
+    offsets: np.ndarray  # int64 [n_stocks + 1]
+    columns: dict[str, np.ndarray]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    @property
+    def n_stocks(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.offsets[-1])
+
+
+@dataclass
+class MinuteDay:
+    """One day of minute bars as dense ``[stocks, 240]`` arrays, one per field."""
+
+    date: dt.date
+    symbols: np.ndarray
+    fields: dict[str, np.ndarray]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.fields[name]
+
+    @property
+    def n_stocks(self) -> int:
+        return len(self.symbols)
+
+
+@dataclass
+class Panel:
+    """Dense ``[dates, symbols]`` arrays of a date-partitioned table (NaN where absent)."""
+
+    dates: list[dt.date]
+    symbols: np.ndarray
+    fields: dict[str, np.ndarray]
+    present: np.ndarray  # bool [dates, symbols]: a row exists
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.fields[name]
+
+
+def _as_date(d: dt.date | str | None) -> dt.date | None:
+    if d is None or isinstance(d, dt.date):
+        return d
+    try:
+        return dt.date.fromisoformat(str(d))
+    except ValueError as e:
+        raise StoreError(f"not a date (YYYY-MM-DD): {d!r}") from e
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _sort_indices(table: pa.Table, keys: Sequence[str]) -> pa.Array:
+    sort_cols = []
+    for k in keys:
+        col = table.column(k)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(pa.string())
+        sort_cols.append((k, col))
+    tmp = pa.table({k: c for k, c in sort_cols})
+    return pc.sort_indices(tmp, sort_keys=[(k, "ascending") for k in keys])
+
+
+def conform(table: pa.Table, table_name: str) -> pa.Table:
+    """Cast ``table`` to the canonical schema of ``table_name`` (columns in schema order).
+
+    Raises :class:`StoreError` naming missing or extra columns and failed casts.
+    """
+    value_cols = [c for c in table.column_names if c not in ("date", "symbol")]
+    schema = schema_for(table_name, value_cols)
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    extra = [c for c in table.column_names if c not in schema.names]
+    if missing or extra:
+        raise StoreError(
+            f"table {table_name!r}: missing columns {missing}, unexpected columns {extra}"
+        )
+    cols = []
+    for f in schema:
+        col = table.column(f.name)
+        if col.type != f.type:
+            try:
+                if pa.types.is_dictionary(f.type) and not pa.types.is_dictionary(col.type):
+                    col = pc.dictionary_encode(col.cast(pa.string()))
+                    col = col.cast(f.type)
+                else:
+                    col = col.cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise StoreError(
+                    f"table {table_name!r}: column {f.name!r} cannot be cast "
+                    f"from {col.type} to {f.type}: {e}"
+                ) from e
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+class Store:
+    """A directory of Parquet partitions; see the module docstring for layout and guarantees."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # ---------------------------------------------------------------- paths
+    def partition_dir(self, table: str, date: dt.date | str | None) -> Path:
+        if table in UNPARTITIONED or date is None:
+            return self.root / table
+        d = _as_date(date)
+        return self.root / table / f"date={d.isoformat()}"
+
+    def partition_path(self, table: str, date: dt.date | str | None) -> Path:
+        return self.partition_dir(table, date) / PART_NAME
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "reports"
+
+    # ---------------------------------------------------------------- listing
+    def tables(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in sorted(self.root.iterdir()):
+            if p.is_dir() and ((p / PART_NAME).exists() or any(p.glob(f"date=*/{PART_NAME}"))):
+                out.append(p.name)
+        return out
+
+    def dates(self, table: str) -> list[dt.date]:
+        """Dates with a complete partition of ``table``, ascending."""
+        base = self.root / table
+        if not base.is_dir():
+            return []
+        out = []
+        for p in base.glob("date=*"):
+            if (p / PART_NAME).exists():
+                out.append(dt.date.fromisoformat(p.name[5:]))
+        return sorted(out)
+
+    def has(self, table: str, date: dt.date | str | None = None) -> bool:
+        return self.partition_path(table, date).exists()
+
+    # ---------------------------------------------------------------- writing
+    def write(
+        self,
+        table_name: str,
+        date: dt.date | str | None,
+        data: pa.Table,
+        *,
+        code_version_: str | None = None,
+        config_hash_: str = "",
+        inputs: dict[str, str] | None = None,
+        extra: dict[str, object] | None = None,
+        sort: bool = True,
+    ) -> Manifest:
+        """Write one partition atomically (data first, then its manifest) and return its manifest.
+
+        ``data`` is conformed to the canonical schema and sorted by the table's key. Every row's
+        ``date`` must equal ``date`` for date-partitioned tables.
+        """
+        d = _as_date(date)
+        if table_name not in UNPARTITIONED and d is None:
+            raise StoreError(f"table {table_name!r} is partitioned by date; pass a date")
+        data = conform(data, table_name)
+        if d is not None and "date" in data.column_names and data.num_rows:
+            dates = pc.unique(data.column("date")).to_pylist()
+            if dates != [d]:
+                raise StoreError(
+                    f"table {table_name!r} partition {d}: rows carry dates {dates[:5]}"
+                )
+        if sort and data.num_rows:
+            keys = SORT_KEYS.get(table_name, ())
+            if keys:
+                data = data.take(_sort_indices(data, keys))
+        # Re-encode dictionaries so each file carries only the symbols it uses, in sorted order.
+        data = data.unify_dictionaries().combine_chunks()
+        buf = io.BytesIO()
+        pq.write_table(data, buf, compression="zstd", row_group_size=1 << 20)
+        blob = buf.getvalue()
+        path = self.partition_path(table_name, d)
+        atomic_write_bytes(path, blob)
+        man = Manifest(
+            table=table_name,
+            date=d.isoformat() if d else None,
+            rows=data.num_rows,
+            sha256=hashlib.sha256(blob).hexdigest(),
+            code_version=code_version_ if code_version_ is not None else code_version(),
+            config_hash=config_hash_,
+            inputs=dict(inputs or {}),
+            extra=dict(extra or {}),
+        )
+        atomic_write_bytes(path.parent / MANIFEST_NAME, json.dumps(asdict(man), indent=1).encode())
+        return man
+
+    # ---------------------------------------------------------------- manifests
+    def manifest(self, table: str, date: dt.date | str | None = None) -> Manifest | None:
+        p = self.partition_dir(table, date) / MANIFEST_NAME
+        if not p.exists() or not self.has(table, date):
+            return None
+        try:
+            return Manifest(**json.loads(p.read_text()))
+        except (json.JSONDecodeError, TypeError):
+            return None
+
+    def input_key(self, table: str, date: dt.date | str | None) -> str:
+        d = _as_date(date)
+        return f"{table}/{d.isoformat()}" if d else table
+
+    def fingerprints(
+        self, pairs: Iterable[tuple[str, dt.date | str | None]]
+    ) -> dict[str, str]:
+        """Content hashes of input partitions, for a derived result's manifest."""
+        out = {}
+        for table, date in pairs:
+            m = self.manifest(table, date)
+            if m is None:
+                raise StoreError(f"no partition {self.input_key(table, date)} in {self.root}")
+            out[self.input_key(table, date)] = m.sha256
+        return out
+
+    def is_current(
+        self,
+        table: str,
+        date: dt.date | str | None,
+        *,
+        config_hash_: str,
+        inputs: dict[str, str],
+        code_version_: str | None = None,
+    ) -> bool:
+        """True when the partition exists and was made by this code, config and these inputs."""
+        m = self.manifest(table, date)
+        if m is None:
+            return False
+        cv = code_version_ if code_version_ is not None else code_version()
+        return m.code_version == cv and m.config_hash == config_hash_ and m.inputs == inputs
+
+    # ---------------------------------------------------------------- reading
+    def read(
+        self,
+        table: str,
+        date: dt.date | str | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Read one partition; a clear :class:`StoreError` when the table or date is absent."""
+        path = self.partition_path(table, date)
+        if not path.exists():
+            if not (self.root / table).is_dir():
+                raise StoreError(f"store {self.root} has no table {table!r}")
+            have = self.dates(table)
+            span = f"{have[0]}..{have[-1]} ({len(have)} dates)" if have else "no dates"
+            raise StoreError(
+                f"store {self.root}: table {table!r} has no partition for {date} (it has {span})"
+            )
+        try:
+            return pq.read_table(path, columns=list(columns) if columns else None)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise StoreError(f"cannot read {path}: {e}") from e
+
+    def read_ticks(
+        self, table: str, date: dt.date | str, columns: Sequence[str] | None = None
+    ) -> DayTicks:
+        """One day of ``trades``/``orders``/``cancels`` as column arrays plus CSR offsets."""
+        cols = list(columns) if columns else None
+        if cols is not None and "symbol" not in cols:
+            cols = ["symbol", *cols]
+        t = self.read(table, date, cols)
+        symbols, offsets = _runs(t.column("symbol"))
+        arrays = {
+            c: t.column(c).to_numpy() for c in t.column_names if c not in ("symbol", "date")
+        }
+        return DayTicks(_as_date(date), symbols, offsets, arrays)  # type: ignore[arg-type]
+
+    def read_minute(self, date: dt.date | str) -> MinuteDay:
+        """One day of minute bars as dense ``[stocks, 240]`` arrays (every stock has 240 bars)."""
+        t = self.read("minute", date)
+        symbols, offsets = _runs(t.column("symbol"))
+        counts = np.diff(offsets)
+        bad = np.flatnonzero(counts != MINUTES_PER_DAY)
+        if bad.size:
+            i = int(bad[0])
+            raise StoreError(
+                f"minute/{date}: {symbols[i]} has {counts[i]} bars, expected {MINUTES_PER_DAY}"
+            )
+        minute = t.column("minute").to_numpy().reshape(len(symbols), MINUTES_PER_DAY)
+        if not (minute == np.arange(MINUTES_PER_DAY)).all():
+            raise StoreError(f"minute/{date}: minute index is not 0..239 for every stock")
+        fields = {
+            c: t.column(c).to_numpy().reshape(len(symbols), MINUTES_PER_DAY)
+            for c in t.column_names
+            if c not in ("date", "symbol", "minute")
+        }
+        return MinuteDay(_as_date(date), symbols, fields)  # type: ignore[arg-type]
+
+    def read_panel(
+        self,
+        table: str,
+        dates: Sequence[dt.date] | None = None,
+        columns: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
+    ) -> Panel:
+        """Dense ``[dates, symbols]`` float64 arrays of a per-stock-day table (daily, factors, ...).
+
+        ``symbols`` defaults to the sorted union over the dates. Numeric and boolean columns are
+        returned as float64 (NaN where a stock has no row); dictionary columns as object arrays.
+        """
+        dates = list(dates) if dates is not None else self.dates(table)
+        parts = [self.read(table, d, list(columns) + ["symbol"] if columns else None)
+                 for d in dates]
+        if symbols is None:
+            allsyms: set[str] = set()
+            for p in parts:
+                allsyms.update(pc.unique(p.column("symbol").cast(pa.string())).to_pylist())
+            sym_arr = np.array(sorted(allsyms), dtype=object)
+        else:
+            sym_arr = np.asarray(symbols, dtype=object)
+        index = {s: i for i, s in enumerate(sym_arr)}
+        value_cols = [c for c in (parts[0].column_names if parts else [])
+                      if c not in ("date", "symbol")]
+        D, S = len(dates), len(sym_arr)
+        fields: dict[str, np.ndarray] = {}
+        present = np.zeros((D, S), dtype=bool)
+        for c in value_cols:
+            typ = parts[0].schema.field(c).type
+            if pa.types.is_dictionary(typ) or pa.types.is_string(typ):
+                fields[c] = np.full((D, S), None, dtype=object)
+            else:
+                fields[c] = np.full((D, S), np.nan)
+        for di, p in enumerate(parts):
+            syms = p.column("symbol").cast(pa.string()).to_pylist()
+            pos = np.array([index.get(s, -1) for s in syms], dtype=np.int64)
+            keep = pos >= 0
+            pos = pos[keep]
+            present[di, pos] = True
+            for c in value_cols:
+                col = p.column(c)
+                if pa.types.is_dictionary(col.type):
+                    vals = np.array(col.cast(pa.string()).to_pylist(), dtype=object)
+                else:
+                    vals = col.to_numpy(zero_copy_only=False)
+                fields[c][di, pos] = vals[keep]
+        return Panel(dates, sym_arr, fields, present)
+
+
+def _runs(symbol_col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct consecutive symbols and CSR offsets of a column sorted by symbol."""
+    col = symbol_col.combine_chunks() if isinstance(symbol_col, pa.ChunkedArray) else symbol_col
+    if pa.types.is_dictionary(col.type):
+        codes = col.indices.to_numpy(zero_copy_only=False)
+        names = np.array(col.dictionary.to_pylist(), dtype=object)
+    else:
+        names_all = np.array(col.to_pylist(), dtype=object)
+        names, codes = np.unique(names_all, return_inverse=True)
+    n = len(codes)
+    if n == 0:
+        return np.array([], dtype=object), np.zeros(1, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    offsets = np.r_[starts, n].astype(np.int64)
+    symbols = names[codes[starts]]
+    if len(set(symbols)) != len(symbols):
+        raise StoreError("partition is not sorted by symbol: a stock-day is not contiguous")
+    return symbols, offsets

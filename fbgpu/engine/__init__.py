@@ -1,0 +1,5 @@
+"""Engine layer: backend selection, segmented primitives (CPU numba / GPU numba.cuda), kernels."""
+
+from fbgpu.engine.backend import Backend, BackendError, array_module, get_backend
+
+__all__ = ["Backend", "BackendError", "array_module", "get_backend"]

@@ -1,0 +1,139 @@
+"""Backend selection: ``cpu`` (numpy + numba) or ``gpu`` (cupy + numba.cuda), one ``xp`` each.
+
+``auto`` picks the GPU only when cupy imports *and* can really allocate and run a kernel on a
+device; anything else (no cupy, no driver, no device, out of memory) falls back to the CPU and the
+reason is kept in :attr:`Backend.note` for the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BackendName = Literal["cpu", "gpu", "auto"]
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot be used on this machine."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A compute backend: its name, array namespace and a description of the device."""
+
+    name: Literal["cpu", "gpu"]
+    xp: ModuleType
+    device: str
+    info: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name == "gpu"
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """Move/convert ``a`` to this backend's array type (host->device on the GPU)."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_host(self, a: Any) -> np.ndarray:
+        """Copy ``a`` to a numpy array (a device->host transfer on the GPU)."""
+        if self.is_gpu and hasattr(a, "get"):
+            return a.get()
+        return np.asarray(a)
+
+
+@cache
+def _cpu_backend() -> Backend:
+    import numba
+
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "numba": numba.__version__,
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "numpy": np.__version__,
+    }
+    return Backend("cpu", np, f"CPU ({os.cpu_count()} cores, {platform.machine()})", info)
+
+
+def _probe_gpu() -> tuple[Backend | None, str]:
+    """Try to build the GPU backend; return (backend, "") or (None, reason)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return None, "NUMBA_ENABLE_CUDASIM=1 (CUDA simulator, not a GPU)"
+    try:
+        import cupy as cp
+    except Exception as e:  # ImportError, or a broken CUDA install raising at import
+        return None, f"cupy not importable: {e}"
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+        if n < 1:
+            return None, "no CUDA device"
+        x = cp.arange(1024, dtype=cp.float64)
+        if float((x * 2).sum()) != 1023 * 1024:
+            return None, "cupy computed a wrong result on the device"
+        props = cp.cuda.runtime.getDeviceProperties(0)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        free, total = cp.cuda.runtime.memGetInfo()
+    except Exception as e:
+        return None, f"cupy cannot allocate on a GPU: {e}"
+    try:
+        import cudf  # noqa: F401
+
+        has_cudf = True
+    except Exception:
+        has_cudf = False
+    info = {
+        "gpu_name": name,
+        "device_count": n,
+        "compute_capability": f"{props['major']}.{props['minor']}",
+        "memory_total_gb": round(total / 2**30, 1),
+        "memory_free_gb": round(free / 2**30, 1),
+        "cupy": cp.__version__,
+        "cudf": has_cudf,
+    }
+    note = "" if has_cudf else "cudf not installed: Parquet is read with pyarrow (optional)"
+    return Backend("gpu", cp, f"{name} (cc {info['compute_capability']})", info, note), ""
+
+
+@cache
+def _gpu_backend_or_reason() -> tuple[Backend | None, str]:
+    return _probe_gpu()
+
+
+def get_backend(name: BackendName | str = "auto") -> Backend:
+    """The backend called ``name``: ``cpu``, ``gpu`` (error if unusable) or ``auto``."""
+    if isinstance(name, Backend):
+        return name
+    name = (name or "auto").lower()
+    if name == "cpu":
+        return _cpu_backend()
+    if name in ("gpu", "auto"):
+        gpu, reason = _gpu_backend_or_reason()
+        if gpu is not None:
+            return gpu
+        if name == "gpu":
+            raise BackendError(f"GPU backend requested but unusable: {reason}")
+        cpu = _cpu_backend()
+        log.info("auto backend: using the CPU (%s)", reason)
+        return Backend(cpu.name, cpu.xp, cpu.device, cpu.info, note=f"GPU not used: {reason}")
+    raise BackendError(f"unknown backend {name!r}: choose cpu, gpu or auto")
+
+
+def array_module(a: Any) -> ModuleType:
+    """numpy or cupy, whichever owns ``a`` (the ``xp`` of an existing array)."""
+    mod = type(a).__module__
+    if mod.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
