@@ -27,7 +27,7 @@ NS_PER_HOUR = 60 * NS_PER_MIN
 
 def hhmm_to_ns(h: int, m: int, s: float = 0.0) -> int:
     """Nanoseconds since midnight of a wall-clock time."""
-    return int(round(((h * 60 + m) * 60 + s) * 1e9))
+    return round(((h * 60 + m) * 60 + s) * 1e9)
 
 
 T_0915 = hhmm_to_ns(9, 15)

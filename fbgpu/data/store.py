@@ -435,7 +435,7 @@ class Store:
         returned as float64 (NaN where a stock has no row); dictionary columns as object arrays.
         """
         dates = list(dates) if dates is not None else self.dates(table)
-        parts = [self.read(table, d, list(columns) + ["symbol"] if columns else None)
+        parts = [self.read(table, d, [*columns, "symbol"] if columns else None)
                  for d in dates]
         if symbols is None:
             allsyms: set[str] = set()

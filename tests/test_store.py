@@ -1,0 +1,192 @@
+"""The Parquet store: round trip, canonical sort, CSR readers, atomicity, manifests, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import multiprocessing as mp
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fbgpu.data.schemas import MINUTES_PER_DAY, SCHEMAS
+from fbgpu.data.store import Store, StoreError, conform
+
+D1 = dt.date(2024, 1, 2)
+D2 = dt.date(2024, 1, 3)
+
+
+def _trades(date: dt.date, symbols: list[str], seqs: list[int]) -> pa.Table:
+    n = len(symbols)
+    return pa.table(
+        {
+            "date": [date] * n,
+            "symbol": symbols,
+            "seq": seqs,
+            "ts": np.arange(n, dtype=np.int64) * 1000,
+            "price": np.linspace(10, 11, n),
+            "volume": np.full(n, 100),
+            "amount": np.linspace(10, 11, n) * 100,
+            "buy_order_id": np.arange(n),
+            "sell_order_id": np.arange(n) + 1000,
+            "side": np.resize(np.array([1, -1, 0], dtype=np.int8), n),
+        }
+    )
+
+
+def _store_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_round_trip_sorts_and_builds_csr(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    t = _trades(D1, ["B.SZ", "A.SH", "B.SZ", "A.SH", "C.SZ"], [2, 5, 1, 3, 7])
+    man = s.write("trades", D1, t)
+    assert man.rows == 5 and s.dates("trades") == [D1] and s.tables() == ["trades"]
+    back = s.read("trades", D1)
+    assert back.schema == SCHEMAS["trades"]
+    day = s.read_ticks("trades", D1)
+    assert list(day.symbols) == ["A.SH", "B.SZ", "C.SZ"]
+    assert day.offsets.tolist() == [0, 2, 4, 5]
+    assert day["seq"].tolist() == [3, 5, 1, 2, 7]
+    # every column moved with its row
+    orig = {(r["symbol"], r["seq"]): r["price"] for r in t.to_pylist()}
+    for i, sym in enumerate(day.symbols):
+        for j in range(day.offsets[i], day.offsets[i + 1]):
+            assert day["price"][j] == orig[(sym, day["seq"][j])]
+
+
+def test_conform_rejects_missing_and_extra_columns(tmp_path: Path) -> None:
+    t = _trades(D1, ["A.SH"], [1])
+    with pytest.raises(StoreError, match=r"missing columns \['side'\]"):
+        conform(t.drop(["side"]), "trades")
+    with pytest.raises(StoreError, match="unexpected columns.*'foo'"):
+        conform(t.append_column("foo", pa.array([1])), "trades")
+    bad = t.set_column(4, "price", pa.array(["ten"]))
+    with pytest.raises(StoreError, match="column 'price' cannot be cast"):
+        conform(bad, "trades")
+
+
+def test_rows_must_carry_the_partition_date(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="rows carry dates"):
+        Store(tmp_path).write("trades", D2, _trades(D1, ["A.SH"], [1]))
+    assert not Store(tmp_path).has("trades", D2)
+
+
+def test_missing_table_and_date_errors_are_clear(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    with pytest.raises(StoreError, match="has no table 'trades'"):
+        s.read("trades", D1)
+    s.write("trades", D1, _trades(D1, ["A.SH"], [1]))
+    with pytest.raises(StoreError, match=r"no partition for 2024-01-03 \(it has 2024-01-02"):
+        s.read("trades", D2)
+    with pytest.raises(StoreError, match="not a date"):
+        s.read("trades", "yesterday")
+
+
+def test_read_minute_dense_and_checks_completeness(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    rows = []
+    for sym in ["B.SZ", "A.SH"]:
+        for k in range(MINUTES_PER_DAY):
+            rows.append(dict(date=D1, symbol=sym, minute=k, open=1.0, high=2.0, low=0.5,
+                             close=1.5 + k, volume=k, amount=10.0 * k, num_trades=k % 3))
+    s.write("minute", D1, pa.Table.from_pylist(rows))
+    m = s.read_minute(D1)
+    assert list(m.symbols) == ["A.SH", "B.SZ"]
+    assert m["close"].shape == (2, MINUTES_PER_DAY)
+    assert m["close"][1, 5] == 6.5 and m["volume"][0, 239] == 239
+    s.write("minute", D2, pa.Table.from_pylist([{**r, "date": D2} for r in rows[:-1]]))
+    with pytest.raises(StoreError, match="A.SH has 239 bars"):
+        s.read_minute(D2)
+
+
+def test_read_panel_aligns_dates_and_symbols(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    for d, syms, vals in [(D1, ["A", "B"], [1.0, 2.0]), (D2, ["C", "A"], [3.0, 4.0])]:
+        s.write("scores", d, pa.table({"date": [d] * 2, "symbol": syms, "x": vals}))
+    p = s.read_panel("scores")
+    assert list(p.symbols) == ["A", "B", "C"]
+    np.testing.assert_array_equal(p["x"], [[1, 2, np.nan], [4, np.nan, 3]])
+    assert p.present.tolist() == [[True, True, False], [True, False, True]]
+
+
+def test_manifest_and_is_current(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    s.write("trades", D1, _trades(D1, ["A.SH"], [1]))
+    inputs = s.fingerprints([("trades", D1)])
+    s.write("scores", D1, pa.table({"date": [D1], "symbol": ["A.SH"], "x": [1.0]}),
+            config_hash_="cfg1", inputs=inputs)
+    assert s.is_current("scores", D1, config_hash_="cfg1", inputs=inputs)
+    assert not s.is_current("scores", D1, config_hash_="cfg2", inputs=inputs)
+    assert not s.is_current("scores", D1, config_hash_="cfg1", inputs=inputs,
+                            code_version_="other")
+    # a changed input partition changes its fingerprint, so the result is stale
+    s.write("trades", D1, _trades(D1, ["A.SH", "A.SH"], [1, 2]))
+    assert not s.is_current("scores", D1, config_hash_="cfg1",
+                            inputs=s.fingerprints([("trades", D1)]))
+    with pytest.raises(StoreError, match="no partition trades/2024-01-03"):
+        s.fingerprints([("trades", D2)])
+
+
+def test_rewrite_is_idempotent(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    t = _trades(D1, ["B.SZ", "A.SH"], [2, 1])
+    s.write("trades", D1, t)
+    before = _store_digest(tmp_path)
+    s.write("trades", D1, t)
+    assert _store_digest(tmp_path) == before
+
+
+def _slow_writer(root: str, started: mp.Event) -> None:  # pragma: no cover - child process
+    import fbgpu.data.store as store_mod
+
+    real = store_mod.os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        started.set()
+        time.sleep(30)
+        real(fd)
+
+    store_mod.os.fsync = slow_fsync
+    n = 200_000
+    Store(root).write("trades", D1, _trades(D1, ["A.SH"] * n, list(range(n))))
+
+
+def test_write_killed_midway_leaves_previous_partition_intact(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    old = _trades(D1, ["A.SH"], [1])
+    s.write("trades", D1, old)
+    before = s.read("trades", D1)
+    ctx = mp.get_context("fork")
+    started = ctx.Event()
+    p = ctx.Process(target=_slow_writer, args=(str(tmp_path), started))
+    p.start()
+    assert started.wait(60), "writer never reached fsync"
+    os.kill(p.pid, signal.SIGKILL)
+    p.join()
+    # the killed write left at most a hidden temp file; readers still see the old partition
+    assert s.read("trades", D1).equals(before)
+    assert s.dates("trades") == [D1]
+    leftovers = [q.name for q in (tmp_path / "trades" / "date=2024-01-02").iterdir()]
+    assert all(n.startswith(".") or n in ("part-0.parquet", "_manifest.json") for n in leftovers)
+
+    # a first-ever write killed midway leaves no partition that reads as complete
+    p = ctx.Process(target=_slow_writer, args=(str(tmp_path / "fresh"), ctx.Event()))
+    p.start()
+    time.sleep(1.0)
+    while not list((tmp_path / "fresh").rglob(".part-0.parquet.*.tmp")) and p.is_alive():
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join()
+    fresh = Store(tmp_path / "fresh")
+    assert fresh.dates("trades") == [] and not fresh.has("trades", D1)
