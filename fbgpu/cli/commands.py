@@ -8,4 +8,7 @@ import typer
 def register(app: typer.Typer) -> None:
     """Attach all sub-commands to ``app``."""
     # Imported here so that `fbgpu --help` stays fast and a broken step names itself.
-    return None
+    from fbgpu.cli import report
+
+    for module in (report,):
+        module.register(app)

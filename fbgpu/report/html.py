@@ -1,0 +1,193 @@
+"""Render what a store holds into one self-contained HTML report (figures embedded).
+
+Protocol with the pipeline steps: each step writes its outputs under ``<store>/reports/<step>/``:
+tables as ``*.csv`` (with a ``*.json`` twin), figures as ``*.png``, and optionally an
+``index.json`` of the form ``{"title": str, "text": str, "items": [{"file": "x.csv",
+"caption": "..."}, ...]}`` fixing order and captions. Without an index every CSV and PNG is shown,
+sorted by name. Sections appear in pipeline order; a step that has not run is simply absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import logging
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from fbgpu import __version__
+from fbgpu.data.runlog import read_runlog
+from fbgpu.data.store import Store, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+#: Report sections in pipeline order: (directory under reports/, default title).
+SECTIONS: list[tuple[str, str]] = [
+    ("synth", "Synthetic market"),
+    ("ingest", "Ingest and validation"),
+    ("factors", "High-frequency factors"),
+    ("evaluate", "Single-factor tests"),
+    ("models", "Deep-learning factors and full-band fusion"),
+    ("backtest", "Index enhancement"),
+    ("bench", "Benchmarks"),
+]
+
+
+@dataclass
+class Item:
+    kind: str  # "table" | "figure" | "text"
+    caption: str
+    html: str
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    text: str = ""
+    items: list[Item] = field(default_factory=list)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return ""
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.2f}"
+        return f"{v:.4f}"
+    return html.escape(str(v))
+
+
+def table_html(df: pd.DataFrame, max_rows: int = 60) -> str:
+    """An HTML table of ``df`` with compact number formatting (first ``max_rows`` rows)."""
+    more = len(df) - max_rows
+    df = df.head(max_rows)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>"
+        for r in df.itertuples(index=False)
+    )
+    tail = f"<p class='note'>... {more} more rows in the CSV.</p>" if more > 0 else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{tail}"
+
+
+def _figure_html(path: Path) -> str:
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    return f"<img alt='{html.escape(path.stem)}' src='data:image/png;base64,{b64}'/>"
+
+
+def _caption(path: Path) -> str:
+    return path.stem.replace("_", " ")
+
+
+def _item(path: Path, caption: str | None = None) -> Item | None:
+    cap = caption or _caption(path)
+    if path.suffix == ".png":
+        return Item("figure", cap, _figure_html(path))
+    if path.suffix == ".csv":
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+            log.warning("report: cannot read %s: %s", path, e)
+            return None
+        return Item("table", cap, table_html(df))
+    if path.suffix in (".md", ".txt"):
+        return Item("text", cap, f"<pre>{html.escape(path.read_text())}</pre>")
+    return None
+
+
+def collect_section(report_dir: Path, key: str, title: str) -> Section | None:
+    """The section of step ``key`` from ``report_dir/key`` (None when the step left nothing)."""
+    d = report_dir / key
+    if not d.is_dir():
+        return None
+    sec = Section(key, title)
+    index = d / "index.json"
+    if index.exists():
+        spec = json.loads(index.read_text())
+        sec.title = spec.get("title", title)
+        sec.text = spec.get("text", "")
+        for it in spec.get("items", []):
+            p = d / it["file"]
+            if p.exists() and (item := _item(p, it.get("caption"))) is not None:
+                sec.items.append(item)
+    else:
+        for p in sorted(d.rglob("*")):
+            if p.suffix in (".csv", ".png") and (item := _item(p)) is not None:
+                sec.items.append(item)
+    return sec if sec.items or sec.text else None
+
+
+def data_summary(store: Store) -> pd.DataFrame:
+    """Per table: partitions, first/last date, rows (from manifests), symbols on the last date."""
+    rows = []
+    for table in store.tables():
+        dates = store.dates(table)
+        if not dates:
+            m = store.manifest(table, None)
+            rows.append({"table": table, "partitions": 1, "first date": "", "last date": "",
+                         "rows": m.rows if m else None, "symbols (last date)": None})
+            continue
+        n_rows = 0
+        for d in dates:
+            m = store.manifest(table, d)
+            n_rows += m.rows if m else 0
+        try:
+            last = store.read(table, dates[-1], ["symbol"]).column("symbol")
+            n_sym = len(set(last.to_pylist()))
+        except Exception:
+            n_sym = None
+        rows.append({"table": table, "partitions": len(dates), "first date": str(dates[0]),
+                     "last date": str(dates[-1]), "rows": n_rows, "symbols (last date)": n_sym})
+    return pd.DataFrame(rows)
+
+
+def build_report(store: Store | str | Path, out: Path | None = None) -> Path:
+    """Write ``<store>/reports/report.html`` (and the data summary as CSV/JSON); return its path."""
+    store = store if isinstance(store, Store) else Store(store)
+    report_dir = store.report_dir
+    report_dir.mkdir(parents=True, exist_ok=True)
+    synth_meta = None
+    sp = Path(store.root) / "synth.json"
+    if sp.exists():
+        synth_meta = json.loads(sp.read_text())
+
+    summary = data_summary(store)
+    summary.to_csv(report_dir / "data_summary.csv", index=False)
+    summary.to_json(report_dir / "data_summary.json", orient="records", indent=1)
+
+    sections = [s for key, title in SECTIONS
+                if (s := collect_section(report_dir, key, title)) is not None]
+    runlog = read_runlog(store)
+    steps = pd.DataFrame(
+        [{k: e.get(k, "") for k in ("step", "finished", "seconds", "backend", "device",
+                                     "summary")} for e in runlog.get("steps", {}).values()]
+    )
+    configs = {name: e.get("config", {}) for name, e in runlog.get("steps", {}).items()}
+    env = Environment(loader=PackageLoader("fbgpu.report", "templates"),
+                      autoescape=select_autoescape(["html"]))
+    page = env.get_template("report.html").render(
+        title="fbgpu full-band report",
+        generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        version=__version__,
+        store=str(store.root),
+        synth=synth_meta,
+        data_table=table_html(summary) if len(summary) else "<p>The store is empty.</p>",
+        sections=sections,
+        steps_table=table_html(steps) if len(steps) else "<p>No step has recorded a run.</p>",
+        configs=json.dumps(configs, indent=1, default=str),
+        platform=f"Python {platform.python_version()} on {platform.platform()}",
+    )
+    out = out or report_dir / "report.html"
+    atomic_write_bytes(out, page.encode())
+    log.info("report written to %s", out)
+    return out
