@@ -1,0 +1,76 @@
+"""Figures of the single-factor test (matplotlib, Agg backend, PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fbgpu.evaluate.single import FactorReport
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_group_nav(report: FactorReport, path: Path) -> Path:
+    """Net value of each quantile group relative to the equal-weight pool (group G = TOP)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.4), dpi=90)
+    nav = report.group_nav
+    # plasma without its pale-yellow end, so every group stays visible on white.
+    colors = plt.get_cmap("plasma")(np.linspace(0.0, 0.85, report.groups))
+    x = pd.to_datetime(nav.index) if not isinstance(nav.index, pd.RangeIndex) else nav.index
+    for g in nav.columns:
+        label = f"G{g}" + (" (TOP)" if g == report.groups else "")
+        ax.plot(x, nav[g].to_numpy(), color=colors[g - 1], lw=1.2, label=label)
+    ax.axhline(1.0, color="grey", lw=0.6)
+    ax.set_title(f"{report.name}: group net value relative to the pool", fontsize=10)
+    ax.legend(fontsize=7, ncol=min(report.groups, 5), loc="upper left")
+    ax.tick_params(labelsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_cumulative_ic(reports: list[FactorReport], path: Path, title: str) -> Path:
+    """Cumulative RankIC of several factors on one chart."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=90)
+    for r in reports:
+        c = r.cumulative_ic
+        x = pd.to_datetime(c.index) if not isinstance(c.index, pd.RangeIndex) else c.index
+        ax.plot(x, c.to_numpy(), lw=1.0, label=r.name)
+    ax.axhline(0.0, color="grey", lw=0.6)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=6, ncol=3, loc="upper left")
+    ax.tick_params(labelsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path:
+    """A correlation matrix as a heat map (diverging colours, -1..1)."""
+    plt = _plt()
+    n, m = matrix.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * m + 3), max(3.0, 0.3 * n + 1.5)), dpi=90)
+    im = ax.imshow(matrix.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(np.arange(m), labels=[str(c) for c in matrix.columns], rotation=90, fontsize=6)
+    ax.set_yticks(np.arange(n), labels=[str(i) for i in matrix.index], fontsize=6)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

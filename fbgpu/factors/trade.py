@@ -1,0 +1,92 @@
+"""Tick-by-tick trade factors (8), built on the reconstructed orders of each stock-day.
+
+Order reconstruction: the day's trades of a stock grouped by ``buy_order_id`` give the buy orders'
+amounts ``B_j``, grouped by ``sell_order_id`` the sell orders' ``S_j``; together they are the
+day's orders. An order is big under :attr:`FactorConfig.big_order_rule` (default: amount >= mean +
+1 std over all the stock-day's orders; all amounts equal -> all big). A trade's *active* order is
+its buy order when ``side = +1`` and its sell order when ``side = -1``. ``dlogp`` is the log price
+change from the previous trade of the stock-day (0 for the first). Early = ``09:30 <= ts < 10:00``
+on the trade timestamp.
+
+Sums over filtered trades are 0 when nothing passes; ratios are NaN only when their denominator is
+0 (or not finite); stocks without trades that day get NaN for the whole family.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fbgpu.engine.segments import correlation
+from fbgpu.factors.context import TradeContext
+from fbgpu.factors.registry import factor
+
+Array = Any
+
+
+@factor("bigorder_amt_perc", "trade", 1)
+def bigorder_amt_perc(c: TradeContext) -> Array:
+    """Share of the day's amount in big orders:
+    ``(sum B_j over big buy orders + sum S_j over big sell orders) / (2 T)``, T = total amount."""
+    B, first_b = c.buy_orders
+    Sv, first_s = c.sell_orders
+    big = c.seg_sum(B, first_b & c.big_buy) + c.seg_sum(Sv, first_s & c.big_sell)
+    return c.ratio(big, 2.0 * c.total_amount)
+
+
+@factor("early_bigorder_buy_perc", "trade", 1)
+def early_bigorder_buy_perc(c: TradeContext) -> Array:
+    """Big buyers' share of big-order flow in the early window:
+    ``A_buy / (A_buy + A_sell)`` over early trades, ``A_buy`` = amount of trades whose buy order
+    is big, ``A_sell`` likewise for the sell order (bigness judged on whole-day amounts)."""
+    a_buy = c.seg_sum(c.amount, c.early & c.big_buy)
+    a_sell = c.seg_sum(c.amount, c.early & c.big_sell)
+    return c.ratio(a_buy, a_buy + a_sell)
+
+
+@factor("bigorder_ret2", "trade", -1)
+def bigorder_ret2(c: TradeContext) -> Array:
+    """Log return carried by big-order trades: ``sum(dlogp_t)`` over trades whose buy or sell
+    order is big (0 when the day has no such trade)."""
+    return c.seg_sum(c.dlogp, c.big_buy | c.big_sell)
+
+
+@factor("early_active_bigorder_ret", "trade", 1)
+def early_active_bigorder_ret(c: TradeContext) -> Array:
+    """Early log return of big aggressors: ``sum(dlogp_t)`` over early trades whose active order
+    (buy order if side = +1, sell order if side = -1) is big."""
+    active_big = ((c.side == 1) & c.big_buy) | ((c.side == -1) & c.big_sell)
+    return c.seg_sum(c.dlogp, c.early & active_big)
+
+
+@factor("concentration_diff", "trade", -1)
+def concentration_diff(c: TradeContext) -> Array:
+    """Buy minus sell amount concentration: ``sum(B_j^2) / T^2 - sum(S_j^2) / T^2``."""
+    B, first_b = c.buy_orders
+    Sv, first_s = c.sell_orders
+    t2 = c.total_amount * c.total_amount
+    return c.ratio(c.seg_sum(B * B, first_b), t2) - c.ratio(c.seg_sum(Sv * Sv, first_s), t2)
+
+
+@factor("early_active_buy_perc", "trade", 1)
+def early_active_buy_perc(c: TradeContext) -> Array:
+    """Early buyer-initiated share: over early trades, amount with side = +1 / total amount."""
+    return c.ratio(c.seg_sum(c.amount, c.early & (c.side == 1)), c.seg_sum(c.amount, c.early))
+
+
+@factor("corr_netactivebuy_lastret", "trade", -1, "min_obs_day (10) pairs; NaN if constant")
+def corr_netactivebuy_lastret(c: TradeContext) -> Array:
+    """Net active buying after a move: ``corr(NAB_k, r_{k-1})``, k = 1..239, where ``NAB_k`` =
+    buyer- minus seller-initiated amount in minute k (0 without trades) and r the bar return."""
+    nab = c.net_active_buy
+    rows = c.ops.rows(c.S, 239)
+    stats = c.ops.corr_stats(rows, nab[:, 1:], c.minute_ret[:, :-1])
+    return correlation(c.xp, stats, c.config.min_obs_day)
+
+
+@factor("corr_netactivebuy_nextret", "trade", -1, "min_obs_day (10) pairs; NaN if constant")
+def corr_netactivebuy_nextret(c: TradeContext) -> Array:
+    """Net active buying before a move: ``corr(NAB_{k-1}, r_k)``, k = 1..239."""
+    nab = c.net_active_buy
+    rows = c.ops.rows(c.S, 239)
+    stats = c.ops.corr_stats(rows, nab[:, :-1], c.minute_ret[:, 1:])
+    return correlation(c.xp, stats, c.config.min_obs_day)

@@ -1,0 +1,349 @@
+"""Store-level model training: :func:`run_train` reads the market and the factor panel from a
+store, trains the requested models on rolling windows, and writes the ``scores`` table.
+
+Data flow on the GPU backend: the factor panel is preprocessed on the device
+(:func:`fbgpu.panel.build_panel`, cupy), handed to torch by DLPack, windowed and trained on the
+device; the scores leave the device once, per model, to be written to the store. On the CPU
+backend the same code runs on numpy arrays that torch views without copying.
+
+``scores`` table: one partition per predicted date (every rebalance date from the first retrain
+date on), columns ``date, symbol`` and one float64 column per model score (:data:`SCORE_COLUMNS`
+plus ``fused``), rows = the stocks of that date's pool. Every score is a cross-sectional z-score
+(seed ensemble of per-date z-scores, see :mod:`fbgpu.models.runner`). Re-running one model
+rewrites its column and leaves the others; the partition manifest's ``extra.columns`` records,
+per column, the model kind, its configuration hash and the windows it came from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from fbgpu.data.store import Store, StoreError
+from fbgpu.engine.backend import Backend, get_backend
+from fbgpu.models.config import (
+    FUSED_COLUMN,
+    MODEL_KINDS,
+    SCORE_COLUMNS,
+    TrainConfig,
+    load_train_config,
+)
+from fbgpu.models.datasets import LF_BAR_FIELDS, LF_SOURCES, DeviceSamples, ModelInputs
+from fbgpu.models.device import torch_device
+from fbgpu.models.rolling import RetrainWindow
+from fbgpu.models.runner import (
+    Fingerprint,
+    RollingResult,
+    WindowReport,
+    model_config_hash,
+    sources_for,
+    train_rolling,
+)
+from fbgpu.panel.market import Market, load_market, rebalance_indices
+
+log = logging.getLogger(__name__)
+
+SCORES_TABLE = "scores"
+CHECKPOINT_DIR = "models"
+
+
+@dataclass
+class TrainSummary:
+    """What :func:`run_train` did: per model, its windows; dates and columns written."""
+
+    kinds: list[str]
+    backend: str
+    device: str
+    windows: dict[str, list[WindowReport]] = field(default_factory=dict)
+    dates_written: int = 0
+    columns: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """The one-line summary of the CLI."""
+        nw = sum(len(v) for v in self.windows.values())
+        resumed = sum(r.resumed for v in self.windows.values() for r in v)
+        return (f"trained {', '.join(self.kinds)}: {nw} windows ({resumed} resumed), "
+                f"{self.dates_written} dates of scores [{', '.join(self.columns)}] on "
+                f"{self.backend} in {self.seconds:.1f}s")
+
+
+# --------------------------------------------------------------------------- inputs
+def lf_bars(store: Store, market: Market) -> np.ndarray:
+    """``[D, S, 6]`` adjusted open, high, low, close, vwap and volume of days with trading.
+
+    Prices times ``adj_factor``; NaN on days without a row or without trading (suspended:
+    volume 0 is kept, prices NaN, so a suspension is a gap, not a flat bar).
+    """
+    extra = store.read_panel("daily", market.dates, columns=["high", "low"],
+                             symbols=list(market.symbols))
+    adj = market["adj_factor"]
+    traded = market.traded()
+    px = {
+        "open": market["open"], "high": extra["high"], "low": extra["low"],
+        "close": market["close"], "vwap": market["vwap"],
+    }
+    out = np.full((*market.shape, len(LF_BAR_FIELDS)), np.nan)
+    for k, name in enumerate(LF_BAR_FIELDS):
+        if name == "volume":
+            out[..., k] = np.where(market.present, market["volume"], np.nan)
+        else:
+            out[..., k] = np.where(traded, px[name] * adj, np.nan)
+    return out
+
+
+def load_model_inputs(
+    store: Store,
+    config: TrainConfig,
+    backend: Backend,
+    kinds: Sequence[str],
+    market: Market | None = None,
+) -> ModelInputs:
+    """Pool, labels, factor panel (on the backend's device) and bars for ``kinds`` from a store.
+
+    Pool = :meth:`Market.pool`; label = :meth:`Market.labels` over T+1 -> T+1+h, z-scored over
+    the pool; panel = :func:`fbgpu.panel.build_panel` (smoothing, winsorizing, neutralizing,
+    z-scoring over the universe of each day, computed on ``backend``); sample dates =
+    :func:`fbgpu.panel.rebalance_indices` (the evaluation's rebalance grid).
+    """
+    srcs = {s for k in kinds for s in sources_for(k)}
+    market = market if market is not None else load_market(store)
+    xp = backend.xp
+    pool = market.pool()
+    label = market.labels(pool, 1, 1 + config.label_horizon)
+    hf_panel, names = None, ()
+    if "hf" in srcs:
+        from fbgpu.panel.build import build_panel
+
+        fp = build_panel(store, market, backend=backend)
+        # float32 on the device: the one conversion copy of the panel (see docs/models.md).
+        hf_panel, names = xp.asarray(fp.values, dtype=xp.float32), tuple(fp.names)
+    bars = None
+    if any(s in LF_SOURCES for s in srcs):
+        bars = xp.asarray(lf_bars(store, market), dtype=xp.float32)
+    return ModelInputs(
+        dates=list(market.dates),
+        symbols=np.asarray(market.symbols),
+        pool=xp.asarray(pool),
+        label=xp.asarray(label, dtype=xp.float32),
+        hf_panel=hf_panel,
+        bars=bars,
+        factor_names=names,
+        sample_days=rebalance_indices(len(market.dates), config.sample_every, 0),
+    )
+
+
+def store_fingerprint(store: Store, inputs: ModelInputs, kind: str) -> Fingerprint:
+    """Fingerprint of a window from the store's partition hashes of days before its retrain date.
+
+    Covers ``daily`` (pool, labels, bars), ``factors`` for models reading the HF panel, and the
+    ``securities`` master: data from R on never change it, data before R always do.
+    """
+    tables = ["daily"] + (["factors"] if "hf" in sources_for(kind) else [])
+    hashes: dict[str, dict[dt.date, str]] = {}
+    for t in tables:
+        hashes[t] = {}
+        for d in store.dates(t):
+            m = store.manifest(t, d)
+            hashes[t][d] = m.sha256 if m else ""
+    sec = store.manifest("securities") if store.has("securities") else None
+    sec_hash = sec.sha256 if sec else ""
+
+    def fp(w: RetrainWindow) -> str:
+        h = hashlib.sha256(sec_hash.encode())
+        h.update(np.asarray(inputs.symbols, dtype=str).tobytes())
+        for t in tables:
+            for d in inputs.dates[: w.retrain_day]:
+                h.update(f"{t}/{d.isoformat()}={hashes[t].get(d, '-')};".encode())
+        return h.hexdigest()[:32]
+
+    return fp
+
+
+# --------------------------------------------------------------------------- scores table
+def _zscore_rows_np(x: np.ndarray) -> np.ndarray:
+    m = np.isfinite(x)
+    cnt = np.maximum(m.sum(1, keepdims=True), 1)
+    mean = np.where(m, x, 0.0).sum(1, keepdims=True) / cnt
+    var = (np.where(m, x - mean, 0.0) ** 2).sum(1, keepdims=True) / cnt
+    std = np.sqrt(var)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(m & (std > 0), (x - mean) / std, np.nan)
+
+
+def fuse_scores(hf: np.ndarray, lf: np.ndarray, hf_weight: float = 1.0,
+                lf_weight: float = 3.0) -> np.ndarray:
+    """``hf_weight * z(hf) + lf_weight * z(lf)`` per date (row), over stocks with both finite."""
+    both = np.isfinite(hf) & np.isfinite(lf)
+    zh = _zscore_rows_np(np.where(both, hf, np.nan))
+    zl = _zscore_rows_np(np.where(both, lf, np.nan))
+    return hf_weight * zh + lf_weight * zl
+
+
+def write_scores(
+    store: Store,
+    dates: Sequence[dt.date],
+    symbols: np.ndarray,
+    columns: Mapping[str, np.ndarray],
+    provenance: Mapping[str, dict[str, Any]] | None = None,
+) -> int:
+    """Merge score ``columns`` (each ``[len(dates), S]``, NaN = no score) into ``scores``.
+
+    Each partition keeps its other columns; a written column is replaced on every date of the
+    table (dates outside ``dates`` lose it), so the table holds the latest run of each model.
+    Returns the number of partitions written.
+    """
+    index = {d: i for i, d in enumerate(dates)}
+    all_dates = sorted(set(dates) | set(store.dates(SCORES_TABLE)))
+    sym = np.asarray(symbols, dtype=object)
+    written = 0
+    for d in all_dates:
+        old: dict[str, np.ndarray] = {}
+        old_syms = np.array([], dtype=object)
+        extra: dict[str, Any] = {"columns": {}}
+        if store.has(SCORES_TABLE, d):
+            t = store.read(SCORES_TABLE, d)
+            old_syms = np.asarray(t.column("symbol").cast(pa.string()).to_pylist(), dtype=object)
+            old = {c: t.column(c).to_numpy() for c in t.column_names
+                   if c not in ("date", "symbol") and c not in columns}
+            m = store.manifest(SCORES_TABLE, d)
+            if m is not None and isinstance(m.extra.get("columns"), dict):
+                extra["columns"] = {k: v for k, v in m.extra["columns"].items()
+                                    if k not in columns}
+        i = index.get(d)
+        new = {c: v[i] for c, v in columns.items()} if i is not None else {}
+        keep_new = np.zeros(len(sym), dtype=bool)
+        for v in new.values():
+            keep_new |= np.isfinite(v)
+        row_syms = sorted(set(old_syms.tolist()) | set(sym[keep_new].tolist()))
+        if not row_syms:
+            continue
+        pos_old = {s: k for k, s in enumerate(old_syms)}
+        pos_new = {s: k for k, s in enumerate(sym)}
+        cols: dict[str, Any] = {
+            "date": pa.array([d] * len(row_syms), type=pa.date32()),
+            "symbol": pa.array(row_syms, type=pa.string()),
+        }
+        for c, v in old.items():
+            cols[c] = pa.array([v[pos_old[s]] if s in pos_old else np.nan for s in row_syms],
+                               type=pa.float64())
+        for c in columns:
+            v = new.get(c)
+            cols[c] = pa.array(
+                [float(v[pos_new[s]]) if v is not None and s in pos_new else np.nan
+                 for s in row_syms], type=pa.float64())
+            if v is not None and provenance and c in provenance:
+                extra["columns"][c] = provenance[c]
+        values = [c for c in cols if c not in ("date", "symbol")]
+        table = pa.table({"date": cols["date"], "symbol": cols["symbol"],
+                          **{c: cols[c] for c in sorted(values)}})
+        store.write(SCORES_TABLE, d, table, extra=extra)
+        written += 1
+    return written
+
+
+def read_scores(store: Store, columns: Sequence[str] | None = None,
+                symbols: Sequence[str] | None = None) -> tuple[list[dt.date], np.ndarray,
+                                                               dict[str, np.ndarray]]:
+    """The ``scores`` table as ``(dates, symbols, {column: [D, S]})`` (NaN where absent)."""
+    dates = store.dates(SCORES_TABLE)
+    if not dates:
+        raise StoreError(f"store {store.root} has no scores table: run `fbgpu train` first")
+    have: set[str] = set()
+    for d in dates:
+        have |= {c for c in store.read(SCORES_TABLE, d).column_names
+                 if c not in ("date", "symbol")}
+    cols = [c for c in (columns or sorted(have)) if c in have]
+    p = store.read_panel(SCORES_TABLE, dates, symbols=symbols)
+    return list(p.dates), p.symbols, {c: p.fields[c] for c in cols if c in p.fields}
+
+
+# --------------------------------------------------------------------------- the step
+def _resolve_kinds(model: str | Sequence[str]) -> list[str]:
+    if isinstance(model, str):
+        if model == "all":
+            return list(MODEL_KINDS)
+        model = [model]
+    kinds = list(model)
+    bad = [k for k in kinds if k not in MODEL_KINDS]
+    if bad:
+        raise ValueError(f"unknown model {bad[0]!r}: choose all or one of {', '.join(MODEL_KINDS)}")
+    return kinds
+
+
+def run_train(
+    store: Store | str | Path,
+    model: str | Sequence[str] = "all",
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    backend: str | Backend = "auto",
+    progress: bool = True,
+) -> TrainSummary:
+    """Train ``model`` (a kind of :data:`MODEL_KINDS`, or ``"all"``) on rolling windows.
+
+    Checkpoints go to ``<store>/models/<kind>/<retrain date>/seed<k>.pt`` (resumable: a complete
+    window whose configuration and input partitions are unchanged is loaded, not retrained);
+    out-of-sample scores go to the ``scores`` table; ``fused`` is (re)computed whenever both
+    ``hf_gru`` and ``lf_mtl`` are in the table afterwards.
+    """
+    t0 = time.perf_counter()
+    st = store if isinstance(store, Store) else Store(store)
+    if not Path(st.root).is_dir():
+        raise StoreError(f"store {st.root} does not exist")
+    cfg = config if isinstance(config, TrainConfig) else load_train_config(dict(config or {}))
+    kinds = _resolve_kinds(model)
+    be = backend if isinstance(backend, Backend) else get_backend(backend)
+    device = torch_device(be.name)
+    inputs = load_model_inputs(st, cfg, be, kinds)
+    srcs: list[str] = []
+    for k in kinds:
+        srcs += [s for s in sources_for(k) if s not in srcs]
+    data = DeviceSamples(inputs, cfg, device, srcs)
+    summary = TrainSummary(kinds, be.name, be.device)
+    columns: dict[str, np.ndarray] = {}
+    provenance: dict[str, dict[str, Any]] = {}
+    pred_dates: list[dt.date] | None = None
+    for kind in kinds:
+        res: RollingResult = train_rolling(
+            kind, inputs, cfg, device, data=data, checkpoint_root=st.root / CHECKPOINT_DIR,
+            fingerprint=store_fingerprint(st, inputs, kind), progress=progress,
+        )
+        if pred_dates is not None and res.dates != pred_dates:
+            raise RuntimeError("models predicted different dates; this is a bug")
+        pred_dates = res.dates
+        # The one device->host transfer of the step: the final per-date score vectors.
+        columns[SCORE_COLUMNS[kind]] = res.scores.double().cpu().numpy()
+        provenance[SCORE_COLUMNS[kind]] = {
+            "kind": kind, "config_hash": model_config_hash(kind, cfg, inputs.factor_names),
+            "windows": [w.window for w in res.windows], "backend": be.name,
+        }
+        summary.windows[kind] = res.windows
+    assert pred_dates is not None
+    summary.dates_written = write_scores(st, pred_dates, inputs.symbols, columns, provenance)
+    summary.columns = list(columns)
+    if ("hf" in kinds or "lf" in kinds) and update_fused(st, cfg):
+        summary.columns.append(FUSED_COLUMN)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def update_fused(store: Store, config: TrainConfig | None = None) -> bool:
+    """(Re)compute ``fused`` from the ``hf_gru`` and ``lf_mtl`` columns; False if one is missing."""
+    cfg = config or TrainConfig()
+    hf_col, lf_col = SCORE_COLUMNS["hf"], SCORE_COLUMNS["lf"]
+    dates, symbols, cols = read_scores(store, [hf_col, lf_col])
+    if hf_col not in cols or lf_col not in cols:
+        return False
+    fused = fuse_scores(cols[hf_col], cols[lf_col], cfg.fusion_hf_weight, cfg.fusion_lf_weight)
+    write_scores(store, dates, symbols, {FUSED_COLUMN: fused}, {FUSED_COLUMN: {
+        "kind": "fusion", "formula": f"{cfg.fusion_hf_weight} z({hf_col}) + "
+                                     f"{cfg.fusion_lf_weight} z({lf_col})"}})
+    return True

@@ -1,0 +1,186 @@
+"""Hand-off from the array backends to torch, and a guard that counts device->host transfers.
+
+* :func:`to_torch` turns a numpy or cupy array into a torch tensor through DLPack
+  (``torch.from_dlpack``): zero copy, same memory, same device. Only a dtype change (float64 ->
+  float32) copies, and that copy stays on the array's device.
+* :class:`TransferGuard` patches the calls through which data leave a device (cupy ``asnumpy``
+  and ``ndarray.get``; torch ``Tensor.cpu/.numpy/.tolist/.item`` and ``.to("cpu")``) and records
+  every call made while it is active. ``.item()`` is a scalar synchronisation (early stopping
+  reads one validation IC per epoch) and is counted apart from array transfers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def torch_device(backend_name: str) -> torch.device:
+    """``cuda`` for the GPU backend, ``cpu`` otherwise."""
+    return torch.device("cuda" if backend_name == "gpu" else "cpu")
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int, device: torch.device) -> Iterator[None]:
+    """torch intra-op threads = ``n`` inside the block on the CPU (0: unchanged); restored after."""
+    prev = torch.get_num_threads()
+    active = device.type == "cpu" and n > 0 and n != prev
+    if active:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if active:
+            torch.set_num_threads(prev)
+
+
+def to_torch(a: Any, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
+    """A torch view of ``a`` (numpy/cupy/torch) via DLPack; copies only to change dtype/device.
+
+    ``device`` is a consistency check, not a move: a host array is never silently uploaded for
+    a CUDA device here (the caller does that once, with the backend's ``asarray``).
+    """
+    if isinstance(a, torch.Tensor):
+        t = a
+    elif isinstance(a, np.ndarray):
+        if a.dtype == np.bool_:
+            t = torch.from_dlpack(a)
+        else:
+            t = torch.from_dlpack(np.ascontiguousarray(a) if not a.flags.c_contiguous else a)
+    else:
+        t = torch.from_dlpack(a)  # cupy and any other DLPack producer
+    if device is not None and t.device.type != device.type:
+        if t.device.type == "cpu":
+            t = t.to(device)  # host -> device upload (allowed; never the other way)
+        else:
+            raise ValueError(f"array lives on {t.device}, expected {device}")
+    if dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
+    return t
+
+
+@dataclass
+class TransferEvent:
+    """One guarded call: which API, how many elements, from which device, and where from."""
+
+    api: str
+    numel: int
+    device: str
+    where: str
+
+
+@dataclass
+class TransferGuard:
+    """Context manager recording device->host transfer calls made inside it.
+
+    ``array_transfers`` lists the calls that move arrays (``.cpu()``, ``.numpy()``, ``.tolist()``,
+    ``.to("cpu")`` of a device tensor, ``cupy.asnumpy``, ``cupy.ndarray.get``);
+    ``scalar_syncs`` the ``.item()`` calls. With ``strict=True`` the first array transfer raises.
+    On the CPU backend the same calls are counted (they would be copies or hand-offs out of
+    the pipeline), so a CPU run proves the pipeline does not make them either.
+    """
+
+    strict: bool = False
+    events: list[TransferEvent] = field(default_factory=list)
+    _restore: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _depth: int = 0
+
+    @property
+    def array_transfers(self) -> list[TransferEvent]:
+        return [e for e in self.events if e.api != "torch.Tensor.item"]
+
+    @property
+    def scalar_syncs(self) -> list[TransferEvent]:
+        return [e for e in self.events if e.api == "torch.Tensor.item"]
+
+    def _record(self, api: str, obj: Any) -> None:
+        if self._depth:  # a guarded call made by another guarded call is one transfer
+            return
+        numel = int(getattr(obj, "numel", lambda: getattr(obj, "size", 1))())
+        if not isinstance(numel, int):
+            numel = int(np.prod(getattr(obj, "shape", ())))
+        dev = str(getattr(obj, "device", "?"))
+        frame = traceback.extract_stack(limit=4)[0]
+        ev = TransferEvent(api, numel, dev, f"{frame.filename}:{frame.lineno}")
+        with self._lock:
+            self.events.append(ev)
+        if self.strict and api != "torch.Tensor.item":
+            raise RuntimeError(f"device->host transfer inside a TransferGuard: {ev}")
+
+    def _wrap_method(
+        self, owner: Any, name: str, api: str, only_if: Callable[..., bool] | None = None
+    ) -> None:
+        had = name in owner.__dict__
+        original = getattr(owner, name)
+        guard = self
+
+        def wrapper(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            if only_if is None or only_if(obj, *args, **kwargs):
+                guard._record(api, obj)
+            guard._depth += 1
+            try:
+                return original(obj, *args, **kwargs)
+            finally:
+                guard._depth -= 1
+
+        setattr(owner, name, wrapper)
+        if had:
+            self._restore.append(lambda: setattr(owner, name, original))
+        else:
+            self._restore.append(lambda: delattr(owner, name))
+
+    def __enter__(self) -> TransferGuard:
+        T = torch.Tensor
+        for name in ("cpu", "numpy", "tolist", "item"):
+            self._wrap_method(T, name, f"torch.Tensor.{name}")
+
+        def _to_host(t: Any, *args: Any, **kwargs: Any) -> bool:
+            target = kwargs.get("device", args[0] if args else None)
+            if isinstance(target, str | torch.device):
+                return torch.device(target).type == "cpu" and t.device.type != "cpu"
+            return False
+
+        self._wrap_method(T, "to", "torch.Tensor.to(cpu)", only_if=_to_host)
+        try:
+            import cupy
+        except Exception:  # no cupy (CPU machine): nothing to patch
+            return self
+        original_asnumpy = cupy.asnumpy
+        guard = self
+
+        def asnumpy(a: Any, *args: Any, **kwargs: Any) -> Any:
+            guard._record("cupy.asnumpy", a)
+            guard._depth += 1
+            try:
+                return original_asnumpy(a, *args, **kwargs)
+            finally:
+                guard._depth -= 1
+
+        cupy.asnumpy = asnumpy
+        self._restore.append(lambda: setattr(cupy, "asnumpy", original_asnumpy))
+        try:
+            self._wrap_method(cupy.ndarray, "get", "cupy.ndarray.get")
+        except TypeError:
+            # cupy.ndarray is an extension type whose methods cannot be replaced; the pipeline
+            # hands cupy arrays to torch (DLPack) before any model code runs, so the torch
+            # patches cover it.
+            log.debug("cannot patch cupy.ndarray.get; counting cupy.asnumpy only")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for undo in reversed(self._restore):
+            undo()
+        self._restore.clear()
+        if self.array_transfers:
+            log.debug("transfer guard saw %d array transfers", len(self.array_transfers))

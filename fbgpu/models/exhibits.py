@@ -1,0 +1,234 @@
+"""The report's model exhibits from the ``scores`` table, through the evaluation API.
+
+:func:`evaluate_models` runs :func:`fbgpu.evaluate.evaluate_factor` (10 groups, RankIC against the
+5-day evaluation return ``P_{T+6} / P_{T+1} - 1``, the same pool) on every score column over the
+dates that have scores (the out-of-sample period) and lays the results out like the report:
+
+* ``exhibit45_hf`` - HF deep-learning factor vs the equal-weight and trailing-ICIR composites of
+  the same 27 factors (evaluated on the same dates; composites as in ``fbgpu evaluate``);
+* ``exhibit52_lf`` - LF multi-task factor and the three ablations;
+* ``exhibit57_fusion`` - full-band fusion, HF, LF and the full-band multi-task variant;
+* ``style_correlation`` - each model factor's mean cross-sectional correlation with reversal,
+  size, amount, turnover and beta, and with the other model factors (exhibits 49, 56, 61);
+* ``model_correlation`` - the model factors' correlation matrix.
+
+Columns of the three exhibit tables: RankIC mean, RankIC std, IC_IR, IC>0, TOP ann. excess,
+TOP IR, TOP win rate, TOP turnover (:data:`fbgpu.evaluate.single.SUMMARY_COLUMNS`). Written under
+``<store>/reports/models/`` as CSV + JSON, with figures and an ``index.json`` for the HTML report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fbgpu.data.store import Store, StoreError
+from fbgpu.engine.backend import Backend, get_backend
+from fbgpu.evaluate.composite import icir_weights, signed, weighted_composite
+from fbgpu.evaluate.correlation import factor_correlation, style_correlation
+from fbgpu.evaluate.single import SUMMARY_COLUMNS, FactorReport, evaluate_factor
+from fbgpu.evaluate.stats import rank_ic
+from fbgpu.models.api import SCORES_TABLE, read_scores
+from fbgpu.models.config import FUSED_COLUMN, SCORE_COLUMNS
+from fbgpu.panel.market import load_market, rebalance_indices
+
+log = logging.getLogger(__name__)
+
+HF_EQUAL = "hf_equal_weight"
+HF_ICIR = "hf_icir_weight"
+
+#: Rows of each exhibit table, in the report's order (absent columns are skipped).
+EXHIBITS: dict[str, tuple[str, list[str]]] = {
+    "exhibit45_hf": ("HF deep-learning factor vs linear composites of the 27 factors",
+                     [SCORE_COLUMNS["hf"], HF_EQUAL, HF_ICIR]),
+    "exhibit52_lf": ("LF multi-task factor and ablations",
+                     [SCORE_COLUMNS[k] for k in ("lf", "lf-daily", "lf-separate",
+                                                 "lf-unshared")]),
+    "exhibit57_fusion": ("Full-band fusion factor",
+                         [FUSED_COLUMN, SCORE_COLUMNS["hf"], SCORE_COLUMNS["lf"],
+                          SCORE_COLUMNS["fullband-mtl"]]),
+}
+
+#: Display names of the rows.
+LABELS: dict[str, str] = {
+    "hf_gru": "HF deep-learning", HF_EQUAL: "HF equal-weight", HF_ICIR: "HF ICIR-weighted",
+    "lf_mtl": "LF multi-task", "lf_daily": "daily only", "lf_separate": "LF equal-weight of 3",
+    "lf_unshared": "LF no shared GRU", "fused": "full-band fusion",
+    "fullband_mtl": "full-band multi-task",
+}
+
+
+@dataclass
+class ModelEvaluation:
+    """Exhibit tables, per-factor reports and correlations of the model factors."""
+
+    tables: dict[str, pd.DataFrame]
+    reports: dict[str, FactorReport]
+    style_correlation: pd.DataFrame
+    model_correlation: pd.DataFrame
+    dates: list[Any]
+    out_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _host(a: Any) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _hf_composites(store: Store, market: Any, rows: np.ndarray, be: Backend,
+                   ret_end: int) -> dict[str, np.ndarray]:
+    """Equal-weight and trailing-ICIR composites of the signed HF panel at ``rows``."""
+    from fbgpu.evaluate.run import resolve_directions
+    from fbgpu.panel.build import build_panel
+
+    xp = be.xp
+    panel = build_panel(store, market, backend=be)
+    D = len(market.dates)
+    # The composites' trailing ICIR weights need the whole rebalance history before the scored
+    # dates: the grid with the scores' own spacing and phase.
+    every = int(np.min(np.diff(rows))) if len(rows) > 1 else 5
+    grid = rebalance_indices(D, every, int(rows[0]) % every)
+    grid = grid[grid + ret_end < D]
+    dirs = resolve_directions(list(panel.names))
+    sv = signed(panel.values[xp.asarray(grid)], np.array([dirs[n] for n in panel.names], float))
+    fwd = xp.asarray(market.forward_returns(1, ret_end)[grid])
+    pool = xp.asarray(market.pool()[grid])
+    ic = np.stack([_host(rank_ic(sv[:, :, j], fwd, pool)) for j in range(sv.shape[2])], axis=1)
+    weights = icir_weights(ic, grid, known_lag=ret_end)
+    uni = panel.universe[xp.asarray(grid)]
+    pos = np.searchsorted(grid, rows)
+    if not np.array_equal(grid[np.minimum(pos, len(grid) - 1)], rows):
+        raise StoreError(f"score dates are not on a regular rebalance grid (every {every} days)")
+    return {
+        HF_EQUAL: _host(weighted_composite(sv, None, uni))[pos],
+        HF_ICIR: _host(weighted_composite(sv, xp.asarray(weights), uni))[pos],
+    }
+
+
+def evaluate_models(
+    store: Store | str | Path,
+    backend: str | Backend = "cpu",
+    groups: int = 10,
+    write: bool = True,
+    figures: bool = True,
+) -> ModelEvaluation:
+    """Evaluate every score column of the store and build the model exhibits (module doc)."""
+    st = store if isinstance(store, Store) else Store(store)
+    be = backend if isinstance(backend, Backend) else get_backend(backend)
+    market = load_market(st)
+    dates, _, cols = read_scores(st, symbols=list(market.symbols))
+    ret_end = 6
+    index = {d: i for i, d in enumerate(market.dates)}
+    rows = np.array([index[d] for d in dates], dtype=np.int64)
+    keep = rows + ret_end < len(market.dates)
+    rows = rows[keep]
+    if len(rows) < 2:
+        raise StoreError(f"store {st.root}: fewer than 2 scored dates with a complete "
+                         f"{ret_end}-day return; train on more data")
+    values = {c: v[keep] for c, v in cols.items()}
+    notes = []
+    if st.dates("factors") and SCORE_COLUMNS["hf"] in values:
+        values.update(_hf_composites(st, market, rows, be, ret_end))
+    elif SCORE_COLUMNS["hf"] in values:
+        notes.append("no factors table: HF composites omitted")
+    fwd = market.forward_returns(1, ret_end)[rows]
+    pool = market.pool()[rows]
+    didx = pd.DatetimeIndex([market.dates[i] for i in rows], name="date")
+    reports = {
+        name: evaluate_factor(v, fwd, pool, 1, groups, name=LABELS.get(name, name), dates=didx)
+        for name, v in values.items()
+    }
+    tables = {}
+    for key, (_, names) in EXHIBITS.items():
+        present = [n for n in names if n in reports]
+        if present:
+            tables[key] = pd.DataFrame([reports[n].summary() for n in present])
+    order = [FUSED_COLUMN, *SCORE_COLUMNS.values()]
+    model_names = [n for n in order if n in values]
+    model_names += sorted(n for n in values if n not in order and n not in (HF_EQUAL, HF_ICIR))
+    stacked = np.stack([values[n] for n in model_names], axis=2)
+    styles = {k: v[rows] for k, v in market.style_factors().items()}
+    scorr = style_correlation(stacked, [LABELS.get(n, n) for n in model_names], styles, pool)
+    mcorr = factor_correlation(stacked, [LABELS.get(n, n) for n in model_names], pool)
+    for other in ("hf_gru", "lf_mtl"):
+        if other in model_names:
+            scorr[LABELS[other]] = mcorr[LABELS[other]]
+    ev = ModelEvaluation(tables, reports, scorr, mcorr, list(didx.date), notes=notes)
+    if write:
+        ev.out_dir = _write(st, ev, figures)
+    return ev
+
+
+def _write_table(df: pd.DataFrame, out_dir: Path, stem: str) -> str:
+    df.to_csv(out_dir / f"{stem}.csv", index=True)
+    (out_dir / f"{stem}.json").write_text(
+        df.reset_index().to_json(orient="records", indent=1, date_format="iso"))
+    return f"{stem}.csv"
+
+
+def window_table(store: Store) -> pd.DataFrame:
+    """One row per trained (model, window): dates, validation IC mean over seeds, seconds."""
+    rows = []
+    for p in sorted((Path(store.root) / "models").glob("*/*/window.json")):
+        info = json.loads(p.read_text())
+        ics = [v for seed in info.get("valid_ic", {}).values() for v in seed]
+        rows.append({
+            "model": info.get("kind"), "retrain date": info.get("window"),
+            "fit dates": " .. ".join(info.get("fit_dates", [])),
+            "validation dates": " .. ".join(info.get("valid_dates", [])),
+            "last label date": info.get("last_label_date"),
+            "predicts": " .. ".join(info.get("predict_dates", [])),
+            "validation IC": float(np.mean(ics)) if ics else float("nan"),
+            "seconds": info.get("seconds"),
+        })
+    return pd.DataFrame(rows)
+
+
+def _write(store: Store, ev: ModelEvaluation, figures: bool) -> Path:
+    out = store.report_dir / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    items: list[dict[str, str]] = []
+    for key, df in ev.tables.items():
+        items.append({"file": _write_table(df, out, key),
+                      "caption": f"{EXHIBITS[key][0]} (10 groups, weekly, out of sample)"})
+    items.append({"file": _write_table(ev.style_correlation, out, "style_correlation"),
+                  "caption": "Correlation of the model factors with style factors and with the "
+                             "HF / LF model factors (exhibits 49, 56, 61)"})
+    _write_table(ev.model_correlation, out, "model_correlation")
+    wt = window_table(store)
+    if len(wt):
+        items.append({"file": _write_table(wt.set_index("model"), out, "windows"),
+                      "caption": "Rolling retrain windows (validation IC = early-stopping "
+                                 "criterion, mean over seeds)"})
+    ic = pd.DataFrame({r.name: r.ic for r in ev.reports.values()})
+    _write_table(ic, out, "rank_ic")
+    if figures:
+        from fbgpu.evaluate.plots import plot_cumulative_ic, plot_group_nav
+
+        main = [n for n in ("fused", "hf_gru", "lf_mtl") if n in ev.reports]
+        plot_cumulative_ic(list(ev.reports.values()), out / "cumulative_rank_ic.png",
+                           "Cumulative RankIC of the model factors")
+        items.append({"file": "cumulative_rank_ic.png",
+                      "caption": "Cumulative RankIC of the model factors"})
+        for n in main:
+            plot_group_nav(ev.reports[n], out / f"nav_{n}.png")
+            items.append({"file": f"nav_{n}.png",
+                          "caption": f"{LABELS[n]}: group net value relative to the pool"})
+    first, last = ev.dates[0], ev.dates[-1]
+    text = (f"Out-of-sample scores on {len(ev.dates)} rebalance dates, {first} to {last} "
+            f"(table `{SCORES_TABLE}`). " + " ".join(ev.notes))
+    (out / "index.json").write_text(json.dumps(
+        {"title": "Deep-learning factors and full-band fusion", "text": text, "items": items},
+        indent=1))
+    return out
+
+
+def summary_columns() -> list[str]:
+    """The exhibit tables' columns (the report's layout)."""
+    return list(SUMMARY_COLUMNS)

@@ -1,0 +1,97 @@
+"""Rolling retrain windows: what a model retrained on date R may know, and what it predicts.
+
+A model is retrained on the first trading day R of each month in ``config.retrain_months``
+(January and July by default). It may use the samples whose label window ends before R::
+
+    T + label_horizon + 1 < R      (T+11 < R for the 10-day label)
+
+because the label of T is known only at the close of T+11: with the strict inequality every
+training label is known before R opens, so the model can be fitted before R's data arrive.
+These training dates are split by time 4:1 into fitting and validation dates (early stopping);
+with ``purge`` the fitting dates whose label window reaches the first validation date are
+dropped. The window's models predict the sample dates from R up to (excluding) the next retrain
+date; the last window predicts to the end of the data. The first window is the first R with at
+least ``min_train_dates`` training dates; sample dates before it get no out-of-sample prediction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fbgpu.models.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class RetrainWindow:
+    """One retraining: its date, the dates it fits/validates on, and the dates it predicts."""
+
+    retrain_day: int
+    retrain_date: dt.date
+    fit_days: tuple[int, ...]
+    valid_days: tuple[int, ...]
+    predict_days: tuple[int, ...]
+    label_end_offset: int
+
+    @property
+    def name(self) -> str:
+        """Directory name of the window's checkpoints (the retrain date, ISO)."""
+        return self.retrain_date.isoformat()
+
+    @property
+    def train_days(self) -> tuple[int, ...]:
+        """Every sample day whose label the window uses (fitting and validation)."""
+        return tuple(sorted(self.fit_days + self.valid_days))
+
+    @property
+    def last_label_day(self) -> int:
+        """Day index of the latest label end used in training (< ``retrain_day``)."""
+        return max(self.train_days) + self.label_end_offset
+
+
+def retrain_days(dates: Sequence[dt.date], months: Sequence[int]) -> list[int]:
+    """Indices of the first trading day of each month in ``months`` (never day 0)."""
+    out = []
+    for d in range(1, len(dates)):
+        if dates[d].month != dates[d - 1].month and dates[d].month in months:
+            out.append(d)
+    return out
+
+
+def make_windows(
+    dates: Sequence[dt.date], grid: np.ndarray, config: TrainConfig
+) -> list[RetrainWindow]:
+    """The rolling windows over ``dates`` for sample days ``grid`` (see module doc)."""
+    off = config.label_end_offset
+    grid = np.asarray(grid, dtype=np.int64)
+    points = retrain_days(dates, config.retrain_months)
+    windows: list[RetrainWindow] = []
+    for i, R in enumerate(points):
+        known = grid[grid + off < R]
+        if len(known) < config.min_train_dates:
+            continue
+        n_valid = max(1, round(len(known) * config.valid_fraction))
+        valid = known[-n_valid:]
+        fit = known[:-n_valid]
+        if config.purge:
+            fit = fit[fit + off < valid[0]]
+        if len(fit) < 1:
+            continue
+        end = points[i + 1] if i + 1 < len(points) else len(dates)
+        pred = grid[(grid >= R) & (grid < end)]
+        if len(pred) == 0:
+            continue
+        windows.append(
+            RetrainWindow(
+                retrain_day=int(R),
+                retrain_date=dates[R],
+                fit_days=tuple(int(x) for x in fit),
+                valid_days=tuple(int(x) for x in valid),
+                predict_days=tuple(int(x) for x in pred),
+                label_end_offset=off,
+            )
+        )
+    return windows

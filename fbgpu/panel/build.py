@@ -1,0 +1,175 @@
+"""The store's ``factors`` table -> the preprocessed factor panel, and back into the store.
+
+:func:`build_panel` reads the raw daily factor values onto the market's calendar, runs
+:func:`fbgpu.panel.preprocess.preprocess_panel` on the chosen backend (one batched pass over all
+days), and returns a :class:`FactorPanel`. :func:`write_panel` stores it as the derived wide table
+``panel`` (date, symbol, one float64 column per factor; NaN-aware, not filled) with a manifest per
+date naming the input partitions it depends on; :func:`read_panel` loads it back (for the models).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from fbgpu.data.store import Store, StoreError, config_hash
+from fbgpu.engine.backend import Backend, get_backend
+from fbgpu.panel.market import Market, PoolConfig
+from fbgpu.panel.preprocess import PanelConfig, preprocess_panel
+
+log = logging.getLogger(__name__)
+
+PANEL_TABLE = "panel"
+
+
+@dataclass
+class FactorPanel:
+    """A dense factor panel ``values[date, stock, factor]`` (numpy on the host, or cupy).
+
+    ``universe[date, stock]`` is the cross-section each day was preprocessed over.
+    """
+
+    dates: list[dt.date]
+    symbols: np.ndarray
+    names: list[str]
+    values: Any
+    universe: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def factor(self, name: str) -> Any:
+        """``[D, S]`` values of one factor."""
+        try:
+            return self.values[:, :, self.names.index(name)]
+        except ValueError as e:
+            raise KeyError(f"no factor {name!r} in the panel (have {self.names})") from e
+
+    def to_frame(self, name: str) -> Any:
+        """One factor as a pandas DataFrame (dates x symbols)."""
+        import pandas as pd
+
+        vals = self.factor(name)
+        vals = vals.get() if hasattr(vals, "get") else np.asarray(vals)
+        return pd.DataFrame(vals, index=pd.DatetimeIndex(self.dates, name="date"),
+                            columns=pd.Index(self.symbols, name="symbol"))
+
+
+def factor_names(store: Store, table: str = "factors") -> list[str]:
+    """Factor columns of the store's ``factors`` table (from its latest partition)."""
+    dates = store.dates(table)
+    if not dates:
+        raise StoreError(f"store {store.root} has no {table} table: run `fbgpu factors` first")
+    schema = store.read(table, dates[-1]).schema
+    return [n for n in schema.names if n not in ("date", "symbol")]
+
+
+def load_factor_values(
+    store: Store, market: Market, names: list[str] | None = None, table: str = "factors"
+) -> tuple[np.ndarray, list[str]]:
+    """Raw daily factor values ``[D, S, F]`` on the market's calendar and symbols.
+
+    Days of the calendar without a ``factors`` partition are NaN (so the smoothing window still
+    counts trading days); stocks not in the market are dropped.
+    """
+    names = list(names) if names is not None else factor_names(store, table)
+    have = set(store.dates(table))
+    dates = [d for d in market.dates if d in have]
+    if not dates:
+        raise StoreError(f"store {store.root}: the {table} table has no date in common with "
+                         f"the daily table ({market.dates[0]}..{market.dates[-1]})")
+    panel = store.read_panel(table, dates, columns=names, symbols=list(market.symbols))
+    missing = [n for n in names if n not in panel.fields]
+    if missing:
+        raise StoreError(f"{table} table in {store.root} lacks columns {missing}")
+    D, S = market.shape
+    out = np.full((D, S, len(names)), np.nan)
+    rows = np.array([market.dates.index(d) for d in dates], dtype=np.int64)
+    for j, n in enumerate(names):
+        out[rows, :, j] = panel.fields[n]
+    return out, names
+
+
+def build_panel(
+    store: Store,
+    market: Market,
+    names: list[str] | None = None,
+    panel_config: PanelConfig | None = None,
+    pool_config: PoolConfig | None = None,
+    backend: Backend | str = "auto",
+) -> FactorPanel:
+    """Read raw factors and preprocess them over the market's universe, on ``backend``.
+
+    The result's arrays live on the backend's device (cupy on the GPU); panel value ``[T]``
+    depends only on data up to T.
+    """
+    be = get_backend(backend) if not isinstance(backend, Backend) else backend
+    raw, names = load_factor_values(store, market, names)
+    universe = market.universe(pool_config)
+    xp = be.xp
+    values = preprocess_panel(
+        xp.asarray(raw), xp.asarray(universe), xp.asarray(market.industry),
+        xp.asarray(market.log_cap()), panel_config,
+        n_industries=max(len(market.industries), 1),
+    )
+    return FactorPanel(list(market.dates), market.symbols, names, values, xp.asarray(universe),
+                       meta={"backend": be.name})
+
+
+def write_panel(
+    store: Store,
+    panel: FactorPanel,
+    *,
+    config: object | None = None,
+    window: int = 20,
+    factors_table: str = "factors",
+    skip_current: bool = True,
+) -> int:
+    """Write ``panel`` as the wide table ``panel``, one partition per date; return #written.
+
+    Each partition's manifest lists as inputs the ``factors`` partitions of the last ``window``
+    trading days, the ``daily`` partition of its date and the ``securities`` master (what the
+    value at T depends on), so a re-run skips the dates whose inputs, code and configuration are
+    unchanged.
+    """
+    vals = panel.values.get() if hasattr(panel.values, "get") else np.asarray(panel.values)
+    uni = panel.universe.get() if hasattr(panel.universe, "get") else np.asarray(panel.universe)
+    chash = config_hash(config) if config is not None else ""
+    have_factors = set(store.dates(factors_table))
+    has_securities = store.has("securities")
+    written = 0
+    for t, d in enumerate(panel.dates):
+        keep = uni[t] & np.isfinite(vals[t]).any(axis=1)
+        pairs = [(factors_table, x) for x in panel.dates[max(0, t - window + 1): t + 1]
+                 if x in have_factors]
+        pairs.append(("daily", d))
+        if has_securities:  # listing dates decide the universe
+            pairs.append(("securities", None))
+        inputs = store.fingerprints(pairs)
+        if skip_current and store.is_current(PANEL_TABLE, d, config_hash_=chash, inputs=inputs):
+            continue
+        idx = np.flatnonzero(keep)
+        cols: dict[str, Any] = {
+            "date": pa.array([d] * len(idx), type=pa.date32()),
+            "symbol": pa.array(panel.symbols[idx].astype(str).tolist(), type=pa.string()),
+        }
+        for j, n in enumerate(panel.names):
+            cols[n] = pa.array(vals[t, idx, j], type=pa.float64())
+        store.write(PANEL_TABLE, d, pa.table(cols), config_hash_=chash, inputs=inputs)
+        written += 1
+    return written
+
+
+def read_panel(store: Store, names: list[str] | None = None,
+               dates: list[dt.date] | None = None) -> FactorPanel:
+    """Load the stored ``panel`` table as a host :class:`FactorPanel` (NaN where absent)."""
+    dates = list(dates) if dates is not None else store.dates(PANEL_TABLE)
+    if not dates:
+        raise StoreError(f"store {store.root} has no panel table: run `fbgpu evaluate` first")
+    names = list(names) if names is not None else factor_names(store, PANEL_TABLE)
+    p = store.read_panel(PANEL_TABLE, dates, columns=names)
+    values = np.stack([p.fields[n] for n in names], axis=-1)
+    return FactorPanel(list(p.dates), p.symbols, names, values, p.present)

@@ -1,0 +1,327 @@
+"""The market as dense ``[dates, stocks]`` arrays: stock pool, evaluation returns, labels, styles.
+
+Built from the store's ``daily`` table (one row per listed stock per trading day) and the
+``securities`` master (listing dates). The calendar is the set of dates of the ``daily`` table:
+"trading day T+k" is k rows later. Every quantity states what it may know (spec/research.md
+"Dates and returns"); the tests perturb later data and check earlier values do not move.
+
+=========================  =============================================  ====================
+quantity                   definition                                      known at
+=========================  =============================================  ====================
+``universe[T]``            row on T, listed >= ``min_listed_days`` trading  close of T
+                           days (T included), not ST on T
+``tradable_next[T]``       row on T+1, not suspended on T+1, T+1 open below  open of T+1
+                           the limit-up price (minus half a tick)
+``pool[T]``                ``universe & tradable_next`` (the report's pool)  open of T+1
+``forward_return[T]``      ``P_{T+6} / P_{T+1} - 1``                         close of T+6
+``label[T]``               ``P_{T+11} / P_{T+1} - 1``, z-scored over the      close of T+11
+                           pool of T
+style factors ``[T]``      from rows <= T only                                close of T
+=========================  =============================================  ====================
+
+``P_t`` is the adjusted trade price on day t: ``vwap * adj_factor`` when the stock traded on t;
+on a suspended day it is the adjusted close (= previous close), i.e. a position that cannot be
+sold is marked at its last price; NaN when the stock has no row on t (not yet listed / delisted)
+or t is past the end of the data.
+
+The pool is, by the report's definition, an execution filter that looks one day ahead (a stock
+suspended or opening at limit-up on T+1 cannot be bought at T+1). Panel preprocessing therefore
+runs over ``universe`` (known at T), and the T+1 filter is applied only where a signal is traded
+or evaluated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fbgpu.data.store import Store, StoreError
+from fbgpu.panel.preprocess import quiet_nan_warnings, trailing_mean, trailing_sum
+
+log = logging.getLogger(__name__)
+
+#: Daily columns a Market holds (all float64 [D, S] except the flags and industry codes).
+PRICE_FIELDS = ("open", "close", "vwap", "adj_factor", "limit_up", "limit_down", "amount",
+                "volume", "float_cap")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Stock pool rules (TOML section ``[evaluate.pool]``).
+
+    Attributes:
+        min_listed_days: minimum trading days since listing, T included (60).
+        exclude_st: drop ST stocks (True).
+        exclude_suspended_next: drop stocks suspended (or without a row) on T+1 (True).
+        exclude_limit_up_open_next: drop stocks opening at the limit-up price on T+1 (True).
+        limit_tolerance: CNY; "at limit-up" means ``open >= limit_up - limit_tolerance``
+            (0.005, half the 0.01 tick, absorbs float rounding of stored prices).
+    """
+
+    min_listed_days: int = 60
+    exclude_st: bool = True
+    exclude_suspended_next: bool = True
+    exclude_limit_up_open_next: bool = True
+    limit_tolerance: float = 0.005
+
+    def __post_init__(self) -> None:
+        if self.min_listed_days < 0:
+            raise ValueError(f"pool.min_listed_days must be >= 0, got {self.min_listed_days}")
+
+
+@dataclass
+class Market:
+    """Dense daily market data on the trading calendar; see the module docstring.
+
+    Float fields are NaN where a stock has no row; ``suspended``/``st`` are False there.
+    ``industry`` holds codes into ``industries`` (-1 = unknown/absent). ``list_date`` is
+    ``datetime64[D]`` per symbol (NaT = unknown).
+    """
+
+    dates: list[dt.date]
+    symbols: np.ndarray
+    present: np.ndarray
+    fields: dict[str, np.ndarray]
+    suspended: np.ndarray
+    st: np.ndarray
+    industry: np.ndarray
+    industries: list[str]
+    list_date: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.fields[name]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.present.shape  # type: ignore[return-value]
+
+    def date_index(self, date: dt.date | str) -> int:
+        d = date if isinstance(date, dt.date) else dt.date.fromisoformat(str(date))
+        try:
+            return self.dates.index(d)
+        except ValueError as e:
+            raise KeyError(f"{d} is not a trading day of this market "
+                           f"({self.dates[0]}..{self.dates[-1]})") from e
+
+    # ------------------------------------------------------------------ pool
+    def listed_days(self) -> np.ndarray:
+        """``[D, S]`` trading days since listing, T included (0 before listing).
+
+        Days before the first date of the data are counted as weekdays
+        (``numpy.busday_count``), the calendar being unknown there. A stock without a listing
+        date counts from its first row, except that a stock present on the first date is
+        assumed seasoned (listed long before the data start).
+        """
+        D, S = self.shape
+        cal = np.array(self.dates, dtype="datetime64[D]")
+        first_row = np.where(self.present.any(axis=0), self.present.argmax(axis=0), D)
+        ld = self.list_date.astype("datetime64[D]")
+        known = ~np.isnat(ld)
+        days = np.empty((D, S), dtype=np.int64)
+        t = np.arange(D)[:, None]
+        # Listed inside the calendar: count calendar rows from the listing date.
+        start = np.searchsorted(cal, np.where(known, ld, cal[0]), side="left")
+        before = np.zeros(S, dtype=np.int64)
+        early = known & (ld < cal[0])
+        if early.any():
+            before[early] = np.busday_count(ld[early], cal[0])
+        start = np.where(early, 0, start)
+        # Unknown listing date: from the first row, or seasoned if present from the start.
+        seasoned = ~known & (first_row == 0)
+        start = np.where(~known, first_row, start)
+        before = np.where(seasoned, 10**6, before)
+        days[:] = t - start[None, :] + 1 + before[None, :]
+        return np.maximum(days, 0)
+
+    def universe(self, config: PoolConfig | None = None) -> np.ndarray:
+        """``[D, S]`` bool: the cross-section of day T, known at the close of T."""
+        cfg = config or PoolConfig()
+        uni = self.present & (self.listed_days() >= cfg.min_listed_days)
+        if cfg.exclude_st:
+            uni &= ~self.st
+        return uni
+
+    def tradable_next(self, config: PoolConfig | None = None) -> np.ndarray:
+        """``[D, S]`` bool: buyable on T+1 (known at the open of T+1); False on the last day."""
+        cfg = config or PoolConfig()
+        D, S = self.shape
+        ok = np.zeros((D, S), dtype=bool)
+        nxt = np.ones((D - 1, S), dtype=bool) if D > 1 else np.zeros((0, S), dtype=bool)
+        if cfg.exclude_suspended_next:
+            nxt &= self.present[1:] & ~self.suspended[1:]
+        else:
+            nxt &= self.present[1:]
+        if cfg.exclude_limit_up_open_next:
+            with np.errstate(invalid="ignore"):
+                at_limit = self["open"][1:] >= self["limit_up"][1:] - cfg.limit_tolerance
+            nxt &= ~at_limit
+        ok[:-1] = nxt
+        return ok
+
+    def pool(self, config: PoolConfig | None = None) -> np.ndarray:
+        """``[D, S]`` bool: the report's stock pool (universe on T and tradable on T+1)."""
+        return self.universe(config) & self.tradable_next(config)
+
+    # ------------------------------------------------------------------ prices and returns
+    def traded(self) -> np.ndarray:
+        """``[D, S]`` bool: traded on the day (a row, not suspended, volume and vwap > 0)."""
+        with np.errstate(invalid="ignore"):
+            return (self.present & ~self.suspended & (self["volume"] > 0)
+                    & np.isfinite(self["vwap"]) & (self["vwap"] > 0))
+
+    def trade_price(self) -> np.ndarray:
+        """``[D, S]`` adjusted price ``P_t`` (see the module docstring)."""
+        adj = self["adj_factor"]
+        px = np.where(self.traded(), self["vwap"] * adj, self["close"] * adj)
+        return np.where(self.present, px, np.nan)
+
+    def adjusted_close(self) -> np.ndarray:
+        """``[D, S]`` close * adj_factor (NaN without a row)."""
+        return np.where(self.present, self["close"] * self["adj_factor"], np.nan)
+
+    def forward_returns(self, start: int = 1, end: int = 6) -> np.ndarray:
+        """``[D, S]`` return bought at ``P_{T+start}``, valued at ``P_{T+end}``; known at T+end.
+
+        NaN where either price is missing or ``T + end`` is past the last date.
+        """
+        if not 0 <= start < end:
+            raise ValueError(f"need 0 <= start < end, got start={start}, end={end}")
+        px = self.trade_price()
+        D = px.shape[0]
+        out = np.full_like(px, np.nan)
+        if end < D:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[: D - end] = px[end:] / px[start: D - end + start] - 1.0
+        return out
+
+    def labels(self, pool: np.ndarray | None = None, start: int = 1, end: int = 11) -> np.ndarray:
+        """``[D, S]`` training label: the ``start..end`` return z-scored over ``pool`` per date.
+
+        Known at the close of T+end: a model trained at R may use samples with T + end < R.
+        """
+        from fbgpu.panel.preprocess import zscore
+
+        r = self.forward_returns(start, end)
+        if pool is not None:
+            r = np.where(pool, r, np.nan)
+        return zscore(r, min_stocks=2)
+
+    # ------------------------------------------------------------------ exposures
+    def log_cap(self) -> np.ndarray:
+        """``[D, S]`` log float market cap (NaN where absent or non-positive)."""
+        cap = self["float_cap"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(cap > 0, np.log(cap), np.nan)
+
+    def style_factors(self, window: int = 20, beta_window: int = 60,
+                      min_valid: int = 10, beta_min_obs: int = 20) -> dict[str, np.ndarray]:
+        """Common style factors for correlation analysis, each ``[D, S]`` and known at T.
+
+        * ``reversal``: past ``window``-day return ``C_T / C_{T-window} - 1`` (adjusted closes);
+        * ``size``: log float cap on T;
+        * ``amount``: mean daily amount (CNY) over the traded days among the last ``window``;
+        * ``turnover``: mean daily share turnover ``volume / float shares`` over the traded days
+          among the last ``window`` (float shares = float_cap / close of that day);
+        * ``beta``: OLS slope of daily adjusted-close returns on the equal-weight market return
+          (mean over the stocks that traded) over the last ``beta_window`` days, at least
+          ``beta_min_obs`` pairs.
+        """
+        D, _ = self.shape
+        adj_close = self.adjusted_close()
+        rev = np.full_like(adj_close, np.nan)
+        if window < D:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rev[window:] = adj_close[window:] / adj_close[:-window] - 1.0
+        traded = self.traded()
+        amount = trailing_mean(np.where(traded, self["amount"], np.nan), window, min_valid)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = self["float_cap"] / self["close"]
+            daily_turn = np.where(traded & (shares > 0), self["volume"] / shares, np.nan)
+        turnover = trailing_mean(daily_turn, window, min_valid)
+        ret = np.full_like(adj_close, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ret[1:] = np.where(traded[1:], adj_close[1:] / adj_close[:-1] - 1.0, np.nan)
+        with np.errstate(invalid="ignore"), quiet_nan_warnings():
+            mkt = np.nanmean(ret, axis=1, keepdims=True)
+        both = np.isfinite(ret) & np.isfinite(mkt)
+        x = np.where(both, np.broadcast_to(mkt, ret.shape), np.nan)
+        y = np.where(both, ret, np.nan)
+        sx, n = trailing_sum(x, beta_window)
+        sy, _ = trailing_sum(y, beta_window)
+        sxy, _ = trailing_sum(x * y, beta_window)
+        sxx, _ = trailing_sum(x * x, beta_window)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = n * sxx - sx * sx
+            beta = (n * sxy - sx * sy) / var
+        beta = np.where((n >= beta_min_obs) & (var > 0), beta, np.nan)
+        return {"reversal": rev, "size": self.log_cap(), "amount": amount,
+                "turnover": turnover, "beta": beta}
+
+
+def rebalance_indices(n_dates: int, every: int = 5, offset: int = 0) -> np.ndarray:
+    """Row indices of the rebalance dates: ``offset, offset + every, ...`` below ``n_dates``."""
+    if every < 1 or offset < 0:
+        raise ValueError(f"need every >= 1 and offset >= 0, got every={every}, offset={offset}")
+    return np.arange(offset, n_dates, every, dtype=np.int64)
+
+
+def _bool_field(a: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num(a.astype(np.float64), nan=0.0) != 0
+
+
+def load_market(
+    store: Store,
+    dates: list[dt.date] | None = None,
+    symbols: list[str] | None = None,
+) -> Market:
+    """Read the ``daily`` table (and ``securities`` if present) into a :class:`Market`.
+
+    ``dates`` defaults to every date of the ``daily`` table; pass a contiguous run of trading
+    days (the calendar is the rows). Raises :class:`StoreError` when the table is missing or a
+    required column is absent.
+    """
+    all_dates = store.dates("daily")
+    if not all_dates:
+        raise StoreError(f"store {store.root} has no daily table: run synth or ingest first")
+    dates = list(dates) if dates is not None else all_dates
+    cols = [*PRICE_FIELDS, "suspended", "st", "industry"]
+    panel = store.read_panel("daily", dates, columns=cols, symbols=symbols)
+    missing = [c for c in cols if c not in panel.fields]
+    if missing:
+        raise StoreError(f"daily table in {store.root} lacks columns {missing}")
+    present = panel.present
+    fields = {c: panel.fields[c].astype(np.float64) for c in PRICE_FIELDS}
+    ind_raw = panel.fields["industry"]
+    names = sorted({s for s in ind_raw[present].tolist() if s is not None and s != ""})
+    lookup = {s: i for i, s in enumerate(names)}
+    industry = np.full(ind_raw.shape, -1, dtype=np.int64)
+    di, si = np.nonzero(present)
+    industry[di, si] = [lookup.get(s, -1) if s is not None else -1 for s in ind_raw[di, si]]
+    list_date = np.full(len(panel.symbols), np.datetime64("NaT"), dtype="datetime64[D]")
+    if store.has("securities"):
+        sec = store.read("securities", None, ["symbol", "list_date"]).to_pandas()
+        ld = dict(zip(sec["symbol"].astype(str), sec["list_date"], strict=True))
+        for i, s in enumerate(panel.symbols):
+            v = ld.get(s)
+            if v is not None and v == v:
+                list_date[i] = np.datetime64(v, "D")
+    else:
+        log.warning("store %s has no securities table: listing dates inferred from daily rows",
+                    store.root)
+    return Market(
+        dates=list(panel.dates),
+        symbols=panel.symbols,
+        present=present,
+        fields=fields,
+        suspended=_bool_field(panel.fields["suspended"]) & present,
+        st=_bool_field(panel.fields["st"]) & present,
+        industry=industry,
+        industries=names,
+        list_date=list_date,
+    )
