@@ -62,23 +62,50 @@ def synth_is_current(store: Store, preset: str, seed: int) -> bool:
     return meta.get("preset") == preset and meta.get("seed") == seed and meta.get("complete", True)
 
 
+def best_score(store: Store) -> str:
+    """The score the backtest uses: ``fused`` when trained, else the best-evaluated factor."""
+    from fbgpu.models import FUSED_COLUMN
+
+    for d in reversed(store.dates("scores")):
+        cols = store.read("scores", d).column_names
+        if FUSED_COLUMN in cols:
+            return FUSED_COLUMN
+        break
+    summary = Path(store.report_dir) / "evaluate" / "single_factor.csv"
+    if summary.exists():
+        import pandas as pd
+
+        df = pd.read_csv(summary)
+        if "IC_IR" in df.columns and len(df):
+            return str(df.loc[df["IC_IR"].abs().idxmax()].iloc[0])
+    raise ValueError(f"store {store.root} has neither scores nor an evaluated factor table")
+
+
 def run_demo(
     store: Store | str | Path,
     backend: str = "auto",
     config: DemoConfig | None = None,
     stage_config: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """Run the whole pipeline into ``store`` and return the report's path."""
-    from fbgpu.data.synth import generate_market
+    """Run the whole pipeline into ``store`` and return the report's path.
+
+    ``stage_config`` holds the TOML sections of the stages (``[synth]``, ``[factors]``,
+    ``[evaluate]``, ``[train]``, ``[backtest]``); the demo's training runs with the documented
+    demo override (:data:`fbgpu.models.DEMO_OVERRIDES`) under any ``[train]`` keys given.
+    """
+    from fbgpu.data.synth import generate_market, resolve_config
     from fbgpu.evaluate import run_evaluate
-    from fbgpu.factors import run_factors
-    from fbgpu.models import run_train
+    from fbgpu.factors import FactorConfig, run_factors
+    from fbgpu.models import load_train_config, run_train
     from fbgpu.portfolio import run_backtest
     from fbgpu.report import build_report
 
     store = store if isinstance(store, Store) else Store(store)
     cfg = config or DemoConfig()
     sc = stage_config or {}
+    for stage in cfg.stages:
+        if stage not in STAGES:
+            raise ValueError(f"unknown demo stage {stage!r}; stages are {', '.join(STAGES)}")
     report_path: Path | None = None
     for stage in cfg.stages:
         if stage == "synth":
@@ -86,28 +113,31 @@ def run_demo(
                 log.info("demo: synthetic market %s/seed %d already in the store", cfg.preset,
                          cfg.seed)
                 continue
+            # [synth] keys override the preset's fields (the market is then named "custom")
+            overrides = sc.get("synth", {})
+            market = (resolve_config(cfg.preset)[1].model_copy(update=overrides)
+                      if overrides else cfg.preset)
             _run_stage(store, "synth",
-                       lambda: generate_market(store, cfg.preset, seed=cfg.seed), backend)
+                       lambda m=market: generate_market(store, m, seed=cfg.seed), backend)
         elif stage == "factors":
-            dates = store.dates("trades")
+            fcfg = FactorConfig(**sc.get("factors", {}))
             _run_stage(store, "factors",
-                       lambda d=dates: run_factors(store, d[0], d[-1], backend=backend,
-                                                   config=sc.get("factors")), backend)
+                       lambda c=fcfg: run_factors(store, backend=backend, config=c), backend)
         elif stage == "evaluate":
             _run_stage(store, "evaluate",
                        lambda: run_evaluate(store, config=sc.get("evaluate"), backend=backend),
                        backend)
         elif stage == "train":
+            tcfg = load_train_config(sc.get("train"), demo=True)
             _run_stage(store, "train",
-                       lambda: run_train(store, model=cfg.models, config=sc.get("train"),
-                                         backend=backend, demo=True), backend)
+                       lambda c=tcfg: run_train(store, model=cfg.models, config=c, backend=backend),
+                       backend)
         elif stage == "backtest":
+            score = best_score(store)
             _run_stage(store, "backtest",
-                       lambda: run_backtest(store, score=None, index=cfg.indices,
-                                            turnover=tuple(cfg.turnover),
-                                            config=sc.get("backtest")), backend)
+                       lambda s=score: run_backtest(store, score=s, index=cfg.indices,
+                                                    turnover=tuple(cfg.turnover),
+                                                    config=sc.get("backtest")), backend)
         elif stage == "report":
             report_path = build_report(store)
-        else:
-            raise ValueError(f"unknown demo stage {stage!r}; stages are {', '.join(STAGES)}")
     return report_path or build_report(store)

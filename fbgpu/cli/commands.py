@@ -8,7 +8,15 @@ import typer
 def register(app: typer.Typer) -> None:
     """Attach all sub-commands to ``app``."""
     # Imported here so that `fbgpu --help` stays fast and a broken step names itself.
-    from fbgpu.cli import report
+    from fbgpu.cli import (
+        backtest,
+        demo,
+        evaluate,
+        ingest,
+        report,
+        synth,
+        train,
+    )
 
-    for module in (report,):
+    for module in (demo, synth, ingest, evaluate, train, backtest, report):
         module.register(app)
