@@ -105,7 +105,7 @@ def bench_store(store: str, backend: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     summary = run_train(store, ["hf", "lf"], dict(DEMO_OVERRIDES), backend=backend,
-                        progress=False)
+                        progress=False, report=False)
     ev = evaluate_models(store, backend=summary.backend, figures=False)
     rows = {n: ev.tables["exhibit45_hf"].loc[n].to_dict()
             for n in ev.tables["exhibit45_hf"].index}

@@ -44,7 +44,9 @@ def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str) -> 
     result = fn()
     seconds = time.perf_counter() - t0
     summary = result if isinstance(result, str) else type(result).__name__
-    if hasattr(result, "summary") and callable(result.summary):
+    if hasattr(result, "line") and callable(result.line):
+        summary = result.line()
+    elif hasattr(result, "summary") and callable(result.summary):
         summary = result.summary()
     elif hasattr(result, "summary"):
         summary = str(result.summary)

@@ -84,7 +84,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, object]:
 
 def test_run_train_writes_every_score_and_checkpoints(trained) -> None:
     st, summary = trained
-    dates, symbols, cols = read_scores(st)
+    dates, _, cols = read_scores(st)
     assert set(cols) == {*SCORE_COLUMNS.values(), FUSED_COLUMN}
     assert summary.dates_written == len(dates) and len(summary.windows["hf"]) >= 2
     first_retrain = dt.date.fromisoformat(summary.windows["hf"][0].window)
@@ -106,6 +106,7 @@ def test_run_train_writes_every_score_and_checkpoints(trained) -> None:
             last_label = dt.date.fromisoformat(rep.last_label_date)
             assert last_label < dt.date.fromisoformat(rep.window)
     assert "resumed" in summary.line()
+    assert (summary.report_dir / "exhibit57_fusion.csv").exists()
 
 
 def test_rerun_resumes_and_single_model_keeps_other_columns(trained, monkeypatch) -> None:
@@ -117,7 +118,7 @@ def test_rerun_resumes_and_single_model_keeps_other_columns(trained, monkeypatch
         raise AssertionError("a finished window was retrained")
 
     monkeypatch.setattr(runner, "fit_model", boom)
-    again = run_train(st, "hf", CFG, backend="cpu", progress=False)
+    again = run_train(st, "hf", CFG, backend="cpu", progress=False, report=False)
     assert all(w.resumed for w in again.windows["hf"])
     _, _, after = read_scores(st)
     for c in before:
@@ -157,7 +158,7 @@ def test_exhibits_have_the_report_layout(trained) -> None:
                                                      "HF ICIR-weighted"]
     assert list(ev.tables["exhibit52_lf"].index) == ["LF multi-task", "daily only",
                                                      "LF equal-weight of 3", "LF no shared GRU"]
-    assert list(ev.tables["exhibit57_fusion"].index)[0] == "full-band fusion"
+    assert ev.tables["exhibit57_fusion"].index[0] == "full-band fusion"
     assert list(ev.tables["exhibit57_fusion"].columns) == [
         "RankIC mean", "RankIC std", "IC_IR", "IC>0", "TOP ann. excess", "TOP IR",
         "TOP win rate", "TOP turnover"]

@@ -7,6 +7,7 @@ stock-day of the ``tiny`` preset.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_all_tables_written_for_every_weekday(tiny_store: Store) -> None:
     assert all(d.weekday() < 5 for d in dates)
     assert dates[0] == cfg.start
     # consecutive weekdays: gaps of 1 day, or 3 over a weekend
-    gaps = {(b - a).days for a, b in zip(dates[:-1], dates[1:], strict=True)}
+    gaps = {(b - a).days for a, b in itertools.pairwise(dates)}
     assert gaps <= {1, 3}
     for t in TABLES:
         assert tiny_store.dates(t) == dates, t
@@ -248,7 +249,7 @@ def test_index_weights(days: dict[str, list[pd.DataFrame]], tiny_store: Store) -
         assert set(iw.symbol) <= set(daily.symbol)
         # weights are float-cap weights within the index
         cap = daily.set_index("symbol").float_cap
-        for k, g in iw.groupby("index"):
+        for _k, g in iw.groupby("index"):
             np.testing.assert_allclose(g.weight, cap.loc[g.symbol] / cap.loc[g.symbol].sum())
         rebalance_day = d == dates[0] or (d.month in (6, 12) and d.day <= 3)
         if prev_members and not rebalance_day:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fbgpu.cli.common import STORE_OPTION, done
+from fbgpu.cli.common import STORE_OPTION, done, load_toml
 
 
 def register(app: typer.Typer) -> None:
@@ -37,10 +37,12 @@ def register(app: typer.Typer) -> None:
         if fmt not in FORMATS:
             raise typer.BadParameter(f"unknown format {fmt!r}; one of: {', '.join(FORMATS)}",
                                      param_hint="--format")
-        chosen = mapping if mapping is not None else config
+        chosen: object = mapping
+        if mapping is None and config is not None:
+            chosen = load_toml(config, "ingest")
         try:
             report = ingest(store, fmt, [str(p) for p in inputs], date=date,
-                            mapping=chosen, index_name=index)
+                            mapping=chosen, index_name=index)  # type: ignore[arg-type]
         except IngestError as e:
             typer.echo(f"fbgpu ingest: error: {e}", err=True)
             typer.echo("the store was not changed", err=True)

@@ -34,11 +34,13 @@ def register(app: typer.Typer) -> None:
         """Train the GRU models on rolling half-year windows; write checkpoints and scores.
 
         Resumable: a window whose checkpoint matches the configuration and input data is loaded,
-        not retrained. The [train] section of --config sets any TrainConfig key.
+        not retrained. The "train" table of the --config file sets any TrainConfig key
+        (docs/models.md).
         """
         from pydantic import ValidationError
+        from rich.markup import escape
 
-        from fbgpu.models import MODEL_KINDS, evaluate_models, load_train_config, run_train
+        from fbgpu.models import MODEL_KINDS, load_train_config, run_train
 
         if not store.is_dir():
             raise typer.BadParameter(f"store {store} does not exist", param_hint="--store")
@@ -53,10 +55,5 @@ def register(app: typer.Typer) -> None:
             key = ".".join(str(x) for x in first["loc"])
             raise typer.BadParameter(f"[train] {key}: {first['msg']}", param_hint="--config") \
                 from e
-        summary = run_train(store, model, cfg, backend=backend, progress=True)
-        if report:
-            ev = evaluate_models(store, backend=summary.backend)
-            summary_line = f"{summary.line()}; exhibits in {ev.out_dir}"
-        else:
-            summary_line = summary.line()
-        done(summary_line)
+        summary = run_train(store, model, cfg, backend=backend, progress=True, report=report)
+        done(escape(summary.line()))

@@ -67,14 +67,16 @@ class TrainSummary:
     dates_written: int = 0
     columns: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    report_dir: Path | None = None
 
     def line(self) -> str:
         """The one-line summary of the CLI."""
         nw = sum(len(v) for v in self.windows.values())
         resumed = sum(r.resumed for v in self.windows.values() for r in v)
+        where = f"; exhibits in {self.report_dir}" if self.report_dir else ""
         return (f"trained {', '.join(self.kinds)}: {nw} windows ({resumed} resumed), "
                 f"{self.dates_written} dates of scores [{', '.join(self.columns)}] on "
-                f"{self.backend} in {self.seconds:.1f}s")
+                f"{self.backend} in {self.seconds:.1f}s{where}")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -286,8 +288,13 @@ def run_train(
     config: TrainConfig | Mapping[str, Any] | None = None,
     backend: str | Backend = "auto",
     progress: bool = True,
+    report: bool = True,
 ) -> TrainSummary:
     """Train ``model`` (a kind of :data:`MODEL_KINDS`, or ``"all"``) on rolling windows.
+
+    With ``report`` the scores are then evaluated into ``<store>/reports/models``
+    (:func:`fbgpu.models.exhibits.evaluate_models`); a store too short for an evaluation (fewer
+    than two scored dates with a complete return window) is logged, not an error.
 
     Checkpoints go to ``<store>/models/<kind>/<retrain date>/seed<k>.pt`` (resumable: a complete
     window whose configuration and input partitions are unchanged is loaded, not retrained);
@@ -332,6 +339,13 @@ def run_train(
     if ("hf" in kinds or "lf" in kinds) and update_fused(st, cfg):
         summary.columns.append(FUSED_COLUMN)
     summary.seconds = time.perf_counter() - t0
+    if report:
+        from fbgpu.models.exhibits import evaluate_models
+
+        try:
+            summary.report_dir = evaluate_models(st, backend=be).out_dir
+        except StoreError as e:
+            log.warning("model exhibits skipped: %s", e)
     return summary
 
 

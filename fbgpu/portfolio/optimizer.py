@@ -15,32 +15,45 @@ scores ``mu``, benchmark weights ``b`` (0 for non-constituents, summing to 1), p
                 cannot be sold                                  (tradability on the trade day)
 
 **Variables.** OSQP sees the trades, not the weights: ``w = p + u - v`` with buys ``u >= 0`` and
-sells ``0 <= v <= p``. Then long-only is a bound (``v <= p``), tradability is a bound (``u = 0``
-for a stock that cannot be bought, ``v = 0`` for one that cannot be sold), and the two-sided
-turnover is the single row ``sum(u + v) <= cap`` (``sum |w - p| <= sum(u + v)``, with equality at
-the optimum because a simultaneous buy and sell of one stock only costs ridge and turnover).
+sells ``v >= 0`` (the auxiliary variables of the two-sided turnover, ``sum(u + v) <= cap``). The
+per-stock band, long-only and tradability are all *bounds* on ``u`` and ``v`` (a stock that
+cannot be bought has ``u = 0``, one that cannot be sold ``v = 0``; see
+:meth:`RebalanceSolver._variable_bounds`), so the only rows are the ``K + 4`` coupling rows: sum,
+constituent floor, ``K`` industries, size, turnover. No constraint is duplicated (duplicates make
+the LP degenerate, which stalls ADMM and defeats polishing).
 
-**Fixed structure.** The constraint matrix ``A`` depends only on the date's candidates
-(constituent mask, industries, size exposures); the previous weights, turnover cap and scores only
-enter the vectors ``l, u, q``. So one :class:`RebalanceSolver` per date is set up (and factorized)
-once and then solves any number of (previous portfolio, cap) variants -- the backtest's three
-turnover caps -- by vector updates, each warm-started from the previous solve.
+**Fixed structure, warm starts.** The coupling matrix depends only on the date's candidates
+(constituent mask, industries, size exposures); the previous weights, cap and scores enter only
+the vectors. One :class:`RebalanceSolver` per date is built once and solves every (previous
+portfolio, cap) variant -- the backtest's three caps -- warm-started from the duals of the
+previous solve, or from the previous date's duals matched by row name.
 
-**Ridge.** The objective OSQP minimizes is ``-mu'(u - v) + ridge/2 (||u||^2 + ||v||^2)``. The
-LP alone has ties and degenerate optima (many stocks at the same bound); the ridge makes the
-optimum unique and removes wash trades. Its default (``1e-6``) changes the objective by at most
-``ridge/2 * (1 + cap)^2 <= 2e-6`` (``sum u^2 <= (sum u)^2``), far below the 1e-4 the tests demand.
+**Solving.** ADMM on this degenerate LP converges slowly (10^4 iterations at CSI 1000 size), so
+the solver runs OSQP on a *working set* (:mod:`fbgpu.portfolio.workingset`): the stocks whose
+reduced cost under the current duals is near zero; every other trade is fixed at the bound its
+reduced cost points to. The small OSQP problem is solved with polishing (an exact vertex with
+exact duals), then every fixed trade is *priced*; KKT violators join the working set and the
+loop repeats. When no trade violates, the solution satisfies the KKT conditions of the full
+problem: it is the optimum, not an approximation.
 
-**Accuracy.** ADMM alone reaches ~1e-3..1e-5. We run OSQP with eps 1e-7 and *polishing* (OSQP
-guesses the active set and solves the reduced KKT system with iterative refinement: the result is
-the vertex of the LP face to ~1e-10). The returned weights are then checked against every
-constraint (:func:`check_constraints`, tolerance ``1e-6``); if the check fails, the problem is
-solved again from the current iterate with eps 1e-9 and four times the iterations, and if it still
-fails, the solution is returned with status ``"inaccurate"`` and its violations -- never silently.
+**Ridge.** OSQP minimizes ``-mu'(u - v) + ridge/2 (||u||^2 + ||v||^2)`` with ``ridge = 0.01``
+(``mu`` is in standard deviations, weights in fractions). It makes the optimum unique, removes
+wash trades and speeds ADMM up; it costs at most ``ridge/2 * max_i |trade_i| * sum |trades|``
+of ``mu'w`` (<= 1.5e-4 for an initial build with trades <= 3%, ~1e-5 typically) and in practice
+leaves the LP's optimal vertex unchanged (the tests compare with HiGHS on the pure LP to 1e-4).
 
-**Infeasibility.** When OSQP certifies primal infeasibility (or does not converge), the solver
-switches to the *elastic* problem: the same constraints with nonnegative slacks on four groups,
-relaxed in this order (first relaxed first):
+**Accuracy.** ADMM alone gives ~1e-3..1e-5. Each reduced solve runs OSQP at eps 1e-4 and polishes
+(OSQP guesses the active set and solves the reduced KKT system with iterative refinement); when
+the polish fails (a degenerate vertex, typically when last week's portfolio sits on several
+bounds at once) the tolerance is tightened step by step down to 1e-9 from the current iterate,
+polishing each time. An unpolished iterate is not clipped onto its bounds (clipping hundreds of
+variables by ~eps each would add up in the sum rows). The weights are then checked against every
+constraint (:func:`check_constraints`, tolerance 1e-6); a failure is returned as status
+``"inaccurate"`` with its violations, never silently.
+
+**Infeasibility.** When the working set cannot be made feasible (or the result fails the check),
+the solver switches to the *elastic* problem: the same rows with nonnegative slacks on four
+groups, relaxed in this order (first relaxed first):
 
 1. ``turnover`` -- the cap is raised to the smallest turnover that satisfies everything else;
 2. ``style``    -- per-industry and size bounds, each widened by its own minimal slack;
@@ -48,16 +61,21 @@ relaxed in this order (first relaxed first):
 4. ``band``     -- the per-stock bound ``0.8%`` widened uniformly by the minimal amount.
 
 Full investment, long-only and tradability are never relaxed. The slacks are found
-lexicographically (the last group's slack is minimized first with all earlier groups free, then
-fixed, and so on), so a later group is relaxed only if relaxing every earlier group completely is
-not enough. The relaxed problem is then solved with the original objective, and the solution
-records each relaxation's size (:attr:`Solution.relaxed`). Where a stock's band cannot be reached
-at all because of its tradability (e.g. a suspended stock held above ``b + 0.8%``), the band for
-that stock alone is moved to the reachable weight nearest to it (``p``); these stocks are listed
-in :attr:`Solution.pinned` (this is a consequence of tradability, not a relaxation). The only
-problem no relaxation can fix -- no candidate can be bought and the portfolio is not fully
-invested (e.g. from cash when every stock is limit-up) -- returns the held portfolio with status
-``"infeasible"``.
+lexicographically: first the band (exactly, by bisection: with the other three groups free,
+only ``sum lo(s) <= 1 <= sum hi(s)`` matters), then the constituent slack with style and turnover
+free, then style with turnover free, then turnover; each minimal slack gets a margin of 1e-6 and
+is fixed before the next. So a group is relaxed only if relaxing every group before it
+completely is not enough. The relaxed problem is then solved with the original objective, and
+:attr:`Solution.relaxed` records each relaxation (slacks below the tolerance are noise and are
+not reported). Where a stock's band cannot be reached at all because of its tradability (e.g. a
+suspended stock held above ``b + 0.8%``), that stock's band is moved to the reachable weight
+nearest to it (``p``); such stocks are listed in :attr:`Solution.pinned` (a consequence of
+tradability, not a relaxation). The only problem no relaxation fixes -- the stocks that can be
+bought cannot absorb the cash (e.g. from cash when every stock is limit-up) -- returns the held
+portfolio with status ``"infeasible"``.
+
+**First rebalance.** From cash (``p = 0``) there is no turnover cap (``turnover_cap=None``): the
+initial build is 100% one-sided by construction.
 """
 
 from __future__ import annotations

@@ -150,6 +150,21 @@ class Staging:
         return d, {s: PrevDay(float(c), float(a), None if x is None else bool(x))
                    for s, c, a, x in zip(syms, close, adj, st, strict=True)}
 
+    def pre_close(self, date: dt.date) -> dict[str, PrevDay]:
+        """Per symbol, the close known before ``date`` opens: the day's own ``pre_close`` when a
+        daily row for ``date`` states one (vendor daily bars), else the previous daily close."""
+        _, prev = self.prev_daily(date)
+        out = dict(prev)
+        t = self.final("daily", date)
+        if t is not None:
+            for s_, pc_ in zip(t.column("symbol").to_pylist(),
+                               t.column("pre_close").to_numpy(zero_copy_only=False),
+                               strict=True):
+                if np.isfinite(pc_):
+                    base = out.get(s_, PrevDay())
+                    out[s_] = PrevDay(float(pc_), base.adj_factor, base.st)
+        return out
+
     def master(self) -> Master:
         t = self.final("securities", None)
         m = Master()
@@ -279,7 +294,7 @@ def _derive_minutes(trades: pa.Table, symbols: list[str],
 
 
 def _compare_minutes(derived: MinuteBars, vendor: MinuteBars,
-                     report: ValidationReport) -> None:
+                     report: ValidationReport, date: dt.date | None = None) -> None:
     """Record per symbol how vendor bars differ from bars derived from the ingested trades."""
     common = sorted(set(derived.symbols) & set(vendor.symbols))
     if not common:
@@ -298,7 +313,7 @@ def _compare_minutes(derived: MinuteBars, vendor: MinuteBars,
             bad |= a.fields["num_trades"][i] != b.fields["num_trades"][i]  # type: ignore[index]
         n = int(bad.sum())
         total += n
-        diffs[s] = {
+        diffs[f"{date}/{s}" if date else s] = {
             "bars_differing": n,
             "volume_trades": int(a.fields["volume"][i].sum()),  # type: ignore[index]
             "volume_vendor": int(b.fields["volume"][i].sum()),  # type: ignore[index]
@@ -383,11 +398,11 @@ class Ingest:
         old_minute = self.stage.existing("minute", date)
         vendor_syms = (_symbols(old_minute) - self.stage.existing_derived("minute", date)
                        if old_minute is not None else set())
-        derived = _derive_minutes(trades, sorted(symbols), prev)
+        derived = _derive_minutes(trades, sorted(symbols), self.stage.pre_close(date))
         to_write = sorted(symbols - vendor_syms)
         if vendor_syms & symbols and old_minute is not None:
             _compare_minutes(derived, _minute_from_table(old_minute, sorted(vendor_syms & symbols)),
-                             self.report)
+                             self.report, date)
         if self.cfg.replace:  # trades replaced whole: derived rows of other symbols go too
             drop: set[str] | None = self.stage.existing_derived("minute", date) | set(to_write)
         else:
@@ -428,8 +443,7 @@ class Ingest:
         self.report.add("rows_read", rows.n)
         pre: dict[int, dict[str, float]] = {}
         for d in np.unique(rows.values["date"]):
-            _, prev = self.stage.prev_daily(_day(d))
-            pre[int(d)] = {s: p.close for s, p in prev.items()}
+            pre[int(d)] = {s: p.close for s, p in self.stage.pre_close(_day(d)).items()}
         days = fold_vendor_minutes(rows, self.cfg, self.report, pre)
         for d in sorted(days):
             date = _day(d)
@@ -443,7 +457,9 @@ class Ingest:
             if trades is not None:
                 traded = sorted(syms & _symbols(trades))
                 if traded:
-                    _compare_minutes(_derive_minutes(trades, traded, prev), bars, self.report)
+                    _compare_minutes(_derive_minutes(trades, traded, self.stage.pre_close(date)),
+                                     bars, self.report,
+                                     date)
             if self.cfg.derive_bars:
                 self.derive_daily(date, bars, prev)
 
@@ -511,22 +527,22 @@ class Ingest:
 
     # ------------------------------------------------------------------ cross checks
     def cross_checks(self) -> None:
+        """Limit band of staged trades; symbols of the ingested tables absent from the master."""
         master = self.master
         unknown: set[str] = set()
         unknown_rows = 0
+        produced = set(self.spec.produces)
         for (table, date), st in self.stage.parts.items():
-            if table in ("securities", "index_weights") and table != "index_weights":
-                continue
             if table == "trades" and date is not None:
                 self.check_limit_band(date, st.rows)
-            if len(master) and table in ("trades", "orders", "cancels", "daily",
-                                         "index_weights") or (len(master) and table == "minute"):
-                syms = st.rows.column("symbol").cast(pa.string())
-                miss = pc.invert(pc.is_in(syms, pa.array(sorted(master.name), pa.string())))
-                n = pc.sum(miss).as_py() or 0
-                if n:
-                    unknown |= set(pc.unique(syms.filter(miss)).to_pylist())
-                    unknown_rows += n
+            if not len(master) or table not in produced or table == "securities":
+                continue
+            syms = st.rows.column("symbol").cast(pa.string())
+            miss = pc.invert(pc.is_in(syms, pa.array(sorted(master.name), pa.string())))
+            n = pc.sum(miss).as_py() or 0
+            if n:
+                unknown |= set(pc.unique(syms.filter(miss)).to_pylist())
+                unknown_rows += n
         self.report.add("symbols_not_in_master", len(unknown))
         self.report.add("rows_not_in_master", unknown_rows)
         if unknown:

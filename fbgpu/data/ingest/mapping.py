@@ -177,7 +177,7 @@ _fmt(FormatSpec(
      F("price", "float", ("OrderPrice", "Price", "price", "委托价格", "委托价")),
      F("volume", "float", ("Balance", "OrderQty", "volume", "剩余委托数量", "委托数量", "委托量")),
      F("side", "code", ("OrderBSFlag", "Side", "BSFlag", "委托方向", "买卖标志", "买卖方向"),
-       codes=SIDE_CODES),
+       codes=TRADE_FLAG_CODES),  # N on status rows; adds/deletes must be B/S (checked)
      F("kind", "code", ("OrdType", "OrderType", "order_type", "订单类型", "委托类型"),
        codes=SSE_ORDER_KIND_CODES)),
     "SH", ("orders", "cancels"),
@@ -268,7 +268,7 @@ _fmt(FormatSpec(
     "security master (one row per security; non-stocks skipped when a category column exists)",
 ))
 
-TIME_FORMATS = ("auto", "clock", "HHMMSSmmm", "HHMMSScc", "HHMMSS", "YYYYMMDDHHMMSSmmm")
+TIME_FORMATS = ("auto", "clock", "HHMMSSmmm", "HHMMSScc", "HHMMSS", "HHMM", "YYYYMMDDHHMMSSmmm")
 
 
 class Policies(BaseModel):
@@ -301,8 +301,9 @@ class IngestConfig(BaseModel):
     block_size: int = Field(default=16 << 20, ge=1 << 16)
     #: Timestamp format: ``auto`` recognises clock strings ``HH:MM:SS(.fff)`` (optionally
     #: after a date), integers ``YYYYMMDDHHMMSSmmm`` (17 digits), ``HHMMSSmmm`` (8-9 digits) and
-    #: ``HHMMSS`` (5-6 digits); ``HHMMSScc`` (SSE raw hundredths) must be named explicitly.
-    time_format: Literal["auto", "clock", "HHMMSSmmm", "HHMMSScc", "HHMMSS",
+    #: ``HHMMSS`` (5-7 digits) and ``HHMM`` (up to 4 digits, bar files), deciding per block by
+    #: the largest value; ``HHMMSScc`` (SSE raw hundredths) must be named explicitly.
+    time_format: Literal["auto", "clock", "HHMMSSmmm", "HHMMSScc", "HHMMSS", "HHMM",
                          "YYYYMMDDHHMMSSmmm"] = "auto"
     #: Minute bars: whether a bar's time stamps its end (09:31 = first bar) or its start.
     bar_label: Literal["end", "start"] = "end"

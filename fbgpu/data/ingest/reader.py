@@ -19,6 +19,7 @@ import csv
 import gzip
 import io
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,23 +203,28 @@ def locate_csv_problem(src: Source, config: IngestConfig, reason: str) -> Ingest
 
 
 def _csv_header(src: Source, config: IngestConfig) -> list[str]:
-    with src.opener() as f:
-        head = f.read(1 << 16)
+    try:
+        with src.opener() as f:
+            head = f.read(1 << 16)
+    except (EOFError, OSError, zlib.error) as e:
+        raise IngestError(src.label, None, None, f"cannot read or decompress: {e}") from e
     if not head.strip():
         raise IngestError(src.label, None, None, "empty file")
+    first = head.split(b"\n", 1)[0] + b"\n"
     try:
         reader = pacsv.open_csv(
-            io.BytesIO(head + b"\n" if b"\n" not in head else head.split(b"\n", 1)[0] + b"\n"),
+            io.BytesIO(first),
             read_options=pacsv.ReadOptions(encoding=config.encoding),
             parse_options=pacsv.ParseOptions(delimiter=config.delimiter),
         )
+        names = list(reader.schema.names)
     except UnicodeDecodeError as e:
         raise IngestError(src.label, 0, None,
-                          f"header is not valid {config.encoding} text (wrong encoding?): "
-                          f"{e.reason}") from e
+                          f"header is not valid {config.encoding} text (wrong encoding? set "
+                          f"encoding in the mapping): {e.reason}") from e
     except (pa.ArrowInvalid, LookupError) as e:
         raise IngestError(src.label, 0, None, f"unreadable header: {e}") from e
-    return list(reader.schema.names)
+    return names
 
 
 def _parse_block(batch: pa.RecordBatch, cols: dict[str, str], spec: FormatSpec,
@@ -317,7 +323,13 @@ def iter_blocks(src: Source, cols: dict[str, str], spec: FormatSpec,
                                    lenient_symbols)
                 row0 += batch.num_rows
         except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-            raise locate_csv_problem(src, config, str(e)) from e
+            try:
+                located = locate_csv_problem(src, config, str(e))
+            except (EOFError, OSError, zlib.error) as e2:
+                raise IngestError(src.label, None, None, f"cannot decompress: {e2}") from e
+            raise located from e
+        except (EOFError, OSError, zlib.error) as e:  # truncated/corrupt gzip or zip member
+            raise IngestError(src.label, None, None, f"cannot read or decompress: {e}") from e
     finally:
         stream.close()
         zf = getattr(stream, "_fbgpu_zip", None)

@@ -254,7 +254,7 @@ def parse_time(arr: pa.Array, where: Where, time_format: str) -> tuple[np.ndarra
     if fmt == "auto":
         top = int(v.max())
         fmt = ("YYYYMMDDHHMMSSmmm" if top >= 10**16 else
-               "HHMMSSmmm" if top >= 10**7 else "HHMMSS")
+               "HHMMSSmmm" if top >= 10**7 else "HHMMSS" if top >= 10**4 else "HHMM")
     if fmt == "YYYYMMDDHHMMSSmmm":
         ymd, t = np.divmod(v, 10**9)
         y, md = np.divmod(ymd, 10**4)
@@ -268,6 +268,9 @@ def parse_time(arr: pa.Array, where: Where, time_format: str) -> tuple[np.ndarra
     elif fmt == "HHMMSScc":
         frac_ns = (v % 100) * 10_000_000
         hms = v // 100
+    elif fmt == "HHMM":
+        frac_ns = np.zeros(n, dtype=np.int64)
+        hms = v * 100
     else:
         frac_ns = np.zeros(n, dtype=np.int64)
         hms = v

@@ -243,7 +243,7 @@ def _simulate_day(store: Store, u: Universe, cfg: SynthConfig, st: _Day,
     ipo_eps = rng.standard_normal(S)
     mkt_eps = rng.standard_normal(of.N_CONT_MIN + 1)
     ind_eps = rng.standard_normal((len(u.industry_names), of.N_CONT_MIN + 1))
-    n_un_u = rng.random(S)  # Poisson draws below use a derived generator per day
+    # order counts come from a per-day generator (independent of the draws above)
     pois = np.random.default_rng(_splitmix(np.uint64(seed * 1_000_003 + d)))
 
     # ---------------------------------------------------------------- listings, corporate actions
@@ -310,7 +310,6 @@ def _simulate_day(store: Store, u: Universe, cfg: SynthConfig, st: _Day,
     n_un = np.minimum(pois.poisson(lam_un), cfg.orders_cap).astype(np.int64)
     n_inf = np.minimum(pois.poisson(cfg.informed_rate * lam_un * intensity),
                        cfg.orders_cap).astype(np.int64)
-    del n_un_u
     p_buy = np.clip(0.5 + cfg.pressure_flow_tilt * u_shock
                     / np.maximum(cfg.pressure_vol * vol_regime, 1e-12),
                     0.2, 0.8)
