@@ -71,7 +71,8 @@ def _doc_entry(doc: str, name: str) -> str:
     pats = (f"``{name}``", f"{name}:", f"{name},", f", {name}", f"; {name} (")
     for i, ln in enumerate(lines):
         s = ln.strip()
-        if any(s.startswith(p) or s.startswith(f"* {p}") or f" {p}" in s for p in pats):
+        if any(s.startswith((p, f"* {p}")) or f" {p}" in s or (p[0] in ",;" and p in s)
+               for p in pats):
             indent = len(ln) - len(ln.lstrip())
             out = [s.removeprefix("* ")]
             for nxt in lines[i + 1:]:

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from fbgpu.config import ConfigError, config_classes, config_markdown, load_config_file, section_fields
+from fbgpu.config import (
+    ConfigError,
+    config_classes,
+    config_markdown,
+    load_config_file,
+    section_fields,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

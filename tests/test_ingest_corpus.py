@@ -239,3 +239,10 @@ def test_parquet_input(store: Store, tmp_path: Path) -> None:
     pq.write_table(t, tmp_path / "bars.parquet")
     ingest(store, "minute-bars", [tmp_path / "bars.parquet"])
     assert store.read_minute(D)["volume"].sum() == 2200
+
+
+def test_gbk_file_with_encoding_option(store: Store, tmp_path: Path) -> None:
+    f = tmp_path / "gbk.csv"
+    f.write_bytes((CORPUS / "szse_order_cn.csv").read_text(encoding="utf-8").encode("gbk"))
+    ingest(store, "szse-order", [f], mapping={"encoding": "gbk"})
+    assert store.read("orders", D).num_rows == 4

@@ -63,7 +63,11 @@ class BacktestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    optimizer: OptimizerConfig = Field(
+        default_factory=OptimizerConfig,
+        description="Constraint limits and solver settings (sub-table [backtest.optimizer]; "
+        "see docs/portfolio.md).",
+    )
     rebalance_every: int = Field(5, ge=1, description="trading days between decisions")
     cost_per_side: float = Field(0.002, ge=0, lt=1, description="cost per traded value")
     start: dt.date | None = Field(None, description="first decision date (default: first score)")
