@@ -50,9 +50,8 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, dict[str, Val
 
 
 def _sse_frame(name: str) -> pd.DataFrame:
-    with zipfile.ZipFile(REAL / "sse_l2_2023-07-11" / name) as z:
-        with z.open(z.namelist()[0]) as f:
-            return pd.read_csv(f)
+    with zipfile.ZipFile(REAL / "sse_l2_2023-07-11" / name) as z, z.open(z.namelist()[0]) as f:
+        return pd.read_csv(f)
 
 
 def test_security_master(real: tuple[Store, dict]) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv  # noqa: F401 - pa.csv
 import pyarrow.compute as pc
+import pyarrow.csv
 import pytest
 
 from fbgpu.data.ingest import ingest

@@ -64,10 +64,12 @@ def test_time_auto_for_bar_files() -> None:
     assert ns.tolist() == [34_200 * 10**9, (13 * 3600 + 1) * 10**9 + 5 * 10**8]
 
 
-@pytest.mark.parametrize("bad", ["24:00:00", "09:60:00", "9h30", "20240230093000000"])
+@pytest.mark.parametrize("bad", ["24:00:00", "09:60:00", "9h30", "20240230093000000",
+                                 "2024.02.30 09:30:00"])
 def test_bad_times_name_the_row(bad: str) -> None:
     with pytest.raises(IngestError) as e:
-        parse_time(pa.array(["09:30:00.000", bad] if ":" in bad else ["93000000", bad]),
+        first = "09:30:00.000" if ":" in bad else "20240229093000000" if len(bad) > 9 else "93000"
+        parse_time(pa.array([first, bad]),
                    Where("f.csv", "time", 10), "auto")
     assert e.value.row == 11 and e.value.column == "time"
 

@@ -8,25 +8,31 @@ import typer
 
 from fbgpu.cli.common import STORE_OPTION, done, load_toml
 
+FORMAT_OPTION = typer.Option(..., "--format", help=(
+    "sse-order | sse-trade | sse-tick | szse-order | szse-trade | minute-bars | daily-bars | "
+    "index-weights | securities"))
+IN_OPTION = typer.Option(..., "--in", help="Input file(s) or directories (CSV, .gz, .zip, "
+                         "Parquet); repeat --in for more.")
+DATE_OPTION = typer.Option(None, "--date", help="Trading date YYYY-MM-DD, needed when the "
+                           "files carry no date.")
+MAPPING_OPTION = typer.Option(None, "--mapping", help="TOML mapping: column names, codes and "
+                              "options (docs/ingest.md).")
+CONFIG_OPTION = typer.Option(None, "--config", help="TOML config; its [ingest] section is used "
+                             "as the mapping when --mapping is not given.")
+INDEX_OPTION = typer.Option(None, "--index", help="Index name for index-weights files without "
+                            "an index column (e.g. csi500).")
+
 
 def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest_cmd(
-        fmt: str = typer.Option(..., "--format", help=(
-            "sse-order | sse-trade | sse-tick | szse-order | szse-trade | minute-bars | "
-            "daily-bars | index-weights | securities")),
-        inputs: list[Path] = typer.Option(..., "--in", help="Input file(s) or directories "
-                                          "(CSV, .gz, .zip, Parquet); repeat --in for more."),
+        fmt: str = FORMAT_OPTION,
+        inputs: list[Path] = IN_OPTION,
         store: Path = STORE_OPTION,
-        date: str | None = typer.Option(None, "--date", help="Trading date YYYY-MM-DD, needed "
-                                        "when the files carry no date."),
-        mapping: Path | None = typer.Option(None, "--mapping", help="TOML mapping: column "
-                                            "names, codes and options (docs/ingest.md)."),
-        config: Path | None = typer.Option(None, "--config", help="TOML config; its [ingest] "
-                                           "section is used as the mapping when --mapping is "
-                                           "not given."),
-        index: str | None = typer.Option(None, "--index", help="Index name for index-weights "
-                                         "files without an index column (e.g. csi500)."),
+        date: str | None = DATE_OPTION,
+        mapping: Path | None = MAPPING_OPTION,
+        config: Path | None = CONFIG_OPTION,
+        index: str | None = INDEX_OPTION,
     ) -> None:
         """Ingest vendor Level-2, bar or reference files into canonical store partitions.
 

@@ -189,7 +189,7 @@ class Staging:
         chash = config_hash(self.cfg.model_dump(mode="json"))
         shas: dict[str, str] = {}
         for table in COMMIT_ORDER:
-            for (t, d), st in sorted(self.parts.items(), key=lambda kv: str(kv[0][1])):
+            for t, d in sorted(self.parts, key=lambda k: str(k[1])):
                 if t != table:
                     continue
                 data = self.final(t, d)

@@ -46,7 +46,7 @@ class SourceField:
 
 
 def norm_code(value: str) -> str:
-    """Normalised code text: trimmed, upper-case, a trailing ``.0`` (floats written by pandas) cut."""
+    """Normalised code text: trimmed, upper-case, without a trailing ``.0`` (pandas floats)."""
     v = value.strip().upper()
     if v.endswith(".0") and v[:-2].lstrip("-").isdigit():
         v = v[:-2]

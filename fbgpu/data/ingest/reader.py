@@ -14,8 +14,8 @@ Python to name the row and the column; that only happens on the error path.
 from __future__ import annotations
 
 import codecs
-import datetime as dt
 import csv
+import datetime as dt
 import gzip
 import io
 import zipfile
@@ -97,7 +97,7 @@ def expand_inputs(paths: list[str | Path]) -> list[Source]:
 
 
 def _file_opener(p: Path) -> Callable[[], IO[bytes]]:
-    return lambda: open(p, "rb")  # noqa: SIM115 - the caller closes it
+    return lambda: open(p, "rb")
 
 
 def _gz_opener(p: Path) -> Callable[[], IO[bytes]]:

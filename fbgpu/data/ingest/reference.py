@@ -20,7 +20,7 @@ from fbgpu.data.ingest.errors import IngestError, ValidationReport
 from fbgpu.data.ingest.mapping import DATE, FormatSpec, IngestConfig, SourceField
 from fbgpu.data.ingest.reader import Rows, Source, collect, read_header
 from fbgpu.data.ingest.values import is_stock, normalize_symbol
-from fbgpu.data.schemas import INDEX_WEIGHTS, SECURITIES
+from fbgpu.data.schemas import SECURITIES
 
 EPOCH = dt.date(1970, 1, 1)
 _CODE_COLUMN = re.compile(r"^\d{6}\.(XSHE|XSHG|XBSE|SZ|SH|SS|BJ)$", re.IGNORECASE)
@@ -131,7 +131,7 @@ def index_weight_tables(days: np.ndarray, symbols: list[str], weight: np.ndarray
     sums = sums * scale
     if len(sums):
         report.details["index_weight_sums"] = {
-            "dates": int(len(sums)), "min": float(sums.min()), "max": float(sums.max()),
+            "dates": len(sums), "min": float(sums.min()), "max": float(sums.max()),
             "mean": float(sums.mean()), "renormalised": False}
     out: dict[int, pa.Table] = {}
     starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])

@@ -244,10 +244,11 @@ def parse_time(arr: pa.Array, where: Where, time_format: str) -> tuple[np.ndarra
         frac_ns = pc.cast(frac, pa.int64()).to_numpy(zero_copy_only=False)
         ns = _hmsf_to_ns(num("h"), num("m"), num("s"), frac_ns, where)
         has_date = _clean(parts.field("Y")).is_valid().to_numpy(zero_copy_only=False)
-        if has_date.any():
-            dd = _days_from_ymd(num("Y")[has_date], num("Mo")[has_date], num("D")[has_date],
-                                where)
-            days[has_date] = dd
+        if has_date.any():  # rows without a date part get 1970-01-01, then -1
+            y = np.where(has_date, num("Y"), 1970)
+            dd = _days_from_ymd(y, np.where(has_date, num("Mo"), 1),
+                                np.where(has_date, num("D"), 1), where)
+            days = np.where(has_date, dd, -1).astype(np.int32)
         return ns, days
     v = parse_int(clean, where, required=True)
     fmt = time_format

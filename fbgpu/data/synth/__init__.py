@@ -28,19 +28,20 @@ Planted structure (what the research pipeline should find; signs are for *this* 
    larger, arriving early (exponential decay from 09:30, 40 min), 75% marketable (sweeping up to
    40 bp past the efficient price, remainder cancelled within ~30 s). Factors that see it
    (sign +): early_active_buy_perc, early_active_bigorder_ret, early_corr_volume_ret,
-   early_bigorder_buy_perc, concentration_diff, bigorder_ret2.
+   early_bigorder_buy_perc, bigorder_ret2 (raw and 20-day smoothed), concentration_diff (raw
+   daily values only).
 2. **Short-term reversal**: a transient uninformed price pressure ``pi_t = 0.6 pi_{t-1} + u_t``
    (``synth_truth.pressure``), ``u_t ~ N(0, 1.3%)`` scaled by the volatility regime, enters the
    efficient log price as a level (so it reverts), and tilts uninformed buy probability
    (0.5 + 0.08 u/sd). Past 5-day return has RankIC ~ -0.03; down_vol_perc (raw daily value)
-   ~ +0.04.
+   ~ +0.04 (removed by the 20-day smoothing).
 3. **Nonlinear and temporal**: (a) the informed footprint is kinked in ``z`` (selling at half
    intensity); (b) moves driven by informed flow persist while pressure-driven moves revert, so
    the meaning of a past return depends on the flow that came with it; (c) ``z`` has a
    half-life of ~6.6 days, shorter than the 20-day factor smoothing, so the most recent days of
    the 40-day factor history carry more information than their 20-day means.
 4. Everything else is noise: corr_close_nextopen, volume_perc3..6, corr_volume_item,
-   corr_volume_amplitude, bigorder_amt_perc and early_kurt_order should show RankIC ~ 0.
+   corr_volume_amplitude, bigorder_amt_perc and early_kurt_order show |RankIC| < 0.02.
 """
 
 from fbgpu.data.synth.config import PRESETS, SynthConfig, resolve_config
