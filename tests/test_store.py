@@ -190,3 +190,28 @@ def test_write_killed_midway_leaves_previous_partition_intact(tmp_path: Path) ->
     p.join()
     fresh = Store(tmp_path / "fresh")
     assert fresh.dates("trades") == [] and not fresh.has("trades", D1)
+
+
+def test_partition_writer_streams_chunks_atomically(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    s.write("trades", D1, _trades(D1, ["A.SH"], [1]))
+    old = s.read("trades", D1)
+    chunks = [conform(_trades(D1, ["A.SH", "A.SH"], [1, 2]), "trades"),
+              conform(_trades(D1, ["B.SZ"], [1]), "trades")]
+    # an exception inside the block aborts: the previous partition stays, no temp file is left
+    with pytest.raises(RuntimeError, match="boom"), s.open_writer("trades", D1) as w:
+        w.write(chunks[0])
+        raise RuntimeError("boom")
+    assert s.read("trades", D1).equals(old)
+    assert not list((tmp_path / "trades").rglob("*.tmp"))
+    with s.open_writer("trades", D1, config_hash_="c") as w:
+        for c in chunks:
+            w.write(c)
+        with pytest.raises(StoreError, match="is not the canonical"):
+            w.write(_trades(D1, ["C.SZ"], [1]))
+    day = s.read_ticks("trades", D1)
+    assert list(day.symbols) == ["A.SH", "B.SZ"] and day.offsets.tolist() == [0, 2, 3]
+    man = s.manifest("trades", D1)
+    assert man.rows == 3 and man.config_hash == "c"
+    blob = (tmp_path / "trades" / "date=2024-01-02" / "part-0.parquet").read_bytes()
+    assert man.sha256 == hashlib.sha256(blob).hexdigest()

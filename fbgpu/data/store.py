@@ -165,20 +165,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temp_name(path: Path) -> Path:
+    """The hidden temporary sibling a write goes to before it is renamed onto ``path``."""
+    return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Rename a finished, fsync'ed temporary file onto ``path`` and fsync the directory."""
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    tmp = _temp_name(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    _fsync_dir(path.parent)
 
 
 def _sort_indices(table: pa.Table, keys: Sequence[str]) -> pa.Array:
@@ -310,18 +320,45 @@ class Store:
         blob = buf.getvalue()
         path = self.partition_path(table_name, d)
         atomic_write_bytes(path, blob)
+        return self._write_manifest(
+            table_name, d, data.num_rows, hashlib.sha256(blob).hexdigest(),
+            code_version_=code_version_, config_hash_=config_hash_, inputs=inputs, extra=extra,
+        )
+
+    def _write_manifest(
+        self,
+        table_name: str,
+        d: dt.date | None,
+        rows: int,
+        sha256: str,
+        *,
+        code_version_: str | None = None,
+        config_hash_: str = "",
+        inputs: dict[str, str] | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> Manifest:
+        """Write the manifest of a partition whose data file is already in place."""
         man = Manifest(
             table=table_name,
             date=d.isoformat() if d else None,
-            rows=data.num_rows,
-            sha256=hashlib.sha256(blob).hexdigest(),
+            rows=rows,
+            sha256=sha256,
             code_version=code_version_ if code_version_ is not None else code_version(),
             config_hash=config_hash_,
             inputs=dict(inputs or {}),
             extra=dict(extra or {}),
         )
+        path = self.partition_path(table_name, d)
         atomic_write_bytes(path.parent / MANIFEST_NAME, json.dumps(asdict(man), indent=1).encode())
         return man
+
+    def open_writer(
+        self, table_name: str, date: dt.date | str, *, config_hash_: str = "",
+        extra: dict[str, object] | None = None,
+    ) -> PartitionWriter:
+        """A :class:`PartitionWriter` streaming one large partition chunk by chunk."""
+        return PartitionWriter(self, table_name, _as_date(date), config_hash_=config_hash_,
+                               extra=extra)
 
     # ---------------------------------------------------------------- manifests
     def manifest(self, table: str, date: dt.date | str | None = None) -> Manifest | None:
@@ -490,3 +527,77 @@ def _runs(symbol_col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     if len(set(symbols)) != len(symbols):
         raise StoreError("partition is not sorted by symbol: a stock-day is not contiguous")
     return symbols, offsets
+
+
+class PartitionWriter:
+    """Append canonical-schema chunks to one partition; :meth:`close` publishes it atomically.
+
+    For partitions too large to hold in memory (a full-market day of ticks): each chunk (already
+    in canonical order, chunks in sort-key order) is appended as row groups to a hidden temporary
+    file in the partition directory; :meth:`close` fsyncs it, renames it over ``part-0.parquet``
+    and writes the manifest, with the same layout and atomicity as :meth:`Store.write`.
+    :meth:`abort` (or an exception inside a ``with`` block) drops the temporary file and leaves
+    the previous partition, if any, intact.
+    """
+
+    def __init__(self, store: Store, table: str, date: dt.date, *, config_hash_: str = "",
+                 extra: dict[str, object] | None = None) -> None:
+        self.store = store
+        self.table = table
+        self.date = date
+        self.schema = schema_for(table)
+        self.config_hash = config_hash_
+        self.extra = dict(extra or {})
+        self.path = store.partition_path(table, date)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = _temp_name(self.path)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self._tmp, self.schema, compression="zstd")
+        self.rows = 0
+
+    def __enter__(self) -> PartitionWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            if self._writer is not None:
+                self.close()
+        else:
+            self.abort()
+
+    def write(self, chunk: pa.Table) -> None:
+        """Append rows (they must already carry the canonical schema and order)."""
+        if self._writer is None:
+            raise StoreError(f"{self.table}/{self.date}: writer already closed")
+        if chunk.schema != self.schema:
+            raise StoreError(f"{self.table}/{self.date}: chunk schema {chunk.schema} is not "
+                             f"the canonical {self.schema}")
+        if chunk.num_rows:
+            self._writer.write_table(chunk, row_group_size=1 << 20)
+            self.rows += chunk.num_rows
+
+    def close(self) -> Manifest:
+        """Finish the file, fsync, rename into place, write the manifest; return it."""
+        if self._writer is None:
+            raise StoreError(f"{self.table}/{self.date}: writer already closed")
+        if self.rows == 0:
+            self._writer.write_table(self.schema.empty_table())
+        self._writer.close()
+        self._writer = None
+        h = hashlib.sha256()
+        with open(self._tmp, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+            os.fsync(f.fileno())
+        _publish(self._tmp, self.path)
+        return self.store._write_manifest(self.table, self.date, self.rows, h.hexdigest(),
+                                          config_hash_=self.config_hash, extra=self.extra)
+
+    def abort(self) -> None:
+        """Drop the temporary file (the previous partition, if any, stays intact)."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()

@@ -20,7 +20,6 @@ from fbgpu.data.store import Store, atomic_write_bytes, config_hash
 from fbgpu.data.synth import orderflow as of
 from fbgpu.data.synth.config import SynthConfig, resolve_config
 from fbgpu.data.synth.universe import ST_LIMIT, Universe, build_universe
-from fbgpu.data.synth.writer import ChunkedPartitionWriter
 from fbgpu.progress import track
 
 logger = logging.getLogger(__name__)
@@ -334,9 +333,9 @@ def _simulate_day(store: Store, u: Universe, cfg: SynthConfig, st: _Day,
     act_idx = np.flatnonzero(active)
     dictionary = pa.array(list(u.symbols[act_idx]), pa.string())
     writers = {
-        "trades": ChunkedPartitionWriter(store, "trades", date, config_hash_=chash),
-        "orders": ChunkedPartitionWriter(store, "orders", date, config_hash_=chash),
-        "cancels": ChunkedPartitionWriter(store, "cancels", date, config_hash_=chash),
+        "trades": store.open_writer("trades", date, config_hash_=chash),
+        "orders": store.open_writer("orders", date, config_hash_=chash),
+        "cancels": store.open_writer("cancels", date, config_hash_=chash),
     }
     A = len(act_idx)
     bars = {k: np.empty((A, MINUTES_PER_DAY), dtype=dt_)
