@@ -227,6 +227,18 @@ def test_execution_respects_tradability():
     assert book.cash == pytest.approx(0.0, abs=1e-15)
 
 
+def test_unsellable_holdings_never_lever_the_book():
+    # stocks 0 and 1 cannot be sold; the target buys more of 0 and sells all of 1: the blocked
+    # sale must not leave the book holding 130% (which would book a gain from nothing)
+    book = Book(np.array([0.3, 0.5, 0.2]), cash=0.0)
+    can_sell = np.array([False, False, True])
+    execute(book, np.array([0.8, 0.0, 0.2]), np.ones(3, dtype=bool), can_sell, 0.0)
+    assert book.weights.sum() == pytest.approx(1.0, abs=1e-12) and book.cash == 0.0
+    assert book.weights[1] == pytest.approx(0.5)  # unsellable: kept at its held weight
+    assert book.weights[0] >= 0.3 - 1e-12 and (book.weights >= 0).all()
+    np.testing.assert_allclose(book.weights, [0.5, 0.5, 0.0], atol=1e-12)
+
+
 def test_score_lookup_and_errors(tmp_path, market_store):
     store = Store(tmp_path / "s")
     for table in ("daily", "index_weights"):

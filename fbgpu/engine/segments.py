@@ -324,6 +324,11 @@ class GpuSegmentOps(SegmentOps):
     def _launch(self, name: str, grid: int, *args: Any) -> None:
         if grid <= 0:
             return
+        # The simulator copies every host array back after a launch, which fails on read-only
+        # inputs (zero-copy Arrow buffers); on a device the arguments are cupy arrays.
+        args = tuple(
+            a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a for a in args
+        )
         with warnings.catch_warnings():
             # Small grids (tests, small universes) trigger an under-utilisation warning.
             warnings.simplefilter("ignore")
@@ -381,11 +386,9 @@ class GpuSegmentOps(SegmentOps):
         group_offsets = xp.concatenate([starts, xp.asarray([n], dtype=xp.int64)])
         G = starts.shape[0]
         block = self._k.BLOCK
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self._k.kernel("group_total")[(G + block - 1) // block, block](
-                order, group_offsets, x, totals, first
-            )
+        # One thread per group (not one block per segment): groups are short runs.
+        self._launch("group_total", (G + block - 1) // block, order, group_offsets, x, totals,
+                     first)
         return totals, first
 
     def _topk(self, offsets, x, valid, k):

@@ -310,6 +310,13 @@ def execute(
         base = final[free].sum()
         final[free] *= 1.0 + gap / base
     final = np.maximum(final, 0.0)
+    # Holdings that cannot be sold keep at least their held weight; if they and the clipped rest
+    # exceed the NAV, trim what may still move (buys and sellable holdings) pro rata. Possible
+    # because the unsellable floor sums to at most the held weights, i.e. at most 1.
+    excess = float(final.sum()) - 1.0
+    if excess > 1e-12:
+        room = final - np.where(can_sell, 0.0, np.minimum(w0, final))
+        final = final - room * (excess / float(room.sum()))
     # NAV after cost x (relative to NAV at vwap): x = 1 - c * sum |final x - w0|
     x = 1.0
     for _ in range(50):
