@@ -216,3 +216,16 @@ def test_store_level_lookahead_probe(planted_store, tmp_path) -> None:
     np.testing.assert_array_equal(pool1[:T], pool0[:T])  # the pool looks at T+1's open
     np.testing.assert_array_equal(w1[rows <= T], w0[rows <= T])
     assert not np.array_equal(v1[T + 1:], v0[T + 1:], equal_nan=True)
+
+
+def test_icir_weights_use_history_before_start(planted_store, result) -> None:
+    # restricting the evaluated dates must not throw away ICs that were known before `start`
+    dates = result.icir_weights.index
+    start = dates[len(dates) // 2]
+    late = run_evaluate(planted_store, {"directions": DIRECTIONS, "figures": False,
+                                        "write_panel": False, "start": str(start.date())},
+                        backend="cpu", progress=False)
+    assert late.icir_weights.index[0] == start
+    assert late.icir_weights.iloc[0].notna().all()
+    pd.testing.assert_frame_equal(late.icir_weights, result.icir_weights.loc[start:],
+                                  check_freq=False)

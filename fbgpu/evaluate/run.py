@@ -38,6 +38,7 @@ from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.evaluate.composite import icir_weights, signed, weighted_composite
 from fbgpu.evaluate.correlation import factor_correlation, style_correlation
 from fbgpu.evaluate.single import SUMMARY_COLUMNS, FactorReport, evaluate_factor
+from fbgpu.evaluate.stats import rank_ic
 from fbgpu.panel.build import build_panel, factor_names, write_panel
 from fbgpu.panel.market import PoolConfig, load_market, rebalance_indices
 from fbgpu.panel.preprocess import PanelConfig
@@ -256,6 +257,7 @@ def run_evaluate(
     D = len(market.dates)
     rows = rebalance_indices(D, cfg.rebalance_every, cfg.rebalance_offset)
     rows = rows[rows + cfg.return_end < D]  # the return window must have closed
+    grid = rows  # the whole rebalance grid: ICIR weights may use ICs from before `start`
     if cfg.start:
         rows = rows[np.array([market.dates[i] >= dt.date.fromisoformat(cfg.start) for i in rows],
                              dtype=bool)]
@@ -281,9 +283,16 @@ def run_evaluate(
     direction_vec = np.array([dirs[n] for n in names], dtype=np.float64)
     sv = signed(values, direction_vec)
     universe = panel.universe[xp.asarray(rows)]
-    ic_matrix = np.stack([reports[n].ic.to_numpy() for n in names], axis=1)
-    weights = icir_weights(ic_matrix, rows, known_lag=cfg.return_end,
-                           lookback=cfg.icir_lookback, min_periods=cfg.icir_min_periods)
+    # ICs on the whole grid (those before `start` were known at the first evaluated date too)
+    grid_fwd = xp.asarray(market.forward_returns(cfg.return_start, cfg.return_end)[grid])
+    grid_pool = xp.asarray(market.pool(cfg.pool)[grid])
+    grid_sv = signed(panel.values[xp.asarray(grid)], direction_vec)
+    ic_grid = np.stack([be.to_host(rank_ic(grid_sv[:, :, j], grid_fwd, grid_pool,
+                                           min_obs=max(cfg.min_stocks, 3)))
+                        for j in range(len(names))], axis=1)
+    weights_grid = icir_weights(ic_grid, grid, known_lag=cfg.return_end,
+                                lookback=cfg.icir_lookback, min_periods=cfg.icir_min_periods)
+    weights = weights_grid[np.searchsorted(grid, rows)]
     composites = {
         COMPOSITE_EQUAL: weighted_composite(sv, None, universe),
         COMPOSITE_ICIR: weighted_composite(sv, xp.asarray(weights), universe),
