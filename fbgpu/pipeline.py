@@ -96,7 +96,7 @@ def run_demo(
     demo override (:data:`fbgpu.models.DEMO_OVERRIDES`) under any ``[train]`` keys given.
     """
     from fbgpu.data.synth import generate_market, resolve_config
-    from fbgpu.evaluate import run_evaluate
+    from fbgpu.evaluate import EvaluateConfig, run_evaluate
     from fbgpu.factors import FactorConfig, run_factors
     from fbgpu.models import load_train_config, run_train
     from fbgpu.portfolio import run_backtest
@@ -130,10 +130,12 @@ def run_demo(
                        lambda: run_evaluate(store, config=sc.get("evaluate"), backend=backend),
                        backend)
         elif stage == "train":
-            tcfg = load_train_config(sc.get("train"), demo=True)
+            tcfg = load_train_config({"seeds": [cfg.seed], **sc.get("train", {})}, demo=True)
+            ecfg = EvaluateConfig.from_dict(sc.get("evaluate", {}))
             _run_stage(store, "train",
-                       lambda c=tcfg: run_train(store, model=cfg.models, config=c, backend=backend),
-                       backend)
+                       lambda c=tcfg, e=ecfg: run_train(
+                           store, model=cfg.models, config=c, backend=backend,
+                           panel_config=e.panel, pool_config=e.pool), backend)
         elif stage == "backtest":
             score = best_score(store)
             _run_stage(store, "backtest",

@@ -204,3 +204,24 @@ def test_cli_train(trained, tmp_path) -> None:
     toml.write_text("[train]\nlr = -1\n")
     bad = runner.invoke(app, ["train", "--store", str(st.root), "--config", str(toml)])
     assert bad.exit_code != 0 and "lr" in bad.output
+
+
+def test_models_use_the_evaluation_panel_and_pool_settings(tmp_path: Path) -> None:
+    from fbgpu.engine.backend import get_backend
+    from fbgpu.models import TrainConfig, load_model_inputs
+    from fbgpu.models.runner import model_config_hash
+    from fbgpu.panel.market import PoolConfig
+    from fbgpu.panel.preprocess import PanelConfig
+
+    st = _write_planted_store(tmp_path / "s", D=80, S=20, F=3)
+    cfg, be = TrainConfig(**CFG), get_backend("cpu")
+    base = load_model_inputs(st, cfg, be, ["hf"])
+    other = load_model_inputs(st, cfg, be, ["hf"], panel_config=PanelConfig(window=5),
+                              pool_config=PoolConfig(exclude_suspended_next=False))
+    # a different pool and panel reach the model inputs ...
+    assert base.pool.sum() < other.pool.sum()
+    assert not np.allclose(np.nan_to_num(base.hf_panel), np.nan_to_num(other.hf_panel))
+    # ... and the checkpoints' hash, so a saved window is not reused with other settings
+    h = [model_config_hash("hf", cfg, x.factor_names, x.meta["preprocessing"])
+         for x in (base, other)]
+    assert h[0] != h[1]

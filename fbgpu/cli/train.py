@@ -55,5 +55,12 @@ def register(app: typer.Typer) -> None:
             key = ".".join(str(x) for x in first["loc"])
             raise typer.BadParameter(f"[train] {key}: {first['msg']}", param_hint="--config") \
                 from e
-        summary = run_train(store, model, cfg, backend=backend, progress=True, report=report)
+        from fbgpu.evaluate import EvaluateConfig, EvaluateConfigError
+
+        try:  # models use the evaluation's panel and pool settings: one panel for both
+            ecfg = EvaluateConfig.from_dict(load_toml(config, "evaluate"))
+        except EvaluateConfigError as e:
+            raise typer.BadParameter(str(e), param_hint="--config") from e
+        summary = run_train(store, model, cfg, backend=backend, progress=True, report=report,
+                            panel_config=ecfg.panel, pool_config=ecfg.pool)
         done(escape(summary.line()))

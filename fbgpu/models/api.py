@@ -16,6 +16,7 @@ per column, the model kind, its configuration hash and the windows it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -48,7 +49,8 @@ from fbgpu.models.runner import (
     sources_for,
     train_rolling,
 )
-from fbgpu.panel.market import Market, load_market, rebalance_indices
+from fbgpu.panel.market import Market, PoolConfig, load_market, rebalance_indices
+from fbgpu.panel.preprocess import PanelConfig
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +111,14 @@ def load_model_inputs(
     backend: Backend,
     kinds: Sequence[str],
     market: Market | None = None,
+    panel_config: PanelConfig | None = None,
+    pool_config: PoolConfig | None = None,
 ) -> ModelInputs:
     """Pool, labels, factor panel (on the backend's device) and bars for ``kinds`` from a store.
 
+    ``panel_config``/``pool_config`` are the evaluation's preprocessing and pool settings
+    (``[evaluate.panel]``/``[evaluate.pool]``), so that models and single-factor tests see one
+    panel; they are recorded in ``meta["preprocessing"]`` and hence in the checkpoints' hash.
     Pool = :meth:`Market.pool`; label = :meth:`Market.labels` over T+1 -> T+1+h, z-scored over
     the pool; panel = :func:`fbgpu.panel.build_panel` (smoothing, winsorizing, neutralizing,
     z-scoring over the universe of each day, computed on ``backend``); sample dates =
@@ -120,13 +127,14 @@ def load_model_inputs(
     srcs = {s for k in kinds for s in sources_for(k)}
     market = market if market is not None else load_market(store)
     xp = backend.xp
-    pool = market.pool()
+    pool = market.pool(pool_config)
     label = market.labels(pool, 1, 1 + config.label_horizon)
     hf_panel, names = None, ()
     if "hf" in srcs:
         from fbgpu.panel.build import build_panel
 
-        fp = build_panel(store, market, backend=backend)
+        fp = build_panel(store, market, panel_config=panel_config, pool_config=pool_config,
+                         backend=backend)
         # float32 on the device: the one conversion copy of the panel (see docs/models.md).
         hf_panel, names = xp.asarray(fp.values, dtype=xp.float32), tuple(fp.names)
     bars = None
@@ -141,7 +149,15 @@ def load_model_inputs(
         bars=bars,
         factor_names=names,
         sample_days=rebalance_indices(len(market.dates), config.sample_every, 0),
+        meta={"preprocessing": preprocessing_settings(panel_config, pool_config)},
     )
+
+
+def preprocessing_settings(panel_config: PanelConfig | None,
+                           pool_config: PoolConfig | None) -> dict[str, Any]:
+    """The panel and pool settings as plain data (for hashes and provenance)."""
+    return {"panel": dataclasses.asdict(panel_config or PanelConfig()),
+            "pool": dataclasses.asdict(pool_config or PoolConfig())}
 
 
 def store_fingerprint(store: Store, inputs: ModelInputs, kind: str) -> Fingerprint:
@@ -289,6 +305,8 @@ def run_train(
     backend: str | Backend = "auto",
     progress: bool = True,
     report: bool = True,
+    panel_config: PanelConfig | None = None,
+    pool_config: PoolConfig | None = None,
 ) -> TrainSummary:
     """Train ``model`` (a kind of :data:`MODEL_KINDS`, or ``"all"``) on rolling windows.
 
@@ -309,7 +327,8 @@ def run_train(
     kinds = _resolve_kinds(model)
     be = backend if isinstance(backend, Backend) else get_backend(backend)
     device = torch_device(be.name)
-    inputs = load_model_inputs(st, cfg, be, kinds)
+    inputs = load_model_inputs(st, cfg, be, kinds, panel_config=panel_config,
+                               pool_config=pool_config)
     srcs: list[str] = []
     for k in kinds:
         srcs += [s for s in sources_for(k) if s not in srcs]
@@ -329,7 +348,8 @@ def run_train(
         # The one device->host transfer of the step: the final per-date score vectors.
         columns[SCORE_COLUMNS[kind]] = res.scores.double().cpu().numpy()
         provenance[SCORE_COLUMNS[kind]] = {
-            "kind": kind, "config_hash": model_config_hash(kind, cfg, inputs.factor_names),
+            "kind": kind, "config_hash": model_config_hash(
+                kind, cfg, inputs.factor_names, inputs.meta.get("preprocessing")),
             "windows": [w.window for w in res.windows], "backend": be.name,
         }
         summary.windows[kind] = res.windows
@@ -343,7 +363,8 @@ def run_train(
         from fbgpu.models.exhibits import evaluate_models
 
         try:
-            summary.report_dir = evaluate_models(st, backend=be).out_dir
+            summary.report_dir = evaluate_models(st, backend=be, panel_config=panel_config,
+                                                 pool_config=pool_config).out_dir
         except StoreError as e:
             log.warning("model exhibits skipped: %s", e)
     return summary

@@ -36,7 +36,8 @@ from fbgpu.evaluate.single import SUMMARY_COLUMNS, FactorReport, evaluate_factor
 from fbgpu.evaluate.stats import rank_ic
 from fbgpu.models.api import SCORES_TABLE, read_scores
 from fbgpu.models.config import FUSED_COLUMN, SCORE_COLUMNS
-from fbgpu.panel.market import load_market, rebalance_indices
+from fbgpu.panel.market import PoolConfig, load_market, rebalance_indices
+from fbgpu.panel.preprocess import PanelConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,16 @@ def _host(a: Any) -> np.ndarray:
 
 
 def _hf_composites(store: Store, market: Any, rows: np.ndarray, be: Backend,
-                   ret_end: int) -> dict[str, np.ndarray]:
+                   ret_end: int, panel_config: PanelConfig | None = None,
+                   pool_config: PoolConfig | None = None,
+                   min_stocks: int = 10) -> dict[str, np.ndarray]:
     """Equal-weight and trailing-ICIR composites of the signed HF panel at ``rows``."""
     from fbgpu.evaluate.run import resolve_directions
     from fbgpu.panel.build import build_panel
 
     xp = be.xp
-    panel = build_panel(store, market, backend=be)
+    panel = build_panel(store, market, panel_config=panel_config, pool_config=pool_config,
+                        backend=be)
     D = len(market.dates)
     # The composites' trailing ICIR weights need the whole rebalance history before the scored
     # dates: the grid with the scores' own spacing and phase.
@@ -98,8 +102,10 @@ def _hf_composites(store: Store, market: Any, rows: np.ndarray, be: Backend,
     dirs = resolve_directions(list(panel.names))
     sv = signed(panel.values[xp.asarray(grid)], np.array([dirs[n] for n in panel.names], float))
     fwd = xp.asarray(market.forward_returns(1, ret_end)[grid])
-    pool = xp.asarray(market.pool()[grid])
-    ic = np.stack([_host(rank_ic(sv[:, :, j], fwd, pool)) for j in range(sv.shape[2])], axis=1)
+    pool = xp.asarray(market.pool(pool_config)[grid])
+    # min_obs as in the single-factor tests, so both ICIR composites use the same ICs
+    ic = np.stack([_host(rank_ic(sv[:, :, j], fwd, pool, min_obs=min_stocks))
+                   for j in range(sv.shape[2])], axis=1)
     weights = icir_weights(ic, grid, known_lag=ret_end)
     uni = panel.universe[xp.asarray(grid)]
     pos = np.searchsorted(grid, rows)
@@ -117,6 +123,8 @@ def evaluate_models(
     groups: int = 10,
     write: bool = True,
     figures: bool = True,
+    panel_config: PanelConfig | None = None,
+    pool_config: PoolConfig | None = None,
 ) -> ModelEvaluation:
     """Evaluate every score column of the store and build the model exhibits (module doc)."""
     st = store if isinstance(store, Store) else Store(store)
@@ -134,11 +142,11 @@ def evaluate_models(
     values = {c: v[keep] for c, v in cols.items()}
     notes = []
     if st.dates("factors") and SCORE_COLUMNS["hf"] in values:
-        values.update(_hf_composites(st, market, rows, be, ret_end))
+        values.update(_hf_composites(st, market, rows, be, ret_end, panel_config, pool_config))
     elif SCORE_COLUMNS["hf"] in values:
         notes.append("no factors table: HF composites omitted")
     fwd = market.forward_returns(1, ret_end)[rows]
-    pool = market.pool()[rows]
+    pool = market.pool(pool_config)[rows]
     didx = pd.DatetimeIndex([market.dates[i] for i in rows], name="date")
     reports = {
         name: evaluate_factor(v, fwd, pool, 1, groups, name=LABELS.get(name, name), dates=didx)

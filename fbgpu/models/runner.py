@@ -103,11 +103,14 @@ def model_code_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def model_config_hash(kind: str, config: TrainConfig, factor_names: Sequence[str]) -> str:
-    """Hash of everything that shapes a trained network of ``kind`` (config, factors, code)."""
+def model_config_hash(kind: str, config: TrainConfig, factor_names: Sequence[str],
+                      preprocessing: dict[str, Any] | None = None) -> str:
+    """Hash of everything that shapes a trained network of ``kind``: config, factors, the panel
+    and pool settings its inputs were built with (``ModelInputs.meta["preprocessing"]``), code.
+    """
     cfg = config.model_dump(mode="json", exclude=set(_NOT_MODEL_KEYS))
     return config_hash({"kind": kind, "config": cfg, "factors": list(factor_names),
-                        "code": model_code_hash()})
+                        "preprocessing": preprocessing or {}, "code": model_code_hash()})
 
 
 def array_fingerprint(inputs: ModelInputs, kind: str) -> Fingerprint | None:
@@ -187,7 +190,8 @@ def train_rolling(
     if fingerprint is None:
         fingerprint = array_fingerprint(inputs, kind)
     n_factors = inputs.n_factors
-    chash = model_config_hash(kind, config, inputs.factor_names)
+    chash = model_config_hash(kind, config, inputs.factor_names,
+                              inputs.meta.get("preprocessing"))
     n_nets = len(net_specs(kind, max(n_factors, 1)))
     dates = list(inputs.dates)
     reports: list[WindowReport] = []
