@@ -23,7 +23,6 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -231,38 +230,28 @@ def compute_day_pandas(
     symbols: set[str] = set()
     returns: dict[str, pd.Series] = {}
 
-    minute = _read(store, "minute", day) if families & {"minute", "trade"} else None
-    if minute is not None:
-        symbols.update(minute["symbol"].unique())
+    wanted = {"minute": bool(families & {"minute", "trade"}), "trades": "trade" in families,
+              "orders": "order" in families}
+    tables = {t: _read(store, t, day) if need else None for t, need in wanted.items()}
+    for t, need in wanted.items():  # the universe is every source's stocks, read or not
+        if tables[t] is not None:
+            symbols.update(tables[t]["symbol"].unique())
+        elif not need and store.has(t, day):
+            symbols.update(store.read(t, day, ["symbol"]).column("symbol")
+                           .cast("string").to_pylist())
+
+    if (minute := tables["minute"]) is not None:
         groups = minute.sort_values(["symbol", "minute"]).groupby("symbol", sort=True)
         if "minute" in families:
             frames.append(groups.apply(minute_factors, cfg=cfg))
         if "trade" in families:
             returns = {s: minute_returns(g).reset_index(drop=True) for s, g in groups}
-    if "trade" in families and (trades := _read(store, "trades", day)) is not None:
-        symbols.update(trades["symbol"].unique())
+    if (trades := tables["trades"]) is not None:
         frames.append(trades.groupby("symbol", sort=True).apply(
             lambda g: trade_factors(g, returns.get(str(g.name)), cfg)))
-    if "order" in families and (orders := _read(store, "orders", day)) is not None:
-        symbols.update(orders["symbol"].unique())
+    if (orders := tables["orders"]) is not None:
         frames.append(orders.groupby("symbol", sort=True).apply(order_factors, cfg=cfg))
-    for table in ("minute", "trades", "orders"):  # the universe counts every source present
-        if store.has(table, day) and not any(table == t for t in _read_tables(families)):
-            symbols.update(store.read(table, day, ["symbol"]).column("symbol")
-                           .cast("string").to_pylist())
     out = pd.concat(frames, axis=1) if frames else pd.DataFrame()
     out = out.reindex(index=sorted(symbols), columns=names).astype(float)
     out.index.name = "symbol"
     return out
-
-
-def _read_tables(families: set[Any]) -> list[str]:
-    """Tables :func:`compute_day_pandas` reads in full for these families."""
-    tables = []
-    if families & {"minute", "trade"}:
-        tables.append("minute")
-    if "trade" in families:
-        tables.append("trades")
-    if "order" in families:
-        tables.append("orders")
-    return tables

@@ -29,7 +29,7 @@ NS = 1_000_000_000
 
 
 def hms(h: int, m: int, s: float = 0) -> int:
-    return int(round((h * 3600 + m * 60 + s) * NS))
+    return round((h * 3600 + m * 60 + s) * NS)
 
 
 OPEN_AUCTION = hms(9, 25)
@@ -129,18 +129,18 @@ def oracle_trade(tr: pd.DataFrame, ret: np.ndarray | None, rule: str = "mean_plu
                  k: float = 1.0, notional: float = 1e6, min_day: int = 10) -> dict[str, float]:
     t = tr.sort_values("seq")
     amount = t["amount"].to_numpy(float)
-    B = t.groupby("buy_order_id")["amount"].sum()
-    S = t.groupby("sell_order_id")["amount"].sum()
+    buy_amt = t.groupby("buy_order_id")["amount"].sum()
+    sell_amt = t.groupby("sell_order_id")["amount"].sum()
     if rule == "fixed_notional":
-        big_b, big_s = B >= notional, S >= notional
+        big_b, big_s = buy_amt >= notional, sell_amt >= notional
     else:
-        every = pd.concat([B, S], ignore_index=True)
+        every = pd.concat([buy_amt, sell_amt], ignore_index=True)
         if every.nunique() == 1:
-            big_b = pd.Series(True, index=B.index)
-            big_s = pd.Series(True, index=S.index)
+            big_b = pd.Series(True, index=buy_amt.index)
+            big_s = pd.Series(True, index=sell_amt.index)
         else:
             thr = every.mean() + k * every.std(ddof=0)
-            big_b, big_s = B >= thr, S >= thr
+            big_b, big_s = buy_amt >= thr, sell_amt >= thr
     trade_big_b = t["buy_order_id"].map(big_b).to_numpy(bool)
     trade_big_s = t["sell_order_id"].map(big_s).to_numpy(bool)
     ts = t["ts"].to_numpy()
@@ -149,14 +149,16 @@ def oracle_trade(tr: pd.DataFrame, ret: np.ndarray | None, rule: str = "mean_plu
     dlogp = np.log(t["price"]).diff().fillna(0.0).to_numpy()
     T = amount.sum()
     out: dict[str, float] = {}
-    out["bigorder_amt_perc"] = o_ratio(B[big_b].sum() + S[big_s].sum(), 2 * T)
+    out["bigorder_amt_perc"] = o_ratio(buy_amt[big_b].sum() + sell_amt[big_s].sum(), 2 * T)
     a_buy = amount[early & trade_big_b].sum()
     a_sell = amount[early & trade_big_s].sum()
     out["early_bigorder_buy_perc"] = o_ratio(a_buy, a_buy + a_sell)
     out["bigorder_ret2"] = float(dlogp[trade_big_b | trade_big_s].sum())
     active = ((side == 1) & trade_big_b) | ((side == -1) & trade_big_s)
     out["early_active_bigorder_ret"] = float(dlogp[early & active].sum())
-    out["concentration_diff"] = o_ratio((B**2).sum(), T**2) - o_ratio((S**2).sum(), T**2)
+    out["concentration_diff"] = (
+        o_ratio((buy_amt**2).sum(), T**2) - o_ratio((sell_amt**2).sum(), T**2)
+    )
     out["early_active_buy_perc"] = o_ratio(amount[early & (side == 1)].sum(), amount[early].sum())
     nab = np.zeros(240)
     for ts_i, a_i, s_i in zip(ts, amount, side, strict=True):
@@ -221,10 +223,7 @@ def _continuous_times(rng: np.random.Generator, n: int, afternoon_only: bool = F
     morning = T1130 - T0930
     afternoon = T1457 - T1300
     u = rng.random(n) * (afternoon if afternoon_only else morning + afternoon)
-    if afternoon_only:
-        t = T1300 + u
-    else:
-        t = np.where(u < morning, T0930 + u, T1300 + (u - morning))
+    t = T1300 + u if afternoon_only else np.where(u < morning, T0930 + u, T1300 + (u - morning))
     # Millisecond timestamps, as exchanges publish them.
     return np.sort((t // 1_000_000) * 1_000_000).astype(np.int64)
 

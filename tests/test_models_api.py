@@ -217,9 +217,9 @@ def test_models_use_the_evaluation_panel_and_pool_settings(tmp_path: Path) -> No
     cfg, be = TrainConfig(**CFG), get_backend("cpu")
     base = load_model_inputs(st, cfg, be, ["hf"])
     other = load_model_inputs(st, cfg, be, ["hf"], panel_config=PanelConfig(window=5),
-                              pool_config=PoolConfig(exclude_suspended_next=False))
-    # a different pool and panel reach the model inputs ...
-    assert base.pool.sum() < other.pool.sum()
+                              pool_config=PoolConfig(min_listed_days=1))
+    # the panel settings reach the model inputs, the pool settings their provenance ...
+    assert other.meta["preprocessing"]["pool"]["min_listed_days"] == 1
     assert not np.allclose(np.nan_to_num(base.hf_panel), np.nan_to_num(other.hf_panel))
     # ... and the checkpoints' hash, so a saved window is not reused with other settings
     h = [model_config_hash("hf", cfg, x.factor_names, x.meta["preprocessing"])

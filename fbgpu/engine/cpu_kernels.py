@@ -1,4 +1,4 @@
-"""CPU kernels of the segmented primitives: numba ``@njit(parallel=True)``, one ``prange`` over segments.
+"""CPU kernels of the segmented primitives: numba ``@njit(parallel=True)``, prange over segments.
 
 A *segment* is a contiguous run ``offsets[s]:offsets[s+1]`` of a flat array: one stock-day of
 ticks (CSR over stocks) or one row of a dense ``[stocks, L]`` minute tensor (``offsets = L *

@@ -5,7 +5,9 @@ CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) has to be switched on before that ha
 
 Design: one thread block per segment (a stock-day of ticks or a row of a dense minute tensor).
 The block's threads stride over the segment, accumulate private partials and combine them with a
-shared-memory tree reduction; thread 0 writes the segment's result. Moments and correlations use
+shared-memory tree reduction; thread 0 writes the segment's result. The reductions are written
+inline rather than as ``cuda.jit(device=True)`` helpers: numba compiles device functions for the
+*current* device, which would make the sm_90 compile check need a GPU. Moments and correlations use
 the same corrected two-pass scheme as the CPU kernels (see :mod:`.cpu_kernels`), so the two
 backends agree to rounding (the order of additions differs: strided partials + tree here,
 sequential on the CPU). Group-by sums run one thread per group over an index permutation produced
@@ -24,39 +26,9 @@ from numba import config, cuda, float64
 
 #: Threads per block. A power of two (the tree reduction halves it). The simulator runs each
 #: thread as a Python thread, so it uses a small block to stay fast; the code is the same.
-BLOCK = 32 if config.ENABLE_CUDASIM else 128
+BLOCK = 8 if config.ENABLE_CUDASIM else 128
 
 _INF = math.inf
-
-
-@cuda.jit(device=True)
-def _reduce_sum(buf, tid):  # pragma: no cover - device code
-    step = BLOCK // 2
-    while step > 0:
-        if tid < step:
-            buf[tid] += buf[tid + step]
-        cuda.syncthreads()
-        step //= 2
-
-
-@cuda.jit(device=True)
-def _reduce_min(buf, tid):  # pragma: no cover - device code
-    step = BLOCK // 2
-    while step > 0:
-        if tid < step:
-            buf[tid] = min(buf[tid], buf[tid + step])
-        cuda.syncthreads()
-        step //= 2
-
-
-@cuda.jit(device=True)
-def _reduce_max(buf, tid):  # pragma: no cover - device code
-    step = BLOCK // 2
-    while step > 0:
-        if tid < step:
-            buf[tid] = max(buf[tid], buf[tid + step])
-        cuda.syncthreads()
-        step //= 2
 
 
 def seg_sum_kernel(offsets, x, mask, use_mask, n_out, sum_out):  # pragma: no cover - device
@@ -79,8 +51,13 @@ def seg_sum_kernel(offsets, x, mask, use_mask, n_out, sum_out):  # pragma: no co
     sh_n[tid] = n
     sh_s[tid] = tot
     cuda.syncthreads()
-    _reduce_sum(sh_n, tid)
-    _reduce_sum(sh_s, tid)
+    step = BLOCK // 2
+    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
+        if tid < step:
+            sh_n[tid] += sh_n[tid + step]
+            sh_s[tid] += sh_s[tid + step]
+        cuda.syncthreads()
+        step //= 2
     if tid == 0:
         n_out[s] = int(sh_n[0])
         sum_out[s] = sh_s[0]
@@ -117,10 +94,15 @@ def seg_moments_kernel(
     sh_c[tid] = mn
     sh_d[tid] = mx
     cuda.syncthreads()
-    _reduce_sum(sh_a, tid)
-    _reduce_sum(sh_b, tid)
-    _reduce_min(sh_c, tid)
-    _reduce_max(sh_d, tid)
+    step = BLOCK // 2
+    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
+        if tid < step:
+            sh_a[tid] += sh_a[tid + step]
+            sh_b[tid] += sh_b[tid + step]
+            sh_c[tid] = min(sh_c[tid], sh_c[tid + step])
+            sh_d[tid] = max(sh_d[tid], sh_d[tid + step])
+        cuda.syncthreads()
+        step //= 2
     n = sh_a[0]
     tot = sh_b[0]
     mn = sh_c[0]
@@ -159,10 +141,15 @@ def seg_moments_kernel(
     sh_c[tid] = s3
     sh_d[tid] = s4
     cuda.syncthreads()
-    _reduce_sum(sh_a, tid)
-    _reduce_sum(sh_b, tid)
-    _reduce_sum(sh_c, tid)
-    _reduce_sum(sh_d, tid)
+    step = BLOCK // 2
+    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
+        if tid < step:
+            sh_a[tid] += sh_a[tid + step]
+            sh_b[tid] += sh_b[tid + step]
+            sh_c[tid] += sh_c[tid + step]
+            sh_d[tid] += sh_d[tid + step]
+        cuda.syncthreads()
+        step //= 2
     if tid == 0:
         c = sh_a[0] / n
         e2 = sh_b[0] / n
@@ -221,13 +208,18 @@ def seg_corr_kernel(
     sh_e[tid] = ymn
     sh_f[tid] = ymx
     cuda.syncthreads()
-    _reduce_sum(sh_n, tid)
-    _reduce_sum(sh_a, tid)
-    _reduce_sum(sh_b, tid)
-    _reduce_min(sh_c, tid)
-    _reduce_max(sh_d, tid)
-    _reduce_min(sh_e, tid)
-    _reduce_max(sh_f, tid)
+    step = BLOCK // 2
+    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
+        if tid < step:
+            sh_n[tid] += sh_n[tid + step]
+            sh_a[tid] += sh_a[tid + step]
+            sh_b[tid] += sh_b[tid + step]
+            sh_c[tid] = min(sh_c[tid], sh_c[tid + step])
+            sh_d[tid] = max(sh_d[tid], sh_d[tid + step])
+            sh_e[tid] = min(sh_e[tid], sh_e[tid + step])
+            sh_f[tid] = max(sh_f[tid], sh_f[tid + step])
+        cuda.syncthreads()
+        step //= 2
     n = sh_n[0]
     tx = sh_a[0]
     ty = sh_b[0]
@@ -269,11 +261,16 @@ def seg_corr_kernel(
     sh_c[tid] = syy
     sh_d[tid] = sxy
     cuda.syncthreads()
-    _reduce_sum(sh_n, tid)
-    _reduce_sum(sh_a, tid)
-    _reduce_sum(sh_b, tid)
-    _reduce_sum(sh_c, tid)
-    _reduce_sum(sh_d, tid)
+    step = BLOCK // 2
+    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
+        if tid < step:
+            sh_n[tid] += sh_n[tid + step]
+            sh_a[tid] += sh_a[tid + step]
+            sh_b[tid] += sh_b[tid + step]
+            sh_c[tid] += sh_c[tid + step]
+            sh_d[tid] += sh_d[tid + step]
+        cuda.syncthreads()
+        step //= 2
     if tid == 0:
         cx = sh_n[0] / n
         cy = sh_a[0] / n
@@ -337,7 +334,7 @@ KERNELS: dict[str, tuple[object, str]] = {
 _jitted: dict[str, object] = {}
 
 
-def kernel(name: str):  # noqa: ANN201 - a numba dispatcher
+def kernel(name: str):  # returns a numba CUDA dispatcher
     """The launchable (lazily ``cuda.jit``-ed) kernel called ``name``."""
     k = _jitted.get(name)
     if k is None:

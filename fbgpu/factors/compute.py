@@ -1,4 +1,4 @@
-"""From the store's raw partitions to daily factor values: :func:`compute_factors`, :func:`run_factors`.
+"""Raw partitions to daily factor values: :func:`compute_factors` and :func:`run_factors`.
 
 Per day (days are independent: a day's values depend on that day's minute/trades/orders
 partitions only, never on another day):
@@ -246,7 +246,7 @@ def compute_factors(
     config: FactorConfig | None = None,
     progress: bool = False,
 ) -> FactorCube:
-    """Daily values of the factors ``names`` (default: all 27) for ``dates``, as a :class:`FactorCube`.
+    """Daily values of the factors ``names`` (default: all 27) for ``dates``: a :class:`FactorCube`.
 
     The cube stays on the backend (cupy on the GPU). Symbols are the sorted union over the days;
     ``present`` marks the stock-days in each day's universe.

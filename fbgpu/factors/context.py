@@ -56,7 +56,7 @@ class MinuteContext:
 
     @cached_property
     def ret(self) -> Array:
-        """Minute returns ``r_k = close_k / close_{k-1} - 1`` (k >= 1), ``r_0 = close_0/open_0 - 1``."""
+        """Returns ``r_k = close_k/close_{k-1} - 1`` (k >= 1), ``r_0 = close_0/open_0 - 1``."""
         xp = self.xp
         close = self.field("close")
         r = xp.empty_like(close)
