@@ -1,0 +1,52 @@
+"""``fbgpu factors``: compute the 27 daily factors from the store's ticks and bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fbgpu.cli.common import BACKEND_OPTION, CONFIG_OPTION, STORE_OPTION, done
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``factors`` command to ``app``."""
+
+    @app.command("factors")
+    def factors(
+        store: Path = STORE_OPTION,
+        start: str | None = typer.Option(None, "--start", help="First date (YYYY-MM-DD)."),
+        end: str | None = typer.Option(None, "--end", help="Last date (YYYY-MM-DD)."),
+        backend: str = BACKEND_OPTION,
+        only: str | None = typer.Option(
+            None, "--only", help="Comma-separated factor names (default: all 27)."
+        ),
+        config: Path | None = CONFIG_OPTION,
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    ) -> None:
+        """Compute the daily factor table (``factors``) for every input date in [start, end].
+
+        Dates whose factor partition is current (same code, ``[factors]`` config and inputs)
+        are skipped. The optional TOML ``[factors]`` table sets FactorConfig fields (big-order
+        rule, k, notional, min_obs ...; every field and its default: docs/factors.md).
+        """
+        from fbgpu.data.store import Store, StoreError
+        from fbgpu.engine.backend import BackendError
+        from fbgpu.factors import FactorConfig, resolve_names, run_factors
+
+        if not Path(store).is_dir():
+            raise typer.BadParameter(f"store {store} does not exist", param_hint="--store")
+        try:
+            cfg = FactorConfig.from_toml(config)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--config") from e
+        try:
+            names = resolve_names(only) if only else None
+        except KeyError as e:
+            raise typer.BadParameter(str(e.args[0]), param_hint="--only") from e
+        try:
+            summary = run_factors(Store(store), start, end, names=names, backend=backend,
+                                  config=cfg, progress=progress)
+        except (ValueError, StoreError, BackendError) as e:
+            raise typer.BadParameter(str(e)) from e
+        done(summary.line())

@@ -1,0 +1,319 @@
+"""Segmented primitives (CPU backend) against exact references on adversarial inputs.
+
+References: exact rational arithmetic (``fractions.Fraction``) for moments and correlations,
+``math.fsum`` for sums, plain Python loops for group-by, histogram and top-k, plus scipy/numpy
+where their own precision guards do not interfere. The strategies here are reused by the GPU
+parity tests (test_engine_gpu_parity.py).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fbgpu.engine.segments import (
+    CpuSegmentOps,
+    SegmentError,
+    correlation,
+    kurtosis,
+    ratio,
+    segment_ids,
+    segment_starts_mask,
+    skewness,
+)
+
+CPU = CpuSegmentOps()
+SETTINGS = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# ----------------------------------------------------------------------------- strategies
+@st.composite
+def segments(draw: st.DrawFn, max_segments: int = 6, max_len: int = 40) -> dict:
+    """CSR offsets + values of an adversarial kind + optional mask + integer keys."""
+    lens = draw(st.lists(st.integers(0, max_len), min_size=0, max_size=max_segments))
+    offsets = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    n = int(offsets[-1])
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(
+        ["normal", "constant", "offset", "outlier", "nan", "integers", "tiny"]))
+    if kind == "normal":
+        x = rng.normal(0, 1, n)
+    elif kind == "constant":
+        x = np.full(n, 10.01)
+    elif kind == "offset":
+        # Prices near 1e8 moving by ~1e-3: raw power sums lose every digit here.
+        x = 1e8 + rng.normal(0, 1e-3, n)
+    elif kind == "outlier":
+        x = np.full(n, 3.3)
+        if n:
+            x[rng.integers(0, n)] = 1e6
+    elif kind == "nan":
+        x = rng.normal(5, 2, n)
+        x[rng.random(n) < 0.3] = np.nan
+        x[rng.random(n) < 0.05] = np.inf
+    elif kind == "integers":
+        x = rng.integers(1, 4, n).astype(float) * 100
+    else:
+        x = rng.normal(0, 1e-12, n)
+    y = draw(st.sampled_from(["indep", "linear", "constant"]))
+    if y == "indep":
+        yv = rng.normal(0, 1, n)
+    elif y == "linear":
+        yv = -3.0 * np.nan_to_num(x, nan=0.0, posinf=0.0) + 7.0
+    else:
+        yv = np.full(n, -2.5)
+    mask = None if draw(st.booleans()) else rng.random(n) < 0.7
+    key_kind = draw(st.sampled_from(["few", "all_equal", "unique", "huge"]))
+    if key_kind == "few":
+        keys = rng.integers(0, 5, n)
+    elif key_kind == "all_equal":
+        keys = np.full(n, 42)
+    elif key_kind == "unique":
+        keys = np.arange(n)
+    else:
+        keys = rng.integers(-(2**62), 2**62, n)
+    return {"offsets": offsets, "x": x, "y": yv, "mask": mask, "keys": keys.astype(np.int64),
+            "rng": rng}
+
+
+def _segment(d: dict, s: int) -> slice:
+    return slice(int(d["offsets"][s]), int(d["offsets"][s + 1]))
+
+
+def _kept(d: dict, s: int, *arrays: np.ndarray) -> list[np.ndarray]:
+    sl = _segment(d, s)
+    ok = np.ones(sl.stop - sl.start, dtype=bool)
+    if d["mask"] is not None:
+        ok &= d["mask"][sl]
+    for a in arrays:
+        ok &= np.isfinite(a[sl])
+    return [a[sl][ok] for a in arrays]
+
+
+def exact_moments(v: np.ndarray) -> tuple[Fraction, Fraction, Fraction, Fraction]:
+    f = [Fraction(float(a)) for a in v]
+    n = len(f)
+    mean = sum(f) / n
+    m2 = sum((a - mean) ** 2 for a in f) / n
+    m3 = sum((a - mean) ** 3 for a in f) / n
+    m4 = sum((a - mean) ** 4 for a in f) / n
+    return mean, m2, m3, m4
+
+
+def close(a: float, b: float, rtol: float = 1e-9, atol: float = 0.0) -> bool:
+    if math.isnan(b):
+        return math.isnan(a)
+    return abs(a - b) <= atol + rtol * abs(b)
+
+
+# ----------------------------------------------------------------------------- properties
+@SETTINGS
+@given(segments())
+def test_sum_matches_fsum(d: dict) -> None:
+    n, tot = CPU.sum(d["offsets"], d["x"], d["mask"])
+    for s in range(len(d["offsets"]) - 1):
+        (v,) = _kept(d, s, d["x"])
+        assert n[s] == len(v)
+        scale = float(np.abs(v).sum()) if len(v) else 0.0
+        assert close(tot[s], math.fsum(v), rtol=0, atol=1e-15 * scale * max(len(v), 1))
+
+
+@SETTINGS
+@given(segments())
+def test_moments_match_exact_rationals(d: dict) -> None:
+    m = CPU.moments(d["offsets"], d["x"], d["mask"])
+    sk = skewness(np, m, 3)
+    ku = kurtosis(np, m, 3)
+    for s in range(len(d["offsets"]) - 1):
+        (v,) = _kept(d, s, d["x"])
+        assert m.n[s] == len(v)
+        if len(v) == 0:
+            assert np.isnan(m.mean[s]) and np.isnan(sk[s])
+            continue
+        mean, m2, m3, m4 = exact_moments(v)
+        assert m.min[s] == v.min() and m.max[s] == v.max()
+        # The mean may cancel (values ~1, mean ~0): its error is relative to the magnitudes.
+        assert close(m.mean[s], float(mean), rtol=1e-15, atol=1e-14 * np.abs(v).max())
+        assert close(m.m2[s], float(m2), rtol=1e-9, atol=1e-300)
+        constant = v.min() == v.max()
+        if len(v) < 3 or constant:
+            assert np.isnan(sk[s]) and np.isnan(ku[s]), "constant or short -> NaN"
+            continue
+        # Skewness/kurtosis are dimensionless: an absolute tolerance covers symmetric data
+        # (exact skew 0), where a relative one is meaningless.
+        ref_sk = float(m3) / float(m2) ** 1.5
+        ref_ku = float(m4) / float(m2) ** 2 - 3
+        assert close(sk[s], ref_sk, rtol=1e-9, atol=1e-9), (sk[s], ref_sk)
+        assert close(ku[s], ref_ku, rtol=1e-9, atol=1e-9), (ku[s], ref_ku)
+
+
+@SETTINGS
+@given(segments())
+def test_corr_matches_exact_rationals_and_numpy(d: dict) -> None:
+    c = CPU.corr_stats(d["offsets"], d["x"], d["y"], d["mask"])
+    r = correlation(np, c, 3)
+    for s in range(len(d["offsets"]) - 1):
+        x, y = _kept(d, s, d["x"], d["y"])
+        assert c.n[s] == len(x)
+        if len(x) < 3 or x.min() == x.max() or y.min() == y.max():
+            assert np.isnan(r[s])
+            continue
+        fx = [Fraction(float(a)) for a in x]
+        fy = [Fraction(float(b)) for b in y]
+        mx, my = sum(fx) / len(fx), sum(fy) / len(fy)
+        cov = sum((a - mx) * (b - my) for a, b in zip(fx, fy, strict=True))
+        vx = sum((a - mx) ** 2 for a in fx)
+        vy = sum((b - my) ** 2 for b in fy)
+        ref = float(cov) / math.sqrt(float(vx) * float(vy))
+        assert close(r[s], ref, rtol=1e-9, atol=1e-9), (r[s], ref)
+        if abs(float(mx)) < 1e6:
+            assert close(r[s], float(np.corrcoef(x, y)[0, 1]), rtol=1e-7, atol=1e-7)
+
+
+@SETTINGS
+@given(segments())
+def test_moments_agree_with_scipy_on_ordinary_data(d: dict) -> None:
+    m = CPU.moments(d["offsets"], d["x"], d["mask"])
+    sk, ku = skewness(np, m, 3), kurtosis(np, m, 3)
+    for s in range(len(d["offsets"]) - 1):
+        (v,) = _kept(d, s, d["x"])
+        if len(v) < 3 or v.min() == v.max() or np.abs(v).max() > 1e6 or v.std() < 1e-6:
+            continue  # scipy declares near-constant data NaN on its own precision rule
+        assert close(sk[s], float(scipy.stats.skew(v, bias=True)), 1e-8, 1e-8)
+        assert close(ku[s], float(scipy.stats.kurtosis(v, fisher=True, bias=True)), 1e-8, 1e-8)
+
+
+@SETTINGS
+@given(segments())
+def test_group_sum_equals_python_groupby_exactly(d: dict) -> None:
+    x = np.nan_to_num(d["x"], nan=1.5, posinf=2.5)  # group sums need finite values
+    totals, first = CPU.group_sum(d["offsets"], d["keys"], x)
+    for s in range(len(d["offsets"]) - 1):
+        sl = _segment(d, s)
+        sums: dict[int, float] = {}
+        firsts = []
+        for i in range(sl.start, sl.stop):
+            k = int(d["keys"][i])
+            firsts.append(k not in sums)
+            sums[k] = sums.get(k, 0.0) + float(x[i])  # element order: bit-exact
+        ref = [sums[int(k)] for k in d["keys"][sl]]
+        assert totals[sl].tolist() == ref
+        assert first[sl].tolist() == firsts
+
+
+@SETTINGS
+@given(segments())
+def test_bin_sum_matches_add_at(d: dict) -> None:
+    rng = d["rng"]
+    n = len(d["x"])
+    bins = rng.integers(-2, 245, n)  # some out of range: ignored
+    out = CPU.bin_sum(d["offsets"], bins, d["x"], 240, d["mask"])
+    for s in range(len(d["offsets"]) - 1):
+        sl = _segment(d, s)
+        ref = np.zeros(240)
+        for i in range(sl.start, sl.stop):
+            ok = d["mask"] is None or d["mask"][i]
+            if ok and 0 <= bins[i] < 240 and np.isfinite(d["x"][i]):
+                ref[bins[i]] += d["x"][i]
+        np.testing.assert_array_equal(out[s], ref)
+
+
+@SETTINGS
+@given(segments(), st.integers(0, 50))
+def test_topk_mask_matches_sorted_reference(d: dict, k: int) -> None:
+    valid = d["rng"].random(len(d["x"])) < 0.8
+    S = len(d["offsets"]) - 1
+    ks = (np.arange(S) * 3 + k) % 20
+    sel = CPU.topk_mask(d["offsets"], d["x"], valid, ks)
+    for s in range(S):
+        sl = _segment(d, s)
+        cand = [(-d["x"][i], i) for i in range(sl.start, sl.stop)
+                if valid[i] and np.isfinite(d["x"][i])]
+        chosen = {i for _, i in sorted(cand)[: ks[s]]}  # ties: smaller index first
+        assert set(np.flatnonzero(sel[sl]) + sl.start) == chosen
+
+
+# ----------------------------------------------------------------------------- edge cases
+def test_variance_zero_means_exactly_equal_values() -> None:
+    # The float mean of 239 copies of 10.01 is not 10.01, so a float-variance test would not see
+    # a constant series; the exact min == max test does.
+    x = np.full(239, 10.01)
+    offsets = np.array([0, 239])
+    m = CPU.moments(offsets, x)
+    assert np.isnan(skewness(np, m, 10)[0]) and np.isnan(kurtosis(np, m, 10)[0])
+    y = np.arange(239.0)
+    assert np.isnan(correlation(np, CPU.corr_stats(offsets, x, y), 10)[0])
+    assert np.isnan(correlation(np, CPU.corr_stats(offsets, y, x), 10)[0])
+    # One different value breaks the tie: defined again.
+    x2 = x.copy()
+    x2[5] = 10.02
+    assert np.isfinite(skewness(np, CPU.moments(offsets, x2), 10)[0])
+
+
+def test_min_obs_rule() -> None:
+    x = np.array([1.0, 2.0, 4.0, 8.0, np.nan])
+    offsets = np.array([0, 5])
+    m = CPU.moments(offsets, x)
+    assert m.n[0] == 4
+    assert np.isfinite(skewness(np, m, 4)[0]) and np.isnan(skewness(np, m, 5)[0])
+
+
+def test_ratio_is_nan_only_for_bad_denominators() -> None:
+    num = np.array([1.0, 0.0, 2.0, 3.0, 5.0])
+    den = np.array([2.0, 0.0, 0.0, np.inf, np.nan])
+    out = ratio(np, num, den)
+    assert out[0] == 0.5 and np.isnan(out[1:]).all()
+    assert ratio(np, np.array([0.0]), np.array([4.0]))[0] == 0.0
+
+
+def test_empty_and_single_segments() -> None:
+    offsets = np.array([0, 0, 1, 1])
+    x = np.array([7.0])
+    n, tot = CPU.sum(offsets, x)
+    assert n.tolist() == [0, 1, 0] and tot.tolist() == [0.0, 7.0, 0.0]
+    m = CPU.moments(offsets, x)
+    assert m.n.tolist() == [0, 1, 0] and m.m2[1] == 0.0 and np.isnan(m.mean[0])
+    totals, first = CPU.group_sum(offsets, np.array([3]), x)
+    assert totals.tolist() == [7.0] and first.tolist() == [True]
+    assert CPU.bin_sum(offsets, np.array([2]), x, 4).tolist() == [[0] * 4, [0, 0, 7, 0], [0] * 4]
+    assert segment_ids(np, offsets).tolist() == [1]
+    assert segment_starts_mask(np, offsets, 1).tolist() == [True]
+
+
+def test_dense_rows_equal_csr_runs() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 240))
+    dense = CPU.moments(CPU.rows(5, 240), x)
+    for s in range(5):
+        single = CPU.moments(np.array([0, 240]), x[s])
+        assert dense.m2[s] == single.m2[0] and dense.m3[s] == single.m3[0]
+
+
+@pytest.mark.parametrize(
+    ("offsets", "n", "match"),
+    [
+        (np.array([0, 3, 2, 5]), 5, "decrease"),
+        (np.array([0, 3, 4]), 5, "end at its length 5"),
+        (np.array([1, 5]), 5, "start at 0"),
+    ],
+)
+def test_bad_offsets_are_rejected(offsets: np.ndarray, n: int, match: str) -> None:
+    with pytest.raises(SegmentError, match=match):
+        CPU.sum(offsets, np.zeros(n))
+
+
+def test_length_mismatches_are_rejected() -> None:
+    with pytest.raises(SegmentError, match="different lengths"):
+        CPU.corr_stats(np.array([0, 3]), np.zeros(3), np.zeros(4))
+    with pytest.raises(SegmentError, match="mask has 2"):
+        CPU.sum(np.array([0, 3]), np.zeros(3), np.ones(2, bool))
+    with pytest.raises(SegmentError, match="k has"):
+        CPU.topk_mask(np.array([0, 3]), np.zeros(3), np.ones(3, bool), np.array([1, 2]))
