@@ -10,13 +10,15 @@ def register(app: typer.Typer) -> None:
     # Imported here so that `fbgpu --help` stays fast and a broken step names itself.
     from fbgpu.cli import (
         backtest,
+        bench,
         demo,
         evaluate,
+        factors,
         ingest,
         report,
         synth,
         train,
     )
 
-    for module in (demo, synth, ingest, evaluate, train, backtest, report):
+    for module in (demo, synth, ingest, factors, evaluate, train, backtest, report, bench):
         module.register(app)
