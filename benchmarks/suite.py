@@ -64,19 +64,21 @@ log = logging.getLogger("fbgpu.bench")
 
 BENCH_DIR = Path(__file__).resolve().parent
 FAMILIES = ("minute", "trade", "order", "all")
-#: The tables each family reads (the trade family also reads the minute bars for ``r_k``).
-FAMILY_TABLES: dict[str, tuple[str, ...]] = {
-    "minute": ("minute",),
-    "trade": ("minute", "trades"),
-    "order": ("orders",),
-    "all": ("minute", "trades", "orders"),
+_MINUTE_FIELDS = ("open", "high", "low", "close", "volume", "amount", "num_trades")
+_TRADE_COLUMNS = ("ts", "price", "amount", "buy_order_id", "sell_order_id", "side")
+_ORDER_COLUMNS = ("ts", "price", "volume", "side", "order_type")
+#: The columns each family needs, per table: its definitions' inputs plus ``symbol`` (the stock
+#: runs). The trade family needs the bars' open and close for ``r_k``. The same columns as
+#: ``bench_factors.py``'s floor, plus ``symbol``.
+FAMILY_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "minute": {"minute": ("symbol", *_MINUTE_FIELDS)},
+    "trade": {"minute": ("symbol", "open", "close"), "trades": ("symbol", *_TRADE_COLUMNS)},
+    "order": {"orders": ("symbol", *_ORDER_COLUMNS)},
+    "all": {"minute": ("symbol", *_MINUTE_FIELDS), "trades": ("symbol", *_TRADE_COLUMNS),
+            "orders": ("symbol", *_ORDER_COLUMNS)},
 }
-#: Columns the engine reads per table (fbgpu.factors.compute: TRADE/ORDER_COLUMNS, minute fields).
-READ_COLUMNS: dict[str, tuple[str, ...]] = {
-    "minute": ("symbol", "open", "high", "low", "close", "volume", "amount", "num_trades"),
-    "trades": ("symbol", "ts", "price", "amount", "buy_order_id", "sell_order_id", "side"),
-    "orders": ("symbol", "ts", "price", "volume", "side", "order_type"),
-}
+#: The tables each family reads.
+FAMILY_TABLES: dict[str, tuple[str, ...]] = {f: tuple(c) for f, c in FAMILY_COLUMNS.items()}
 TICK_TABLES = ("trades", "orders")
 
 
@@ -103,7 +105,7 @@ class SuiteSizes:
     #: Day counts of the scaling-with-days curve (the last one is the Dask run's length).
     scaling_days: tuple[int, ...] = (1, 5, 10, 20)
     #: Repeats of the pandas/polars baselines (they are slow; at most ``repeats``).
-    baseline_repeats: int = 1
+    baseline_repeats: int = 3
     #: Bytes of the array copied to measure memory bandwidth.
     bandwidth_bytes: int = 512 * 2**20
     #: GRU benchmark: stocks x days of random factor arrays, timed epochs per model.
@@ -394,19 +396,26 @@ def _rows(store: Store, table: str, date: dt.date) -> int:
 
 
 def market_stats(store: Store, dates: Sequence[dt.date]) -> dict[str, Any]:
-    """Rows per table, stock-days, and the bytes each family must read (Arrow in-memory size of
-    the columns the engine reads, summed over ``dates``)."""
+    """Rows per table, stock-days, and the bytes each family must read once: the Arrow
+    in-memory size of its :data:`FAMILY_COLUMNS`, summed over ``dates``."""
     rows = {t: sum(_rows(store, t, d) for d in dates) for t in ("minute", "trades", "orders")}
-    table_bytes: dict[str, int] = {}
-    for t, cols in READ_COLUMNS.items():
-        table_bytes[t] = sum(int(store.read(t, d, list(cols)).nbytes)
-                             for d in dates if store.has(t, d))
+    column_bytes: dict[tuple[str, str], int] = {}
+    for t, cols in FAMILY_COLUMNS["all"].items():
+        for d in dates:
+            if store.has(t, d):
+                part = store.read(t, d, list(cols))
+                for c in cols:
+                    column_bytes[t, c] = column_bytes.get((t, c), 0) + int(part.column(c).nbytes)
+    family_bytes = {f: sum(column_bytes.get((t, c), 0) for t, cols in tc.items() for c in cols)
+                    for f, tc in FAMILY_COLUMNS.items()}
     stock_days = sum(len(compute_universe(store, d)) for d in dates)
     return {"dates": [d.isoformat() for d in dates], "stock_days": stock_days,
             "minute_bars": rows["minute"], "trades": rows["trades"], "orders": rows["orders"],
             "ticks": rows["trades"] + rows["orders"],
             "ticks_per_stock_day": (rows["trades"] + rows["orders"]) / max(stock_days, 1),
-            "bytes_read": {f: sum(table_bytes[t] for t in FAMILY_TABLES[f]) for f in FAMILIES}}
+            "bytes_read": family_bytes,
+            "table_bytes": {t: sum(v for (tt, _), v in column_bytes.items() if tt == t)
+                            for t in FAMILY_COLUMNS["all"]}}
 
 
 def compute_universe(store: Store, date: dt.date) -> set[str]:
@@ -544,14 +553,16 @@ def bench_scaling_section(markets: dict[str, Any], backends: list[Backend], repe
     out: dict[str, Any] = {}
     names = factor_names()
     for axis, points in markets.items():
-        curve = []
+        curve: list[dict[str, Any]] = []
+        warmed: set[str] = set()  # one untimed run per backend and axis (numba cache, cupy)
         for x, store, dates in points:
             stats = market_stats(store, dates)
             for b in backends:
                 def run(b: Backend = b, store: Store = store, dates: list = dates) -> None:
                     b.to_host(compute_factors(store, dates, names, b).values)
 
-                t = time_repeated(run, repeats, warmup=len(curve) == 0)
+                t = time_repeated(run, repeats, warmup=b.name not in warmed)
+                warmed.add(b.name)
                 curve.append({"x": x, "backend": b.name, **t.as_dict(),
                               "stock_days": stats["stock_days"], "ticks": stats["ticks"],
                               "ticks_per_stock_day": stats["ticks_per_stock_day"],
@@ -595,26 +606,46 @@ def bench_osqp_section(sizes: SuiteSizes) -> dict[str, Any]:
 
 def bench_dask_section(store: Store, dates: list[dt.date], workers: Sequence[int],
                        backend: str) -> dict[str, Any]:
-    """A multi-day factor run on a local Dask cluster with each worker count (fresh outputs)."""
+    """A multi-day factor run on a local Dask cluster for each worker count (fresh outputs).
+
+    The cluster has the settings of ``fbgpu.distributed.dask_client("local")`` (one
+    single-threaded worker process per core, one numba thread each). Its start-up and the
+    workers' warm-up (imports, numba cache loading: one day computed on every worker) are timed
+    apart from the run, which is :func:`fbgpu.distributed.run_factors_distributed` on the
+    started cluster, writing every date's ``factors`` partition from scratch.
+    """
+    from dask.distributed import Client, LocalCluster
+
     from fbgpu.distributed import run_factors_distributed
 
     rows = []
     hashes: dict[int, list[str]] = {}
     for n in workers:
-        shutil.rmtree(store.root / "factors", ignore_errors=True)
-        children0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        summary = run_factors_distributed(store, dates[0], dates[-1], backend=backend,
-                                          cluster="local", n_workers=n)
-        seconds = time.perf_counter() - t0
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"})
+        startup = time.perf_counter() - t0
+        try:
+            with Client(cluster) as client:
+                t0 = time.perf_counter()
+                client.run(compute_factors, str(store.root), [dates[0]], None, backend)
+                warmup = time.perf_counter() - t0
+                shutil.rmtree(store.root / "factors", ignore_errors=True)
+                t0 = time.perf_counter()
+                summary = run_factors_distributed(store, dates[0], dates[-1], backend=backend,
+                                                  cluster=cluster.scheduler_address)
+                seconds = time.perf_counter() - t0
+                usage = client.run(resource.getrusage, resource.RUSAGE_SELF)
+        finally:
+            cluster.close()
         hashes[n] = [m.sha256 if (m := store.manifest("factors", d)) else "" for d in dates]
-        rows.append({"workers": n, "seconds": seconds, "days": len(summary.dates_computed),
+        rows.append({"workers": n, "seconds": seconds, "startup_s": startup,
+                     "warmup_s": warmup, "days": len(summary.dates_computed),
                      "stock_days": summary.stock_days,
                      "stock_days_per_s": summary.stock_days / seconds,
-                     "worker_peak_rss_mb": max(
-                         children0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-                     ) / 1024})
-        log.info("bench: dask %d worker(s) %.2fs", n, seconds)
+                     "worker_peak_rss_mb": max(u.ru_maxrss for u in usage.values()) / 1024})
+        log.info("bench: dask %d worker(s) %.2fs (start-up %.1fs, warm-up %.1fs)", n, seconds,
+                 startup, warmup)
     base = rows[0]["seconds"]
     for r in rows:
         r["speedup_vs_first"] = base / r["seconds"]
@@ -741,7 +772,8 @@ def summary_tables(result: dict[str, Any]) -> dict[str, tuple[list[dict[str, Any
                              ("iterations (warm)", "iterations_warm_median")])
     if "rows" in result.get("dask", {}):
         tables["dask"] = (result["dask"]["rows"], [("workers", "workers"), ("s", "seconds"),
-                                                   ("days", "days"),
+                                                   ("start-up s", "startup_s"),
+                                                   ("warm-up s", "warmup_s"), ("days", "days"),
                                                    ("stock-days/s", "stock_days_per_s"),
                                                    ("speedup", "speedup_vs_first"),
                                                    ("worker peak RSS MB", "worker_peak_rss_mb")])
@@ -904,8 +936,8 @@ def run_suite(
         all_days = days_store.dates("trades")
         days_curve = [(n, days_store, all_days[:n]) for n in sizes.scaling_days]
 
-    with _section("factors", memory):
-        result["factors"] = bench_factors_section(market, sizes, backends, repeats, memory)
+    log.info("bench: factors ...")
+    result["factors"] = bench_factors_section(market, sizes, backends, repeats, memory)
     if gpu_note:
         result["factors"]["notes"].insert(0, gpu_note)
     with _section("scaling", memory):
@@ -922,8 +954,11 @@ def run_suite(
                                                 "cpu")
     else:
         result["dask"] = {"skipped": "quick mode" if quick else "disabled in the config"}
-    memory["process"] = {"peak_rss_mb": round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "rss_scope": "process"}
+    # VmHWM resets also reset getrusage's ru_maxrss: the run's peak is the largest section's.
+    memory["run"] = {"peak_rss_mb": max(m["peak_rss_mb"] for m in memory.values()),
+                     "rss_scope": "max over sections"}
+    if device := [m["peak_device_mb"] for m in memory.values() if "peak_device_mb" in m]:
+        memory["run"]["peak_device_mb"] = max(device)
     result["memory"] = memory
 
     figures = _plot_scaling(result["scaling"], out)

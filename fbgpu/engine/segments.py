@@ -279,31 +279,50 @@ class SegmentOps:
         raise NotImplementedError
 
 
+#: Below this many elements a CPU kernel runs on one thread: waking the thread pool costs more
+#: than the work (and much more on a loaded machine, where a parallel region waits for a core).
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+
 class CpuSegmentOps(SegmentOps):
     """numpy arrays, numba ``@njit(parallel=True)`` kernels (:mod:`.cpu_kernels`)."""
 
     name = "cpu"
 
-    def __init__(self) -> None:
+    def __init__(self, parallel_min_elements: int = PARALLEL_MIN_ELEMENTS) -> None:
         super().__init__(np)
+        self.parallel_min_elements = parallel_min_elements
+
+    def _run(self, kernel: Any, n: int, *args: Any) -> Any:
+        import numba
+
+        if n >= self.parallel_min_elements:
+            return kernel(*args)
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return kernel(*args)
+        finally:
+            numba.set_num_threads(threads)
 
     def _sum(self, offsets, x, m, use):
-        return cpu_kernels.seg_sum(offsets, x, m, use)
+        return self._run(cpu_kernels.seg_sum, x.shape[0], offsets, x, m, use)
 
     def _moments(self, offsets, x, m, use):
-        return cpu_kernels.seg_moments(offsets, x, m, use)
+        return self._run(cpu_kernels.seg_moments, 2 * x.shape[0], offsets, x, m, use)
 
     def _corr(self, offsets, x, y, m, use):
-        return cpu_kernels.seg_corr(offsets, x, y, m, use)
+        return self._run(cpu_kernels.seg_corr, 2 * x.shape[0], offsets, x, y, m, use)
 
     def _bin_sum(self, offsets, bins, x, m, use, n_bins):
-        return cpu_kernels.seg_bin_sum(offsets, bins, x, m, use, n_bins)
+        return self._run(cpu_kernels.seg_bin_sum, x.shape[0], offsets, bins, x, m, use, n_bins)
 
     def _group_sum(self, offsets, keys, x):
-        return cpu_kernels.seg_group_sum(offsets, keys, x)
+        # Hashing costs several times a plain pass: parallel from a quarter of the size.
+        return self._run(cpu_kernels.seg_group_sum, 4 * x.shape[0], offsets, keys, x)
 
     def _topk(self, offsets, x, valid, k):
-        return cpu_kernels.seg_topk_mask(offsets, x, valid, k)
+        return self._run(cpu_kernels.seg_topk_mask, 4 * x.shape[0], offsets, x, valid, k)
 
 
 class GpuSegmentOps(SegmentOps):

@@ -8,11 +8,14 @@ Entry points: :func:`compute_factors` (a :class:`FactorCube` in memory) and :fun
 from fbgpu.factors import minute, order, trade  # noqa: F401  (registration side effect)
 from fbgpu.factors.compute import (
     DayFactors,
+    DayInputs,
     FactorCube,
     FactorRunSummary,
     compute_day,
     compute_factors,
+    compute_loaded_day,
     input_dates,
+    load_day,
     run_factors,
 )
 from fbgpu.factors.config import FactorConfig
@@ -21,14 +24,17 @@ from fbgpu.factors.registry import FACTORS, FactorSpec, factor_names, resolve_na
 __all__ = [
     "FACTORS",
     "DayFactors",
+    "DayInputs",
     "FactorConfig",
     "FactorCube",
     "FactorRunSummary",
     "FactorSpec",
     "compute_day",
     "compute_factors",
+    "compute_loaded_day",
     "factor_names",
     "input_dates",
+    "load_day",
     "resolve_names",
     "run_factors",
 ]

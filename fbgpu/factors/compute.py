@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fbgpu.data.store import Store, StoreError, config_hash
+from fbgpu.data.store import DayTicks, MinuteDay, Store, StoreError, config_hash
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.engine.segments import SegmentOps, check_offsets, segment_ops
 from fbgpu.factors.config import FactorConfig
@@ -156,6 +156,105 @@ def _lookup(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
     return np.where(found, pos, -1).astype(np.int64)
 
 
+@dataclass
+class DayInputs:
+    """One day's raw inputs on the host: the universe and each needed source (None if absent or
+    not needed). ``source_symbols`` holds the symbols of every partition present that day."""
+
+    date: dt.date
+    universe: np.ndarray
+    source_symbols: dict[str, np.ndarray]
+    minute: MinuteDay | None = None
+    trades: DayTicks | None = None
+    orders: DayTicks | None = None
+
+    @property
+    def n_ticks(self) -> int:
+        """Trades + orders rows held (for throughput figures)."""
+        return sum(t.n_rows for t in (self.trades, self.orders) if t is not None)
+
+
+def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = None) -> DayInputs:
+    """Read what the factors ``names`` need of ``date`` (only the columns they use).
+
+    Raises :class:`StoreError` when the store has no minute, trades or orders partition then.
+    """
+    d = _as_date(date)
+    names = resolve_names(list(names) if names is not None else None)
+    present = [t for t in SOURCES if store.has(t, d)]
+    if not present:
+        raise StoreError(f"store {store.root}: no minute, trades or orders partition for {d}")
+    families = {FACTORS[n].family for n in names}
+    need = {
+        "minute": "minute" in families or "trade" in families,  # trade factors use r_k
+        "trades": "trade" in families,
+        "orders": "order" in families,
+    }
+    out = DayInputs(d, np.array([], dtype=object), {})
+    for t in present:
+        if t == "minute" and need["minute"]:
+            out.minute = store.read_minute(d)
+            out.source_symbols[t] = np.asarray(out.minute.symbols, dtype=object)
+        elif t == "trades" and need["trades"]:
+            out.trades = store.read_ticks("trades", d, TRADE_COLUMNS)
+            check_offsets(out.trades.offsets, out.trades.n_rows, f"trades/{d}")
+            out.source_symbols[t] = np.asarray(out.trades.symbols, dtype=object)
+        elif t == "orders" and need["orders"]:
+            out.orders = store.read_ticks("orders", d, ORDER_COLUMNS)
+            check_offsets(out.orders.offsets, out.orders.n_rows, f"orders/{d}")
+            out.source_symbols[t] = np.asarray(out.orders.symbols, dtype=object)
+        else:
+            out.source_symbols[t] = _symbols_of(store, t, d)
+    out.universe = np.array(sorted(set().union(*out.source_symbols.values())), dtype=object)
+    return out
+
+
+def compute_loaded_day(
+    day: DayInputs,
+    names: Sequence[str] | None = None,
+    ops: SegmentOps | None = None,
+    config: FactorConfig | None = None,
+) -> DayFactors:
+    """The factors ``names`` of an already loaded day, ``[universe, len(names)]`` on ``ops``'s
+    backend (default: the CPU)."""
+    names = resolve_names(list(names) if names is not None else None)
+    cfg = config or FactorConfig()
+    ops = ops or segment_ops("cpu")
+    xp = ops.xp
+    universe = day.universe
+    col_of = {n: j for j, n in enumerate(names)}
+    values = xp.full((len(universe), len(names)), xp.nan)
+
+    def put(family: str, source: str, ctx: Any) -> None:
+        wanted = [n for n in names if FACTORS[n].family == family]
+        if not wanted:
+            return
+        pos = xp.asarray(_positions(universe, day.source_symbols[source]))
+        for n in wanted:
+            values[pos, col_of[n]] = FACTORS[n].compute(ctx)
+
+    minute, trades, orders = day.minute, day.trades, day.orders
+    minute_ctx = None
+    if minute is not None:
+        bars = {f: xp.asarray(minute.fields[f]) for f in MINUTE_FIELDS}
+        minute_ctx = MinuteContext(ops, cfg, bars)
+        put("minute", "minute", minute_ctx)
+    if trades is not None and any(FACTORS[n].family == "trade" for n in names):
+        ret = xp.full((trades.n_stocks, 240), xp.nan)
+        if minute_ctx is not None and minute is not None:
+            at = _lookup(np.asarray(minute.symbols, dtype=object),
+                         np.asarray(trades.symbols, dtype=object))
+            has = np.flatnonzero(at >= 0)
+            if has.size:
+                ret[xp.asarray(has)] = minute_ctx.ret[xp.asarray(at[has])]
+        cols = {c: xp.asarray(trades.columns[c]) for c in TRADE_COLUMNS}
+        put("trade", "trades", TradeContext(ops, cfg, xp.asarray(trades.offsets), cols, ret))
+    if orders is not None:
+        cols = {c: xp.asarray(orders.columns[c]) for c in ORDER_COLUMNS}
+        put("order", "orders", OrderContext(ops, cfg, xp.asarray(orders.offsets), cols))
+    return DayFactors(day.date, universe, values)
+
+
 def compute_day(
     store: Store,
     date: dt.date | str,
@@ -166,76 +265,12 @@ def compute_day(
 ) -> DayFactors:
     """All requested factors of one day, ``[universe, len(names)]`` on the backend.
 
-    Reads only ``date``'s partitions of minute/trades/orders. Raises :class:`StoreError` when the
-    store has none of them for that date.
+    Reads only ``date``'s partitions of minute/trades/orders (:func:`load_day`), then computes
+    (:func:`compute_loaded_day`).
     """
-    d = _as_date(date)
-    names = resolve_names(list(names) if names is not None else None)
-    cfg = config or FactorConfig()
     if ops is None:
         ops = segment_ops(get_backend(backend))
-    xp = ops.xp
-    present = [t for t in SOURCES if store.has(t, d)]
-    if not present:
-        raise StoreError(f"store {store.root}: no minute, trades or orders partition for {d}")
-    families = {FACTORS[n].family for n in names}
-    need = {
-        "minute": "minute" in families or "trade" in families,
-        "trades": "trade" in families,
-        "orders": "order" in families,
-    }
-
-    minute = trades = orders = None
-    source_symbols: dict[str, np.ndarray] = {}
-    for t in present:
-        if t == "minute" and need["minute"]:
-            minute = store.read_minute(d)
-            source_symbols[t] = np.asarray(minute.symbols, dtype=object)
-        elif t == "trades" and need["trades"]:
-            trades = store.read_ticks("trades", d, TRADE_COLUMNS)
-            source_symbols[t] = np.asarray(trades.symbols, dtype=object)
-        elif t == "orders" and need["orders"]:
-            orders = store.read_ticks("orders", d, ORDER_COLUMNS)
-            source_symbols[t] = np.asarray(orders.symbols, dtype=object)
-        else:
-            source_symbols[t] = _symbols_of(store, t, d)
-    universe = np.array(sorted(set().union(*source_symbols.values())), dtype=object)
-    U = len(universe)
-    col_of = {n: j for j, n in enumerate(names)}
-    values = xp.full((U, len(names)), xp.nan)
-
-    def put(family: str, source: str, ctx: Any) -> None:
-        wanted = [n for n in names if FACTORS[n].family == family]
-        if not wanted:
-            return
-        pos = xp.asarray(_positions(universe, source_symbols[source]))
-        for n in wanted:
-            out = FACTORS[n].compute(ctx)
-            values[pos, col_of[n]] = out
-
-    minute_ctx = None
-    if minute is not None:
-        bars = {f: xp.asarray(minute.fields[f]) for f in MINUTE_FIELDS}
-        minute_ctx = MinuteContext(ops, cfg, bars)
-        put("minute", "minute", minute_ctx)
-    if trades is not None:
-        check_offsets(trades.offsets, trades.n_rows, f"trades/{d}")
-        S = trades.n_stocks
-        ret = xp.full((S, 240), xp.nan)
-        if minute_ctx is not None:
-            at = _lookup(np.asarray(minute.symbols, dtype=object),  # type: ignore[union-attr]
-                         np.asarray(trades.symbols, dtype=object))
-            has = np.flatnonzero(at >= 0)
-            if has.size:
-                ret[xp.asarray(has)] = minute_ctx.ret[xp.asarray(at[has])]
-        cols = {c: xp.asarray(trades.columns[c]) for c in TRADE_COLUMNS}
-        ctx = TradeContext(ops, cfg, xp.asarray(trades.offsets), cols, ret)
-        put("trade", "trades", ctx)
-    if orders is not None:
-        check_offsets(orders.offsets, orders.n_rows, f"orders/{d}")
-        cols = {c: xp.asarray(orders.columns[c]) for c in ORDER_COLUMNS}
-        put("order", "orders", OrderContext(ops, cfg, xp.asarray(orders.offsets), cols))
-    return DayFactors(d, universe, values)
+    return compute_loaded_day(load_day(store, date, names), names, ops, config)
 
 
 def compute_factors(

@@ -14,7 +14,9 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from fbgpu.data.bars import NS_PER_MIN, T_0915, T_0930, T_1000, T_1130, T_1300, T_1500
+import numpy as np
+
+from fbgpu.data.bars import NS_PER_MIN, T_0915, T_0930, T_1000, T_1130, T_1300, T_1500, minute_of_ts
 from fbgpu.data.schemas import MINUTES_PER_DAY
 from fbgpu.engine.segments import Moments, SegmentOps, quiet, ratio, segment_starts_mask
 from fbgpu.factors.config import FactorConfig
@@ -28,6 +30,9 @@ def minute_index(xp: Any, ts: Array) -> Array:
     ``t < 09:30`` -> 0; ``09:30 <= t < 11:30`` -> ``(t - 09:30) // 1 min``; the lunch break ->
     119; ``13:00 <= t < 15:00`` -> ``120 + (t - 13:00) // 1 min``; ``t >= 15:00`` -> 239.
     """
+    if xp is np:
+        # Same mapping, compiled (the bar builder's own kernel): one pass instead of five.
+        return minute_of_ts(ts).astype(np.int64)
     morning = (ts - T_0930) // NS_PER_MIN
     afternoon = 120 + (ts - T_1300) // NS_PER_MIN
     k = xp.where(ts < T_1130, morning, xp.where(ts < T_1300, 119, afternoon))
@@ -244,3 +249,13 @@ class OrderContext(TickContext):
 
     def moments(self, mask: Array) -> Moments:
         return self.ops.moments(self.offsets, self.volume, mask)
+
+    @cached_property
+    def buy_moments(self) -> Moments:
+        """Volume moments of the session's buy orders (shared by skew and kurtosis factors)."""
+        return self.moments(self.session & (self.side == 1))
+
+    @cached_property
+    def sell_moments(self) -> Moments:
+        """Volume moments of the session's sell orders."""
+        return self.moments(self.session & (self.side == -1))

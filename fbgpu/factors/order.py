@@ -28,14 +28,14 @@ def _side(c: OrderContext, side: int) -> Array:
 def skew_order_diff(c: OrderContext) -> Array:
     """``skew(volume of buy orders) - skew(volume of sell orders)``."""
     n = c.config.min_obs_day
-    return skewness(c.xp, c.moments(_side(c, 1)), n) - skewness(c.xp, c.moments(_side(c, -1)), n)
+    return skewness(c.xp, c.buy_moments, n) - skewness(c.xp, c.sell_moments, n)
 
 
 @factor("kurt_order_diff", "order", -1, _DAY)
 def kurt_order_diff(c: OrderContext) -> Array:
     """``kurt(volume of buy orders) - kurt(volume of sell orders)`` (excess kurtosis)."""
     n = c.config.min_obs_day
-    return kurtosis(c.xp, c.moments(_side(c, 1)), n) - kurtosis(c.xp, c.moments(_side(c, -1)), n)
+    return kurtosis(c.xp, c.buy_moments, n) - kurtosis(c.xp, c.sell_moments, n)
 
 
 @factor("early_kurt_order", "order", -1, "min_obs_window (5) orders; NaN if constant")
