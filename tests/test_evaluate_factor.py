@@ -142,8 +142,13 @@ def test_quantile_bins_match_pandas_qcut(seed: int, groups: int, n: int) -> None
         if ok.sum() < groups:  # too few stocks to fill every group: the date is skipped
             assert np.isnan(row_out).all()
             continue
-        ref = pd.qcut(row_in[ok], groups, labels=False)
-        np.testing.assert_array_equal(row_out[ok], ref)
+        ref, edges = pd.qcut(row_in[ok], groups, labels=False, retbins=True)
+        # Edges are interpolated in floating point: a value within an ulp or two of an edge may
+        # fall on either side depending on the order of operations (pandas' own quantile and
+        # numpy's differ there too); every other value must be in pandas' group.
+        clear = np.abs(row_in[ok][:, None] - edges[None, 1:-1]).min(axis=1) > 1e-12
+        np.testing.assert_array_equal(row_out[ok][clear], ref[clear])
+        assert clear.mean() > 0.8
 
 
 def test_rank_ic_and_row_corr_vs_scipy() -> None:
