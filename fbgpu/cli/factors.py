@@ -23,8 +23,12 @@ def register(app: typer.Typer) -> None:
         ),
         config: Path | None = CONFIG_OPTION,
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+        cluster: str | None = typer.Option(
+            None, "--cluster", help="Map dates over a Dask cluster: local | local-cuda | "
+            "scheduler ADDRESS (dist extra). Default: this process."),
+        workers: int | None = typer.Option(None, "--workers", help="Workers of a local cluster."),
     ) -> None:
-        """Compute the daily factor table (``factors``) for every input date in [start, end].
+        """Compute the daily factor table (``factors``) for every input date from start to end.
 
         Dates whose factor partition is current (same code, ``[factors]`` config and inputs)
         are skipped. The optional TOML ``[factors]`` table sets FactorConfig fields (big-order
@@ -45,8 +49,15 @@ def register(app: typer.Typer) -> None:
         except KeyError as e:
             raise typer.BadParameter(str(e.args[0]), param_hint="--only") from e
         try:
-            summary = run_factors(Store(store), start, end, names=names, backend=backend,
-                                  config=cfg, progress=progress)
+            if cluster:
+                from fbgpu.distributed import run_factors_distributed
+
+                summary = run_factors_distributed(Store(store), start, end, names=names,
+                                                  backend=backend, config=cfg, cluster=cluster,
+                                                  n_workers=workers)
+            else:
+                summary = run_factors(Store(store), start, end, names=names, backend=backend,
+                                      config=cfg, progress=progress)
         except (ValueError, StoreError, BackendError) as e:
             raise typer.BadParameter(str(e)) from e
         done(summary.line())
