@@ -604,6 +604,12 @@ def bench_osqp_section(sizes: SuiteSizes) -> dict[str, Any]:
     return {"steps": sizes.osqp_steps, "caps": [0.3, 0.4, 0.5], "rows": rows}
 
 
+def _hwm_mb(proc_status: str) -> float:
+    """VmHWM of a ``/proc/<pid>/status`` text, MiB (NaN when absent)."""
+    m = re.search(r"VmHWM:\s+(\d+)", proc_status)
+    return int(m.group(1)) / 1024 if m else math.nan
+
+
 def bench_dask_section(store: Store, dates: list[dt.date], workers: Sequence[int],
                        backend: str) -> dict[str, Any]:
     """A multi-day factor run on a local Dask cluster for each worker count (fresh outputs).
@@ -635,7 +641,9 @@ def bench_dask_section(store: Store, dates: list[dt.date], workers: Sequence[int
                 summary = run_factors_distributed(store, dates[0], dates[-1], backend=backend,
                                                   cluster=cluster.scheduler_address)
                 seconds = time.perf_counter() - t0
-                usage = client.run(resource.getrusage, resource.RUSAGE_SELF)
+                # VmHWM, not ru_maxrss: a spawned worker's ru_maxrss includes the RSS of the
+                # parent it was forked from before its exec.
+                status = client.run(Path("/proc/self/status").read_text)
         finally:
             cluster.close()
         hashes[n] = [m.sha256 if (m := store.manifest("factors", d)) else "" for d in dates]
@@ -643,7 +651,7 @@ def bench_dask_section(store: Store, dates: list[dt.date], workers: Sequence[int
                      "warmup_s": warmup, "days": len(summary.dates_computed),
                      "stock_days": summary.stock_days,
                      "stock_days_per_s": summary.stock_days / seconds,
-                     "worker_peak_rss_mb": max(u.ru_maxrss for u in usage.values()) / 1024})
+                     "worker_peak_rss_mb": max(_hwm_mb(t) for t in status.values())})
         log.info("bench: dask %d worker(s) %.2fs (start-up %.1fs, warm-up %.1fs)", n, seconds,
                  startup, warmup)
     base = rows[0]["seconds"]

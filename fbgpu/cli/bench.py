@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
                                    "a smoke test (CI, Docker health check)."),
         backend: str = BACKEND_OPTION,
         out: Path | None = typer.Option(None, "--out", help="Directory for bench.json, bench.md "
-                                        "and the PNGs [default: <store>/reports/bench]."),
+                                        "and the PNGs (default: <store>/reports/bench)."),
         repeats: int = typer.Option(3, "--repeats", help="Timed runs per measurement "
                                     "(median and min/max are reported; --quick uses 1)."),
         config: Path | None = CONFIG_OPTION,
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         rebalances and Dask scale-out; print a table and write JSON, markdown, CSV and PNGs.
 
         Markets are generated once and cached under <store>/bench-markets/; the report section
-        goes to <store>/reports/bench/. Sizes: docs/benchmarks.md (the optional TOML [bench]
+        goes to <store>/reports/bench/. Sizes: docs/benchmarks.md (the optional TOML "bench"
         table overrides them).
         """
         if backend.lower() not in ("cpu", "gpu", "auto"):
