@@ -129,7 +129,8 @@ def _app() -> typer.Typer:
 
 
 def test_cli_factors(store: Store, tmp_path: Path) -> None:
-    runner = CliRunner()
+    # a wide terminal, so that rich does not wrap or truncate the messages checked below
+    runner = CliRunner(env={"COLUMNS": "400"})
     res = runner.invoke(_app(), ["factors", "--store", str(store.root), "--backend", "cpu",
                                  "--only", "bigorder_ret,early_kurt_order", "--no-progress"])
     assert res.exit_code == 0, res.output
