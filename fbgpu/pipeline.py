@@ -37,19 +37,24 @@ class DemoConfig(BaseModel):
     turnover: list[float] = Field([0.3, 0.4, 0.5], description="Turnover caps of the backtest.")
 
 
+def stage_summary(result: Any) -> str:
+    """The one-line summary a stage's result gives of itself (for the run record)."""
+    for attr in ("line", "one_line"):
+        fn = getattr(result, attr, None)
+        if callable(fn):
+            return str(fn())
+    if isinstance(result, list) and result and hasattr(result[0], "index"):
+        return "backtests: " + ", ".join(f"{r.index} ({len(r.runs)} caps)" for r in result)
+    return str(result)
+
+
 def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str) -> Any:
     b = get_backend(backend)
     t0 = time.perf_counter()
     log.info("demo: stage %s ...", name)
     result = fn()
     seconds = time.perf_counter() - t0
-    summary = result if isinstance(result, str) else type(result).__name__
-    if hasattr(result, "line") and callable(result.line):
-        summary = result.line()
-    elif hasattr(result, "summary") and callable(result.summary):
-        summary = result.summary()
-    elif hasattr(result, "summary"):
-        summary = str(result.summary)
+    summary = stage_summary(result)
     record_step(store, name, seconds, backend=b.name, device=b.device, summary=str(summary)[:300])
     log.info("demo: stage %s done in %.1f s", name, seconds)
     return result
