@@ -128,6 +128,11 @@ def _app() -> typer.Typer:
     return app
 
 
+def _text(output: str) -> str:
+    """The output with rich's box drawing and line wrapping removed (width varies by terminal)."""
+    return " ".join(output.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
 def test_cli_factors(store: Store, tmp_path: Path) -> None:
     # a wide terminal, so that rich does not wrap or truncate the messages checked below
     runner = CliRunner(env={"COLUMNS": "400"})
@@ -138,10 +143,10 @@ def test_cli_factors(store: Store, tmp_path: Path) -> None:
     assert store.read("factors", DATES[0]).column_names == [
         "date", "symbol", "bigorder_ret", "early_kurt_order"]
     bad = runner.invoke(_app(), ["factors", "--store", str(store.root), "--only", "zzz"])
-    assert bad.exit_code != 0 and "unknown factor" in bad.output
+    assert bad.exit_code != 0 and "unknown factor" in _text(bad.output)
     missing = runner.invoke(_app(), ["factors", "--store", str(tmp_path / "none")])
-    assert missing.exit_code != 0 and "does not exist" in missing.output
+    assert missing.exit_code != 0 and "does not exist" in _text(missing.output)
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[factors]\nmin_obs_day = 0\n")
     res = runner.invoke(_app(), ["factors", "--store", str(store.root), "--config", str(cfg)])
-    assert res.exit_code != 0 and "min_obs_day" in res.output
+    assert res.exit_code != 0 and "min_obs_day" in _text(res.output)
