@@ -4,4 +4,13 @@ Layers import only downward: ``data`` -> ``engine`` -> ``factors`` -> ``panel`` 
 -> ``models`` -> ``portfolio`` -> ``report``, with ``cli`` and ``pipeline`` on top.
 """
 
+import os
+
+# numba's OpenMP pool spins while waiting at the end of every parallel region; on a machine whose
+# cores are shared (CI, notebooks next to other jobs) spinning threads steal the cores the work
+# needs and a short kernel becomes several times slower. A passive wait costs nothing when the
+# machine is idle. Set here, before any layer (the data layer's bar kernels included) makes the
+# first parallel call that loads the OpenMP runtime; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
