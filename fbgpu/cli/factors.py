@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
             None, "--cluster", help="Map dates over a Dask cluster: local | local-cuda | "
             "scheduler ADDRESS (dist extra). Default: this process."),
         workers: int | None = typer.Option(None, "--workers", help="Workers of a local cluster."),
+        memory_gb: float | None = typer.Option(
+            None, "--memory-gb", help="Memory budget per day (GB): a day that does not fit is "
+            "processed in stock chunks. Default: whole days."),
     ) -> None:
         """Compute the daily factor table (``factors``) for every input date from start to end.
 
@@ -57,7 +60,8 @@ def register(app: typer.Typer) -> None:
                                                   n_workers=workers)
             else:
                 summary = run_factors(Store(store), start, end, names=names, backend=backend,
-                                      config=cfg, progress=progress)
+                                      config=cfg, progress=progress,
+                                      memory_budget=memory_gb * 2**30 if memory_gb else None)
         except (ValueError, StoreError, BackendError) as e:
             raise typer.BadParameter(str(e)) from e
         done(summary.line())

@@ -408,8 +408,13 @@ class Store:
         table: str,
         date: dt.date | str | None = None,
         columns: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
     ) -> pa.Table:
-        """Read one partition; a clear :class:`StoreError` when the table or date is absent."""
+        """Read one partition; a clear :class:`StoreError` when the table or date is absent.
+
+        ``symbols`` keeps only those stocks' rows; the filter is applied while scanning, row
+        group by row group, so memory holds the selection, not the whole partition.
+        """
         path = self.partition_path(table, date)
         if not path.exists():
             if not (self.root / table).is_dir():
@@ -420,27 +425,33 @@ class Store:
                 f"store {self.root}: table {table!r} has no partition for {date} (it has {span})"
             )
         try:
-            return pq.read_table(path, columns=list(columns) if columns else None)
+            filters = [("symbol", "in", list(symbols))] if symbols is not None else None
+            return pq.read_table(path, columns=list(columns) if columns else None,
+                                 filters=filters)
         except (pa.ArrowInvalid, OSError) as e:
             raise StoreError(f"cannot read {path}: {e}") from e
 
     def read_ticks(
-        self, table: str, date: dt.date | str, columns: Sequence[str] | None = None
+        self, table: str, date: dt.date | str, columns: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None,
     ) -> DayTicks:
-        """One day of ``trades``/``orders``/``cancels`` as column arrays plus CSR offsets."""
+        """One day of ``trades``/``orders``/``cancels`` (of ``symbols`` only, if given) as
+        column arrays plus CSR offsets."""
         cols = list(columns) if columns else None
         if cols is not None and "symbol" not in cols:
             cols = ["symbol", *cols]
-        t = self.read(table, date, cols)
+        t = self.read(table, date, cols, symbols)
         symbols, offsets = _runs(t.column("symbol"))
         arrays = {
             c: t.column(c).to_numpy() for c in t.column_names if c not in ("symbol", "date")
         }
         return DayTicks(_as_date(date), symbols, offsets, arrays)  # type: ignore[arg-type]
 
-    def read_minute(self, date: dt.date | str) -> MinuteDay:
-        """One day of minute bars as dense ``[stocks, 240]`` arrays (every stock has 240 bars)."""
-        t = self.read("minute", date)
+    def read_minute(self, date: dt.date | str,
+                    symbols: Sequence[str] | None = None) -> MinuteDay:
+        """One day of minute bars (of ``symbols`` only, if given) as dense ``[stocks, 240]``
+        arrays (every stock has 240 bars)."""
+        t = self.read("minute", date, symbols=symbols)
         symbols, offsets = _runs(t.column("symbol"))
         counts = np.diff(offsets)
         bad = np.flatnonzero(counts != MINUTES_PER_DAY)

@@ -174,8 +174,10 @@ class DayInputs:
         return sum(t.n_rows for t in (self.trades, self.orders) if t is not None)
 
 
-def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = None) -> DayInputs:
-    """Read what the factors ``names`` need of ``date`` (only the columns they use).
+def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = None,
+             symbols: Sequence[str] | None = None) -> DayInputs:
+    """Read what the factors ``names`` need of ``date`` (only the columns they use; only the
+    stocks ``symbols`` when given).
 
     Raises :class:`StoreError` when the store has no minute, trades or orders partition then.
     """
@@ -193,18 +195,20 @@ def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = No
     out = DayInputs(d, np.array([], dtype=object), {})
     for t in present:
         if t == "minute" and need["minute"]:
-            out.minute = store.read_minute(d)
+            out.minute = store.read_minute(d, symbols)
             out.source_symbols[t] = np.asarray(out.minute.symbols, dtype=object)
         elif t == "trades" and need["trades"]:
-            out.trades = store.read_ticks("trades", d, TRADE_COLUMNS)
+            out.trades = store.read_ticks("trades", d, TRADE_COLUMNS, symbols)
             check_offsets(out.trades.offsets, out.trades.n_rows, f"trades/{d}")
             out.source_symbols[t] = np.asarray(out.trades.symbols, dtype=object)
         elif t == "orders" and need["orders"]:
-            out.orders = store.read_ticks("orders", d, ORDER_COLUMNS)
+            out.orders = store.read_ticks("orders", d, ORDER_COLUMNS, symbols)
             check_offsets(out.orders.offsets, out.orders.n_rows, f"orders/{d}")
             out.source_symbols[t] = np.asarray(out.orders.symbols, dtype=object)
         else:
-            out.source_symbols[t] = _symbols_of(store, t, d)
+            syms = _symbols_of(store, t, d)
+            out.source_symbols[t] = syms if symbols is None else np.intersect1d(
+                syms, np.asarray(symbols, dtype=object))
     out.universe = np.array(sorted(set().union(*out.source_symbols.values())), dtype=object)
     return out
 
@@ -262,15 +266,50 @@ def compute_day(
     backend: Backend | str = "auto",
     config: FactorConfig | None = None,
     ops: SegmentOps | None = None,
+    memory_budget: float | None = None,
 ) -> DayFactors:
     """All requested factors of one day, ``[universe, len(names)]`` on the backend.
 
     Reads only ``date``'s partitions of minute/trades/orders (:func:`load_day`), then computes
-    (:func:`compute_loaded_day`).
+    (:func:`compute_loaded_day`). With ``memory_budget`` (bytes) the day is processed in stock
+    chunks sized by :func:`stock_chunks`; stock-days are independent, so the values are
+    identical to a whole-day run.
     """
     if ops is None:
         ops = segment_ops(get_backend(backend))
-    return compute_loaded_day(load_day(store, date, names), names, ops, config)
+    chunks = stock_chunks(store, date, memory_budget) if memory_budget else None
+    if chunks is None:
+        return compute_loaded_day(load_day(store, date, names), names, ops, config)
+    parts = [compute_loaded_day(load_day(store, date, names, list(c)), names, ops, config)
+             for c in chunks]
+    return DayFactors(_as_date(date), np.concatenate([p.symbols for p in parts]),
+                      ops.xp.concatenate([p.values for p in parts], axis=0))
+
+
+#: Bytes a stock-day row costs while it is being processed (the columns read, CSR and masks,
+#: the family's intermediates), by source; measured on the ``full-day`` preset, with headroom.
+WORKING_BYTES_PER_ROW = {"trades": 400, "orders": 300, "minute": 400}
+
+
+def stock_chunks(store: Store, date: dt.date | str,
+                 memory_budget: float) -> list[np.ndarray] | None:
+    """Split a day's stocks (sorted) into chunks whose working memory fits ``memory_budget``
+    bytes, estimated from the partitions' row counts; None when the whole day fits."""
+    d = _as_date(date)
+    present = [t for t in SOURCES if store.has(t, d)]
+    universe = np.array(sorted(set().union(*[set(_symbols_of(store, t, d)) for t in present])),
+                        dtype=object)
+    if len(universe) == 0:
+        return None
+    need = 0
+    for t in present:
+        m = store.manifest(t, d)
+        need += (m.rows if m else 0) * WORKING_BYTES_PER_ROW[t]
+    per_stock = max(need / len(universe), 1.0)
+    n_chunk = max(1, int(memory_budget // per_stock))
+    if n_chunk >= len(universe):
+        return None
+    return [universe[i:i + n_chunk] for i in range(0, len(universe), n_chunk)]
 
 
 def compute_factors(
@@ -325,8 +364,12 @@ def run_factors(
     backend: Backend | str = "auto",
     config: FactorConfig | None = None,
     progress: bool = True,
+    memory_budget: float | None = None,
 ) -> FactorRunSummary:
     """Compute and store the ``factors`` table for every input date in ``[start, end]``.
+
+    ``memory_budget`` (bytes, None = whole days) processes a day in stock chunks that fit it
+    (:func:`stock_chunks`); the values do not depend on it, so it is not part of the config hash.
 
     One partition per date: ``date, symbol`` and one float64 column per factor, with a manifest
     holding the config hash (configuration + factor selection) and the content hashes of the
@@ -351,7 +394,7 @@ def run_factors(
         if store.is_current(FACTORS_TABLE, d, config_hash_=chash, inputs=inputs):
             summary.dates_skipped.append(d)
             continue
-        day = compute_day(store, d, names, b, cfg, ops)
+        day = compute_day(store, d, names, b, cfg, ops, memory_budget)
         host = b.to_host(day.values)
         cols: dict[str, Any] = {
             "date": pa.array([d] * len(day.symbols), pa.date32()),
