@@ -37,3 +37,28 @@ def test_filtered_reads_return_only_the_requested_stocks(tiny_store: Store) -> N
     lo, hi = full.offsets[1], full.offsets[3]
     np.testing.assert_array_equal(part["seq"], full["seq"][lo:hi])
     assert list(tiny_store.read_minute(d, symbols=pick).symbols) == pick
+
+
+def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path) -> None:
+    import shutil
+
+    from fbgpu.cli import main
+    from fbgpu.engine.backend import get_backend
+    from fbgpu.factors.compute import memory_budget_for
+
+    cpu = get_backend("cpu")
+    assert memory_budget_for(None, cpu) is None and memory_budget_for(2e9, cpu) == 2e9
+    assert memory_budget_for("auto", cpu) > 0  # half the available host memory
+    root = tmp_path / "s"
+    for t in ("trades", "orders", "minute"):
+        shutil.copytree(tiny_store.root / t, root / t)
+    d = str(tiny_store.dates("trades")[0])
+    assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
+                 "--memory-gb", "0.001", "--no-progress"]) == 0
+    chunked = Store(root).manifest("factors", d).sha256
+    assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
+                 "--memory-gb", "lots"]) != 0
+    # "auto" (and any budget) leaves the stored partition exactly as the chunked run wrote it
+    assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
+                 "--memory-gb", "auto", "--no-progress"]) == 0
+    assert Store(root).manifest("factors", d).sha256 == chunked

@@ -9,6 +9,20 @@ import typer
 from fbgpu.cli.common import BACKEND_OPTION, CONFIG_OPTION, STORE_OPTION, done
 
 
+def _budget(memory_gb: str | None) -> float | str | None:
+    """``--memory-gb`` as bytes, ``"auto"`` or None; a clear error for anything else."""
+    if memory_gb is None or memory_gb == "auto":
+        return memory_gb
+    try:
+        gb = float(memory_gb)
+    except ValueError:
+        gb = -1.0
+    if gb <= 0:
+        raise typer.BadParameter(f"{memory_gb!r} is not a positive number of GB or 'auto'",
+                                 param_hint="--memory-gb")
+    return gb * 2**30
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``factors`` command to ``app``."""
 
@@ -27,9 +41,10 @@ def register(app: typer.Typer) -> None:
             None, "--cluster", help="Map dates over a Dask cluster: local | local-cuda | "
             "scheduler ADDRESS (dist extra). Default: this process."),
         workers: int | None = typer.Option(None, "--workers", help="Workers of a local cluster."),
-        memory_gb: float | None = typer.Option(
-            None, "--memory-gb", help="Memory budget per day (GB): a day that does not fit is "
-            "processed in stock chunks. Default: whole days."),
+        memory_gb: str | None = typer.Option(
+            None, "--memory-gb", help="Memory budget per day in GB, or 'auto' (half the free "
+            "host/device memory): a day that does not fit is processed in stock chunks. "
+            "Default: whole days."),
     ) -> None:
         """Compute the daily factor table (``factors``) for every input date from start to end.
 
@@ -61,7 +76,7 @@ def register(app: typer.Typer) -> None:
             else:
                 summary = run_factors(Store(store), start, end, names=names, backend=backend,
                                       config=cfg, progress=progress,
-                                      memory_budget=memory_gb * 2**30 if memory_gb else None)
+                                      memory_budget=_budget(memory_gb))
         except (ValueError, StoreError, BackendError) as e:
             raise typer.BadParameter(str(e)) from e
         done(summary.line())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -291,6 +292,17 @@ def compute_day(
 WORKING_BYTES_PER_ROW = {"trades": 400, "orders": 300, "minute": 400}
 
 
+def memory_budget_for(budget: float | str | None, backend: Backend) -> float | None:
+    """Bytes for a day's working set: ``budget`` itself, or with ``"auto"`` half of what is free
+    now (device memory on the GPU backend, available host memory on the CPU)."""
+    if budget != "auto":
+        return float(budget) if budget else None
+    if backend.is_gpu:
+        free, _ = backend.xp.cuda.runtime.memGetInfo()
+        return 0.5 * free
+    return 0.5 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def stock_chunks(store: Store, date: dt.date | str,
                  memory_budget: float) -> list[np.ndarray] | None:
     """Split a day's stocks (sorted) into chunks whose working memory fits ``memory_budget``
@@ -364,12 +376,13 @@ def run_factors(
     backend: Backend | str = "auto",
     config: FactorConfig | None = None,
     progress: bool = True,
-    memory_budget: float | None = None,
+    memory_budget: float | str | None = None,
 ) -> FactorRunSummary:
     """Compute and store the ``factors`` table for every input date in ``[start, end]``.
 
-    ``memory_budget`` (bytes, None = whole days) processes a day in stock chunks that fit it
-    (:func:`stock_chunks`); the values do not depend on it, so it is not part of the config hash.
+    ``memory_budget`` (bytes, ``"auto"`` = half the free host/device memory, None = whole days)
+    processes a day in stock chunks that fit it (:func:`stock_chunks`); the values do not depend
+    on it, so it is not part of the config hash.
 
     One partition per date: ``date, symbol`` and one float64 column per factor, with a manifest
     holding the config hash (configuration + factor selection) and the content hashes of the
@@ -394,7 +407,7 @@ def run_factors(
         if store.is_current(FACTORS_TABLE, d, config_hash_=chash, inputs=inputs):
             summary.dates_skipped.append(d)
             continue
-        day = compute_day(store, d, names, b, cfg, ops, memory_budget)
+        day = compute_day(store, d, names, b, cfg, ops, memory_budget_for(memory_budget, b))
         host = b.to_host(day.values)
         cols: dict[str, Any] = {
             "date": pa.array([d] * len(day.symbols), pa.date32()),
