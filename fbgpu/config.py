@@ -45,15 +45,21 @@ class ConfigError(ValueError):
     """A configuration file is malformed or names an unknown section or key."""
 
 
-def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read a TOML config; unknown sections are an error (keys are checked by each step)."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML config file; :class:`ConfigError` names the file when it is missing or bad."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except FileNotFoundError as e:
         raise ConfigError(f"config file {p} not found") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {p}: {e}") from e
+
+
+def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a TOML config; unknown sections are an error (keys are checked by each step)."""
+    p = Path(path)
+    data = read_toml(p)
     unknown = sorted(set(data) - set(config_classes()))
     if unknown:
         raise ConfigError(f"config file {p}: unknown sections {unknown}; "

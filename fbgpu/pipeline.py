@@ -54,8 +54,8 @@ def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str) -> 
     log.info("demo: stage %s ...", name)
     result = fn()
     seconds = time.perf_counter() - t0
-    summary = stage_summary(result)
-    record_step(store, name, seconds, backend=b.name, device=b.device, summary=str(summary)[:300])
+    record_step(store, name, seconds, backend=b.name, device=b.device,
+                summary=stage_summary(result)[:300])
     log.info("demo: stage %s done in %.1f s", name, seconds)
     return result
 

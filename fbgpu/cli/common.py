@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,14 @@ log = logging.getLogger("fbgpu")
 
 def load_toml(path: Path | None, section: str | None = None) -> dict[str, Any]:
     """Read a TOML config file (or one ``[section]`` of it); a clear error if it is malformed."""
+    from fbgpu.config import ConfigError, read_toml
+
     if path is None:
         return {}
     try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise typer.BadParameter(f"config file {path} not found", param_hint="--config") from e
-    except tomllib.TOMLDecodeError as e:
-        raise typer.BadParameter(f"config file {path}: {e}", param_hint="--config") from e
+        data = read_toml(path)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from e
     if section is None:
         return data
     return data.get(section, {})
