@@ -157,7 +157,8 @@ def test_exhibits_have_the_report_layout(trained) -> None:
     assert list(ev.tables["exhibit45_hf"].index) == ["HF deep-learning", "HF equal-weight",
                                                      "HF ICIR-weighted"]
     assert list(ev.tables["exhibit52_lf"].index) == ["LF multi-task", "daily only",
-                                                     "LF equal-weight of 3", "LF no shared GRU"]
+                                                     "LF equal-weight of 3", "LF no shared GRU",
+                                                     "LF equal-weight of inputs"]
     assert ev.tables["exhibit57_fusion"].index[0] == "full-band fusion"
     assert list(ev.tables["exhibit57_fusion"].columns) == [
         "RankIC mean", "RankIC std", "IC_IR", "IC>0", "TOP ann. excess", "TOP IR",

@@ -176,6 +176,19 @@ def test_lf_features_against_direct_computation() -> None:
     np.testing.assert_allclose(live.mean(0), 0, atol=1e-5)
 
 
+def test_lf_equal_weight_is_the_mean_of_all_lf_inputs_over_the_pool() -> None:
+    inp = _inputs(D=330, S=20, seed=6)
+    data = DeviceSamples(inp, TrainConfig(), CPU, ("daily", "weekly", "monthly"))
+    days = [int(d) for d in data.grid[-4:]]
+    got = data.lf_equal_weight(days).numpy()
+    feats = data.lf_features(days).numpy()  # [n, S, 72, 6], checked above
+    for k, d in enumerate(days):
+        pool = inp.pool[d]
+        np.testing.assert_allclose(got[k][pool], feats[k][pool].sum((1, 2)) / (72 * 6),
+                                   rtol=1e-5, atol=1e-7)
+        assert np.isnan(got[k][~pool]).all()
+
+
 def test_date_batches_hold_whole_dates_within_batch_size() -> None:
     inp = _inputs(S=25)
     data = DeviceSamples(inp, TrainConfig(batch_size=60), CPU, ("hf",))

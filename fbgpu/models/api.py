@@ -364,7 +364,8 @@ def run_train(
 
         try:
             summary.report_dir = evaluate_models(st, backend=be, panel_config=panel_config,
-                                                 pool_config=pool_config).out_dir
+                                                 pool_config=pool_config,
+                                                 train_config=cfg).out_dir
         except StoreError as e:
             log.warning("model exhibits skipped: %s", e)
     return summary

@@ -338,6 +338,18 @@ class DeviceSamples:
         z = _zscore_stocks(x, self.pool[day_t])
         return z.permute(0, 2, 1, 3).contiguous()
 
+    def lf_equal_weight(self, days: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Equal-weight composite of the LF inputs at ``days``: ``[n, S]``, NaN outside the pool.
+
+        ``c = mean over the 40 + 20 + 12 positions and 6 features of the z-scored inputs`` (the
+        same tensors the LF models read), i.e. the linear combination a model would give with
+        every weight equal: the no-learning baseline of exhibit 52. Dimensionless (a mean of
+        z-scores).
+        """
+        day_t = torch.as_tensor(np.asarray(days, dtype=np.int64), device=self.device)
+        c = self.lf_features(days).mean(dim=(2, 3))
+        return torch.where(self.pool[day_t], c, torch.nan)
+
     def _lf_for(self, days: Sequence[int]) -> torch.Tensor:
         if self.lf_cache is not None and all(int(d) in self._lf_pos for d in days):
             pos = torch.as_tensor([self._lf_pos[int(d)] for d in days], device=self.device)

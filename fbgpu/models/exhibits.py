@@ -6,7 +6,9 @@ dates that have scores (the out-of-sample period) and lays the results out like 
 
 * ``exhibit45_hf`` - HF deep-learning factor vs the equal-weight and trailing-ICIR composites of
   the same 27 factors (evaluated on the same dates; composites as in ``fbgpu evaluate``);
-* ``exhibit52_lf`` - LF multi-task factor and the three ablations;
+* ``exhibit52_lf`` - LF multi-task factor, the three ablations, and the equal-weight composite
+  of the LF inputs (:meth:`fbgpu.models.datasets.DeviceSamples.lf_equal_weight`: what the same
+  inputs give without learning);
 * ``exhibit57_fusion`` - full-band fusion, HF, LF and the full-band multi-task variant;
 * ``style_correlation`` - each model factor's mean cross-sectional correlation with reversal,
   size, amount, turnover and beta, and with the other model factors (exhibits 49, 56, 61);
@@ -35,7 +37,7 @@ from fbgpu.evaluate.correlation import factor_correlation, style_correlation
 from fbgpu.evaluate.single import SUMMARY_COLUMNS, FactorReport, evaluate_factor
 from fbgpu.evaluate.stats import rank_ic
 from fbgpu.models.api import SCORES_TABLE, read_scores
-from fbgpu.models.config import FUSED_COLUMN, SCORE_COLUMNS
+from fbgpu.models.config import FUSED_COLUMN, MODEL_KINDS, SCORE_COLUMNS, TrainConfig
 from fbgpu.panel.market import PoolConfig, load_market, rebalance_indices
 from fbgpu.panel.preprocess import PanelConfig
 
@@ -43,14 +45,17 @@ log = logging.getLogger(__name__)
 
 HF_EQUAL = "hf_equal_weight"
 HF_ICIR = "hf_icir_weight"
+LF_EQUAL = "lf_equal_weight"
+#: Non-learned comparison rows computed here, not read from the scores table.
+COMPOSITES = (HF_EQUAL, HF_ICIR, LF_EQUAL)
 
 #: Rows of each exhibit table, in the report's order (absent columns are skipped).
 EXHIBITS: dict[str, tuple[str, list[str]]] = {
     "exhibit45_hf": ("HF deep-learning factor vs linear composites of the 27 factors",
                      [SCORE_COLUMNS["hf"], HF_EQUAL, HF_ICIR]),
     "exhibit52_lf": ("LF multi-task factor and ablations",
-                     [SCORE_COLUMNS[k] for k in ("lf", "lf-daily", "lf-separate",
-                                                 "lf-unshared")]),
+                     [*(SCORE_COLUMNS[k] for k in ("lf", "lf-daily", "lf-separate",
+                                                   "lf-unshared")), LF_EQUAL]),
     "exhibit57_fusion": ("Full-band fusion factor",
                          [FUSED_COLUMN, SCORE_COLUMNS["hf"], SCORE_COLUMNS["lf"],
                           SCORE_COLUMNS["fullband-mtl"]]),
@@ -60,7 +65,8 @@ EXHIBITS: dict[str, tuple[str, list[str]]] = {
 LABELS: dict[str, str] = {
     "hf_gru": "HF deep-learning", HF_EQUAL: "HF equal-weight", HF_ICIR: "HF ICIR-weighted",
     "lf_mtl": "LF multi-task", "lf_daily": "daily only", "lf_separate": "LF equal-weight of 3",
-    "lf_unshared": "LF no shared GRU", "fused": "full-band fusion",
+    "lf_unshared": "LF no shared GRU", LF_EQUAL: "LF equal-weight of inputs",
+    "fused": "full-band fusion",
     "fullband_mtl": "full-band multi-task",
 }
 
@@ -117,6 +123,20 @@ def _hf_composites(store: Store, market: Any, rows: np.ndarray, be: Backend,
     }
 
 
+def _lf_composite(store: Store, market: Any, rows: np.ndarray, be: Backend,
+                  train_config: TrainConfig | None,
+                  pool_config: PoolConfig | None) -> np.ndarray:
+    """Equal-weight composite of the LF inputs at ``rows`` (``[len(rows), S]``)."""
+    from fbgpu.models.api import load_model_inputs
+    from fbgpu.models.datasets import LF_SOURCES, DeviceSamples
+    from fbgpu.models.device import torch_device
+
+    cfg = (train_config or TrainConfig()).model_copy(update={"lf_cache_bytes": 0})
+    inputs = load_model_inputs(store, cfg, be, ["lf"], market=market, pool_config=pool_config)
+    data = DeviceSamples(inputs, cfg, torch_device(be.name), LF_SOURCES)
+    return data.lf_equal_weight(rows).double().cpu().numpy()
+
+
 def evaluate_models(
     store: Store | str | Path,
     backend: str | Backend = "cpu",
@@ -125,8 +145,13 @@ def evaluate_models(
     figures: bool = True,
     panel_config: PanelConfig | None = None,
     pool_config: PoolConfig | None = None,
+    train_config: TrainConfig | None = None,
 ) -> ModelEvaluation:
-    """Evaluate every score column of the store and build the model exhibits (module doc)."""
+    """Evaluate every score column of the store and build the model exhibits (module doc).
+
+    ``train_config`` gives the LF sequence lengths of the LF input composite (default: the
+    spec's 40/20/12).
+    """
     st = store if isinstance(store, Store) else Store(store)
     be = backend if isinstance(backend, Backend) else get_backend(backend)
     market = load_market(st)
@@ -145,6 +170,9 @@ def evaluate_models(
         values.update(_hf_composites(st, market, rows, be, ret_end, panel_config, pool_config))
     elif SCORE_COLUMNS["hf"] in values:
         notes.append("no factors table: HF composites omitted")
+    lf_cols = [SCORE_COLUMNS[k] for k in MODEL_KINDS if k.startswith("lf")]
+    if any(c in values for c in lf_cols):
+        values[LF_EQUAL] = _lf_composite(st, market, rows, be, train_config, pool_config)
     fwd = market.forward_returns(1, ret_end)[rows]
     pool = market.pool(pool_config)[rows]
     didx = pd.DatetimeIndex([market.dates[i] for i in rows], name="date")
@@ -159,7 +187,7 @@ def evaluate_models(
             tables[key] = pd.DataFrame([reports[n].summary() for n in present])
     order = [FUSED_COLUMN, *SCORE_COLUMNS.values()]
     model_names = [n for n in order if n in values]
-    model_names += sorted(n for n in values if n not in order and n not in (HF_EQUAL, HF_ICIR))
+    model_names += sorted(n for n in values if n not in order and n not in COMPOSITES)
     stacked = np.stack([values[n] for n in model_names], axis=2)
     styles = {k: v[rows] for k, v in market.style_factors().items()}
     scorr = style_correlation(stacked, [LABELS.get(n, n) for n in model_names], styles, pool)
