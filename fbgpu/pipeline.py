@@ -84,7 +84,11 @@ def best_score(store: Store) -> str:
 
         df = pd.read_csv(summary)
         if "IC_IR" in df.columns and len(df):
-            return str(df.loc[df["IC_IR"].abs().idxmax()].iloc[0])
+            best = df.loc[df["IC_IR"].abs().idxmax()]
+            # The table's ICs are of direction * factor; the backtest reads the raw factor, so
+            # it is negated ("-name") when direction * sign(IC_IR) is negative.
+            sign = float(best.get("direction", 1)) * (1.0 if best["IC_IR"] >= 0 else -1.0)
+            return ("-" if sign < 0 else "") + str(best.iloc[0])
     raise ValueError(f"store {store.root} has neither scores nor an evaluated factor table")
 
 

@@ -38,3 +38,28 @@ def test_stage_summary_prefers_the_results_own_line() -> None:
 
     assert stage_summary(R()) == "one line"
     assert stage_summary("text") == "text"
+
+
+def test_best_score_signs_the_factor_by_direction_and_ic(tmp_path: Path) -> None:
+    import pandas as pd
+    import pytest
+
+    from fbgpu.pipeline import best_score
+
+    store = Store(tmp_path)
+    out = store.report_dir / "evaluate"
+    out.mkdir(parents=True)
+
+    def table(rows: list[tuple[str, int, float]]) -> None:
+        pd.DataFrame(rows, columns=["factor", "direction", "IC_IR"]).to_csv(
+            out / "single_factor.csv", index=False)
+
+    table([("a", 1, 0.2), ("b", -1, 0.5), ("c", 1, -0.1)])
+    assert best_score(store) == "-b"  # direction -1, signed IC positive: small raw is good
+    table([("a", 1, 0.2), ("b", -1, -0.5)])
+    assert best_score(store) == "b"  # signed IC negative under direction -1: large raw is good
+    table([("a", 1, -0.6), ("b", 1, 0.5)])
+    assert best_score(store) == "-a"
+    (out / "single_factor.csv").unlink()
+    with pytest.raises(ValueError, match="neither scores nor an evaluated factor"):
+        best_score(store)

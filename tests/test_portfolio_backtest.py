@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from fbgpu.data.store import Store
@@ -251,6 +252,20 @@ def test_score_lookup_and_errors(tmp_path, market_store):
         store.write("factors", d, t)
     res = run_backtest(store, "my_factor", "idx", (0.4,), progress=False)
     assert res[0].runs[0].name == "idx_to40"
+    # "-name" negates a column: a smaller-is-better factor gives the same portfolio as its mirror
+    for d in market_store.dates("scores"):
+        t = market_store.read("scores", d)
+        store.write("factors", d, pa.table({
+            "date": t.column("date"), "symbol": t.column("symbol"),
+            "my_factor": t.column("alpha"),
+            "low_is_good": pc.negate(t.column("alpha"))}))
+    flipped = run_backtest(store, "-low_is_good", "idx", (0.4,), progress=False)
+    assert flipped[0].runs[0].returns == res[0].runs[0].returns
+    assert flipped[0].runs[0].weights.keys() == res[0].runs[0].weights.keys()
+    for d, (_syms, w) in res[0].runs[0].weights.items():
+        np.testing.assert_array_equal(flipped[0].runs[0].weights[d][1], w)
+    unflipped = run_backtest(store, "low_is_good", "idx", (0.4,), progress=False)
+    assert unflipped[0].runs[0].returns != res[0].runs[0].returns
     with pytest.raises(BacktestError, match="not in index_weights"):
         run_backtest(store, "my_factor", "csi300", progress=False)
     with pytest.raises(ValueError, match="extra"):

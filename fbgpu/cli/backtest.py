@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         store: Path = STORE_OPTION,
         score: str = typer.Option(
             "fused", "--score",
-            help="Score column: looked up in the scores table, then in factors (a raw factor).",
+            help="Score column: looked up in the scores table, then in factors (a raw factor); "
+            "a leading - negates it (-name: smaller is better).",
         ),
         index: str = typer.Option("all", "--index", help="csi500 | csi1000 | all"),
         turnover: str = typer.Option(

@@ -184,8 +184,23 @@ def available_indices(store: Store) -> list[str]:
     return sorted(set(tab.column("index").cast(pa.string()).to_pylist()))
 
 
+def split_score(score: str) -> tuple[str, float]:
+    """``(column, sign)`` of a score spec: ``"name"`` -> (name, +1), ``"-name"`` -> (name, -1).
+
+    The sign lets a raw factor whose smaller values are better (negative direction, or a negative
+    IC in the evaluation) be used as a score without rewriting the table.
+    """
+    if score.startswith("-") and len(score) > 1:
+        return score[1:], -1.0
+    return score, 1.0
+
+
 def score_source(store: Store, score: str) -> str:
-    """``"scores"`` if that table has the column ``score``, else ``"factors"``, else an error."""
+    """``"scores"`` if that table has the column ``score``, else ``"factors"``, else an error.
+
+    ``score`` may carry a leading ``-`` (:func:`split_score`).
+    """
+    score, _ = split_score(score)
     options = []
     for table in ("scores", "factors"):
         dates = store.dates(table)
@@ -204,7 +219,11 @@ def score_source(store: Store, score: str) -> str:
 
 def read_scores(store: Store, table: str, score: str, date: dt.date,
                 market: Market) -> np.ndarray:
-    """The score column of ``date`` aligned on the market's symbols (NaN where absent)."""
+    """The score column of ``date`` aligned on the market's symbols (NaN where absent).
+
+    A leading ``-`` in ``score`` negates the column (:func:`split_score`).
+    """
+    score, sign = split_score(score)
     out = np.full(len(market.symbols), np.nan)
     if not store.has(table, date):
         return out
@@ -213,7 +232,7 @@ def read_scores(store: Store, table: str, score: str, date: dt.date,
     vals = tab.column(score).to_numpy(zero_copy_only=False).astype(np.float64)
     pos = np.array([market.index.get(s, -1) for s in syms], dtype=np.int64)
     keep = pos >= 0
-    out[pos[keep]] = vals[keep]
+    out[pos[keep]] = sign * vals[keep]
     return out
 
 
@@ -567,8 +586,10 @@ def run_backtest(
     """Run the index-enhancement backtest and write its outputs; see docs/portfolio.md.
 
     ``score`` is a column of the store's ``scores`` table, or else of its ``factors`` table (a
-    raw factor: larger = better is assumed, as for a score). ``index`` is an index name of the
-    ``index_weights`` table or ``"all"``; ``turnover`` are the two-sided caps per rebalance.
+    raw factor: larger = better, as for a score; a leading ``-``, e.g. ``"-bigorder_ret"``,
+    negates the column for a factor whose smaller values are better). ``index`` is an index name
+    of the ``index_weights`` table or ``"all"``; ``turnover`` are the two-sided caps per
+    rebalance.
     Writes ``reports/backtest/`` (tables as CSV + JSON, cumulative-excess figures) and the
     ``weights`` table (one partition per decision date, portfolios named ``<index>_to<cap%>``).
     """
