@@ -130,6 +130,9 @@ def config_markdown() -> str:
         "differ from the class defaults shown here; see docs/synth.md for the presets. The demo",
         "trains with the documented demo override of `[train]` (docs/models.md).",
         "",
+        "`[bench]` (`fbgpu bench --config`) is read by the benchmark suite, which lives outside",
+        "the package in `benchmarks/`: its keys are in docs/benchmarks.md (\"Sizes\").",
+        "",
     ]
     for section, cls in config_classes().items():
         lines += [f"## [{section}]", "", f"`{cls.__module__}.{cls.__qualname__}`", "",
