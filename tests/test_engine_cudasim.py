@@ -22,4 +22,4 @@ def test_gpu_kernels_match_cpu_under_cuda_simulator() -> None:
                          timeout=600)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
-    assert "3 passed" in out, out[-2000:]  # ran, not skipped
+    assert "4 passed" in out, out[-2000:]  # ran, not skipped

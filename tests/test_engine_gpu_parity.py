@@ -107,6 +107,22 @@ def test_group_bin_topk_parity(d: dict) -> None:
         CPU.topk_mask(off, d["x"], valid, k).tolist()
 
 
+@PARITY
+@given(segments(max_segments=4, max_len=24))
+def test_threshold_mask_and_integer_input_parity(d: dict) -> None:
+    off = d["offsets"]
+    S = len(off) - 1
+    thr = d["rng"].choice(np.array([-np.inf, 0.0, 1.0, np.nan]), S) if S else np.zeros(0)
+    always = d["rng"].random(S) < 0.3
+    assert host(GOPS.threshold_mask(dev(off), dev(d["x"]), dev(thr), dev(always))).tolist() == \
+        CPU.threshold_mask(off, d["x"], thr, always).tolist()
+    # Integer columns: cast to float64 on the GPU, read as they are by the CPU kernels.
+    xi = d["rng"].integers(-1000, 1000, len(d["x"]))
+    gm, cm = GOPS.moments(dev(off), dev(xi), dev(d["mask"])), CPU.moments(off, xi, d["mask"])
+    assert host(gm.n).tolist() == cm.n.tolist()
+    same(kurtosis(GPU.xp, gm, 3), kurtosis(np, cm, 3), 1e-9, 1e-9)
+
+
 def test_all_factors_parity(tmp_path) -> None:
     from oracle_factors import make_market
 

@@ -25,22 +25,44 @@ import numba as nb
 import numpy as np
 
 
+@nb.njit(cache=True, inline="always")
+def _mask_select(use_mask):  # pragma: no cover - compiled
+    """Index bits for ``mask[i & sel]``: all ones with a mask, 0 without (the caller then passes
+    a one-element ``[True]``), so the loops read the mask without a branch."""
+    return np.int64(-1) if use_mask else np.int64(0)
+
+
+#: Stand-in for a masked-out value in a running min (``+_BIG``) or max (``-_BIG``): finite, so
+#: that ``0 * _BIG`` is 0 and the substitution below is plain arithmetic.
+_BIG = np.finfo(np.float64).max
+
+# How the masked loops avoid branches. A random mask (buy orders, first trade of an order) makes
+# ``if mask[i]`` mispredict about half the time, and LLVM turns a ``v if mask[i] else 0.0`` that
+# feeds several accumulators back into that branch. So the mask enters as a weight
+# ``w = float(mask[i])`` (1.0 or 0.0): ``v * w`` is v or 0 (adding an exact 0 leaves a sum's bits
+# unchanged: a sum starting at +0.0 is never -0.0), a running minimum takes
+# ``v * w + (1 - w) * _BIG`` (v, or _BIG which never wins). Non-finite values, rare in practice,
+# are skipped by a branch that the predictor gets right. Results are the same bits as skipping
+# masked-out elements.
+
+
 @nb.njit(cache=True, parallel=True)
 def seg_sum(offsets, x, mask, use_mask):  # pragma: no cover - compiled
     """Per segment: count and sum of the finite (and masked-in) values."""
     S = offsets.shape[0] - 1
     n_out = np.zeros(S, dtype=np.int64)
     s_out = np.zeros(S, dtype=np.float64)
+    msel = _mask_select(use_mask)
     for s in nb.prange(S):
         n = 0
         tot = 0.0
         for i in range(offsets[s], offsets[s + 1]):
-            if use_mask and not mask[i]:
-                continue
             v = x[i]
-            if np.isfinite(v):
-                n += 1
-                tot += v
+            if not np.isfinite(v):
+                continue
+            mk = mask[i & msel]
+            n += np.int64(mk)
+            tot += v * np.float64(mk)
         n_out[s] = n
         s_out[s] = tot
     return n_out, s_out
@@ -57,6 +79,7 @@ def seg_moments(offsets, x, mask, use_mask):  # pragma: no cover - compiled
     m4_out = np.full(S, np.nan)
     min_out = np.full(S, np.nan)
     max_out = np.full(S, np.nan)
+    msel = _mask_select(use_mask)
     for s in nb.prange(S):
         lo = offsets[s]
         hi = offsets[s + 1]
@@ -65,14 +88,17 @@ def seg_moments(offsets, x, mask, use_mask):  # pragma: no cover - compiled
         mn = np.inf
         mx = -np.inf
         for i in range(lo, hi):
-            if use_mask and not mask[i]:
-                continue
             v = x[i]
-            if np.isfinite(v):
-                n += 1
-                tot += v
-                mn = min(mn, v)
-                mx = max(mx, v)
+            if not np.isfinite(v):
+                continue
+            mk = mask[i & msel]
+            w = np.float64(mk)
+            n += np.int64(mk)
+            vw = v * w
+            tot += vw
+            far = (1.0 - w) * _BIG
+            mn = min(mn, vw + far)
+            mx = max(mx, vw - far)
         n_out[s] = n
         if n == 0:
             continue
@@ -82,16 +108,16 @@ def seg_moments(offsets, x, mask, use_mask):  # pragma: no cover - compiled
         s3 = 0.0
         s4 = 0.0
         for i in range(lo, hi):
-            if use_mask and not mask[i]:
-                continue
             v = x[i]
-            if np.isfinite(v):
-                d = v - mean0
-                d2 = d * d
-                s1 += d
-                s2 += d2
-                s3 += d2 * d
-                s4 += d2 * d2
+            if not np.isfinite(v):
+                continue
+            w = np.float64(mask[i & msel])
+            d = v * w - mean0 * w  # v - mean0, or exactly 0 when masked out
+            d2 = d * d
+            s1 += d
+            s2 += d2
+            s3 += d2 * d
+            s4 += d2 * d2
         c = s1 / n
         e2 = s2 / n
         e3 = s3 / n
@@ -117,6 +143,7 @@ def seg_corr(offsets, x, y, mask, use_mask):  # pragma: no cover - compiled
     vx_out = np.full(S, np.nan)
     vy_out = np.full(S, np.nan)
     deg_out = np.ones(S, dtype=np.uint8)
+    msel = _mask_select(use_mask)
     for s in nb.prange(S):
         lo = offsets[s]
         hi = offsets[s + 1]
@@ -128,18 +155,22 @@ def seg_corr(offsets, x, y, mask, use_mask):  # pragma: no cover - compiled
         ymn = np.inf
         ymx = -np.inf
         for i in range(lo, hi):
-            if use_mask and not mask[i]:
-                continue
             a = x[i]
             b = y[i]
-            if np.isfinite(a) and np.isfinite(b):
-                n += 1
-                tx += a
-                ty += b
-                xmn = min(xmn, a)
-                xmx = max(xmx, a)
-                ymn = min(ymn, b)
-                ymx = max(ymx, b)
+            if not (np.isfinite(a) & np.isfinite(b)):
+                continue
+            mk = mask[i & msel]
+            w = np.float64(mk)
+            n += np.int64(mk)
+            aw = a * w
+            bw = b * w
+            tx += aw
+            ty += bw
+            far = (1.0 - w) * _BIG
+            xmn = min(xmn, aw + far)
+            xmx = max(xmx, aw - far)
+            ymn = min(ymn, bw + far)
+            ymx = max(ymx, bw - far)
         n_out[s] = n
         if n == 0:
             continue
@@ -151,18 +182,18 @@ def seg_corr(offsets, x, y, mask, use_mask):  # pragma: no cover - compiled
         syy = 0.0
         sxy = 0.0
         for i in range(lo, hi):
-            if use_mask and not mask[i]:
-                continue
             a = x[i]
             b = y[i]
-            if np.isfinite(a) and np.isfinite(b):
-                dx = a - mx0
-                dy = b - my0
-                sx += dx
-                sy += dy
-                sxx += dx * dx
-                syy += dy * dy
-                sxy += dx * dy
+            if not (np.isfinite(a) & np.isfinite(b)):
+                continue
+            w = np.float64(mask[i & msel])
+            dx = a * w - mx0 * w  # a - mx0, or exactly 0 when masked out
+            dy = b * w - my0 * w
+            sx += dx
+            sy += dy
+            sxx += dx * dx
+            syy += dy * dy
+            sxy += dx * dy
         cx = sx / n
         cy = sy / n
         cov_out[s] = sxy / n - cx * cy
@@ -190,19 +221,27 @@ def seg_bin_sum(offsets, bins, x, mask, use_mask, n_bins):  # pragma: no cover -
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
+#: A segment whose keys span at most ``DENSE_SPAN_FACTOR * run length + DENSE_SPAN_SLACK``
+#: values is grouped through a direct-address table (slot = key - min key): no hashing, no
+#: probing. Per-stock order ids (exchange order numbers within a stock-day) are like that; ids
+#: drawn from a channel-wide sequence are sparse and take the hash table.
+DENSE_SPAN_FACTOR = 8
+DENSE_SPAN_SLACK = 64
+
 
 @nb.njit(cache=True, parallel=True)
-def seg_group_sum(offsets, keys, x):  # pragma: no cover - compiled
+def seg_group_sum(offsets, keys, x, totals, first):  # pragma: no cover - compiled
     """Group by key inside each segment and sum ``x`` per group (in element order).
 
-    Returns ``totals[i]`` = the sum of ``x`` over the elements of i's segment with i's key, and
-    ``first[i]`` = True for the first element of each group (one representative per group).
-    An open-addressing hash table per segment (linear probing, size a power of two >= 2 * run
-    length) makes this O(n) instead of a sort.
+    Writes ``totals[i]`` = the sum of ``x`` over the elements of i's segment with i's key, and
+    ``first[i]`` = True for the first element of each group (one representative per group), into
+    the caller's arrays (allocated by numpy, whose large allocations fault in far fewer pages
+    than the kernel's own would).
+    Dense keys (span <= ``DENSE_SPAN_FACTOR`` x run length + slack) use a direct-address table
+    indexed by ``key - min``; other segments an open-addressing hash table (linear probing, size
+    a power of two >= 2 * run length). Both are O(n), add each group in element order (so the
+    two paths give identical bits) and need no sort.
     """
-    n_all = keys.shape[0]
-    totals = np.empty(n_all, dtype=np.float64)
-    first = np.zeros(n_all, dtype=np.bool_)
     S = offsets.shape[0] - 1
     for s in nb.prange(S):
         lo = offsets[s]
@@ -210,67 +249,118 @@ def seg_group_sum(offsets, keys, x):  # pragma: no cover - compiled
         m = hi - lo
         if m == 0:
             continue
-        bits = 1
-        while (1 << bits) < 2 * m:
-            bits += 1
-        cap = 1 << bits
-        shift = np.uint64(64 - bits)
-        table_key = np.empty(cap, dtype=np.int64)
-        table_group = np.full(cap, -1, dtype=np.int64)
-        group_of = np.empty(m, dtype=np.int64)
-        group_sum = np.zeros(m, dtype=np.float64)
-        n_groups = 0
-        for j in range(m):
-            k = keys[lo + j]
-            h = np.int64((np.uint64(k) * _GOLDEN) >> shift)
-            while True:
-                g = table_group[h]
-                if g < 0:
-                    table_group[h] = n_groups
-                    table_key[h] = k
-                    g = n_groups
-                    n_groups += 1
-                    first[lo + j] = True
-                    break
-                if table_key[h] == k:
-                    break
-                h = (h + 1) & (cap - 1)
-            group_of[j] = g
-            group_sum[g] += x[lo + j]
-        for j in range(m):
-            totals[lo + j] = group_sum[group_of[j]]
-    return totals, first
+        kmin = keys[lo]
+        kmax = keys[lo]
+        for i in range(lo + 1, hi):
+            kmin = min(kmin, keys[i])
+            kmax = max(kmax, keys[i])
+        # int64 subtraction wraps for spans >= 2**63: negative, hence "not dense" below.
+        span = kmax - kmin
+        if 0 <= span < DENSE_SPAN_FACTOR * m + DENSE_SPAN_SLACK:
+            _group_dense(lo, hi, keys, x, kmin, span + 1, totals, first)
+        else:
+            _group_hashed(lo, hi, keys, x, totals, first)
+
+
+@nb.njit(cache=True)
+def _group_dense(lo, hi, keys, x, kmin, width, totals, first):  # pragma: no cover - compiled
+    acc = np.zeros(width, dtype=np.float64)
+    seen = np.zeros(width, dtype=np.bool_)
+    for i in range(lo, hi):
+        j = keys[i] - kmin
+        first[i] = not seen[j]
+        seen[j] = True
+        acc[j] += x[i]
+    for i in range(lo, hi):
+        totals[i] = acc[keys[i] - kmin]
+
+
+@nb.njit(cache=True)
+def _group_hashed(lo, hi, keys, x, totals, first):  # pragma: no cover - compiled
+    m = hi - lo
+    bits = 1
+    while (1 << bits) < 2 * m:
+        bits += 1
+    cap = 1 << bits
+    shift = np.uint64(64 - bits)
+    table_key = np.empty(cap, dtype=np.int64)
+    table_group = np.full(cap, -1, dtype=np.int64)
+    group_of = np.empty(m, dtype=np.int64)
+    group_sum = np.zeros(m, dtype=np.float64)
+    n_groups = 0
+    for j in range(m):
+        k = keys[lo + j]
+        h = np.int64((np.uint64(k) * _GOLDEN) >> shift)
+        is_new = False
+        while True:
+            g = table_group[h]
+            if g < 0:
+                table_group[h] = n_groups
+                table_key[h] = k
+                g = n_groups
+                n_groups += 1
+                is_new = True
+                break
+            if table_key[h] == k:
+                break
+            h = (h + 1) & (cap - 1)
+        first[lo + j] = is_new
+        group_of[j] = g
+        group_sum[g] += x[lo + j]
+    for j in range(m):
+        totals[lo + j] = group_sum[group_of[j]]
 
 
 @nb.njit(cache=True, parallel=True)
-def seg_topk_mask(offsets, x, valid, k):  # pragma: no cover - compiled
+def seg_topk_mask(offsets, x, valid, k, out):  # pragma: no cover - compiled
     """Per segment, mark the ``k[s]`` valid elements with the largest ``x`` (ties: earlier first).
 
-    Elements that are not valid or whose ``x`` is not finite are never selected.
+    Elements that are not valid or whose ``x`` is not finite are never selected. Selection, not
+    a sort: the k-th largest value ``t`` comes from ``np.partition`` (O(m)); then, in element
+    order, every value above ``t`` is taken and values equal to ``t`` while places remain,
+    which is exactly the first k of a stable descending sort.
     """
-    n_all = x.shape[0]
-    out = np.zeros(n_all, dtype=np.bool_)
     S = offsets.shape[0] - 1
     for s in nb.prange(S):
         lo = offsets[s]
         hi = offsets[s + 1]
         m = 0
         for i in range(lo, hi):
+            out[i] = False
             if valid[i] and np.isfinite(x[i]):
                 m += 1
         take = min(k[s], m)
         if take <= 0:
             continue
-        idx = np.empty(m, dtype=np.int64)
-        neg = np.empty(m, dtype=np.float64)
+        vals = np.empty(m, dtype=np.float64)
         j = 0
         for i in range(lo, hi):
             if valid[i] and np.isfinite(x[i]):
-                idx[j] = i
-                neg[j] = -x[i]
+                vals[j] = x[i]
                 j += 1
-        # A stable sort of -x keeps equal values in element order: ties go to the earlier one.
-        order = np.argsort(neg, kind="mergesort")
-        for t in range(take):
-            out[idx[order[t]]] = True
-    return out
+        t = np.partition(vals, m - take)[m - take]
+        above = 0
+        for j in range(m):
+            if vals[j] > t:
+                above += 1
+        ties = take - above  # how many elements equal to t are taken, earliest first
+        for i in range(lo, hi):
+            if valid[i] and np.isfinite(x[i]):
+                v = x[i]
+                if v > t:
+                    out[i] = True
+                elif v == t and ties > 0:
+                    out[i] = True
+                    ties -= 1
+
+
+@nb.njit(cache=True, parallel=True)
+def seg_threshold_mask(offsets, x, thr, always, out):  # pragma: no cover - compiled
+    """Per element i of segment s: ``out[i] = x[i] >= thr[s] or always[s]`` (NaN compares
+    False)."""
+    S = offsets.shape[0] - 1
+    for s in nb.prange(S):
+        t = thr[s]
+        a = always[s]
+        for i in range(offsets[s], offsets[s + 1]):
+            out[i] = (x[i] >= t) | a

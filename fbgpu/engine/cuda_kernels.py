@@ -5,14 +5,14 @@ CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) has to be switched on before that ha
 
 Design: one thread block per segment (a stock-day of ticks or a row of a dense minute tensor).
 The block's threads stride over the segment, accumulate private partials and combine them with a
-shared-memory tree reduction; thread 0 writes the segment's result. The reductions are written
-inline rather than as ``cuda.jit(device=True)`` helpers: numba compiles device functions for the
-*current* device, which would make the sm_90 compile check need a GPU. Moments and correlations use
-the same corrected two-pass scheme as the CPU kernels (see :mod:`.cpu_kernels`), so the two
-backends agree to rounding (the order of additions differs: strided partials + tree here,
-sequential on the CPU). Group-by sums run one thread per group over an index permutation produced
-by a sort (see :class:`fbgpu.engine.segments.GpuSegmentOps`), adding in element order, which makes
-them bitwise equal to the CPU hash-table version.
+shared-memory tree reduction (:func:`_block_reduce`, one device function shared by every
+kernel); thread 0 writes the segment's result. Device functions are compiled into the calling
+kernel for the kernel's target, so :func:`numba.cuda.compile_ptx` still checks sm_90 without a
+GPU. Moments and correlations use the same corrected two-pass scheme as the CPU kernels (see
+:mod:`.cpu_kernels`), so the two backends agree to rounding (the order of additions differs:
+strided partials + tree here, sequential on the CPU). Group-by sums run one thread per group over
+an index permutation produced by a sort (see :class:`fbgpu.engine.segments.GpuSegmentOps`),
+adding in element order, which makes them bitwise equal to the CPU hash-table version.
 
 ``KERNELS`` maps each kernel name to ``(python function, numba signature)``: tests compile every
 entry for sm_90 with :func:`numba.cuda.compile_ptx` and run them under the simulator.
@@ -28,15 +28,40 @@ from numba import config, cuda, float64
 #: thread as a Python thread, so it uses a small block to stay fast; the code is the same.
 BLOCK = 8 if config.ENABLE_CUDASIM else 128
 
+#: Rows of the per-block shared scratch: the most quantities one pass reduces (corr pass 1).
+_ROWS = 7
+
 _INF = math.inf
+
+
+@cuda.jit(device=True, inline="always")
+def _block_reduce(sh, tid, n_sum, n_min, n_max):  # pragma: no cover - device
+    """Tree-reduce the columns of ``sh[_ROWS, BLOCK]`` into column 0, in place.
+
+    Rows ``0 .. n_sum-1`` are added, the next ``n_min`` rows take the minimum and the next
+    ``n_max`` the maximum. Every thread of the block must call it (it holds barriers); on return
+    ``sh[r, 0]`` is the block's result for row r, visible to all threads. All rows are combined
+    in the same halving step, so a reduction costs log2(BLOCK) barriers whatever the row count.
+    """
+    cuda.syncthreads()  # every partial is in shared memory before anyone combines
+    step = BLOCK // 2
+    while step > 0:
+        if tid < step:
+            for r in range(n_sum):
+                sh[r, tid] += sh[r, tid + step]
+            for r in range(n_sum, n_sum + n_min):
+                sh[r, tid] = min(sh[r, tid], sh[r, tid + step])
+            for r in range(n_sum + n_min, n_sum + n_min + n_max):
+                sh[r, tid] = max(sh[r, tid], sh[r, tid + step])
+        cuda.syncthreads()
+        step //= 2
 
 
 def seg_sum_kernel(offsets, x, mask, use_mask, n_out, sum_out):  # pragma: no cover - device
     """Block s: count and sum of finite masked-in ``x`` in segment s."""
     s = cuda.blockIdx.x
     tid = cuda.threadIdx.x
-    sh_n = cuda.shared.array(BLOCK, float64)
-    sh_s = cuda.shared.array(BLOCK, float64)
+    sh = cuda.shared.array((_ROWS, BLOCK), float64)
     n = 0.0
     tot = 0.0
     i = offsets[s] + tid
@@ -48,19 +73,12 @@ def seg_sum_kernel(offsets, x, mask, use_mask, n_out, sum_out):  # pragma: no co
                 n += 1.0
                 tot += v
         i += BLOCK
-    sh_n[tid] = n
-    sh_s[tid] = tot
-    cuda.syncthreads()
-    step = BLOCK // 2
-    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
-        if tid < step:
-            sh_n[tid] += sh_n[tid + step]
-            sh_s[tid] += sh_s[tid + step]
-        cuda.syncthreads()
-        step //= 2
+    sh[0, tid] = n
+    sh[1, tid] = tot
+    _block_reduce(sh, tid, 2, 0, 0)
     if tid == 0:
-        n_out[s] = int(sh_n[0])
-        sum_out[s] = sh_s[0]
+        n_out[s] = int(sh[0, 0])
+        sum_out[s] = sh[1, 0]
 
 
 def seg_moments_kernel(
@@ -69,10 +87,7 @@ def seg_moments_kernel(
     """Block s: n, mean, central m2..m4, min, max of finite masked-in ``x`` (corrected 2-pass)."""
     s = cuda.blockIdx.x
     tid = cuda.threadIdx.x
-    sh_a = cuda.shared.array(BLOCK, float64)
-    sh_b = cuda.shared.array(BLOCK, float64)
-    sh_c = cuda.shared.array(BLOCK, float64)
-    sh_d = cuda.shared.array(BLOCK, float64)
+    sh = cuda.shared.array((_ROWS, BLOCK), float64)
     lo = offsets[s]
     hi = offsets[s + 1]
     n = 0.0
@@ -89,24 +104,15 @@ def seg_moments_kernel(
                 mn = min(mn, v)
                 mx = max(mx, v)
         i += BLOCK
-    sh_a[tid] = n
-    sh_b[tid] = tot
-    sh_c[tid] = mn
-    sh_d[tid] = mx
-    cuda.syncthreads()
-    step = BLOCK // 2
-    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
-        if tid < step:
-            sh_a[tid] += sh_a[tid + step]
-            sh_b[tid] += sh_b[tid + step]
-            sh_c[tid] = min(sh_c[tid], sh_c[tid + step])
-            sh_d[tid] = max(sh_d[tid], sh_d[tid + step])
-        cuda.syncthreads()
-        step //= 2
-    n = sh_a[0]
-    tot = sh_b[0]
-    mn = sh_c[0]
-    mx = sh_d[0]
+    sh[0, tid] = n
+    sh[1, tid] = tot
+    sh[2, tid] = mn
+    sh[3, tid] = mx
+    _block_reduce(sh, tid, 2, 1, 1)
+    n = sh[0, 0]
+    tot = sh[1, 0]
+    mn = sh[2, 0]
+    mx = sh[3, 0]
     cuda.syncthreads()  # everyone has read the pass-1 results before the buffers are reused
     if n == 0.0:
         if tid == 0:
@@ -136,25 +142,16 @@ def seg_moments_kernel(
                 s3 += d2 * d
                 s4 += d2 * d2
         i += BLOCK
-    sh_a[tid] = s1
-    sh_b[tid] = s2
-    sh_c[tid] = s3
-    sh_d[tid] = s4
-    cuda.syncthreads()
-    step = BLOCK // 2
-    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
-        if tid < step:
-            sh_a[tid] += sh_a[tid + step]
-            sh_b[tid] += sh_b[tid + step]
-            sh_c[tid] += sh_c[tid + step]
-            sh_d[tid] += sh_d[tid + step]
-        cuda.syncthreads()
-        step //= 2
+    sh[0, tid] = s1
+    sh[1, tid] = s2
+    sh[2, tid] = s3
+    sh[3, tid] = s4
+    _block_reduce(sh, tid, 4, 0, 0)
     if tid == 0:
-        c = sh_a[0] / n
-        e2 = sh_b[0] / n
-        e3 = sh_c[0] / n
-        e4 = sh_d[0] / n
+        c = sh[0, 0] / n
+        e2 = sh[1, 0] / n
+        e3 = sh[2, 0] / n
+        e4 = sh[3, 0] / n
         n_out[s] = int(n)
         mean_out[s] = mean0 + c
         m2_out[s] = e2 - c * c
@@ -170,13 +167,7 @@ def seg_corr_kernel(
     """Block s: n, cov, var_x, var_y over finite pairs; ``deg`` = 1 when a side is constant."""
     s = cuda.blockIdx.x
     tid = cuda.threadIdx.x
-    sh_n = cuda.shared.array(BLOCK, float64)
-    sh_a = cuda.shared.array(BLOCK, float64)
-    sh_b = cuda.shared.array(BLOCK, float64)
-    sh_c = cuda.shared.array(BLOCK, float64)
-    sh_d = cuda.shared.array(BLOCK, float64)
-    sh_e = cuda.shared.array(BLOCK, float64)
-    sh_f = cuda.shared.array(BLOCK, float64)
+    sh = cuda.shared.array((_ROWS, BLOCK), float64)
     lo = offsets[s]
     hi = offsets[s + 1]
     n = 0.0
@@ -200,31 +191,19 @@ def seg_corr_kernel(
                 ymn = min(ymn, b)
                 ymx = max(ymx, b)
         i += BLOCK
-    sh_n[tid] = n
-    sh_a[tid] = tx
-    sh_b[tid] = ty
-    sh_c[tid] = xmn
-    sh_d[tid] = xmx
-    sh_e[tid] = ymn
-    sh_f[tid] = ymx
-    cuda.syncthreads()
-    step = BLOCK // 2
-    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
-        if tid < step:
-            sh_n[tid] += sh_n[tid + step]
-            sh_a[tid] += sh_a[tid + step]
-            sh_b[tid] += sh_b[tid + step]
-            sh_c[tid] = min(sh_c[tid], sh_c[tid + step])
-            sh_d[tid] = max(sh_d[tid], sh_d[tid + step])
-            sh_e[tid] = min(sh_e[tid], sh_e[tid + step])
-            sh_f[tid] = max(sh_f[tid], sh_f[tid + step])
-        cuda.syncthreads()
-        step //= 2
-    n = sh_n[0]
-    tx = sh_a[0]
-    ty = sh_b[0]
-    deg = 1 if (sh_c[0] == sh_d[0] or sh_e[0] == sh_f[0]) else 0
-    cuda.syncthreads()
+    sh[0, tid] = n
+    sh[1, tid] = tx
+    sh[2, tid] = ty
+    sh[3, tid] = xmn
+    sh[4, tid] = ymn
+    sh[5, tid] = xmx
+    sh[6, tid] = ymx
+    _block_reduce(sh, tid, 3, 2, 2)
+    n = sh[0, 0]
+    tx = sh[1, 0]
+    ty = sh[2, 0]
+    deg = 1 if (sh[3, 0] == sh[5, 0] or sh[4, 0] == sh[6, 0]) else 0
+    cuda.syncthreads()  # everyone has read the pass-1 results before the buffers are reused
     if n == 0.0:
         if tid == 0:
             n_out[s] = 0
@@ -255,29 +234,19 @@ def seg_corr_kernel(
                 syy += dy * dy
                 sxy += dx * dy
         i += BLOCK
-    sh_n[tid] = sx
-    sh_a[tid] = sy
-    sh_b[tid] = sxx
-    sh_c[tid] = syy
-    sh_d[tid] = sxy
-    cuda.syncthreads()
-    step = BLOCK // 2
-    while step > 0:  # tree reduction, all quantities per halving step: one barrier each
-        if tid < step:
-            sh_n[tid] += sh_n[tid + step]
-            sh_a[tid] += sh_a[tid + step]
-            sh_b[tid] += sh_b[tid + step]
-            sh_c[tid] += sh_c[tid + step]
-            sh_d[tid] += sh_d[tid + step]
-        cuda.syncthreads()
-        step //= 2
+    sh[0, tid] = sx
+    sh[1, tid] = sy
+    sh[2, tid] = sxx
+    sh[3, tid] = syy
+    sh[4, tid] = sxy
+    _block_reduce(sh, tid, 5, 0, 0)
     if tid == 0:
-        cx = sh_n[0] / n
-        cy = sh_a[0] / n
+        cx = sh[0, 0] / n
+        cy = sh[1, 0] / n
         n_out[s] = int(n)
-        cov_out[s] = sh_d[0] / n - cx * cy
-        vx_out[s] = sh_b[0] / n - cx * cx
-        vy_out[s] = sh_c[0] / n - cy * cy
+        cov_out[s] = sh[4, 0] / n - cx * cy
+        vx_out[s] = sh[2, 0] / n - cx * cx
+        vy_out[s] = sh[3, 0] / n - cy * cy
         deg_out[s] = deg
 
 
@@ -312,6 +281,18 @@ def group_total_kernel(order, group_offsets, x, totals, first):  # pragma: no co
     first[order[lo]] = True
 
 
+def seg_threshold_mask_kernel(offsets, x, thr, always, out):  # pragma: no cover - device
+    """Block s: ``out[i] = x[i] >= thr[s] or always[s]`` over its segment (NaN compares False)."""
+    s = cuda.blockIdx.x
+    t = thr[s]
+    a = always[s]
+    i = offsets[s] + cuda.threadIdx.x
+    hi = offsets[s + 1]
+    while i < hi:
+        out[i] = a or x[i] >= t
+        i += BLOCK
+
+
 _I = "int64[::1]"
 _F = "float64[::1]"
 _B = "boolean[::1]"
@@ -329,6 +310,7 @@ KERNELS: dict[str, tuple[object, str]] = {
     ),
     "seg_bin_sum": (seg_bin_sum_kernel, f"void({_I}, {_I}, {_F}, {_B}, boolean, float64[:, ::1])"),
     "group_total": (group_total_kernel, f"void({_I}, {_I}, {_F}, {_F}, {_B})"),
+    "seg_threshold_mask": (seg_threshold_mask_kernel, f"void({_I}, {_F}, {_F}, {_B}, {_B})"),
 }
 
 _jitted: dict[str, object] = {}

@@ -14,6 +14,8 @@ group-by and top-k selections):
 ``group_sum``          group by an integer key inside each segment: the group total at each
                        element and a "first element of its group" flag (order reconstruction)
 ``topk_mask``          the k largest valid values per segment, ties to the earlier element
+``threshold_mask``     per element: ``x >= thr[s]`` (or every element of segments flagged
+                       ``always``), the cut-off given per segment (big-order flags)
 =====================  =========================================================================
 
 The statistics that factors use (skewness, excess kurtosis, correlation, ratios) are computed
@@ -179,6 +181,20 @@ class SegmentOps:
     def _i64(self, x: Array) -> Array:
         return self.xp.ascontiguousarray(self.xp.asarray(x).reshape(-1), dtype=self.xp.int64)
 
+    def _values(self, x: Array) -> Array:
+        """Values of a reduction as the kernels take them (default: float64)."""
+        return self._f64(x)
+
+    def as_values(self, x: Array) -> Array:
+        """``x`` as the reductions read it: float64 on the GPU; on the CPU integer and float64
+        columns as they are (the kernels convert while reading). Contexts call it once per
+        column that several reductions share, so nothing is converted twice."""
+        return self._values(x)
+
+    def _bins(self, x: Array) -> Array:
+        """Bin indices of :meth:`bin_sum` as the kernels take them (default: int64)."""
+        return self._i64(x)
+
     def _mask(self, mask: Array | None, n: int) -> tuple[Array, bool]:
         if mask is None:
             return self.xp.ones(1, dtype=bool), False
@@ -202,14 +218,14 @@ class SegmentOps:
     # -- primitives (backend kernels)
     def sum(self, offsets: Array, x: Array, mask: Array | None = None) -> tuple[Array, Array]:
         """Per segment: (count, sum) of the finite values where ``mask``."""
-        x = self._f64(x)
+        x = self._values(x)
         offsets = self._check(offsets, x)
         m, use = self._mask(mask, x.shape[0])
         return self._sum(offsets, x, m, use)
 
     def moments(self, offsets: Array, x: Array, mask: Array | None = None) -> Moments:
         """Per segment :class:`Moments` of the finite values where ``mask``."""
-        x = self._f64(x)
+        x = self._values(x)
         offsets = self._check(offsets, x)
         m, use = self._mask(mask, x.shape[0])
         return Moments(*self._moments(offsets, x, m, use))
@@ -218,8 +234,8 @@ class SegmentOps:
         self, offsets: Array, x: Array, y: Array, mask: Array | None = None
     ) -> CorrStats:
         """Per segment :class:`CorrStats` over pairs with both sides finite, where ``mask``."""
-        x = self._f64(x)
-        y = self._f64(y)
+        x = self._values(x)
+        y = self._values(y)
         offsets = self._check(offsets, x, y)
         m, use = self._mask(mask, x.shape[0])
         return CorrStats(*self._corr(offsets, x, y, m, use))
@@ -229,8 +245,8 @@ class SegmentOps:
     ) -> Array:
         """``[S, n_bins]``: per segment, the sum of finite ``x`` by ``bins`` (out-of-range bins
         are ignored)."""
-        x = self._f64(x)
-        bins = self._i64(bins)
+        x = self._values(x)
+        bins = self._bins(bins)
         offsets = self._check(offsets, x, bins)
         m, use = self._mask(mask, x.shape[0])
         return self._bin_sum(offsets, bins, x, m, use, int(n_bins))
@@ -259,6 +275,26 @@ class SegmentOps:
             raise SegmentError(f"k has {k.shape[0]} entries for {offsets.shape[0] - 1} segments")
         return self._topk(offsets, x, valid_m, k)
 
+    def threshold_mask(
+        self, offsets: Array, x: Array, thr: Array, always: Array | None = None
+    ) -> Array:
+        """Per element i of segment s: ``x[i] >= thr[s]``, or True whenever ``always[s]``.
+
+        ``thr`` (one cut-off per segment, float64) is compared exactly; NaN ``x`` or ``thr`` give
+        False unless ``always``. Big-order flags use it: no per-element copy of the cut-offs.
+        """
+        x = self._f64(x)
+        offsets = self._check(offsets, x)
+        S = offsets.shape[0] - 1
+        thr = self._f64(thr)
+        if always is None:
+            always = self.xp.zeros(S, dtype=bool)
+        always = self.xp.ascontiguousarray(self.xp.asarray(always).reshape(-1), dtype=bool)
+        if thr.shape[0] != S or always.shape[0] != S:
+            raise SegmentError(f"thr/always have {thr.shape[0]}/{always.shape[0]} entries for "
+                               f"{S} segments")
+        return self._threshold(offsets, x, thr, always)
+
     # -- backend hooks
     def _sum(self, offsets, x, m, use):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -278,6 +314,9 @@ class SegmentOps:
     def _topk(self, offsets, x, valid, k):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _threshold(self, offsets, x, thr, always):  # pragma: no cover - abstract
+        raise NotImplementedError
+
 
 #: Below this many elements a CPU kernel runs on one thread: waking the thread pool costs more
 #: than the work (and much more on a loaded machine, where a parallel region waits for a core).
@@ -292,6 +331,21 @@ class CpuSegmentOps(SegmentOps):
     def __init__(self, parallel_min_elements: int = PARALLEL_MIN_ELEMENTS) -> None:
         super().__init__(np)
         self.parallel_min_elements = parallel_min_elements
+
+    def _values(self, x: Array) -> Array:
+        # The kernels are compiled per input dtype and convert each element to float64 as they
+        # read it (exactly what astype does), so integer columns (order volume, bar volume and
+        # trade counts) are reduced in place instead of through a float64 copy.
+        a = np.asarray(x).reshape(-1)
+        if a.dtype.kind in "iu" or a.dtype == np.float64:
+            return np.ascontiguousarray(a)
+        return self._f64(a)
+
+    def _bins(self, x: Array) -> Array:
+        a = np.asarray(x).reshape(-1)
+        if a.dtype.kind in "iu":  # minute indices are int16, flag codes uint8: no int64 copy
+            return np.ascontiguousarray(a)
+        return self._i64(a)
 
     def _run(self, kernel: Any, n: int, *args: Any) -> Any:
         import numba
@@ -317,12 +371,25 @@ class CpuSegmentOps(SegmentOps):
     def _bin_sum(self, offsets, bins, x, m, use, n_bins):
         return self._run(cpu_kernels.seg_bin_sum, x.shape[0], offsets, bins, x, m, use, n_bins)
 
+    # Per-element outputs are allocated here, by numpy: it asks the kernel for transparent huge
+    # pages on large arrays, so first touching them costs a fraction of what the 4 KiB page
+    # faults of an allocation inside the compiled kernel cost (~2x the whole group-by on a VM).
     def _group_sum(self, offsets, keys, x):
-        # Hashing costs several times a plain pass: parallel from a quarter of the size.
-        return self._run(cpu_kernels.seg_group_sum, 4 * x.shape[0], offsets, keys, x)
+        totals = np.empty(x.shape[0], dtype=np.float64)
+        first = np.empty(x.shape[0], dtype=bool)
+        # Grouping costs several times a plain pass: parallel from a quarter of the size.
+        self._run(cpu_kernels.seg_group_sum, 4 * x.shape[0], offsets, keys, x, totals, first)
+        return totals, first
 
     def _topk(self, offsets, x, valid, k):
-        return self._run(cpu_kernels.seg_topk_mask, 4 * x.shape[0], offsets, x, valid, k)
+        out = np.empty(x.shape[0], dtype=bool)
+        self._run(cpu_kernels.seg_topk_mask, 4 * x.shape[0], offsets, x, valid, k, out)
+        return out
+
+    def _threshold(self, offsets, x, thr, always):
+        out = np.empty(x.shape[0], dtype=bool)
+        self._run(cpu_kernels.seg_threshold_mask, x.shape[0], offsets, x, thr, always, out)
+        return out
 
 
 class GpuSegmentOps(SegmentOps):
@@ -426,6 +493,11 @@ class GpuSegmentOps(SegmentOps):
         order = xp.lexsort(keys)
         rank = xp.arange(n, dtype=xp.int64) - offsets[:-1][seg[order]]
         out[order] = ok[order] & (rank < k[seg[order]])
+        return out
+
+    def _threshold(self, offsets, x, thr, always):
+        out = self.xp.zeros(x.shape[0], dtype=bool)
+        self._launch("seg_threshold_mask", offsets.shape[0] - 1, offsets, x, thr, always, out)
         return out
 
 

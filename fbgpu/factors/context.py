@@ -18,7 +18,7 @@ import numpy as np
 
 from fbgpu.data.bars import NS_PER_MIN, T_0915, T_0930, T_1000, T_1130, T_1300, T_1500, minute_of_ts
 from fbgpu.data.schemas import MINUTES_PER_DAY
-from fbgpu.engine.segments import Moments, SegmentOps, quiet, ratio, segment_starts_mask
+from fbgpu.engine.segments import Moments, SegmentOps, quiet, ratio
 from fbgpu.factors.config import FactorConfig
 
 Array = Any
@@ -31,12 +31,21 @@ def minute_index(xp: Any, ts: Array) -> Array:
     119; ``13:00 <= t < 15:00`` -> ``120 + (t - 13:00) // 1 min``; ``t >= 15:00`` -> 239.
     """
     if xp is np:
-        # Same mapping, compiled (the bar builder's own kernel): one pass instead of five.
-        return minute_of_ts(ts).astype(np.int64)
+        # Same mapping, compiled (the bar builder's own kernel): one pass instead of five. int16
+        # as it comes: the CPU bin_sum takes narrow bins, so no int64 copy.
+        return minute_of_ts(ts)
     morning = (ts - T_0930) // NS_PER_MIN
     afternoon = 120 + (ts - T_1300) // NS_PER_MIN
     k = xp.where(ts < T_1130, morning, xp.where(ts < T_1300, 119, afternoon))
     return xp.clip(k, 0, MINUTES_PER_DAY - 1)
+
+
+def time_window(ts: Array, lo: int, hi: int, include_hi: bool = False) -> Array:
+    """``lo <= ts < hi`` (``<= hi`` with ``include_hi``), with one boolean temporary fewer than
+    the plain expression (the second comparison is and-ed in place)."""
+    out = ts >= lo
+    out &= (ts <= hi) if include_hi else (ts < hi)
+    return out
 
 
 class MinuteContext:
@@ -78,6 +87,11 @@ class MinuteContext:
     def num_trades(self) -> Array:
         return self.field("num_trades")
 
+    @cached_property
+    def volume_buckets(self) -> Array:
+        """``[S, 8]``: volume per half-hour bucket ``h = k // 30`` (shared by volume_perc2..7)."""
+        return self.ops.sum(self.rows(30, self.S * 8), self.volume)[1].reshape(self.S, 8)
+
     def row_sum(self, x: Array, mask: Array | None = None) -> Array:
         """Per stock: sum of the finite values of ``x [S, 240]`` where ``mask``."""
         return self.ops.sum(self.rows(x.shape[1]), x, mask)[1]
@@ -114,17 +128,48 @@ class TickContext:
     @cached_property
     def early(self) -> Array:
         """Early window on the tick timestamp: ``09:30:00 <= ts < 10:00:00``."""
-        ts = self.col("ts")
-        return (ts >= T_0930) & (ts < T_1000)
+        return time_window(self.col("ts"), T_0930, T_1000)
 
     @cached_property
     def side(self) -> Array:
         return self.col("side")
 
 
+#: Bits of a trade's flag code (:attr:`TradeContext.flags`, uint8): the filters the trade
+#: factors combine. Every factor sum over trades is a sum over some of the 32 codes.
+EARLY, BUY, SELL, BIG_BUY, BIG_SELL = 1, 2, 4, 8, 16
+N_CODES = 32
+
+
+class TradeFlags:
+    """The 32 flag codes as boolean vectors, one per bit: ``f.early[k]`` is True when code k has
+    the early bit. A factor states its filter as a predicate over these (``lambda f: f.early &
+    f.big_buy``) and :meth:`TradeContext.amount_where` sums the codes that pass."""
+
+    def __init__(self) -> None:
+        k = np.arange(N_CODES)
+        self.all = np.ones(N_CODES, dtype=bool)
+        self.early = (k & EARLY) > 0
+        self.buy = (k & BUY) > 0
+        self.sell = (k & SELL) > 0
+        self.big_buy = (k & BIG_BUY) > 0
+        self.big_sell = (k & BIG_SELL) > 0
+
+
+FLAGS = TradeFlags()
+
+
 class TradeContext(TickContext):
     """One day of trades, plus the minute returns ``r [S, 240]`` of the same stocks (NaN rows
-    where a stock has trades but no minute bars)."""
+    where a stock has trades but no minute bars).
+
+    The trade factors are sums over filtered trades. Rather than one masked pass per factor,
+    every trade gets a flag code (early window, side, big buy order, big sell order: 5 bits) and
+    one :meth:`~fbgpu.engine.segments.SegmentOps.bin_sum` per summed quantity (amount, dlogp)
+    gives ``[S, 32]`` partial sums per code; a factor's filtered sum adds the codes its filter
+    accepts (:meth:`amount_where`, :meth:`dlogp_where`). The raw trades are read twice in total
+    for all eight factors instead of about twenty times.
+    """
 
     family = "trade"
 
@@ -144,18 +189,15 @@ class TradeContext(TickContext):
         return self.xp.asarray(self.col("amount"), dtype=self.xp.float64)
 
     @cached_property
-    def total_amount(self) -> Array:
-        """``T`` per stock: the day's traded amount (CNY)."""
-        return self.seg_sum(self.amount)
-
-    @cached_property
     def dlogp(self) -> Array:
         """``log(p_t) - log(p_{t-1})`` within the stock-day; 0 for its first trade."""
         xp = self.xp
         lp = xp.log(xp.asarray(self.col("price"), dtype=xp.float64))
-        d = xp.zeros_like(lp)
-        d[1:] = lp[1:] - lp[:-1]
-        d[segment_starts_mask(xp, self.offsets, self.n)] = 0.0
+        d = xp.empty_like(lp)
+        d[:1] = 0.0
+        xp.subtract(lp[1:], lp[:-1], out=d[1:])
+        starts = self.offsets[:-1][self.offsets[1:] > self.offsets[:-1]]
+        d[starts] = 0.0  # a stock-day's first trade has no predecessor
         return d
 
     @cached_property
@@ -169,6 +211,27 @@ class TradeContext(TickContext):
         return self.ops.group_sum(self.offsets, self.col("sell_order_id"), self.amount)
 
     @cached_property
+    def order_moments(self) -> tuple[Moments, Moments]:
+        """Per stock, the moments of the buy orders' amounts ``B_j`` and of the sell orders'
+        ``S_j`` (one value per order). Shared by the big-order threshold and the
+        concentration (sums of squares)."""
+        B, fb = self.buy_orders
+        Sv, fs = self.sell_orders
+        return self.ops.moments(self.offsets, B, fb), self.ops.moments(self.offsets, Sv, fs)
+
+    @cached_property
+    def order_square_sums(self) -> tuple[Array, Array]:
+        """Per stock: ``(sum B_j^2, sum S_j^2)`` over the orders, as ``n (m2 + mean^2)`` from
+        :attr:`order_moments` (the same sum, no extra pass; 0 without orders)."""
+        xp = self.xp
+        out = []
+        for m in self.order_moments:
+            with quiet(xp):
+                sq = m.n * (m.m2 + m.mean * m.mean)
+            out.append(xp.where(m.n > 0, sq, 0.0))
+        return out[0], out[1]
+
+    @cached_property
     def big_threshold(self) -> tuple[Array, Array]:
         """Per stock: ``(threshold, all_equal)`` of the big-order rule over all its orders.
 
@@ -180,10 +243,7 @@ class TradeContext(TickContext):
         cfg = self.config
         if cfg.big_order_rule == "fixed_notional":
             return xp.full(self.S, cfg.big_order_notional), xp.zeros(self.S, dtype=bool)
-        B, fb = self.buy_orders
-        Sv, fs = self.sell_orders
-        mb = self.ops.moments(self.offsets, B, fb)
-        ms = self.ops.moments(self.offsets, Sv, fs)
+        mb, ms = self.order_moments
         nb = mb.n.astype(xp.float64)
         ns = ms.n.astype(xp.float64)
         n = nb + ns
@@ -201,11 +261,8 @@ class TradeContext(TickContext):
         return mean + cfg.big_order_k * std, lo == hi
 
     def _is_big(self, order_amount: Array) -> Array:
-        from fbgpu.engine.segments import segment_ids
-
         thr, all_equal = self.big_threshold
-        seg = segment_ids(self.xp, self.offsets)
-        return (order_amount >= thr[seg]) | all_equal[seg]
+        return self.ops.threshold_mask(self.offsets, order_amount, thr, all_equal)
 
     @cached_property
     def big_buy(self) -> Array:
@@ -218,11 +275,52 @@ class TradeContext(TickContext):
         return self._is_big(self.sell_orders[0])
 
     @cached_property
+    def flags(self) -> Array:
+        """Per trade, the uint8 code ``EARLY | BUY | SELL | BIG_BUY | BIG_SELL`` of the bits
+        that hold (side +1 sets BUY, side -1 sets SELL, side 0 neither)."""
+        xp = self.xp
+        u8 = xp.uint8
+        code = self.early.astype(u8)
+        # In place, one bit at a time (a bool viewed as uint8 is 0/1): one byte-wide temporary
+        # per bit, never a wider one.
+        for bit, cond in ((BUY, self.side == 1), (SELL, self.side == -1),
+                          (BIG_BUY, self.big_buy), (BIG_SELL, self.big_sell)):
+            code |= cond.view(u8) << (bit.bit_length() - 1)
+        return code
+
+    @cached_property
+    def amount_bins(self) -> Array:
+        """``[S, 32]``: per stock and flag code, the sum of the trades' amounts."""
+        return self.ops.bin_sum(self.offsets, self.flags, self.amount, N_CODES)
+
+    @cached_property
+    def dlogp_bins(self) -> Array:
+        """``[S, 32]``: per stock and flag code, the sum of ``dlogp``."""
+        return self.ops.bin_sum(self.offsets, self.flags, self.dlogp, N_CODES)
+
+    def amount_where(self, where: Any) -> Array:
+        """Per stock: the amount of the trades whose flags pass ``where(FLAGS)``."""
+        return self._codes_sum(self.amount_bins, where)
+
+    def dlogp_where(self, where: Any) -> Array:
+        """Per stock: the sum of ``dlogp`` over the trades whose flags pass ``where(FLAGS)``."""
+        return self._codes_sum(self.dlogp_bins, where)
+
+    def _codes_sum(self, bins: Array, where: Any) -> Array:
+        keep = self.xp.asarray(np.flatnonzero(where(FLAGS)))
+        return bins[:, keep].sum(axis=1)
+
+    @cached_property
+    def total_amount(self) -> Array:
+        """``T`` per stock: the day's traded amount (CNY)."""
+        return self.amount_where(lambda f: f.all)
+
+    @cached_property
     def net_active_buy(self) -> Array:
         """``NAB [S, 240]``: buyer- minus seller-initiated amount per minute (side 0 ignored)."""
-        xp = self.xp
-        signed = self.amount * self.side.astype(xp.float64)
-        k = minute_index(xp, self.col("ts"))
+        # amount * side: numpy/cupy convert the int8 side inside the multiply, no float copy.
+        signed = self.amount * self.side
+        k = minute_index(self.xp, self.col("ts"))
         return self.ops.bin_sum(self.offsets, k, signed, MINUTES_PER_DAY)
 
     def ratio(self, num: Array, den: Array) -> Array:
@@ -236,24 +334,31 @@ class OrderContext(TickContext):
 
     @cached_property
     def session(self) -> Array:
-        ts = self.col("ts")
-        return (ts >= T_0915) & (ts <= T_1500)
+        return time_window(self.col("ts"), T_0915, T_1500, include_hi=True)
 
     @cached_property
     def volume(self) -> Array:
-        return self.xp.asarray(self.col("volume"), dtype=self.xp.float64)
+        """Order volumes as the reductions read them (no float64 copy on the CPU)."""
+        return self.ops.as_values(self.col("volume"))
 
     @cached_property
     def price(self) -> Array:
-        return self.xp.asarray(self.col("price"), dtype=self.xp.float64)
+        return self.ops.as_values(self.col("price"))
 
     def moments(self, mask: Array) -> Moments:
         return self.ops.moments(self.offsets, self.volume, mask)
 
     @cached_property
+    def buy(self) -> Array:
+        """Session buy orders."""
+        out = self.side == 1
+        out &= self.session
+        return out
+
+    @cached_property
     def buy_moments(self) -> Moments:
         """Volume moments of the session's buy orders (shared by skew and kurtosis factors)."""
-        return self.moments(self.session & (self.side == 1))
+        return self.moments(self.buy)
 
     @cached_property
     def sell_moments(self) -> Moments:

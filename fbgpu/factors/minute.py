@@ -47,7 +47,7 @@ def corr_close_nextopen(c: MinuteContext) -> Array:
 
 
 def _volume_bucket_share(c: MinuteContext, j: int) -> Array:
-    buckets = c.ops.sum(c.rows(30, c.S * 8), c.volume)[1].reshape(c.S, 8)
+    buckets = c.volume_buckets
     return ratio(c.xp, buckets[:, j - 1], buckets.sum(axis=1))
 
 

@@ -20,10 +20,6 @@ Array = Any
 _DAY = "min_obs_day (10) orders per side; NaN if constant"
 
 
-def _side(c: OrderContext, side: int) -> Array:
-    return c.session & (c.side == side)
-
-
 @factor("skew_order_diff", "order", -1, _DAY)
 def skew_order_diff(c: OrderContext) -> Array:
     """``skew(volume of buy orders) - skew(volume of sell orders)``."""
@@ -47,6 +43,6 @@ def early_kurt_order(c: OrderContext) -> Array:
 @factor("corr_buyorder_volume_price", "order", -1, "min_obs_day (10) pairs; NaN if constant")
 def corr_buyorder_volume_price(c: OrderContext) -> Array:
     """``corr(volume, price)`` over buy limit orders."""
-    mask = _side(c, 1) & (c.col("order_type") == ORDER_TYPE_LIMIT)
+    mask = c.buy & (c.col("order_type") == ORDER_TYPE_LIMIT)
     stats = c.ops.corr_stats(c.offsets, c.volume, c.price, mask)
     return correlation(c.xp, stats, c.config.min_obs_day)

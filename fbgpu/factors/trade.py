@@ -26,10 +26,11 @@ Array = Any
 @factor("bigorder_amt_perc", "trade", 1)
 def bigorder_amt_perc(c: TradeContext) -> Array:
     """Share of the day's amount in big orders:
-    ``(sum B_j over big buy orders + sum S_j over big sell orders) / (2 T)``, T = total amount."""
-    B, first_b = c.buy_orders
-    Sv, first_s = c.sell_orders
-    big = c.seg_sum(B, first_b & c.big_buy) + c.seg_sum(Sv, first_s & c.big_sell)
+    ``(sum B_j over big buy orders + sum S_j over big sell orders) / (2 T)``, T = total amount.
+
+    ``sum B_j`` over big buy orders is the amount of the trades whose buy order is big (each
+    order's amount is the sum of its trades), likewise for sell orders."""
+    big = c.amount_where(lambda f: f.big_buy) + c.amount_where(lambda f: f.big_sell)
     return c.ratio(big, 2.0 * c.total_amount)
 
 
@@ -38,8 +39,8 @@ def early_bigorder_buy_perc(c: TradeContext) -> Array:
     """Big buyers' share of big-order flow in the early window:
     ``A_buy / (A_buy + A_sell)`` over early trades, ``A_buy`` = amount of trades whose buy order
     is big, ``A_sell`` likewise for the sell order (bigness judged on whole-day amounts)."""
-    a_buy = c.seg_sum(c.amount, c.early & c.big_buy)
-    a_sell = c.seg_sum(c.amount, c.early & c.big_sell)
+    a_buy = c.amount_where(lambda f: f.early & f.big_buy)
+    a_sell = c.amount_where(lambda f: f.early & f.big_sell)
     return c.ratio(a_buy, a_buy + a_sell)
 
 
@@ -47,30 +48,28 @@ def early_bigorder_buy_perc(c: TradeContext) -> Array:
 def bigorder_ret2(c: TradeContext) -> Array:
     """Log return carried by big-order trades: ``sum(dlogp_t)`` over trades whose buy or sell
     order is big (0 when the day has no such trade)."""
-    return c.seg_sum(c.dlogp, c.big_buy | c.big_sell)
+    return c.dlogp_where(lambda f: f.big_buy | f.big_sell)
 
 
 @factor("early_active_bigorder_ret", "trade", 1)
 def early_active_bigorder_ret(c: TradeContext) -> Array:
     """Early log return of big aggressors: ``sum(dlogp_t)`` over early trades whose active order
     (buy order if side = +1, sell order if side = -1) is big."""
-    active_big = ((c.side == 1) & c.big_buy) | ((c.side == -1) & c.big_sell)
-    return c.seg_sum(c.dlogp, c.early & active_big)
+    return c.dlogp_where(lambda f: f.early & ((f.buy & f.big_buy) | (f.sell & f.big_sell)))
 
 
 @factor("concentration_diff", "trade", -1)
 def concentration_diff(c: TradeContext) -> Array:
     """Buy minus sell amount concentration: ``sum(B_j^2) / T^2 - sum(S_j^2) / T^2``."""
-    B, first_b = c.buy_orders
-    Sv, first_s = c.sell_orders
+    b2, s2 = c.order_square_sums
     t2 = c.total_amount * c.total_amount
-    return c.ratio(c.seg_sum(B * B, first_b), t2) - c.ratio(c.seg_sum(Sv * Sv, first_s), t2)
+    return c.ratio(b2, t2) - c.ratio(s2, t2)
 
 
 @factor("early_active_buy_perc", "trade", 1)
 def early_active_buy_perc(c: TradeContext) -> Array:
     """Early buyer-initiated share: over early trades, amount with side = +1 / total amount."""
-    return c.ratio(c.seg_sum(c.amount, c.early & (c.side == 1)), c.seg_sum(c.amount, c.early))
+    return c.ratio(c.amount_where(lambda f: f.early & f.buy), c.amount_where(lambda f: f.early))
 
 
 @factor("corr_netactivebuy_lastret", "trade", -1, "min_obs_day (10) pairs; NaN if constant")
