@@ -46,6 +46,11 @@ from fbgpu.data.schemas import MINUTES_PER_DAY, SORT_KEYS, UNPARTITIONED, schema
 
 PART_NAME = "part-0.parquet"
 MANIFEST_NAME = "_manifest.json"
+#: Parquet codec of every partition. LZ4 (LZ4_RAW, read by pyarrow, pandas, polars, duckdb):
+#: on a full-market day of orders + trades (full-day preset, dictionary encoding on) it decodes
+#: in 0.33 s against 0.48 s for zstd, for files 18% larger (397 vs 337 MB); uncompressed would
+#: be 0.28 s and 40% larger. Reading ticks is the floor of the factor step, so speed wins.
+PARQUET_COMPRESSION = "lz4"
 
 
 class StoreError(Exception):
@@ -316,7 +321,7 @@ class Store:
         # Re-encode dictionaries so each file carries only the symbols it uses, in sorted order.
         data = data.unify_dictionaries().combine_chunks()
         buf = io.BytesIO()
-        pq.write_table(data, buf, compression="zstd", row_group_size=1 << 20)
+        pq.write_table(data, buf, compression=PARQUET_COMPRESSION, row_group_size=1 << 20)
         blob = buf.getvalue()
         path = self.partition_path(table_name, d)
         atomic_write_bytes(path, blob)
@@ -563,7 +568,7 @@ class PartitionWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = _temp_name(self.path)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._tmp, self.schema, compression="zstd")
+            self._tmp, self.schema, compression=PARQUET_COMPRESSION)
         self.rows = 0
 
     def __enter__(self) -> PartitionWriter:
