@@ -278,6 +278,11 @@ def test_integer_inputs_give_the_bits_of_their_float64_copy(d: dict) -> None:
     bins = d["rng"].integers(0, 240, len(xi)).astype(np.int16)
     np.testing.assert_array_equal(CPU.bin_sum(off, bins, xi, 240, m),
                                   CPU.bin_sum(off, bins.astype(np.int64), xf, 240, m))
+    S = len(off) - 1
+    thr = d["rng"].integers(-(10**6), 10**6, S).astype(np.float64) + 0.5 * (d["rng"].random(S)
+                                                                            < 0.5)
+    np.testing.assert_array_equal(CPU.threshold_mask(off, xi, thr),
+                                  CPU.threshold_mask(off, xf, thr))
 
 
 @SETTINGS

@@ -105,6 +105,48 @@ def test_adding_a_stock_changes_no_other_stock(market: Store, tmp_path) -> None:
     np.testing.assert_array_equal(b.to_numpy()[:, 1:], a.to_numpy())
 
 
+def test_one_sided_stock_gives_exact_shares(market: Store, tmp_path) -> None:
+    """A stock whose trades are all buyer-initiated has an early buy share of exactly 1.0 (the
+    subset and superset sums add the same amounts in the same order), so such stocks tie."""
+    target = "000001.SZ"
+
+    def all_buys(table: str, d: dt.date, df: pd.DataFrame) -> pd.DataFrame:
+        if table == "trades":
+            df.loc[df["symbol"] == target, "side"] = 1
+        return df
+
+    edited = copy_store(market, Store(tmp_path), all_buys)
+    cube = compute_factors(edited, DATES, ["early_active_buy_perc"], backend="cpu")
+    j = list(cube.symbols).index(target)
+    values = cube.to_numpy()[:, j, 0]
+    assert np.isfinite(values).all()
+    assert (values == 1.0).all(), values.tolist()
+
+
+def test_flag_code_sums_of_a_subset_equal_the_superset_when_the_rest_is_zero() -> None:
+    """``amount_where`` adds the codes in a fixed order, so when the codes a superset adds on top
+    of a subset are all zero, both sums are bit-equal (on any backend): ``early & buy`` over
+    ``early`` is exactly 1 for a stock without early sells."""
+    from types import SimpleNamespace
+
+    from fbgpu.factors.context import BUY, EARLY, N_CODES, SELL, TradeContext
+
+    rng = np.random.default_rng(5)
+    ctx = SimpleNamespace(xp=np)
+    codes = np.arange(N_CODES)
+    for _ in range(300):
+        bins = np.zeros((4, N_CODES))
+        buy_codes = codes[(codes & EARLY > 0) & (codes & BUY > 0) & (codes & SELL == 0)]
+        bins[:, buy_codes] = rng.uniform(0, 1e7, (4, len(buy_codes))) * (
+            rng.random((4, len(buy_codes))) < 0.7)
+        sub = TradeContext._codes_sum(ctx, bins, lambda f: f.early & f.buy)
+        sup = TradeContext._codes_sum(ctx, bins, lambda f: f.early)
+        np.testing.assert_array_equal(sub, sup)
+        np.testing.assert_allclose(sub, bins.sum(1), rtol=1e-15)
+    empty = TradeContext._codes_sum(ctx, bins, lambda f: f.all & ~f.all)
+    np.testing.assert_array_equal(empty, np.zeros(4))
+
+
 def test_no_look_ahead(market: Store, tmp_path) -> None:
     rng = np.random.default_rng(0)
 

@@ -1,8 +1,9 @@
 """The model factors on the tick-simulated synthetic market: the whole pipeline, store to exhibits.
 
 Market: the ``small`` preset widened to 200 stocks x 300 weekdays (2022-01-03..2023-02-24), with
-``informed_drift`` = 0.003 (3x the default; docs/synth.md, "Planted structure"), so that a
-34-date test period separates the models from the composites by several standard errors. The
+``informed_drift`` = 0.003 (3x the default; docs/synth.md, "Planted structure"), so that the
+test period (170 daily scored dates, 34 independent 5-day returns) separates the models from the
+composites by several standard errors. The
 factors come from the order book through the factor engine, the models see only the store.
 
 What the planted mechanisms give each model (docs/synth.md):
@@ -30,7 +31,7 @@ import pytest
 
 from fbgpu.data.store import Store
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 #: Training settings: the spec's except one seed, fewer epochs, quarterly retrains, and daily
 #: sample dates in batches of 1,000 (the spec: every 5 days, batches of 5,000) so that the small

@@ -47,9 +47,10 @@ from fbgpu.data.schemas import MINUTES_PER_DAY, SORT_KEYS, UNPARTITIONED, schema
 PART_NAME = "part-0.parquet"
 MANIFEST_NAME = "_manifest.json"
 #: Parquet codec of every partition. LZ4 (LZ4_RAW, read by pyarrow, pandas, polars, duckdb):
-#: on a full-market day of orders + trades (full-day preset, dictionary encoding on) it decodes
-#: in 0.33 s against 0.48 s for zstd, for files 18% larger (397 vs 337 MB); uncompressed would
-#: be 0.28 s and 40% larger. Reading ticks is the floor of the factor step, so speed wins.
+#: on a full-market day's orders + trades files (full-day preset, dictionary encoding on) it
+#: decodes in 0.33 s against 0.48 s for zstd, for files 18% larger (397 vs 337 MB; the whole
+#: store, all tables: 459 vs 387 MB); uncompressed would be 0.28 s and 40% larger. Reading
+#: ticks is the floor of the factor step, so speed wins.
 PARQUET_COMPRESSION = "lz4"
 
 

@@ -43,7 +43,8 @@ _BIG = np.finfo(np.float64).max
 # unchanged: a sum starting at +0.0 is never -0.0), a running minimum takes
 # ``v * w + (1 - w) * _BIG`` (v, or _BIG which never wins). Non-finite values, rare in practice,
 # are skipped by a branch that the predictor gets right. Results are the same bits as skipping
-# masked-out elements.
+# masked-out elements, except that a minimum/maximum of -0.0 comes out as +0.0 (-0.0 + 0.0 is
+# +0.0); the min/max only feed the constant-segment test, where -0.0 == +0.0.
 
 
 @nb.njit(cache=True, parallel=True)

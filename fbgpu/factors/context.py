@@ -11,6 +11,7 @@ Times are nanoseconds since midnight, exchange time (:mod:`fbgpu.data.bars` cons
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -29,6 +30,8 @@ def minute_index(xp: Any, ts: Array) -> Array:
 
     ``t < 09:30`` -> 0; ``09:30 <= t < 11:30`` -> ``(t - 09:30) // 1 min``; the lunch break ->
     119; ``13:00 <= t < 15:00`` -> ``120 + (t - 13:00) // 1 min``; ``t >= 15:00`` -> 239.
+    int16 on the CPU (the bar builder's kernel; the CPU ``bin_sum`` takes narrow bins), int64 on
+    the GPU: use it as bin indices only.
     """
     if xp is np:
         # Same mapping, compiled (the bar builder's own kernel): one pass instead of five. int16
@@ -298,17 +301,29 @@ class TradeContext(TickContext):
         """``[S, 32]``: per stock and flag code, the sum of ``dlogp``."""
         return self.ops.bin_sum(self.offsets, self.flags, self.dlogp, N_CODES)
 
-    def amount_where(self, where: Any) -> Array:
+    def amount_where(self, where: Callable[[TradeFlags], np.ndarray]) -> Array:
         """Per stock: the amount of the trades whose flags pass ``where(FLAGS)``."""
         return self._codes_sum(self.amount_bins, where)
 
-    def dlogp_where(self, where: Any) -> Array:
+    def dlogp_where(self, where: Callable[[TradeFlags], np.ndarray]) -> Array:
         """Per stock: the sum of ``dlogp`` over the trades whose flags pass ``where(FLAGS)``."""
         return self._codes_sum(self.dlogp_bins, where)
 
-    def _codes_sum(self, bins: Array, where: Any) -> Array:
-        keep = self.xp.asarray(np.flatnonzero(where(FLAGS)))
-        return bins[:, keep].sum(axis=1)
+    def _codes_sum(self, bins: Array, where: Callable[[TradeFlags], np.ndarray]) -> Array:
+        """Sum of the kept codes' columns, added one at a time in ascending code order.
+
+        A fixed left-to-right order (not numpy's/cupy's pairwise reduction, whose grouping
+        depends on how many columns are kept and differs between the backends) makes a subset
+        whose complement holds only zeros sum to exactly its superset: an all-buy stock's
+        ``buy / total`` is exactly 1.0 on both backends, and ties stay ties in the ranks.
+        """
+        keep = np.flatnonzero(where(FLAGS))
+        if keep.size == 0:
+            return self.xp.zeros(bins.shape[0])
+        acc = bins[:, int(keep[0])].copy()
+        for k in keep[1:]:
+            acc += bins[:, int(k)]
+        return acc
 
     @cached_property
     def total_amount(self) -> Array:

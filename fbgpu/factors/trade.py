@@ -29,7 +29,8 @@ def bigorder_amt_perc(c: TradeContext) -> Array:
     ``(sum B_j over big buy orders + sum S_j over big sell orders) / (2 T)``, T = total amount.
 
     ``sum B_j`` over big buy orders is the amount of the trades whose buy order is big (each
-    order's amount is the sum of its trades), likewise for sell orders."""
+    order's amount is the sum of its trades), likewise for sell orders. A non-finite trade
+    amount drops that trade only (ingest rejects them, so stored data has none)."""
     big = c.amount_where(lambda f: f.big_buy) + c.amount_where(lambda f: f.big_sell)
     return c.ratio(big, 2.0 * c.total_amount)
 

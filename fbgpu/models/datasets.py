@@ -346,8 +346,13 @@ class DeviceSamples:
         every weight equal: the no-learning baseline of exhibit 52. Dimensionless (a mean of
         z-scores).
         """
-        day_t = torch.as_tensor(np.asarray(days, dtype=np.int64), device=self.device)
-        c = self.lf_features(days).mean(dim=(2, 3))
+        days = np.asarray(days, dtype=np.int64)
+        # 64 dates at a time, as the feature cache is built: [n, S, 72, 6] for every scored date
+        # at once would be tens of GB at full-market size.
+        parts = [self.lf_features(days[i : i + 64]).mean(dim=(2, 3))
+                 for i in range(0, len(days), 64)]
+        c = torch.cat(parts, 0) if parts else torch.zeros(0, self.n_stocks, device=self.device)
+        day_t = torch.as_tensor(days, device=self.device)
         return torch.where(self.pool[day_t], c, torch.nan)
 
     def _lf_for(self, days: Sequence[int]) -> torch.Tensor:
