@@ -12,8 +12,12 @@ EXTRAS := $(shell if [ "$(FBGPU_EXTRAS)" = "auto" ]; then \
 	else echo $(FBGPU_EXTRAS); fi)
 STORE  ?= ./fbgpu-demo
 PYTEST_ARGS ?=
+# gpu-wheelhouse: wheels for a lent GPU machine without network (docs/benchmarks.md, "On a lent
+# GPU machine"). WHEELHOUSE_PYTHON=3.11 builds one for a rehearsal on a 3.11 interpreter.
+WHEELHOUSE        ?= .wheelhouse
+WHEELHOUSE_PYTHON ?= 3.12
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean gpu-wheelhouse
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +35,10 @@ demo: install
 
 bench: install
 	$(BIN)/fbgpu bench --store $(STORE)-bench
+
+gpu-wheelhouse: $(BIN)/python
+	$(BIN)/python benchmarks/device/wheelhouse.py --python-version $(WHEELHOUSE_PYTHON) \
+		--out $(WHEELHOUSE)
 
 lint: install
 	$(BIN)/python -m ruff check fbgpu tests benchmarks
