@@ -18,7 +18,9 @@ What the planted mechanisms give each model (docs/synth.md):
   returns predict positively). The GRU over daily/weekly/monthly bars can learn opposite signs at
   different lags; the equal-weight composite of its inputs mixes them.
 
-Measured on market seeds 1-3 (one training seed, settings below): see the assertions' comments.
+Measured on market seeds 1-3 (training seed 0, settings below): see the assertions' comments;
+on market seed 1 with training seeds 0 / 1 / 2: HF 0.077 / 0.069 / 0.088, LF 0.028 / 0.038 /
+0.033 (t 2.2 / 2.7 / 2.3), fused 0.054 / 0.057 / 0.058.
 """
 
 from __future__ import annotations
