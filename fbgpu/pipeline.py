@@ -3,7 +3,8 @@
 
 Every stage is resumable: it skips work whose outputs are current (manifests), so re-running the
 demo after an interruption continues where it stopped. Stage wall times, backend and device are
-recorded in the store's run record and shown in the report's run section.
+recorded in the store's run record and shown in the report's run section; a stage that raises is
+recorded there as failed, with its error, and the error propagates.
 """
 
 from __future__ import annotations
@@ -52,7 +53,16 @@ def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str) -> 
     b = get_backend(backend)
     t0 = time.perf_counter()
     log.info("demo: stage %s ...", name)
-    result = fn()
+    try:
+        result = fn()
+    except BaseException as e:  # recorded as failed (never as finished), then re-raised
+        error = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        try:
+            record_step(store, name, time.perf_counter() - t0, backend=b.name, device=b.device,
+                        status="failed", error=error[:300])
+        except Exception:  # the run record is informational; the stage's error is what matters
+            log.debug("could not record the failed stage %s", name, exc_info=True)
+        raise
     seconds = time.perf_counter() - t0
     record_step(store, name, seconds, backend=b.name, device=b.device,
                 summary=stage_summary(result)[:300])

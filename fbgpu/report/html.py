@@ -168,9 +168,12 @@ def build_report(store: Store | str | Path, out: Path | None = None) -> Path:
     sections = [s for key, title in SECTIONS
                 if (s := collect_section(report_dir, key, title)) is not None]
     runlog = read_runlog(store)
-    steps = pd.DataFrame(
-        [{k: e.get(k, "") for k in ("step", "finished", "seconds", "backend", "device",
-                                     "summary")} for e in runlog.get("steps", {}).values()]
+    steps = pd.DataFrame(  # a failed step shows its failure time and error, never "finished"
+        [{"step": e.get("step", ""), "status": e.get("status", "ok"),
+          "ended": e.get("finished") or e.get("failed", ""),
+          **{k: e.get(k, "") for k in ("seconds", "backend", "device")},
+          "summary": e.get("error") or e.get("summary", "")}
+         for e in runlog.get("steps", {}).values()]
     )
     configs = {name: e.get("config", {}) for name, e in runlog.get("steps", {}).items()}
     env = Environment(loader=PackageLoader("fbgpu.report", "templates"),

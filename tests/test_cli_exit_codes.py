@@ -1,0 +1,163 @@
+"""Exit statuses of the real ``fbgpu`` command line, run as subprocesses (issue 13).
+
+``CliRunner`` invokes the typer app, not :func:`fbgpu.cli.main`, so it never saw that ``main``
+turned every failure into exit 0 and recorded the failed step as finished. These tests run
+``python -m fbgpu`` (and the ``fbgpu`` console script when installed) and check the status, where
+the messages go, the store and the run record.
+
+Statuses: 0 success, 1 a step failed, 2 usage / bad option value / config / rejected input,
+130 interrupted (README.md, "Exit status").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fbgpu.data.runlog import read_runlog, record_step
+from fbgpu.data.store import Store
+
+HEAD = "SecurityID,TransactTime,ApplSeqNum,BidApplSeqNum,OfferApplSeqNum,LastPx,LastQty,ExecType"
+ROW1 = "000001,20240102093000010,12,11,4,10.01,200,F"
+ROW2 = "000001,20240102093001000,14,6,13,10.00,300,F"
+ENV = {**os.environ, "FBGPU_PROGRESS": "0", "COLUMNS": "200", "NO_COLOR": "1",
+       "TERM": "dumb"}
+
+
+def fbgpu(*args: str, cwd: Path | None = None,
+          exe: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command line in a fresh interpreter, as a user would."""
+    cmd = [*(exe or [sys.executable, "-m", "fbgpu"]), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300,
+                          check=False)
+
+
+def digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (run.json included) and its SHA-256."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def csv(path: Path, *rows: str) -> Path:
+    path.write_text("\n".join([HEAD, *rows]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A store holding one successful szse-trade ingest (the run's stdout/stderr saved too)."""
+    root = tmp_path_factory.mktemp("cli_exit")
+    good = csv(root / "good.csv", ROW1, ROW2)
+    store = root / "store"
+    res = fbgpu("ingest", "--format", "szse-trade", "--in", str(good), "--store", str(store))
+    (root / "good.rc").write_text(str(res.returncode))
+    (root / "good.err").write_text(res.stderr + res.stdout)
+    return root, store
+
+
+def test_help_exits_0() -> None:
+    res = fbgpu("--help")
+    assert res.returncode == 0, res.stderr
+    assert "Usage" in res.stdout and "ingest" in res.stdout
+    assert res.stderr == ""
+
+
+@pytest.mark.parametrize("argv", [["--bogus"], ["ingest", "--bogus"]])
+def test_unknown_option_exits_2_with_usage_on_stderr(argv: list[str]) -> None:
+    res = fbgpu(*argv)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Usage:" in res.stderr and "No such option: --bogus" in res.stderr
+    assert "Error" not in res.stdout
+
+
+def test_missing_required_option_exits_2() -> None:
+    res = fbgpu("ingest", "--format", "szse-trade")
+    assert res.returncode == 2
+    assert "Missing option '--in'" in res.stderr
+
+
+def test_successful_ingest_exits_0_and_is_recorded_finished(ingested: tuple[Path, Path]) -> None:
+    root, store = ingested
+    assert (root / "good.rc").read_text() == "0", (root / "good.err").read_text()
+    assert "done ingest szse-trade: 2 rows read, 2 written" in (root / "good.err").read_text()
+    entry = read_runlog(Store(store))["steps"]["ingest"]
+    assert entry["status"] == "ok" and "finished" in entry
+
+
+def test_malformed_ingest_exits_2_names_file_row_column_and_leaves_store(
+        ingested: tuple[Path, Path]) -> None:
+    root, store = ingested
+    bad = csv(root / "bad.csv", ROW1, ROW2.replace("10.00", "10.0x"))
+    before = digest(store)
+    assert "run.json" in before and any(k.startswith("trades/") for k in before)
+    res = fbgpu("ingest", "--format", "szse-trade", "--in", str(bad), "--store", str(store))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "bad.csv" in res.stderr and "row 2" in res.stderr and "LastPx" in res.stderr
+    assert "the store was not changed" in res.stderr
+    assert "done" not in res.stdout + res.stderr
+    # byte for byte, run.json included: the rejected step is not recorded as finished
+    assert digest(store) == before
+
+
+def test_failed_step_exits_1_and_is_recorded_failed(tmp_path: Path) -> None:
+    """A step that fails at run time (train on a store without data) exits 1 with a one-line
+    error on stderr; run.json records it as failed with its error, and keeps the other steps."""
+    store = Store(tmp_path / "store")
+    ok = record_step(store, "synth", 1.0, backend="cpu", summary="earlier success")
+    res = fbgpu("train", "--store", str(store.root), "--backend", "cpu")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "fbgpu: error:" in res.stderr and "daily" in res.stderr
+    log = read_runlog(store)
+    assert log["steps"]["synth"] == ok
+    failed = log["steps"]["train"]
+    assert failed["status"] == "failed" and "finished" not in failed
+    assert "daily" in failed["error"] and failed["exit_code"] == 1
+    assert [e["status"] for e in log["history"]] == ["ok", "failed"]
+
+
+def test_console_script_gives_the_same_statuses() -> None:
+    script = Path(sys.executable).with_name("fbgpu")
+    if not script.exists():
+        pytest.skip("the fbgpu console script is not installed next to this interpreter")
+    assert fbgpu("--help", exe=[str(script)]).returncode == 0
+    res = fbgpu("--bogus", exe=[str(script)])
+    assert res.returncode == 2 and "No such option" in res.stderr
+
+
+def test_pipeline_stage_failure_is_recorded_failed(tmp_path: Path) -> None:
+    """``fbgpu demo``'s stages: a stage that raises is recorded as failed (never finished) and the
+    error propagates; the earlier stages' entries stay."""
+    from fbgpu.pipeline import _run_stage
+
+    store = Store(tmp_path)
+    _run_stage(store, "synth", lambda: "market ok", "cpu")
+
+    def boom() -> None:
+        raise ValueError("no usable dates")
+
+    with pytest.raises(ValueError, match="no usable dates"):
+        _run_stage(store, "factors", boom, "cpu")
+    log = json.loads((tmp_path / "run.json").read_text())
+    assert log["steps"]["synth"]["status"] == "ok" and log["steps"]["synth"]["summary"] == \
+        "market ok"
+    assert log["steps"]["factors"]["status"] == "failed"
+    assert "finished" not in log["steps"]["factors"]
+    assert log["steps"]["factors"]["error"] == "ValueError: no usable dates"
+
+
+def test_report_shows_a_failed_step_as_failed(tmp_path: Path) -> None:
+    from fbgpu.report import build_report
+
+    store = Store(tmp_path)
+    record_step(store, "synth", 1.0, summary="market ok")
+    record_step(store, "train", 2.0, status="failed", error="StoreError: no daily table")
+    page = build_report(store).read_text()
+    run = page[page.index("<h2>Run</h2>"):]
+    assert "<th>status</th>" in run and "<th>finished</th>" not in run
+    assert "<td>failed</td>" in run and "StoreError: no daily table" in run
