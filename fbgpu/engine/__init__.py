@@ -1,4 +1,4 @@
-"""Engine layer: backend selection, segmented primitives (CPU numba / GPU numba.cuda), kernels."""
+"""Engine layer: backend selection, segmented primitives (CPU numba / GPU CUDA C), kernels."""
 
 from fbgpu.engine.backend import Backend, BackendError, array_module, get_backend
 

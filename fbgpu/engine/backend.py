@@ -1,4 +1,4 @@
-"""Backend selection: ``cpu`` (numpy + numba) or ``gpu`` (cupy + numba.cuda), one ``xp`` each.
+"""Backend selection: ``cpu`` (numpy + numba) or ``gpu`` (cupy + the CUDA C kernels, kernels/).
 
 ``auto`` picks the GPU only when cupy imports *and* can really allocate and run a kernel on a
 device; anything else (no cupy, no driver, no device, out of memory) falls back to the CPU and the
@@ -68,8 +68,6 @@ def _cpu_backend() -> Backend:
 
 def _probe_gpu() -> tuple[Backend | None, str]:
     """Try to build the GPU backend; return (backend, "") or (None, reason)."""
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return None, "NUMBA_ENABLE_CUDASIM=1 (CUDA simulator, not a GPU)"
     try:
         import cupy as cp
     except Exception as e:  # ImportError, or a broken CUDA install raising at import

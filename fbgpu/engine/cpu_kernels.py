@@ -6,7 +6,7 @@ arange(S+1)``). Every kernel loops over segments in parallel and over a segment'
 sequentially, so the result of each segment is computed by one thread in element order
 (deterministic, independent of the thread count).
 
-Conventions shared with the GPU kernels (:mod:`fbgpu.engine.cuda_kernels`):
+Conventions shared with the GPU kernels (``kernels/segments.cu``, :mod:`fbgpu.engine.cuda_c`):
 
 * an element takes part when ``mask[i]`` (only if ``use_mask``) and its value is finite;
 * moments are *corrected two-pass*: pass 1 gives ``mean0 = sum/n``; pass 2 accumulates power sums

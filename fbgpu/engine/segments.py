@@ -24,14 +24,14 @@ The statistics that factors use (skewness, excess kurtosis, correlation, ratios)
 0") live in one place for both backends.
 
 Backends: :class:`CpuSegmentOps` (numba ``prange`` kernels in :mod:`.cpu_kernels`) and
-:class:`GpuSegmentOps` (numba.cuda kernels in :mod:`.cuda_kernels` plus array code in ``xp``,
-which is cupy on a device and numpy under the CUDA simulator). :func:`segment_ops` picks one.
+:class:`GpuSegmentOps` (the CUDA C kernels of ``kernels/``, :mod:`.cuda_c`, plus array code in
+``xp``, which is cupy on a device and numpy under the host emulation of the kernels).
+:func:`segment_ops` picks one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -295,6 +295,28 @@ class SegmentOps:
                                f"{S} segments")
         return self._threshold(offsets, x, thr, always)
 
+    def ordered_column_sum(self, m: Array, cols: np.ndarray) -> Array:
+        """Per row s of ``m [S, W]``: ``m[s, cols[0]] + m[s, cols[1]] + ...``, added left to
+        right in the order of ``cols`` (host integers; empty -> zeros).
+
+        A fixed order, unlike a pairwise ``sum(axis=1)`` whose grouping depends on how many
+        columns are kept: a subset of flag codes whose complement holds only zeros sums to
+        exactly its superset, on both backends.
+        """
+        cols = np.asarray(cols, dtype=np.int64).reshape(-1)
+        S, W = int(m.shape[0]), int(m.shape[1])
+        if cols.size and (cols.min() < 0 or cols.max() >= W):
+            raise SegmentError(f"columns {cols.tolist()} outside 0..{W - 1}")
+        if cols.size == 0:
+            return self.xp.zeros(S, dtype=self.xp.float64)
+        return self._ordered_column_sum(self._f64(m).reshape(S, W), cols)
+
+    def _ordered_column_sum(self, m: Array, cols: np.ndarray) -> Array:
+        acc = m[:, int(cols[0])].copy()
+        for k in cols[1:]:
+            acc += m[:, int(k)]
+        return acc
+
     # -- backend hooks
     def _sum(self, offsets, x, m, use):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -393,39 +415,38 @@ class CpuSegmentOps(SegmentOps):
 
 
 class GpuSegmentOps(SegmentOps):
-    """numba.cuda kernels (:mod:`.cuda_kernels`) launched on ``xp`` arrays.
+    """The CUDA C kernels of ``kernels/`` (:mod:`.cuda_c`) launched on ``xp`` arrays.
 
-    ``xp`` is cupy on a real device (kernels read cupy memory through the CUDA array interface)
-    and numpy under the CUDA simulator, so the same code path is testable without a GPU.
+    ``xp`` is cupy on a real device (the NVRTC-built kernels run on the current stream, and no
+    primitive synchronises with the host except :meth:`group_sum`'s one scalar read, below) and
+    numpy on a CPU, where the same kernels run under the host emulation: that is how CI, which
+    has no GPU, checks the GPU kernels against the CPU ones.
+
+    Every reduction is deterministic (no float atomics): sums inside a block follow a fixed tree,
+    bin sums and group totals add in element order and equal the CPU backend bit for bit.
     """
 
     name = "gpu"
 
-    def __init__(self, xp: ModuleType) -> None:
+    def __init__(self, xp: ModuleType, kernels: Any = None) -> None:
         super().__init__(xp)
-        from fbgpu.engine import cuda_kernels  # imports numba.cuda: only on the GPU path
+        from fbgpu.engine.cuda_c import kernels_for
 
-        self._k = cuda_kernels
+        self.kernels = kernels if kernels is not None else kernels_for(xp)
+        self.block = int(self.kernels.block)
 
-    def _launch(self, name: str, grid: int, *args: Any) -> None:
-        if grid <= 0:
-            return
-        # The simulator copies every host array back after a launch, which fails on read-only
-        # inputs (zero-copy Arrow buffers); on a device the arguments are cupy arrays.
-        args = tuple(
-            a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a for a in args
-        )
-        with warnings.catch_warnings():
-            # Small grids (tests, small universes) trigger an under-utilisation warning.
-            warnings.simplefilter("ignore")
-            self._k.kernel(name)[grid, self._k.BLOCK](*args)
+    def _launch(self, name: str, grid: int, *args: Any, block: int | None = None) -> None:
+        self.kernels.launch(name, int(grid), self.block if block is None else block, args)
+
+    def _flag(self, use: bool) -> np.bool_:
+        return np.bool_(use)
 
     def _sum(self, offsets, x, m, use):
         xp = self.xp
         S = offsets.shape[0] - 1
         n = xp.zeros(S, dtype=xp.int64)
         tot = xp.zeros(S, dtype=xp.float64)
-        self._launch("seg_sum", S, offsets, x, m, use, n, tot)
+        self._launch("seg_sum", S, offsets, x, m, self._flag(use), n, tot)
         return n, tot
 
     def _moments(self, offsets, x, m, use):
@@ -433,7 +454,7 @@ class GpuSegmentOps(SegmentOps):
         S = offsets.shape[0] - 1
         n = xp.zeros(S, dtype=xp.int64)
         outs = [xp.full(S, xp.nan) for _ in range(6)]
-        self._launch("seg_moments", S, offsets, x, m, use, n, *outs)
+        self._launch("seg_moments", S, offsets, x, m, self._flag(use), n, *outs)
         return (n, *outs)
 
     def _corr(self, offsets, x, y, m, use):
@@ -442,57 +463,71 @@ class GpuSegmentOps(SegmentOps):
         n = xp.zeros(S, dtype=xp.int64)
         outs = [xp.full(S, xp.nan) for _ in range(3)]
         deg = xp.ones(S, dtype=xp.uint8)
-        self._launch("seg_corr", S, offsets, x, y, m, use, n, *outs, deg)
+        self._launch("seg_corr", S, offsets, x, y, m, self._flag(use), n, *outs, deg)
         return (n, *outs, deg)
 
     def _bin_sum(self, offsets, bins, x, m, use, n_bins):
+        from fbgpu.engine.cuda_c import BINS_PER_THREAD
+
         xp = self.xp
         S = offsets.shape[0] - 1
         out = xp.zeros((S, n_bins), dtype=xp.float64)
-        self._launch("seg_bin_sum", S, offsets, bins, x, m, use, out)
+        per_launch = self.block * BINS_PER_THREAD
+        for lo in range(0, n_bins, per_launch):  # one launch for up to 1,024 bins on a device
+            self._launch("seg_bin_sum", S, offsets, bins, x, m, self._flag(use), out,
+                         np.int64(n_bins), np.int64(lo))
         return out
 
     def _group_sum(self, offsets, keys, x):
+        """Sort by one packed 64-bit key ``segment * span + (key - min key)`` (a stable radix
+        sort keeps element order inside a group), then one thread per group start adds its
+        group in element order. The key range (min, max) is the one value read back to the host
+        (to size the packing); when ``S * span`` would not fit in 63 bits it falls back to a
+        two-key lexsort."""
         xp = self.xp
         n = keys.shape[0]
+        S = offsets.shape[0] - 1
         totals = xp.empty(n, dtype=xp.float64)
         first = xp.zeros(n, dtype=bool)
         if n == 0:
             return totals, first
-        seg = segment_ids(xp, offsets)
-        idx = xp.arange(n, dtype=xp.int64)
-        # Sort by (segment, key, position): a group is a run, its elements in element order.
-        order = xp.ascontiguousarray(xp.lexsort(xp.stack([idx, keys, seg])), dtype=xp.int64)
-        ks = keys[order]
-        ss = seg[order]
-        new = xp.empty(n, dtype=bool)
-        new[0] = True
-        new[1:] = (ks[1:] != ks[:-1]) | (ss[1:] != ss[:-1])
-        starts = xp.flatnonzero(new).astype(xp.int64)
-        group_offsets = xp.concatenate([starts, xp.asarray([n], dtype=xp.int64)])
-        G = starts.shape[0]
-        block = self._k.BLOCK
-        # One thread per group (not one block per segment): groups are short runs.
-        self._launch("group_total", (G + block - 1) // block, order, group_offsets, x, totals,
-                     first)
+        lo_hi = xp.stack([keys.min(), keys.max()])
+        kmin, kmax = (int(v) for v in (lo_hi.get() if hasattr(lo_hi, "get") else lo_hi))
+        span = kmax - kmin + 1
+        if S * span < 2**62:
+            packed = xp.empty(n, dtype=xp.int64)
+            self._launch("pack_segment_keys", S, offsets, keys, np.int64(kmin), np.int64(span),
+                         packed)
+            order = xp.ascontiguousarray(xp.argsort(packed, kind="stable"), dtype=xp.int64)
+            key_sorted = xp.ascontiguousarray(packed[order])
+        else:  # pragma: no cover - order ids spanning more than 2^62 / S values
+            seg = self.segment_ids(offsets, n)
+            order = xp.ascontiguousarray(xp.lexsort(xp.stack([keys, seg])), dtype=xp.int64)
+            ks, ss = keys[order], seg[order]
+            new = xp.ones(n, dtype=xp.int64)
+            new[1:] = (ks[1:] != ks[:-1]) | (ss[1:] != ss[:-1])
+            key_sorted = xp.cumsum(new)
+        block = self.block
+        self._launch("group_total", (n + block - 1) // block, order, key_sorted, x, totals,
+                     first, np.int64(n))
         return totals, first
 
+    def _ordered_column_sum(self, m, cols):
+        S, W = m.shape
+        out = self.xp.empty(S, dtype=self.xp.float64)
+        self._launch("ordered_column_sum", (S + self.block - 1) // self.block, m, np.int64(S),
+                     np.int64(W), self.xp.asarray(cols), np.int64(cols.size), out)
+        return out
+
+    def segment_ids(self, offsets: Array, n: int) -> Array:
+        """The segment index of every element, int64 (one launch, no host round trip)."""
+        out = self.xp.empty(n, dtype=self.xp.int64)
+        self._launch("segment_ids", offsets.shape[0] - 1, offsets, out)
+        return out
+
     def _topk(self, offsets, x, valid, k):
-        xp = self.xp
-        n = x.shape[0]
-        out = xp.zeros(n, dtype=bool)
-        if n == 0:
-            return out
-        ok = valid & xp.isfinite(x)
-        seg = segment_ids(xp, offsets)
-        idx = xp.arange(n, dtype=xp.float64)
-        neg = xp.where(ok, -x, 0.0)
-        # Sort by (segment, valid first, x descending, position): rank within segment = position
-        # in this order minus the segment start.
-        keys = xp.stack([idx, neg, (~ok).astype(xp.float64), seg.astype(xp.float64)])
-        order = xp.lexsort(keys)
-        rank = xp.arange(n, dtype=xp.int64) - offsets[:-1][seg[order]]
-        out[order] = ok[order] & (rank < k[seg[order]])
+        out = self.xp.zeros(x.shape[0], dtype=bool)
+        self._launch("seg_topk_mask", offsets.shape[0] - 1, offsets, x, valid, k, out)
         return out
 
     def _threshold(self, offsets, x, thr, always):
