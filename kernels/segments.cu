@@ -245,6 +245,7 @@ extern "C" __global__ void seg_bin_sum(const i64* offsets, const i64* bins, cons
     const int tid = threadIdx.x;
     const i64 lo = offsets[s], hi = offsets[s + 1];
     const i64 span = (i64)BLOCK * BINS_PER_THREAD;
+    const bool owns = bin_lo + tid < n_bins;
     double acc[BINS_PER_THREAD];
     for (int q = 0; q < BINS_PER_THREAD; ++q) acc[q] = 0.0;
     for (i64 base = lo; base < hi; base += BLOCK) {
@@ -260,9 +261,11 @@ extern "C" __global__ void seg_bin_sum(const i64* offsets, const i64* bins, cons
         sx[tid] = v;
         __syncthreads();
         const i64 m = (hi - base < BLOCK) ? hi - base : BLOCK;
-        for (i64 j = 0; j < m; ++j) {
-            const i64 r = sb[j];
-            if (r >= 0 && r % BLOCK == tid) acc[r / BLOCK] += sx[j];
+        if (owns) {  // threads that own no bin (most of the block for 32 flag codes) skip the scan
+            for (i64 j = 0; j < m; ++j) {
+                const i64 r = sb[j];
+                if (r >= 0 && r % BLOCK == tid) acc[r / BLOCK] += sx[j];
+            }
         }
         __syncthreads();
     }

@@ -21,6 +21,9 @@
 #                 -> $OUT/env.txt, test-summary.txt, junit.xml, test.log
 #   bench [ARGS]  fbgpu bench --backend auto; ARGS go to fbgpu bench (e.g. --quick)
 #                 -> $OUT/env.txt, bench.json, bench.md, bench.log, bench-report.tar.gz
+#   engine [ARGS] benchmarks/bench_gpu_engine.py: the factor engine on the full-day preset and a
+#                 >= 150M-tick day, GPU vs CPU (every core), parity, determinism
+#                 -> $OUT/env.txt, gpu-engine.json, engine.log
 #
 # Knobs (environment, defaults in brackets):
 #   DEVICE_PYTHON [python3]  the image's interpreter
@@ -29,7 +32,7 @@
 #                      so that its results are still written before the device's 600 s limit
 #   TEST_WORKERS [8]  TEST_TIMEOUT [300, per test]  TEST_THREADS [2, numba/OpenMP per worker]
 #   BENCH_REPEATS [3]  BENCH_CONFIG [benchmarks/device/bench-device.toml]
-#   BENCH_STORE [/tmp/fbgpu-bench]
+#   BENCH_STORE [/tmp/fbgpu-bench]  ENGINE_STORE [/tmp/fbgpu-engine]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -49,6 +52,7 @@ TEST_THREADS=${TEST_THREADS:-2}
 BENCH_REPEATS=${BENCH_REPEATS:-3}
 BENCH_CONFIG=${BENCH_CONFIG-benchmarks/device/bench-device.toml}
 BENCH_STORE=${BENCH_STORE:-/tmp/fbgpu-bench}
+ENGINE_STORE=${ENGINE_STORE:-/tmp/fbgpu-engine}
 
 # pip sees the wheelhouse and nothing else, whatever this machine's pip configuration says.
 for v in "${!PIP_@}"; do unset "$v"; done
@@ -162,13 +166,15 @@ shim = os.environ.get("FBGPU_DEVICE_SHIM_APPLIED")
 print(f"numpy {numpy.__version__}: " + (f"shim applied ({shim}, sitecustomize.py)" if shim
       else "no shim applied"))
 try:
-    from numba import cuda
-    from numba.cuda.cudadrv import nvvm
-    print(f"numba.cuda available {cuda.is_available()}, NVVM {nvvm.NVVM().get_version()}")
-    ptx, _ = cuda.compile_ptx(lambda a: None, "void(float64[:])", cc=(9, 0))
-    print(f"numba.cuda compiles for sm_90: {'.target sm_90' in ptx}")
+    import time
+    from fbgpu.engine.cuda_c import device_kernels, nvrtc_ptx
+    t = time.perf_counter()
+    k = device_kernels()
+    print(f"kernels/ built by NVRTC for this device in {time.perf_counter() - t:.2f} s "
+          f"({len(k._functions)} kernels)")
+    print(f"NVRTC PTX for sm_90: {'.target sm_90' in nvrtc_ptx('sm_90')}")
 except Exception as e:
-    print(f"numba.cuda / NVVM: {type(e).__name__}: {e}")
+    print(f"fbgpu kernels: {type(e).__name__}: {e}")
 try:
     from fbgpu.engine.backend import get_backend
     b = get_backend("auto")
@@ -288,14 +294,26 @@ cmd_bench() {
     return "$rc"
 }
 
+cmd_engine() {
+    setup_site
+    env_report
+    local left rc=0
+    left=$(time_left)
+    log "benchmarks/bench_gpu_engine.py (at most ${left} s) $*"
+    timeout -s INT -k 20 "$left" "$PY" benchmarks/bench_gpu_engine.py --store "$ENGINE_STORE" \
+        --out "$OUT/gpu-engine.json" "$@" 2>&1 | tee "$OUT/engine.log" || rc=$?
+    log "engine done: exit status $rc; results in $OUT"
+    return "$rc"
+}
+
 case ${1:-} in
-env | test | bench)
+env | test | bench | engine)
     sub=$1
     shift
     "cmd_$sub" "$@"
     ;;
 *)
-    echo "usage: OUT=DIR $0 env|test|bench [ARGS...]   (see the comment at the top)" >&2
+    echo "usage: OUT=DIR $0 env|test|bench|engine [ARGS...]   (see the comment at the top)" >&2
     exit 2
     ;;
 esac

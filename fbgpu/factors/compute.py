@@ -175,6 +175,28 @@ class DayInputs:
         return sum(t.n_rows for t in (self.trades, self.orders) if t is not None)
 
 
+def day_to_backend(day: DayInputs, backend: Backend) -> DayInputs:
+    """``day`` with its arrays (minute fields, tick columns and offsets) on ``backend``'s device:
+    the one host->device upload of the raw inputs. Symbols stay on the host (they index the
+    universe, a host concern). On the CPU backend ``day`` is returned as it is.
+    """
+    if not backend.is_gpu:
+        return day
+    to = backend.xp.asarray
+    minute = None
+    if day.minute is not None:
+        minute = MinuteDay(day.minute.date, day.minute.symbols,
+                           {k: to(v) for k, v in day.minute.fields.items()})
+
+    def ticks(t: DayTicks | None) -> DayTicks | None:
+        if t is None:
+            return None
+        return DayTicks(t.date, t.symbols, to(t.offsets), {k: to(v) for k, v in t.columns.items()})
+
+    return DayInputs(day.date, day.universe, day.source_symbols, minute, ticks(day.trades),
+                     ticks(day.orders))
+
+
 def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = None,
              symbols: Sequence[str] | None = None) -> DayInputs:
     """Read what the factors ``names`` need of ``date`` (only the columns they use; only the

@@ -196,12 +196,15 @@ class TradeContext(TickContext):
         """``log(p_t) - log(p_{t-1})`` within the stock-day; 0 for its first trade."""
         xp = self.xp
         lp = xp.log(xp.asarray(self.col("price"), dtype=xp.float64))
-        d = xp.empty_like(lp)
+        n = lp.shape[0]
+        # One slot more than the trades: every segment start, empty segments' (== the next
+        # start, or n) included, is a valid index, so the starts are zeroed by one scatter with
+        # no boolean compaction (which would cost a device->host sync on the GPU).
+        d = xp.empty(n + 1, dtype=xp.float64)
         d[:1] = 0.0
-        xp.subtract(lp[1:], lp[:-1], out=d[1:])
-        starts = self.offsets[:-1][self.offsets[1:] > self.offsets[:-1]]
-        d[starts] = 0.0  # a stock-day's first trade has no predecessor
-        return d
+        xp.subtract(lp[1:], lp[:-1], out=d[1:n])
+        d[self.offsets[:-1]] = 0.0  # a stock-day's first trade has no predecessor
+        return d[:n]
 
     @cached_property
     def buy_orders(self) -> tuple[Array, Array]:
@@ -310,20 +313,10 @@ class TradeContext(TickContext):
         return self._codes_sum(self.dlogp_bins, where)
 
     def _codes_sum(self, bins: Array, where: Callable[[TradeFlags], np.ndarray]) -> Array:
-        """Sum of the kept codes' columns, added one at a time in ascending code order.
-
-        A fixed left-to-right order (not numpy's/cupy's pairwise reduction, whose grouping
-        depends on how many columns are kept and differs between the backends) makes a subset
-        whose complement holds only zeros sum to exactly its superset: an all-buy stock's
-        ``buy / total`` is exactly 1.0 on both backends, and ties stay ties in the ranks.
-        """
-        keep = np.flatnonzero(where(FLAGS))
-        if keep.size == 0:
-            return self.xp.zeros(bins.shape[0])
-        acc = bins[:, int(keep[0])].copy()
-        for k in keep[1:]:
-            acc += bins[:, int(k)]
-        return acc
+        """Sum of the kept codes' columns, added one at a time in ascending code order
+        (:meth:`~fbgpu.engine.segments.SegmentOps.ordered_column_sum`): an all-buy stock's
+        ``buy / total`` is exactly 1.0 on both backends, and ties stay ties in the ranks."""
+        return self.ops.ordered_column_sum(bins, np.flatnonzero(where(FLAGS)))
 
     @cached_property
     def total_amount(self) -> Array:

@@ -1,0 +1,293 @@
+"""The GPU factor engine on a lent GPU machine: compute-only and with IO, against the CPU backend
+on the same machine, parity, determinism, and a real-scale (>= 150M ticks) day.
+
+    python benchmarks/bench_gpu_engine.py --store /tmp/fbgpu-engine --out gpu-engine.json
+    python benchmarks/bench_gpu_engine.py --emulate --preset tiny ...   # rehearsal without a GPU
+
+What is timed (wall clock, the device synchronised before the clock stops; median of
+``--repeats`` after one warm-up, which also builds the NVRTC kernels):
+
+* ``read``: :func:`fbgpu.factors.load_day`, the store's partitions to host arrays;
+* ``upload``: :func:`fbgpu.factors.day_to_backend`, host arrays to the device;
+* ``compute``: :func:`fbgpu.factors.compute_loaded_day` on inputs already on the backend
+  (all 27 factors, and per family), result left on the device;
+* ``with_io``: :func:`fbgpu.factors.compute_day` from the store, result copied to the host: what
+  one day of ``fbgpu factors`` costs apart from the write;
+* the same for the CPU backend (numba, every core of the machine) on the same loaded day.
+
+Parity: the GPU's values against the CPU's, per factor: the largest relative difference over
+stock-days finite on both, and whether NaN sits in the same places. Determinism: two GPU runs,
+compared bit for bit. Real scale: the day's ticks tiled (:func:`tile_ticks`) to at least
+``--scale-ticks`` ticks over the same stocks, compute-only on both backends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fbgpu.data.store import DayTicks, Store
+from fbgpu.engine.backend import Backend, get_backend
+from fbgpu.engine.segments import segment_ops
+from fbgpu.factors import (
+    FACTORS,
+    DayInputs,
+    compute_day,
+    compute_loaded_day,
+    day_to_backend,
+    factor_names,
+    load_day,
+)
+
+log = logging.getLogger("fbgpu.bench.gpu_engine")
+
+#: Tick columns that hold order ids: each tiled copy gets its own id range.
+ORDER_ID_COLUMNS = ("buy_order_id", "sell_order_id")
+
+
+def sync(b: Backend) -> None:
+    if b.xp is not np:
+        b.xp.cuda.Device().synchronize()
+
+
+def timed(fn: Callable[[], Any], b: Backend, repeats: int, warmup: int = 1) -> dict[str, Any]:
+    for _ in range(warmup):
+        fn()
+        sync(b)
+    ts = []
+    for _ in range(repeats):
+        sync(b)
+        t = time.perf_counter()
+        fn()
+        sync(b)
+        ts.append(time.perf_counter() - t)
+    return {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts),
+            "repeats": repeats}
+
+
+def tile_ticks(t: DayTicks, k: int, id_columns: tuple[str, ...] = ORDER_ID_COLUMNS) -> DayTicks:
+    """Each stock's ticks repeated ``k`` times inside its own segment (copy c after copy c-1).
+
+    Per-copy perturbation: the order-id columns of copy c are shifted by ``c * (max id + 1)``, so
+    each copy reconstructs its own orders (a stock-day then has k times the orders, each with
+    the original's trades). Timestamps, prices, amounts and sides are the original's. The
+    result has the shape of a day with k times the activity: same stocks, k-times longer
+    segments, the same statistics per copy.
+    """
+    off = t.offsets.astype(np.int64)
+    lens = np.diff(off)
+    n = int(off[-1])
+    seg = np.repeat(np.arange(lens.size), lens)
+    within = np.arange(n, dtype=np.int64) - off[seg]
+    base = (off * k)[:-1][seg] + within
+    cols: dict[str, np.ndarray] = {}
+    for name, a in t.columns.items():
+        out = np.empty(n * k, dtype=a.dtype)
+        shift = int(a.max()) + 1 if name in id_columns and n else 0
+        for c in range(k):
+            dest = base + c * lens[seg]
+            out[dest] = a + c * shift if shift else a
+        cols[name] = out
+    return DayTicks(t.date, t.symbols, off * k, cols)
+
+
+def tiled_day(day: DayInputs, min_ticks: float) -> tuple[DayInputs, int]:
+    k = max(1, math.ceil(min_ticks / max(day.n_ticks, 1)))
+    trades = tile_ticks(day.trades, k) if day.trades is not None else None
+    orders = tile_ticks(day.orders, k) if day.orders is not None else None
+    return dataclasses.replace(day, trades=trades, orders=orders), k
+
+
+def parity(gpu_values: np.ndarray, cpu_values: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Per factor: the largest relative difference where both are finite, NaN placement."""
+    per: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        g, c = gpu_values[:, j], cpu_values[:, j]
+        both = np.isfinite(g) & np.isfinite(c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.abs(g[both] - c[both]) / np.maximum(np.abs(c[both]), 1e-300)
+        per[name] = {"max_rel": float(rel.max()) if rel.size else 0.0,
+                     "finite": int(both.sum()),
+                     "same_nan": bool((np.isnan(g) == np.isnan(c)).all()),
+                     "bitwise_equal": bool(np.array_equal(g, c, equal_nan=True))}
+    return {"max_rel": max(v["max_rel"] for v in per.values()),
+            "all_same_nan": all(v["same_nan"] for v in per.values()),
+            "factors_bitwise_equal": sum(v["bitwise_equal"] for v in per.values()),
+            "per_factor": per}
+
+
+def sync_guard(dev_day: DayInputs, names: list[str], ops: Any) -> dict[str, Any]:
+    """Run the compute under ``cupyx.allow_synchronize(False)`` (if this CuPy still has it):
+    the first implicit device->host synchronisation raises, and is reported."""
+    try:
+        import cupyx
+    except ImportError:
+        return {"available": False, "why": "no cupyx"}
+    guard = getattr(cupyx, "allow_synchronize", None)
+    if guard is None:
+        return {"available": False, "why": "cupyx.allow_synchronize is gone from this CuPy"}
+    import traceback
+
+    try:
+        with guard(False):
+            compute_loaded_day(dev_day, names, ops)
+        return {"available": True, "raised": False}
+    except Exception as e:
+        tb = traceback.extract_tb(e.__traceback__)
+        ours = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in tb
+                if "fbgpu" in f.filename]
+        return {"available": True, "raised": True, "error": f"{type(e).__name__}: {e}"[:300],
+                "where": ours[-4:]}
+
+
+def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool) -> dict[str, Any]:
+    names = factor_names()
+    date = store.dates("trades")[0]
+    gops = segment_ops(gpu)
+    result: dict[str, Any] = {"date": date.isoformat(), "factors": len(names)}
+
+    day = load_day(store, date, names)
+    result["market"] = {"stocks": len(day.universe), "trades": day.trades.n_rows,
+                        "orders": day.orders.n_rows, "ticks": day.n_ticks}
+    result["read"] = timed(lambda: load_day(store, date, names), gpu, repeats, warmup=0)
+    result["upload"] = timed(lambda: day_to_backend(day, gpu), gpu, repeats)
+    dev = day_to_backend(day, gpu)
+    t = time.perf_counter()
+    compute_loaded_day(dev, names, gops)  # first call: NVRTC build, cupy kernel caches
+    sync(gpu)
+    result["first_call_s"] = time.perf_counter() - t
+    result["gpu_compute"] = timed(lambda: compute_loaded_day(dev, names, gops), gpu, repeats)
+    result["gpu_compute_by_family"] = {
+        fam: timed(lambda fam=fam: compute_loaded_day(
+            dev, [n for n in names if FACTORS[n].family == fam], gops), gpu, repeats)
+        for fam in ("minute", "trade", "order")}
+    result["gpu_with_io"] = timed(
+        lambda: gpu.to_host(compute_day(store, date, names, gpu, ops=gops).values), gpu,
+        max(1, repeats // 2))
+    g1 = gpu.to_host(compute_loaded_day(dev, names, gops).values)
+    g2 = gpu.to_host(compute_loaded_day(dev, names, gops).values)
+    result["gpu_deterministic"] = bool(g1.tobytes() == g2.tobytes())
+    result["sync_guard"] = sync_guard(dev, names, gops) if gpu.xp is not np else {
+        "available": False, "why": "emulated"}
+    if gpu.xp is not np:
+        pool = gpu.xp.get_default_memory_pool()
+        result["device_pool_gb"] = {"used": pool.used_bytes() / 2**30,
+                                    "total": pool.total_bytes() / 2**30}
+    if cpu:
+        cb = get_backend("cpu")
+        cops = segment_ops(cb)
+        result["cpu_compute"] = timed(lambda: compute_loaded_day(day, names, cops), cb,
+                                      max(1, repeats // 2))
+        result["cpu_with_io"] = timed(lambda: compute_day(store, date, names, cb, ops=cops),
+                                      cb, max(1, repeats // 2), warmup=0)
+        c = compute_loaded_day(day, names, cops).values
+        result["parity"] = parity(g1, c, names)
+        result["speedup_compute"] = (result["cpu_compute"]["median_s"]
+                                     / result["gpu_compute"]["median_s"])
+        result["speedup_with_io"] = (result["cpu_with_io"]["median_s"]
+                                     / result["gpu_with_io"]["median_s"])
+    del dev
+    if scale_ticks > 0:
+        t = time.perf_counter()
+        big, k = tiled_day(day, scale_ticks)
+        scale: dict[str, Any] = {"copies": k, "ticks": big.n_ticks,
+                                 "trades": big.trades.n_rows, "orders": big.orders.n_rows,
+                                 "build_s": time.perf_counter() - t}
+        scale["upload"] = timed(lambda: day_to_backend(big, gpu), gpu, 1, warmup=0)
+        bdev = day_to_backend(big, gpu)
+        scale["gpu_compute"] = timed(lambda: compute_loaded_day(bdev, names, gops), gpu,
+                                     repeats)
+        scale["gpu_compute_by_family"] = {
+            fam: timed(lambda fam=fam: compute_loaded_day(
+                bdev, [n for n in names if FACTORS[n].family == fam], gops), gpu, repeats)
+            for fam in ("trade", "order")}
+        gb = gpu.to_host(compute_loaded_day(bdev, names, gops).values)
+        del bdev
+        if gpu.xp is not np:
+            pool = gpu.xp.get_default_memory_pool()
+            scale["device_pool_gb_total"] = pool.total_bytes() / 2**30
+            pool.free_all_blocks()
+        if cpu:
+            cb = get_backend("cpu")
+            cops = segment_ops(cb)
+            scale["cpu_compute"] = timed(lambda: compute_loaded_day(big, names, cops), cb, 1)
+            cbv = compute_loaded_day(big, names, cops).values
+            scale["parity"] = {k: v for k, v in parity(gb, cbv, names).items()
+                               if k != "per_factor"}
+            scale["speedup_compute"] = (scale["cpu_compute"]["median_s"]
+                                        / scale["gpu_compute"]["median_s"])
+        result["real_scale"] = scale
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", default="/tmp/fbgpu-engine")
+    ap.add_argument("--out", default="gpu-engine.json")
+    ap.add_argument("--preset", default="full-day")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--scale-ticks", type=float, default=150e6,
+                    help="tile the day to at least this many ticks (0: skip)")
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU backend")
+    ap.add_argument("--emulate", action="store_true",
+                    help="no GPU: run the GPU kernels under the host emulation (a rehearsal)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    from fbgpu.data.synth import generate_market, resolve_config
+
+    gpu = Backend("gpu", np, "host emulation") if args.emulate else get_backend("gpu")
+    root = Path(args.store)
+    store = Store(root)
+    if not store.dates("trades"):
+        t = time.perf_counter()
+        _, cfg = resolve_config(args.preset)
+        generate_market(store, cfg.model_copy(update={"n_days": 1}), seed=0, progress=False)
+        log.info("generated %s in %.1f s", args.preset, time.perf_counter() - t)
+    t0 = time.perf_counter()
+    result = run(store, gpu, args.repeats, args.scale_ticks, not args.no_cpu)
+    meta: dict[str, Any] = {"device": gpu.device, "backend_info": gpu.info,
+                            "preset": args.preset, "emulated": args.emulate,
+                            "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                            "python": platform.python_version(),
+                            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "seconds": time.perf_counter() - t0}
+    with contextlib.suppress(Exception):
+        import numba
+
+        meta["numba_threads"] = numba.config.NUMBA_NUM_THREADS
+    if gpu.xp is not np:
+        meta["cupy"] = gpu.xp.__version__
+    result = {"meta": meta, **result}
+    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    gc = result["gpu_compute"]["median_s"]
+    line = (f"gpu-engine: {result['market']['ticks']:,} ticks, gpu compute {gc * 1e3:.1f} ms, "
+            f"with io {result['gpu_with_io']['median_s']:.3f} s")
+    if "cpu_compute" in result:
+        line += (f", cpu compute {result['cpu_compute']['median_s']:.3f} s "
+                 f"({result['speedup_compute']:.0f}x), parity max rel "
+                 f"{result['parity']['max_rel']:.2e}")
+    if "real_scale" in result:
+        rs = result["real_scale"]
+        line += (f"; real scale {rs['ticks']:,} ticks: gpu {rs['gpu_compute']['median_s'] * 1e3:.1f}"
+                 " ms")
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
