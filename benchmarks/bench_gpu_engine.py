@@ -200,7 +200,6 @@ def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool)
                                      / result["gpu_compute"]["median_s"])
         result["speedup_with_io"] = (result["cpu_with_io"]["median_s"]
                                      / result["gpu_with_io"]["median_s"])
-    del dev
     if scale_ticks > 0:
         t = time.perf_counter()
         big, k = tiled_day(day, scale_ticks)
@@ -216,7 +215,6 @@ def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool)
                 bdev, [n for n in names if FACTORS[n].family == fam], gops), gpu, repeats)
             for fam in ("trade", "order")}
         gb = gpu.to_host(compute_loaded_day(bdev, names, gops).values)
-        del bdev
         if gpu.xp is not np:
             pool = gpu.xp.get_default_memory_pool()
             scale["device_pool_gb_total"] = pool.total_bytes() / 2**30
@@ -283,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{result['parity']['max_rel']:.2e}")
     if "real_scale" in result:
         rs = result["real_scale"]
-        line += (f"; real scale {rs['ticks']:,} ticks: gpu {rs['gpu_compute']['median_s'] * 1e3:.1f}"
-                 " ms")
+        line += (f"; real scale {rs['ticks']:,} ticks: gpu "
+                 f"{rs['gpu_compute']['median_s'] * 1e3:.1f} ms")
     print(line)
     return 0
 
