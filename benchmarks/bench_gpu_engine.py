@@ -154,6 +154,61 @@ def sync_guard(dev_day: DayInputs, names: list[str], ops: Any) -> dict[str, Any]
                 "where": ours[-4:]}
 
 
+def profile_steps(day: DayInputs, ops: Any, b: Backend) -> dict[str, float]:
+    """Seconds of each shared intermediate and each factor of a day already on the backend,
+    the device synchronised around every step (so the steps do not overlap: their sum exceeds
+    the pipelined total). Intermediates first, in dependency order; a factor's time is then
+    what it adds to them."""
+    from fbgpu.factors.compute import MINUTE_FIELDS, ORDER_COLUMNS, TRADE_COLUMNS
+    from fbgpu.factors.config import FactorConfig
+    from fbgpu.factors.context import MinuteContext, OrderContext, TradeContext
+
+    xp = ops.xp
+    cfg = FactorConfig()
+    steps: dict[str, float] = {}
+
+    def step(name: str, fn: Callable[[], Any]) -> None:
+        sync(b)
+        t = time.perf_counter()
+        fn()
+        sync(b)
+        steps[name] = time.perf_counter() - t
+
+    names = factor_names()
+    if day.minute is not None:
+        mctx = MinuteContext(ops, cfg, {f: xp.asarray(day.minute.fields[f])
+                                        for f in MINUTE_FIELDS})
+        for attr in ("ret", "volume", "num_trades", "volume_buckets"):
+            step(f"minute.{attr}", lambda a=attr: getattr(mctx, a))
+        for n in (n for n in names if FACTORS[n].family == "minute"):
+            step(f"minute:{n}", lambda n=n: FACTORS[n].compute(mctx))
+    if day.trades is not None:
+        tr = day.trades
+        tctx = TradeContext(ops, cfg, xp.asarray(tr.offsets),
+                            {c: xp.asarray(tr.columns[c]) for c in TRADE_COLUMNS},
+                            xp.full((tr.n_stocks, 240), xp.nan))
+        for attr in ("amount", "dlogp", "buy_orders", "sell_orders", "order_moments",
+                     "big_threshold", "big_buy", "big_sell", "early", "flags", "amount_bins",
+                     "dlogp_bins", "net_active_buy"):
+            step(f"trade.{attr}", lambda a=attr: getattr(tctx, a))
+        for n in (n for n in names if FACTORS[n].family == "trade"):
+            step(f"trade:{n}", lambda n=n: FACTORS[n].compute(tctx))
+        keys = xp.asarray(tr.columns["buy_order_id"])
+        if hasattr(ops, "_stable_argsort"):
+            step("sort: engine stable argsort (10M+ int64)", lambda: ops._stable_argsort(keys))
+            step("sort: xp.argsort (for comparison)", lambda: xp.argsort(keys))
+    if day.orders is not None:
+        od = day.orders
+        octx = OrderContext(ops, cfg, xp.asarray(od.offsets),
+                            {c: xp.asarray(od.columns[c]) for c in ORDER_COLUMNS})
+        for attr in ("session", "early", "volume", "price", "buy", "buy_moments",
+                     "sell_moments"):
+            step(f"order.{attr}", lambda a=attr: getattr(octx, a))
+        for n in (n for n in names if FACTORS[n].family == "order"):
+            step(f"order:{n}", lambda n=n: FACTORS[n].compute(octx))
+    return steps
+
+
 def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool) -> dict[str, Any]:
     names = factor_names()
     date = store.dates("trades")[0]
@@ -183,6 +238,8 @@ def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool)
     result["gpu_deterministic"] = bool(g1.tobytes() == g2.tobytes())
     result["sync_guard"] = sync_guard(dev, names, gops) if gpu.xp is not np else {
         "available": False, "why": "emulated"}
+    profile_steps(dev, gops, gpu)  # warm
+    result["gpu_profile_s"] = profile_steps(dev, gops, gpu)
     if gpu.xp is not np:
         pool = gpu.xp.get_default_memory_pool()
         result["device_pool_gb"] = {"used": pool.used_bytes() / 2**30,
@@ -210,6 +267,7 @@ def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool)
         bdev = day_to_backend(big, gpu)
         scale["gpu_compute"] = timed(lambda: compute_loaded_day(bdev, names, gops), gpu,
                                      repeats)
+        scale["gpu_profile_s"] = profile_steps(bdev, gops, gpu)
         scale["gpu_compute_by_family"] = {
             fam: timed(lambda fam=fam: compute_loaded_day(
                 bdev, [n for n in names if FACTORS[n].family == fam], gops), gpu, repeats)

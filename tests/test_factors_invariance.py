@@ -123,18 +123,22 @@ def test_one_sided_stock_gives_exact_shares(market: Store, tmp_path) -> None:
     assert (values == 1.0).all(), values.tolist()
 
 
-def test_flag_code_sums_of_a_subset_equal_the_superset_when_the_rest_is_zero() -> None:
+@pytest.mark.parametrize("backend", ["cpu", "gpu-emulated"])
+def test_flag_code_sums_of_a_subset_equal_the_superset_when_the_rest_is_zero(backend) -> None:
     """``amount_where`` adds the codes in a fixed order, so when the codes a superset adds on top
     of a subset are all zero, both sums are bit-equal (on any backend): ``early & buy`` over
-    ``early`` is exactly 1 for a stock without early sells."""
+    ``early`` is exactly 1 for a stock without early sells. The GPU's ``ordered_column_sum``
+    kernel runs under the host emulation."""
     from types import SimpleNamespace
 
+    from fbgpu.engine.segments import CpuSegmentOps, GpuSegmentOps
     from fbgpu.factors.context import BUY, EARLY, N_CODES, SELL, TradeContext
 
     rng = np.random.default_rng(5)
-    ctx = SimpleNamespace(xp=np)
+    ops = CpuSegmentOps() if backend == "cpu" else GpuSegmentOps(np)
+    ctx = SimpleNamespace(xp=np, ops=ops)
     codes = np.arange(N_CODES)
-    for _ in range(300):
+    for _ in range(300 if backend == "cpu" else 40):
         bins = np.zeros((4, N_CODES))
         buy_codes = codes[(codes & EARLY > 0) & (codes & BUY > 0) & (codes & SELL == 0)]
         bins[:, buy_codes] = rng.uniform(0, 1e7, (4, len(buy_codes))) * (
