@@ -17,7 +17,6 @@ extern "C" int fbgpu_emulate(const char* kernel, long long grid, long long block
     FBGPU_KERNEL(seg_corr)
     FBGPU_KERNEL(seg_bin_sum)
     FBGPU_KERNEL(group_total)
-    FBGPU_KERNEL(pack_segment_keys)
     FBGPU_KERNEL(seg_threshold_mask)
     FBGPU_KERNEL(seg_topk_mask)
     FBGPU_KERNEL(segment_ids)

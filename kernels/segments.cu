@@ -275,29 +275,22 @@ extern "C" __global__ void seg_bin_sum(const i64* offsets, const i64* bins, cons
     }
 }
 
-// Thread i of the sorted order: when position i starts a group (its packed key differs from
-// position i - 1's), add x over the group's elements order[i], order[i+1], ... (their element
-// order, since the sort is stable), write the total to each of them and flag order[i] as the
-// group's first element. `first` must be all false on entry.
-extern "C" __global__ void group_total(const i64* order, const i64* key_sorted, const double* x,
-                                       double* totals, bool* first, i64 n) {
+// Thread i of the (segment, key)-sorted order: when position i starts a group (its segment or
+// key differs from position i - 1's), add x over the group's elements order[i], order[i+1], ...
+// (in element order, the sort being stable), write the total to each of them and flag order[i]
+// as the group's first element. `first` must be all false on entry.
+extern "C" __global__ void group_total(const i64* order, const i64* key_sorted,
+                                       const i64* seg_sorted, const double* x, double* totals,
+                                       bool* first, i64 n) {
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n || (i > 0 && key_sorted[i] == key_sorted[i - 1])) return;
-    const i64 key = key_sorted[i];
+    if (i >= n) return;
+    const i64 key = key_sorted[i], seg = seg_sorted[i];
+    if (i > 0 && key_sorted[i - 1] == key && seg_sorted[i - 1] == seg) return;
     double tot = 0.0;
     i64 j = i;
-    for (; j < n && key_sorted[j] == key; ++j) tot += x[order[j]];
+    for (; j < n && key_sorted[j] == key && seg_sorted[j] == seg; ++j) tot += x[order[j]];
     for (i64 q = i; q < j; ++q) totals[order[q]] = tot;
     first[order[i]] = true;
-}
-
-// Per element i: packed[i] = seg(i) * span + (keys[i] - key_min), the one 64-bit sort key of
-// (segment, key). The launcher checks that S * span fits before it launches.
-extern "C" __global__ void pack_segment_keys(const i64* offsets, const i64* keys, i64 key_min,
-                                             i64 span, i64* packed) {
-    const i64 s = blockIdx.x;
-    for (i64 i = offsets[s] + threadIdx.x; i < offsets[s + 1]; i += BLOCK)
-        packed[i] = s * span + (keys[i] - key_min);
 }
 
 // Block s: out[i] = always[s] || x[i] >= thr[s] over its segment (NaN compares false).

@@ -163,3 +163,29 @@ def test_device_argsort_is_stable() -> None:
     k = keys.get()[order]
     assert (np.diff(k) >= 0).all()
     assert all((np.diff(order[k == v]) > 0).all() for v in range(5))
+
+
+@pytest.mark.skipif(EMULATED, reason="needs a CUDA device (cupy's synchronisation detector)")
+def test_device_factor_day_has_no_implicit_sync_and_is_deterministic(tmp_path) -> None:
+    """A whole factor day on inputs already on the device: no device->host synchronisation
+    (cupyx.allow_synchronize(False) raises at the first one), and the same bits twice."""
+    import warnings
+
+    import cupyx
+    from oracle_factors import make_market
+
+    from fbgpu.data.store import Store
+    from fbgpu.factors import compute_loaded_day, day_to_backend, load_day
+
+    store = Store(tmp_path)
+    date = dt.date(2024, 3, 1)
+    make_market(store, [date], seed=6)
+    day = day_to_backend(load_day(store, date), GPU)
+    compute_loaded_day(day, ops=GOPS)  # warm: builds the kernels, fills cupy's caches
+    GPU.xp.cuda.Device().synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # allow_synchronize is deprecated, still works
+        with cupyx.allow_synchronize(False):
+            a = compute_loaded_day(day, ops=GOPS).values
+    b = compute_loaded_day(day, ops=GOPS).values
+    assert host(a).tobytes() == host(b).tobytes()

@@ -38,8 +38,8 @@ KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
 SOURCES = ("segments.cu",)
 #: Every kernel of :data:`SOURCES` (also the host emulation's dispatch list).
 KERNEL_NAMES = (
-    "seg_sum", "seg_moments", "seg_corr", "seg_bin_sum", "group_total", "pack_segment_keys",
-    "seg_threshold_mask", "seg_topk_mask", "segment_ids", "ordered_column_sum",
+    "seg_sum", "seg_moments", "seg_corr", "seg_bin_sum", "group_total", "seg_threshold_mask",
+    "seg_topk_mask", "segment_ids", "ordered_column_sum",
 )
 #: Threads per block on a device (a power of two; the tree reductions halve it).
 DEVICE_BLOCK = 256

@@ -479,37 +479,24 @@ class GpuSegmentOps(SegmentOps):
         return out
 
     def _group_sum(self, offsets, keys, x):
-        """Sort by one packed 64-bit key ``segment * span + (key - min key)`` (a stable radix
-        sort, :meth:`_stable_argsort`, keeps element order inside a group), then one thread per
-        group start adds its group in element order. The key range (min, max) is the one value
-        read back to the host (to size the packing); when ``S * span`` would not fit in 62 bits
-        it falls back to a two-key lexsort."""
+        """Order the elements by (segment, key), element order kept inside a group: a stable
+        radix sort by key, then a stable one by segment (:meth:`_stable_argsort`, the two passes
+        of an LSD sort). One thread per group start then adds its group in element order, as the
+        CPU does. Nothing is read back to the host (no key range to size a packed key)."""
         xp = self.xp
         n = keys.shape[0]
-        S = offsets.shape[0] - 1
         totals = xp.empty(n, dtype=xp.float64)
         first = xp.zeros(n, dtype=bool)
         if n == 0:
             return totals, first
-        lo_hi = xp.stack([keys.min(), keys.max()])
-        kmin, kmax = (int(v) for v in (lo_hi.get() if hasattr(lo_hi, "get") else lo_hi))
-        span = kmax - kmin + 1
-        if S * span < 2**62:
-            packed = xp.empty(n, dtype=xp.int64)
-            self._launch("pack_segment_keys", S, offsets, keys, np.int64(kmin), np.int64(span),
-                         packed)
-            order = self._stable_argsort(packed)
-            key_sorted = xp.ascontiguousarray(packed[order])
-        else:  # pragma: no cover - order ids spanning more than 2^62 / S values
-            seg = self.segment_ids(offsets, n)
-            order = xp.ascontiguousarray(xp.lexsort(xp.stack([keys, seg])), dtype=xp.int64)
-            ks, ss = keys[order], seg[order]
-            new = xp.ones(n, dtype=xp.int64)
-            new[1:] = (ks[1:] != ks[:-1]) | (ss[1:] != ss[:-1])
-            key_sorted = xp.cumsum(new)
+        seg = self.segment_ids(offsets, n)
+        by_key = self._stable_argsort(keys)
+        order = xp.ascontiguousarray(by_key[self._stable_argsort(seg[by_key])])
+        key_sorted = xp.ascontiguousarray(keys[order])
+        seg_sorted = xp.ascontiguousarray(seg[order])
         block = self.block
-        self._launch("group_total", (n + block - 1) // block, order, key_sorted, x, totals,
-                     first, np.int64(n))
+        self._launch("group_total", (n + block - 1) // block, order, key_sorted, seg_sorted, x,
+                     totals, first, np.int64(n))
         return totals, first
 
     def _ordered_column_sum(self, m, cols):
