@@ -176,8 +176,11 @@ def device_kernels() -> DeviceKernels:
 
 
 def kernels_for(xp: Any) -> DeviceKernels | EmulatedKernels:
-    """The kernels that run on ``xp``'s arrays: the device's for cupy, the emulation's for numpy."""
-    if xp is np:
+    """The kernels that run on ``xp``'s arrays: the device's for cupy, the emulation's for numpy
+    and for the CPU stand-in device (:mod:`fbgpu.engine.standin`)."""
+    from fbgpu.engine.standin import is_host_namespace
+
+    if is_host_namespace(xp):
         return EmulatedKernels()
     return device_kernels()
 

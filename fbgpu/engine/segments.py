@@ -83,7 +83,7 @@ class CorrStats:
 @contextlib.contextmanager
 def quiet(xp: ModuleType) -> Iterator[None]:
     """Silence numpy's divide/invalid warnings (the NaN results are intended); no-op on cupy."""
-    if xp is np:
+    if xp is np or getattr(xp, "host_standin", False):
         with np.errstate(divide="ignore", invalid="ignore"):
             yield
     else:
@@ -209,9 +209,9 @@ class SegmentOps:
         for a in arrays[1:]:
             if a.shape[0] != n:
                 raise SegmentError(f"arrays of different lengths: {n} and {a.shape[0]}")
-        if isinstance(offsets, np.ndarray):
-            # Device offsets are built on the host first and checked there by the caller; a
-            # check here would cost a device->host copy per call.
+        if self.xp is np:
+            # Device offsets (cupy, or the CPU stand-in device's) are built on the host first
+            # and checked there by the caller; a check here would cost a device->host copy.
             check_offsets(offsets, n)
         return offsets
 
@@ -514,9 +514,11 @@ class GpuSegmentOps(SegmentOps):
         argsort is a comparison merge sort over (row, key) tuples, several times slower on 10M+
         keys. numpy (host emulation) uses its stable radix sort for integers.
         """
+        from fbgpu.engine.standin import is_host_namespace
+
         xp = self.xp
-        if xp is np:
-            return np.argsort(keys, kind="stable").astype(np.int64, copy=False)
+        if is_host_namespace(xp):
+            return xp.asarray(np.argsort(keys, kind="stable"), dtype=np.int64)
         import torch
 
         _, idx = torch.sort(torch.from_dlpack(keys), stable=True)

@@ -1,0 +1,159 @@
+"""A CPU stand-in for a GPU device: device-path code runs on it in CI, and hidden host round
+trips fail there as they would cost a synchronisation on a real GPU.
+
+On a GPU, anything that turns device data into a Python value (``float(a)``, ``bool(a)``,
+``a.item()``, ``a.tolist()``, iterating) or whose result shape depends on the data (boolean-mask
+indexing, ``nonzero``, ``unique``, ...) waits for the device and copies to the host. CuPy does
+these silently. The stand-in backend (:func:`standin_backend`) is numpy with arrays of type
+:class:`StandinArray`, which *raise* :class:`HostCrossingError` on every one of them; the only way
+to the host is the sanctioned crossing, :meth:`StandinArray.get` (what
+:meth:`fbgpu.engine.backend.Backend.to_host` calls, as ``cupy.ndarray.get``), and those are
+counted (:data:`CROSSINGS`). The GPU kernels run on it under the host emulation
+(:class:`fbgpu.engine.cuda_c.EmulatedKernels`). Uploads (``xp.asarray`` of a host array) are
+counted too.
+
+Limits: numpy functions that take a stand-in array and return a host scalar without going through
+one of the methods above (``np.sum(a)`` returns a 0-d stand-in array, which is fine; ``len(a)`` is a
+shape, also fine) are not crossings; a ``numpy`` call on a stand-in array made outside ``xp``
+(say ``np.asarray(a)``) is not caught, since numpy hands subclasses over as views.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from fbgpu.engine.backend import Backend
+
+
+class HostCrossingError(RuntimeError):
+    """Device data was converted to host data outside the sanctioned crossings."""
+
+
+#: Counts of sanctioned crossings on the stand-in: ``to_host`` (``.get()``) and ``upload``.
+CROSSINGS: Counter[str] = Counter()
+_lock = threading.Lock()
+
+#: numpy functions whose output shape depends on the data (a device->host sync on a GPU).
+_DATA_DEPENDENT = {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.compress, np.extract}
+
+
+def _crossing(what: str) -> HostCrossingError:
+    return HostCrossingError(
+        f"{what} of a device array: an implicit device->host transfer (a GPU synchronisation). "
+        "Keep the value on the device, or cross explicitly with Backend.to_host")
+
+
+class StandinArray(np.ndarray):
+    """A numpy array playing a device array: implicit host conversions raise."""
+
+    def __repr__(self) -> str:  # printing would read the data: show what it is instead
+        return f"StandinArray(shape={self.shape}, dtype={self.dtype})"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        raise _crossing("bool()")
+
+    def __float__(self) -> float:
+        raise _crossing("float()")
+
+    def __int__(self) -> int:
+        raise _crossing("int()")
+
+    def __index__(self) -> int:
+        raise _crossing("use as a Python index")
+
+    def __complex__(self) -> complex:
+        raise _crossing("complex()")
+
+    def __iter__(self) -> Any:
+        raise _crossing("iteration")
+
+    def item(self, *args: Any) -> Any:
+        raise _crossing(".item()")
+
+    def tolist(self) -> Any:
+        raise _crossing(".tolist()")
+
+    def __getitem__(self, key: Any) -> Any:
+        keys = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, np.ndarray) and k.dtype == bool for k in keys):
+            raise _crossing("boolean-mask indexing (a data-dependent shape)")
+        out = super().__getitem__(key)
+        # A scalar index gives a 0-d device array, as on cupy, not a host scalar.
+        return out if isinstance(out, np.ndarray) else np.asarray(out).view(StandinArray)
+
+    def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: bool = False) -> Any:
+        # Reductions stay 0-d device arrays (cupy's ``a.sum()``), never host scalars.
+        return super().__array_wrap__(arr, context, False)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        if func in _DATA_DEPENDENT:
+            raise _crossing(f"numpy.{func.__name__} (a data-dependent shape)")
+        out = super().__array_function__(func, types, args, kwargs)
+        # Functions that do not keep subclasses (where, clip, ...) still return device arrays.
+        if isinstance(out, tuple):
+            return tuple(_device(o) for o in out)
+        return _device(out) if isinstance(out, np.ndarray | np.generic) else out
+
+    def get(self) -> np.ndarray:
+        """The sanctioned device->host copy (``cupy.ndarray.get``), counted in CROSSINGS."""
+        with _lock:
+            CROSSINGS["to_host"] += 1
+        return np.array(self.view(np.ndarray), copy=True)
+
+
+def _device(a: Any) -> Any:
+    if isinstance(a, np.generic):  # a host scalar from a device computation stays on the device
+        return np.asarray(a).view(StandinArray)
+    return a.view(StandinArray) if isinstance(a, np.ndarray) else a
+
+
+class StandinNamespace:
+    """numpy as the array namespace of the stand-in device (``xp``): array creation returns
+    :class:`StandinArray`; everything else is numpy's (which keeps the subclass)."""
+
+    #: Marks the namespace for code that must tell a host namespace from a device one.
+    host_standin = True
+    __name__ = "fbgpu.engine.standin"
+    _CREATE = ("empty", "zeros", "ones", "full", "arange", "empty_like", "zeros_like",
+               "ones_like", "full_like", "linspace", "stack", "concatenate", "from_dlpack")
+
+    def __getattr__(self, name: str) -> Any:
+        obj = getattr(np, name)
+        if name in self._CREATE:
+            def create(*args: Any, **kwargs: Any) -> Any:
+                return _device(obj(*args, **kwargs))
+
+            return create
+        return obj
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """An upload when ``a`` is host data (counted), a no-op view for device data."""
+        if not isinstance(a, StandinArray):
+            with _lock:
+                CROSSINGS["upload"] += 1
+        return _device(np.asarray(a, dtype=dtype))
+
+    def ascontiguousarray(self, a: Any, dtype: Any = None) -> Any:
+        if not isinstance(a, StandinArray):
+            with _lock:
+                CROSSINGS["upload"] += 1
+        return _device(np.ascontiguousarray(a, dtype=dtype))
+
+
+STANDIN = StandinNamespace()
+
+
+def is_host_namespace(xp: Any) -> bool:
+    """True for numpy and for the stand-in (arrays in host memory: numpy sorts, ctypes kernels)."""
+    return xp is np or getattr(xp, "host_standin", False)
+
+
+def standin_backend() -> Backend:
+    """The ``gpu`` backend on the CPU stand-in device."""
+    return Backend("gpu", STANDIN, "CPU stand-in device (implicit host crossings raise)")  # type: ignore[arg-type]
