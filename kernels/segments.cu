@@ -233,42 +233,52 @@ extern "C" __global__ void seg_corr(const i64* offsets, const double* x, const d
 
 // Block s: out[s, b] = sum of the finite masked-in x[i] with bins[i] == b, for the bins
 // b in [bin_lo, bin_lo + BLOCK * BINS_PER_THREAD) below n_bins (the launcher covers wider
-// histograms with several launches). No atomics: the segment is staged through shared memory a
-// block-width chunk at a time, and the thread that owns bin b (b - bin_lo = q * BLOCK + tid)
+// histograms with several launches). No atomics: the segment is staged through shared memory
+// BIN_CHUNK elements at a time, and the thread that owns bin b (b - bin_lo = q * BLOCK + tid)
 // adds that bin's values in element order, so each sum is the CPU's sequential sum, bit for bit.
+// The scan compares 32-bit relative bins against the thread's (unrolled) owned bins: no integer
+// division in the loop, and threads that own no bin (most of the block for 32 flag codes) skip it.
+#define BIN_CHUNK (4 * BLOCK)
 extern "C" __global__ void seg_bin_sum(const i64* offsets, const i64* bins, const double* x,
                                        const bool* mask, bool use_mask, double* out,
                                        i64 n_bins, i64 bin_lo) {
-    __shared__ i64 sb[BLOCK];
-    __shared__ double sx[BLOCK];
+    __shared__ int sb[BIN_CHUNK];
+    __shared__ double sx[BIN_CHUNK];
     const i64 s = blockIdx.x;
     const int tid = threadIdx.x;
     const i64 lo = offsets[s], hi = offsets[s + 1];
     const i64 span = (i64)BLOCK * BINS_PER_THREAD;
     const bool owns = bin_lo + tid < n_bins;
     double acc[BINS_PER_THREAD];
+#pragma unroll
     for (int q = 0; q < BINS_PER_THREAD; ++q) acc[q] = 0.0;
-    for (i64 base = lo; base < hi; base += BLOCK) {
-        const i64 i = base + tid;
-        i64 rb = -1;  // the bin relative to bin_lo, -1 when the element does not count here
-        double v = 0.0;
-        if (i < hi && takes_part(mask, use_mask, i)) {
-            const i64 b = bins[i];
-            v = x[i];
-            if (b >= bin_lo && b < n_bins && b - bin_lo < span && isfinite(v)) rb = b - bin_lo;
+    for (i64 base = lo; base < hi; base += BIN_CHUNK) {
+        for (int t = tid; t < BIN_CHUNK; t += BLOCK) {
+            const i64 i = base + t;
+            int rb = -1;  // the bin relative to bin_lo, -1 when the element does not count here
+            double v = 0.0;
+            if (i < hi && takes_part(mask, use_mask, i)) {
+                const i64 b = bins[i];
+                v = x[i];
+                if (b >= bin_lo && b < n_bins && b - bin_lo < span && isfinite(v))
+                    rb = (int)(b - bin_lo);
+            }
+            sb[t] = rb;
+            sx[t] = v;
         }
-        sb[tid] = rb;
-        sx[tid] = v;
         __syncthreads();
-        const i64 m = (hi - base < BLOCK) ? hi - base : BLOCK;
-        if (owns) {  // threads that own no bin (most of the block for 32 flag codes) skip the scan
-            for (i64 j = 0; j < m; ++j) {
-                const i64 r = sb[j];
-                if (r >= 0 && r % BLOCK == tid) acc[r / BLOCK] += sx[j];
+        const int m = (hi - base < BIN_CHUNK) ? (int)(hi - base) : BIN_CHUNK;
+        if (owns) {
+            for (int j = 0; j < m; ++j) {
+                const int r = sb[j];
+#pragma unroll
+                for (int q = 0; q < BINS_PER_THREAD; ++q)
+                    if (r == q * BLOCK + tid) acc[q] += sx[j];
             }
         }
         __syncthreads();
     }
+#pragma unroll
     for (int q = 0; q < BINS_PER_THREAD; ++q) {
         const i64 b = bin_lo + (i64)q * BLOCK + tid;
         if (b < n_bins) out[s * n_bins + b] = acc[q];
@@ -280,11 +290,12 @@ extern "C" __global__ void seg_bin_sum(const i64* offsets, const i64* bins, cons
 // (in element order, the sort being stable), write the total to each of them and flag order[i]
 // as the group's first element. `first` must be all false on entry.
 extern "C" __global__ void group_total(const i64* order, const i64* key_sorted,
-                                       const i64* seg_sorted, const double* x, double* totals,
+                                       const int* seg_sorted, const double* x, double* totals,
                                        bool* first, i64 n) {
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const i64 key = key_sorted[i], seg = seg_sorted[i];
+    const i64 key = key_sorted[i];
+    const int seg = seg_sorted[i];
     if (i > 0 && key_sorted[i - 1] == key && seg_sorted[i - 1] == seg) return;
     double tot = 0.0;
     i64 j = i;
@@ -337,10 +348,11 @@ extern "C" __global__ void seg_topk_mask(const i64* offsets, const double* x, co
     }
 }
 
-// Block s: out[i] = s for every element of segment s (the CSR's segment ids).
-extern "C" __global__ void segment_ids(const i64* offsets, i64* out) {
+// Block s: out[i] = s for every element of segment s (the CSR's segment ids; int32: a day has
+// far fewer than 2^31 stocks, and a 32-bit key halves the radix passes of a sort by segment).
+extern "C" __global__ void segment_ids(const i64* offsets, int* out) {
     const i64 s = blockIdx.x;
-    for (i64 i = offsets[s] + threadIdx.x; i < offsets[s + 1]; i += BLOCK) out[i] = s;
+    for (i64 i = offsets[s] + threadIdx.x; i < offsets[s + 1]; i += BLOCK) out[i] = (int)s;
 }
 
 // Thread s: out[s] = sum over j of m[s, cols[j]] for j = 0 .. n_cols-1, added left to right
