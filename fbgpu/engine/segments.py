@@ -169,11 +169,20 @@ class SegmentOps:
 
     def __init__(self, xp: ModuleType) -> None:
         self.xp = xp
+        self._rows: dict[tuple[int, int], Array] = {}
+        self._no_mask = xp.ones(1, dtype=bool)
 
     # -- helpers
     def rows(self, n_rows: int, row_len: int) -> Array:
-        """CSR offsets of a dense ``[n_rows, row_len]`` tensor flattened in C order."""
-        return self.xp.arange(n_rows + 1, dtype=self.xp.int64) * row_len
+        """CSR offsets of a dense ``[n_rows, row_len]`` tensor flattened in C order (built once
+        per shape and kept: the minute factors ask for the same few shapes every day)."""
+        key = (int(n_rows), int(row_len))
+        out = self._rows.get(key)
+        if out is None:
+            if len(self._rows) > 64:
+                self._rows.clear()
+            out = self._rows[key] = self.xp.arange(n_rows + 1, dtype=self.xp.int64) * row_len
+        return out
 
     def _f64(self, x: Array) -> Array:
         return self.xp.ascontiguousarray(self.xp.asarray(x).reshape(-1), dtype=self.xp.float64)
@@ -197,7 +206,7 @@ class SegmentOps:
 
     def _mask(self, mask: Array | None, n: int) -> tuple[Array, bool]:
         if mask is None:
-            return self.xp.ones(1, dtype=bool), False
+            return self._no_mask, False  # a one-element stand-in the kernels never read
         m = self.xp.ascontiguousarray(self.xp.asarray(mask).reshape(-1), dtype=bool)
         if m.shape[0] != n:
             raise SegmentError(f"mask has {m.shape[0]} elements, values have {n}")
@@ -444,25 +453,27 @@ class GpuSegmentOps(SegmentOps):
     def _sum(self, offsets, x, m, use):
         xp = self.xp
         S = offsets.shape[0] - 1
-        n = xp.zeros(S, dtype=xp.int64)
-        tot = xp.zeros(S, dtype=xp.float64)
+        # Outputs are allocated uninitialised wherever the kernel writes every element (one
+        # fill launch fewer per output: the minute family is launch-bound on a device).
+        n = xp.empty(S, dtype=xp.int64)
+        tot = xp.empty(S, dtype=xp.float64)
         self._launch("seg_sum", S, offsets, x, m, self._flag(use), n, tot)
         return n, tot
 
     def _moments(self, offsets, x, m, use):
         xp = self.xp
         S = offsets.shape[0] - 1
-        n = xp.zeros(S, dtype=xp.int64)
-        outs = [xp.full(S, xp.nan) for _ in range(6)]
+        n = xp.empty(S, dtype=xp.int64)
+        outs = [xp.empty(S, dtype=xp.float64) for _ in range(6)]
         self._launch("seg_moments", S, offsets, x, m, self._flag(use), n, *outs)
         return (n, *outs)
 
     def _corr(self, offsets, x, y, m, use):
         xp = self.xp
         S = offsets.shape[0] - 1
-        n = xp.zeros(S, dtype=xp.int64)
-        outs = [xp.full(S, xp.nan) for _ in range(3)]
-        deg = xp.ones(S, dtype=xp.uint8)
+        n = xp.empty(S, dtype=xp.int64)
+        outs = [xp.empty(S, dtype=xp.float64) for _ in range(3)]
+        deg = xp.empty(S, dtype=xp.uint8)
         self._launch("seg_corr", S, offsets, x, y, m, self._flag(use), n, *outs, deg)
         return (n, *outs, deg)
 
@@ -471,7 +482,7 @@ class GpuSegmentOps(SegmentOps):
 
         xp = self.xp
         S = offsets.shape[0] - 1
-        out = xp.zeros((S, n_bins), dtype=xp.float64)
+        out = xp.empty((S, n_bins), dtype=xp.float64)  # every bin is written by some launch
         per_launch = self.block * BINS_PER_THREAD
         for lo in range(0, n_bins, per_launch):  # one launch for up to 1,024 bins on a device
             self._launch("seg_bin_sum", S, offsets, bins, x, m, self._flag(use), out,
@@ -521,12 +532,12 @@ class GpuSegmentOps(SegmentOps):
         return out
 
     def _topk(self, offsets, x, valid, k):
-        out = self.xp.zeros(x.shape[0], dtype=bool)
+        out = self.xp.empty(x.shape[0], dtype=bool)
         self._launch("seg_topk_mask", offsets.shape[0] - 1, offsets, x, valid, k, out)
         return out
 
     def _threshold(self, offsets, x, thr, always):
-        out = self.xp.zeros(x.shape[0], dtype=bool)
+        out = self.xp.empty(x.shape[0], dtype=bool)
         self._launch("seg_threshold_mask", offsets.shape[0] - 1, offsets, x, thr, always, out)
         return out
 
