@@ -4,11 +4,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# FBGPU_EXTRAS: "dev" (CPU, default) or "dev,gpu" for a CUDA machine. `auto` adds gpu when
-# nvidia-smi sees a GPU.
+# FBGPU_EXTRAS: "dev" (CPU, default), "dev,gpu" for a CUDA 12 machine, "dev,gpu-cu13" for a CUDA
+# 13 one. `auto` adds the GPU extra when nvidia-smi sees a GPU: gpu-cu13 when its driver supports
+# CUDA 13 or newer, gpu otherwise.
 FBGPU_EXTRAS ?= auto
 EXTRAS := $(shell if [ "$(FBGPU_EXTRAS)" = "auto" ]; then \
-	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then echo dev,gpu; else echo dev; fi; \
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  v=$$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -n1); \
+	  if [ "$${v:-0}" -ge 13 ]; then echo dev,gpu-cu13; else echo dev,gpu; fi; \
+	else echo dev; fi; \
 	else echo $(FBGPU_EXTRAS); fi)
 STORE  ?= ./fbgpu-demo
 PYTEST_ARGS ?=

@@ -19,8 +19,12 @@ def _hadolint() -> str | None:
     return str(cand) if cand.exists() else shutil.which("hadolint")
 
 
-def test_there_is_a_cuda_and_a_cpu_image() -> None:
-    assert {p.suffix for p in DOCKERFILES} == {".cuda", ".cpu"}
+#: The GPU extra each image installs.
+GPU_EXTRA = {".cuda": "gpu", ".cuda13": "gpu-cu13", ".cpu": None}
+
+
+def test_there_is_a_cuda12_a_cuda13_and_a_cpu_image() -> None:
+    assert {p.suffix for p in DOCKERFILES} == set(GPU_EXTRA)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -39,14 +43,17 @@ def test_image_installs_with_the_makefile_step(dockerfile: Path) -> None:
     runs = re.findall(r"^RUN (.*(?:\\\n.*)*)", text, flags=re.M)
     installs = [r for r in runs if "pip" in r or "make" in r]
     # The only Python install step is the Makefile's own target; no pip call of its own.
-    assert installs and all(re.fullmatch(r"make install FBGPU_EXTRAS=[\w,]+", r.strip())
+    assert installs and all(re.fullmatch(r"make install FBGPU_EXTRAS=[\w,-]+", r.strip())
                             for r in installs), installs
-    assert "COPY --chown=fbgpu:fbgpu pyproject.toml Makefile" in text
+    assert "COPY --chown=fbgpu:fbgpu pyproject.toml setup.py Makefile" in text
+    assert "COPY --chown=fbgpu:fbgpu kernels ./kernels" in text
     assert re.search(r"^USER fbgpu$", text, flags=re.M), "image must not run as root"
     assert "HEALTHCHECK" in text and '"bench", "--quick"' in text
     assert 'ENTRYPOINT ["fbgpu"]' in text
-    extras = re.search(r"FBGPU_EXTRAS=([\w,]+)", text).group(1).split(",")
-    assert "gpu" in extras if dockerfile.suffix == ".cuda" else "gpu" not in extras
+    extras = re.search(r"FBGPU_EXTRAS=([\w,-]+)", text).group(1).split(",")
+    gpu = [e for e in extras if e.startswith("gpu")]
+    want = GPU_EXTRA[dockerfile.suffix]
+    assert gpu == ([want] if want else []), extras
 
 
 def test_makefile_install_target_is_what_test_and_demo_use() -> None:

@@ -19,8 +19,11 @@ from fbgpu.cli.common import BACKEND_OPTION, CONFIG_OPTION, STORE_OPTION, done
 
 
 def benchmarks_dir() -> Path:
-    """``<repository>/benchmarks``: the directory next to the (editable) ``fbgpu`` package."""
-    return Path(fbgpu.__file__).resolve().parents[1] / "benchmarks"
+    """``<repository>/benchmarks`` next to an editable ``fbgpu`` package, else the copy a wheel
+    ships as ``fbgpu/_bench`` (setup.py)."""
+    package = Path(fbgpu.__file__).resolve().parent
+    checkout = package.parent / "benchmarks"
+    return checkout if (checkout / "suite.py").is_file() else package / "_bench"
 
 
 def load_suite() -> ModuleType:
@@ -30,7 +33,7 @@ def load_suite() -> ModuleType:
         raise FileNotFoundError(
             f"the benchmark suite {path} is missing: `fbgpu bench` needs the repository's "
             "benchmarks/ directory next to the fbgpu package (an editable install, or the "
-            "Docker image)"
+            "Docker image) or a wheel's fbgpu/_bench"
         )
     if "fbgpu_bench_suite" in sys.modules:
         return sys.modules["fbgpu_bench_suite"]

@@ -32,8 +32,16 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: The folder of the CUDA C sources: ``kernels/`` at the top of the repository.
-KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels"
+def _kernel_dir() -> Path:
+    """``kernels/`` at the top of the checkout (editable installs, Docker images), else the copy
+    a wheel ships as ``fbgpu/_kernels`` (setup.py)."""
+    here = Path(__file__).resolve()
+    checkout = here.parents[2] / "kernels"
+    return checkout if (checkout / "segments.cu").is_file() else here.parents[1] / "_kernels"
+
+
+#: The folder of the CUDA C sources.
+KERNEL_DIR = _kernel_dir()
 #: The sources compiled into one module (their kernels are ``extern "C"``).
 SOURCES = ("segments.cu",)
 #: Every kernel of :data:`SOURCES` (also the host emulation's dispatch list).
