@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,22 +217,32 @@ def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = No
         "orders": "order" in families,
     }
     out = DayInputs(d, np.array([], dtype=object), {})
-    for t in present:
+
+    def read(t: str) -> tuple[str, Any, np.ndarray]:
         if t == "minute" and need["minute"]:
-            out.minute = store.read_minute(d, symbols)
-            out.source_symbols[t] = np.asarray(out.minute.symbols, dtype=object)
-        elif t == "trades" and need["trades"]:
-            out.trades = store.read_ticks("trades", d, TRADE_COLUMNS, symbols)
-            check_offsets(out.trades.offsets, out.trades.n_rows, f"trades/{d}")
-            out.source_symbols[t] = np.asarray(out.trades.symbols, dtype=object)
-        elif t == "orders" and need["orders"]:
-            out.orders = store.read_ticks("orders", d, ORDER_COLUMNS, symbols)
-            check_offsets(out.orders.offsets, out.orders.n_rows, f"orders/{d}")
-            out.source_symbols[t] = np.asarray(out.orders.symbols, dtype=object)
-        else:
-            syms = _symbols_of(store, t, d)
-            out.source_symbols[t] = syms if symbols is None else np.intersect1d(
-                syms, np.asarray(symbols, dtype=object))
+            m = store.read_minute(d, symbols)
+            return t, m, np.asarray(m.symbols, dtype=object)
+        if t in ("trades", "orders") and need[t]:
+            ticks = store.read_ticks(t, d, TRADE_COLUMNS if t == "trades" else ORDER_COLUMNS,
+                                     symbols)
+            check_offsets(ticks.offsets, ticks.n_rows, f"{t}/{d}")
+            return t, ticks, np.asarray(ticks.symbols, dtype=object)
+        syms = _symbols_of(store, t, d)
+        return t, None, syms if symbols is None else np.intersect1d(
+            syms, np.asarray(symbols, dtype=object))
+
+    # The partitions are decoded concurrently (pyarrow releases the GIL while it decodes):
+    # reading is most of a day's time on a GPU, and a large part on a many-core CPU.
+    workers = min(len(present), os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="fbgpu-read") as pool:
+            parts = list(pool.map(read, present))
+    else:
+        parts = [read(t) for t in present]
+    for t, data, syms in parts:
+        if data is not None:
+            setattr(out, t, data)
+        out.source_symbols[t] = syms
     out.universe = np.array(sorted(set().union(*out.source_symbols.values())), dtype=object)
     return out
 
