@@ -68,7 +68,10 @@ def code_version() -> str:
     for p in sorted(pkg.rglob("*.py")):
         h.update(str(p.relative_to(pkg)).encode())
         h.update(p.read_bytes())
+    # The CUDA C kernels: the checkout's kernels/, or the copy a wheel ships as fbgpu/_kernels.
     kernels = pkg.parent / "kernels"
+    if not kernels.is_dir():
+        kernels = pkg / "_kernels"
     if kernels.is_dir():
         for p in sorted(kernels.glob("*.cu")):
             h.update(p.name.encode())
