@@ -93,6 +93,41 @@ def load_factor_values(
     return out, names
 
 
+def factor_values_from_cube(cube: Any, market: Market, names: list[str] | None,
+                            xp: Any) -> tuple[Any, list[str]]:
+    """Raw daily factor values ``[D, S, F]`` on the market's calendar and symbols, taken from an
+    in-memory :class:`fbgpu.factors.FactorCube` on the backend's device (no store read, no host
+    copy: only the date/symbol index maps, host metadata, are uploaded).
+
+    The same layout as :func:`load_factor_values`: calendar days without cube values are NaN,
+    cube stocks outside the market are dropped.
+    """
+    names = list(names) if names is not None else list(cube.names)
+    missing = [n for n in names if n not in cube.names]
+    if missing:
+        raise StoreError(f"the factor cube lacks factors {missing} (has {cube.names})")
+    day_of = {d: i for i, d in enumerate(market.dates)}
+    pairs = [(i, day_of[d]) for i, d in enumerate(cube.dates) if d in day_of]
+    if not pairs:
+        raise StoreError(f"the factor cube ({cube.dates[0]}..{cube.dates[-1]}) has no date in "
+                         f"the daily table ({market.dates[0]}..{market.dates[-1]})")
+    sym_of = {str(x): j for j, x in enumerate(market.symbols)}
+    cols = [(i, sym_of[str(x)]) for i, x in enumerate(cube.symbols) if str(x) in sym_of]
+    D, S = market.shape
+    out = xp.full((D, S, len(names)), xp.nan)
+    if cols:
+        src_d = xp.asarray(np.array([p[0] for p in pairs], dtype=np.int64))
+        dst_d = xp.asarray(np.array([p[1] for p in pairs], dtype=np.int64))
+        src_s = xp.asarray(np.array([c[0] for c in cols], dtype=np.int64))
+        dst_s = xp.asarray(np.array([c[1] for c in cols], dtype=np.int64))
+        src_f = xp.asarray(np.array([cube.names.index(n) for n in names], dtype=np.int64))
+        vals = xp.asarray(cube.values)[src_d[:, None, None], src_s[None, :, None],
+                                       src_f[None, None, :]]
+        out[dst_d[:, None, None], dst_s[None, :, None],
+            xp.arange(len(names))[None, None, :]] = vals
+    return out, names
+
+
 def build_panel(
     store: Store,
     market: Market,
@@ -100,16 +135,22 @@ def build_panel(
     panel_config: PanelConfig | None = None,
     pool_config: PoolConfig | None = None,
     backend: Backend | str = "auto",
+    factors: Any = None,
 ) -> FactorPanel:
-    """Read raw factors and preprocess them over the market's universe, on ``backend``.
+    """Raw factors preprocessed over the market's universe, on ``backend``.
 
-    The result's arrays live on the backend's device (cupy on the GPU); panel value ``[T]``
-    depends only on data up to T.
+    The raw values come from ``factors``, an in-memory :class:`fbgpu.factors.FactorCube` on the
+    same backend, when given (the device-resident route: nothing is read back from the store),
+    else from the store's ``factors`` table; both give the same panel. The result's arrays live
+    on the backend's device (cupy on the GPU); panel value ``[T]`` depends only on data up to T.
     """
     be = get_backend(backend) if not isinstance(backend, Backend) else backend
-    raw, names = load_factor_values(store, market, names)
-    universe = market.universe(pool_config)
     xp = be.xp
+    if factors is not None:
+        raw, names = factor_values_from_cube(factors, market, names, xp)
+    else:
+        raw, names = load_factor_values(store, market, names)
+    universe = market.universe(pool_config)
     values = preprocess_panel(
         xp.asarray(raw), xp.asarray(universe), xp.asarray(market.industry),
         xp.asarray(market.log_cap()), panel_config,
