@@ -128,6 +128,7 @@ def run_demo(
         if stage not in STAGES:
             raise ValueError(f"unknown demo stage {stage!r}; stages are {', '.join(STAGES)}")
     report_path: Path | None = None
+    cube = None  # the factor cube handed from the factors stage to the evaluation, in memory
     for stage in cfg.stages:
         if stage == "synth":
             if synth_is_current(store, cfg.preset, cfg.seed):
@@ -142,11 +143,15 @@ def run_demo(
                        lambda m=market: generate_market(store, m, seed=cfg.seed), backend)
         elif stage == "factors":
             fcfg = FactorConfig(**sc.get("factors", {}))
-            _run_stage(store, "factors",
-                       lambda c=fcfg: run_factors(store, backend=backend, config=c), backend)
+            summary = _run_stage(store, "factors", lambda c=fcfg: run_factors(
+                store, backend=backend, config=c, keep=True), backend)
+            # Freshly computed values go on to the evaluation in memory, on the backend's
+            # device; when dates were skipped as current the evaluation reads the store.
+            cube = getattr(summary, "cube", None)
         elif stage == "evaluate":
             _run_stage(store, "evaluate",
-                       lambda: run_evaluate(store, config=sc.get("evaluate"), backend=backend),
+                       lambda c=cube: run_evaluate(store, config=sc.get("evaluate"),
+                                                   backend=backend, factors=c),
                        backend)
         elif stage == "train":
             tcfg = load_train_config({"seeds": [cfg.seed], **sc.get("train", {})}, demo=True)

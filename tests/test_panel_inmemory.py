@@ -60,3 +60,25 @@ def test_cube_to_panel_on_the_standin_device(store_with_factors: Store) -> None:
     assert np.isfinite(ref.values).sum() > 50
     np.testing.assert_allclose(b.to_host(panel.values), ref.values, rtol=1e-9, atol=1e-12,
                                equal_nan=True)
+
+
+def test_evaluate_from_the_kept_cube_equals_the_store_route(tiny_store: Store,
+                                                             tmp_path) -> None:
+    """``run_factors(keep=True)`` hands its values to ``run_evaluate(factors=...)`` in memory
+    (the demo's route); the evaluation is the one the store route gives. A re-run that skips
+    every date as current keeps no cube (the store then has the values)."""
+    import pandas as pd
+
+    from fbgpu.evaluate import run_evaluate
+
+    root = tmp_path / "store"
+    shutil.copytree(tiny_store.root, root)
+    store = Store(root)
+    summary = run_factors(store, backend="cpu", progress=False, keep=True)
+    assert summary.cube is not None and summary.cube.shape[2] == 27
+    via_cube = run_evaluate(store, backend="cpu", progress=False, factors=summary.cube)
+    via_store = run_evaluate(store, backend="cpu", progress=False)
+    pd.testing.assert_frame_equal(via_cube.summary, via_store.summary)
+    pd.testing.assert_frame_equal(via_cube.composites, via_store.composites)
+    again = run_factors(store, backend="cpu", progress=False, keep=True)
+    assert again.dates_skipped and again.cube is None

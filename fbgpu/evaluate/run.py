@@ -225,6 +225,7 @@ def run_evaluate(
     backend: Backend | str = "auto",
     progress: bool = True,
     directions: dict[str, int] | None = None,
+    factors: Any = None,
 ) -> EvaluateResult:
     """Evaluate every factor of the store and write tables and figures; see the module docstring.
 
@@ -234,6 +235,9 @@ def run_evaluate(
         backend: ``cpu``, ``gpu`` or ``auto``; the panel and the per-date statistics run on it.
         progress: show a progress bar over the factors.
         directions: direction overrides (merged over ``config.directions``).
+        factors: the raw factor values in memory (a :class:`fbgpu.factors.FactorCube` on the
+            backend's device, e.g. ``run_factors(..., keep=True).cube``) instead of the store's
+            ``factors`` table; the results are the same.
     """
     t0 = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
@@ -248,11 +252,12 @@ def run_evaluate(
     be = get_backend(backend)
     xp = be.xp
     market = load_market(store)
-    names = list(cfg.factors) if cfg.factors else factor_names(store)
+    names = list(cfg.factors) if cfg.factors else (
+        list(factors.names) if factors is not None else factor_names(store))
     dirs = resolve_directions(names, {**cfg.directions, **(directions or {})})
     log.info("evaluate: %d factors, %d dates x %d stocks, backend %s", len(names),
              len(market.dates), len(market.symbols), be.name)
-    panel = build_panel(store, market, names, cfg.panel, cfg.pool, be)
+    panel = build_panel(store, market, names, cfg.panel, cfg.pool, be, factors=factors)
 
     D = len(market.dates)
     rows = rebalance_indices(D, cfg.rebalance_every, cfg.rebalance_offset)

@@ -108,6 +108,10 @@ class FactorRunSummary:
     factors: int = 0
     seconds: float = 0.0
     backend: str = ""
+    #: With ``run_factors(..., keep=True)`` and every date computed (none skipped as current):
+    #: the values as a :class:`FactorCube` on the backend's device, for the next stage to take
+    #: in memory (:func:`fbgpu.panel.build_panel` ``factors=``).
+    cube: FactorCube | None = None
 
     def line(self) -> str:
         return (
@@ -374,10 +378,16 @@ def compute_factors(
     names = resolve_names(list(names) if names is not None else None)
     b = get_backend(backend)
     ops = segment_ops(b)
-    xp = ops.xp
     dates = [_as_date(d) for d in dates]
     it = track(dates, "factors") if progress else dates
     days = [compute_day(store, d, names, b, config, ops) for d in it]
+    return assemble_cube(days, names, b)
+
+
+def assemble_cube(days: Sequence[DayFactors], names: list[str], backend: Backend) -> FactorCube:
+    """Days' values stacked into a :class:`FactorCube` on ``backend``'s device (symbols: the
+    sorted union; NaN where a stock is not in a day's universe)."""
+    xp = backend.xp
     symbols = np.array(sorted(set().union(*[set(x.symbols) for x in days])), dtype=object)
     values = xp.full((len(days), len(symbols), len(names)), xp.nan)
     present = np.zeros((len(days), len(symbols)), dtype=bool)
@@ -385,7 +395,7 @@ def compute_factors(
         pos = _positions(symbols, day.symbols)
         present[i, pos] = True
         values[i, xp.asarray(pos)] = day.values
-    return FactorCube(values, dates, symbols, names, present, b.name)
+    return FactorCube(values, [d.date for d in days], symbols, list(names), present, backend.name)
 
 
 def input_dates(store: Store, start: dt.date | str | None, end: dt.date | str | None
@@ -410,12 +420,14 @@ def run_factors(
     config: FactorConfig | None = None,
     progress: bool = True,
     memory_budget: float | str | None = None,
+    keep: bool = False,
 ) -> FactorRunSummary:
     """Compute and store the ``factors`` table for every input date in ``[start, end]``.
 
     ``memory_budget`` (bytes, ``"auto"`` = half the free host/device memory, None = whole days)
     processes a day in stock chunks that fit it (:func:`stock_chunks`); the values do not depend
-    on it, so it is not part of the config hash.
+    on it, so it is not part of the config hash. ``keep`` also returns the computed values in
+    memory (``summary.cube``, on the backend's device) when no date was skipped.
 
     One partition per date: ``date, symbol`` and one float64 column per factor, with a manifest
     holding the config hash (configuration + factor selection) and the content hashes of the
@@ -435,6 +447,7 @@ def run_factors(
         )
     chash = config_hash({"config": cfg.model_dump(mode="json"), "names": names})
     summary = FactorRunSummary(factors=len(names), backend=b.name)
+    kept: list[DayFactors] = []
     for d in track(dates, "factors") if progress else dates:
         inputs = store.fingerprints([(t, d) for t in SOURCES if store.has(t, d)])
         if store.is_current(FACTORS_TABLE, d, config_hash_=chash, inputs=inputs):
@@ -452,6 +465,10 @@ def run_factors(
                     extra={"backend": b.name, "device": b.device})
         summary.dates_computed.append(d)
         summary.stock_days += len(day.symbols)
+        if keep:
+            kept.append(day)
+    if keep and kept and not summary.dates_skipped:
+        summary.cube = assemble_cube(kept, names, b)
     summary.seconds = time.perf_counter() - t0
     log.info(summary.line())
     return summary
