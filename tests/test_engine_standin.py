@@ -19,9 +19,12 @@ from fbgpu.engine.standin import CROSSINGS, STANDIN, HostCrossingError, standin_
     lambda a: bool(a[:1]), lambda a: float(a[0]), lambda a: int(a[0]), lambda a: a.item(0),
     lambda a: a.tolist(), lambda a: list(a), lambda a: a[a > 0],
     lambda a: np.flatnonzero(a), lambda a: np.nonzero(a), lambda a: np.unique(a),
-    lambda a: range(10)[a[0]],
+    lambda a: range(10)[a[0]], lambda a: a.nonzero(), lambda a: a.compress(a > 0),
+    lambda a: STANDIN.where(a > 0), lambda a: np.bincount(STANDIN.asarray(np.array([0, 2]))),
+    lambda a: a.tobytes(), lambda a: f"{a.sum():.3f}", lambda a: np.array_equal(a, a),
 ], ids=["bool", "float", "int", "item", "tolist", "iter", "mask-index", "flatnonzero",
-        "nonzero", "unique", "index"])
+        "nonzero", "unique", "index", "nonzero-method", "compress-method", "where-1-arg",
+        "bincount", "tobytes", "format", "array_equal"])
 def test_implicit_crossings_raise(op) -> None:
     a = STANDIN.asarray(np.array([1.0, -2.0, 3.0]))
     with pytest.raises(HostCrossingError, match="device->host"):

@@ -128,10 +128,15 @@ def get_backend(name: BackendName | str = "auto") -> Backend:
 
 
 def array_module(a: Any) -> ModuleType:
-    """numpy or cupy, whichever owns ``a`` (the ``xp`` of an existing array)."""
+    """numpy, cupy or the stand-in device's namespace, whichever owns ``a`` (the ``xp`` of an
+    existing array)."""
     mod = type(a).__module__
     if mod.startswith("cupy"):
         import cupy
 
         return cupy
+    if mod == "fbgpu.engine.standin":  # the CPU stand-in device's arrays
+        from fbgpu.engine.standin import STANDIN
+
+        return STANDIN
     return np

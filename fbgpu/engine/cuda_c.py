@@ -116,7 +116,6 @@ class EmulatedKernels:
         self._fn.restype = ctypes.c_int
         self._fn.argtypes = [ctypes.c_char_p, ctypes.c_longlong, ctypes.c_longlong,
                              ctypes.POINTER(ctypes.c_void_p)]
-        self._lock = threading.Lock()  # the emulation's launch state is process-global
 
     def launch(self, name: str, grid: int, block: int, args: tuple[Any, ...]) -> None:
         if grid <= 0:
@@ -139,10 +138,15 @@ class EmulatedKernels:
                                 f"got {type(a).__name__}")
             keep.append(v)
             ptrs[j] = ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
-        with self._lock:
+        # The emulation's launch state (block size, the barrier, the static "__shared__" arrays)
+        # is process-global, and ctypes releases the GIL: one launch at a time per process.
+        with _EMULATION_LOCK:
             rc = self._fn(name.encode(), int(grid), int(block), ptrs)
         if rc != 0:
             raise KernelBuildError(f"the emulated kernels have no kernel {name!r}")
+
+
+_EMULATION_LOCK = threading.Lock()
 
 
 def _cache_dir() -> Path:
@@ -189,8 +193,14 @@ def kernels_for(xp: Any) -> DeviceKernels | EmulatedKernels:
     from fbgpu.engine.standin import is_host_namespace
 
     if is_host_namespace(xp):
-        return EmulatedKernels()
+        return emulated_kernels()
     return device_kernels()
+
+
+@cache
+def emulated_kernels() -> EmulatedKernels:
+    """The host-emulated kernels (one library per process)."""
+    return EmulatedKernels()
 
 
 def _find_nvrtc() -> str | None:

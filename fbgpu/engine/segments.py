@@ -32,6 +32,7 @@ Backends: :class:`CpuSegmentOps` (numba ``prange`` kernels in :mod:`.cpu_kernels
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -312,7 +313,7 @@ class SegmentOps:
         columns are kept: a subset of flag codes whose complement holds only zeros sums to
         exactly its superset, on both backends.
         """
-        cols = np.asarray(cols, dtype=np.int64).reshape(-1)
+        cols = np.ascontiguousarray(np.asarray(cols, dtype=np.int64).reshape(-1))
         S, W = int(m.shape[0]), int(m.shape[1])
         if cols.size and (cols.min() < 0 or cols.max() >= W):
             raise SegmentError(f"columns {cols.tolist()} outside 0..{W - 1}")
@@ -540,6 +541,15 @@ class GpuSegmentOps(SegmentOps):
         out = self.xp.empty(x.shape[0], dtype=bool)
         self._launch("seg_threshold_mask", offsets.shape[0] - 1, offsets, x, thr, always, out)
         return out
+
+
+@functools.cache
+def ops_for(xp: Any) -> SegmentOps:
+    """The primitives that run on ``xp``'s arrays: the CPU kernels for numpy, the GPU kernels for
+    cupy (and for the CPU stand-in device). For array code that has an ``xp`` but no backend."""
+    if xp is np:
+        return CpuSegmentOps()
+    return GpuSegmentOps(xp)
 
 
 def segment_ops(backend: Backend | str) -> SegmentOps:

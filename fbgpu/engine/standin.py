@@ -12,10 +12,11 @@ counted (:data:`CROSSINGS`). The GPU kernels run on it under the host emulation
 (:class:`fbgpu.engine.cuda_c.EmulatedKernels`). Uploads (``xp.asarray`` of a host array) are
 counted too.
 
-Limits: numpy functions that take a stand-in array and return a host scalar without going through
-one of the methods above (``np.sum(a)`` returns a 0-d stand-in array, which is fine; ``len(a)`` is a
-shape, also fine) are not crossings; a ``numpy`` call on a stand-in array made outside ``xp``
-(say ``np.asarray(a)``) is not caught, since numpy hands subclasses over as views.
+Limits: reductions return 0-d stand-in arrays (as cupy does) and shapes are host data (fine); but a
+``numpy`` call on a stand-in array made outside ``xp`` that converts it (``np.asarray(a)``,
+``a.view(np.ndarray)``) is not caught, since numpy hands subclasses over as views (cupy raises a
+TypeError on ``np.asarray``), nor is a crossing hidden inside a numpy function this module does
+not list.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ class HostCrossingError(RuntimeError):
 CROSSINGS: Counter[str] = Counter()
 _lock = threading.Lock()
 
-#: numpy functions whose output shape depends on the data (a device->host sync on a GPU).
-_DATA_DEPENDENT = {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.compress, np.extract}
+#: numpy functions that synchronise a GPU under cupy: an output shape that depends on the data
+#: (nonzero, unique, ...; bincount's size is max(x) + 1 and it checks x >= 0 on the host;
+#: histogram's range), or a Python result (array_equal).
+_DATA_DEPENDENT = {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.compress, np.extract,
+                   np.bincount, np.histogram, np.array_equal, np.array_equiv}
 
 
 def _crossing(what: str) -> HostCrossingError:
@@ -79,6 +83,18 @@ class StandinArray(np.ndarray):
     def tolist(self) -> Any:
         raise _crossing(".tolist()")
 
+    def tobytes(self, order: str = "C") -> bytes:
+        raise _crossing(".tobytes()")
+
+    def __format__(self, spec: str) -> str:
+        raise _crossing("formatting")
+
+    def nonzero(self) -> Any:
+        raise _crossing(".nonzero() (a data-dependent shape)")
+
+    def compress(self, *args: Any, **kwargs: Any) -> Any:
+        raise _crossing(".compress() (a data-dependent shape)")
+
     def __getitem__(self, key: Any) -> Any:
         keys = key if isinstance(key, tuple) else (key,)
         if any(isinstance(k, np.ndarray) and k.dtype == bool for k in keys):
@@ -94,7 +110,10 @@ class StandinArray(np.ndarray):
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         if func in _DATA_DEPENDENT:
             raise _crossing(f"numpy.{func.__name__} (a data-dependent shape)")
-        out = super().__array_function__(func, types, args, kwargs)
+        # numpy's own implementation runs on plain views (its internals may legitimately do
+        # host-style things on intermediates, e.g. nanmedian's masked arrays; cupy's versions
+        # of these functions run on the device): the checks are on what fbgpu code does.
+        out = func(*_strip(args), **_strip(kwargs))
         # Functions that do not keep subclasses (where, clip, ...) still return device arrays.
         if isinstance(out, tuple):
             return tuple(_device(o) for o in out)
@@ -105,6 +124,18 @@ class StandinArray(np.ndarray):
         with _lock:
             CROSSINGS["to_host"] += 1
         return np.array(self.view(np.ndarray), copy=True)
+
+
+def _strip(obj: Any) -> Any:
+    """``obj`` with every stand-in array replaced by a plain ndarray view (inside tuples, lists
+    and dicts too)."""
+    if isinstance(obj, StandinArray):
+        return obj.view(np.ndarray)
+    if isinstance(obj, tuple | list):
+        return type(obj)(_strip(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items()}
+    return obj
 
 
 def _device(a: Any) -> Any:
@@ -121,7 +152,8 @@ class StandinNamespace:
     host_standin = True
     __name__ = "fbgpu.engine.standin"
     _CREATE = ("empty", "zeros", "ones", "full", "arange", "empty_like", "zeros_like",
-               "ones_like", "full_like", "linspace", "stack", "concatenate", "from_dlpack")
+               "ones_like", "full_like", "linspace", "stack", "concatenate", "from_dlpack",
+               "array")
 
     def __getattr__(self, name: str) -> Any:
         obj = getattr(np, name)
@@ -131,6 +163,11 @@ class StandinNamespace:
 
             return create
         return obj
+
+    def where(self, cond: Any, *xy: Any) -> Any:
+        if not xy:
+            raise _crossing("where(cond) with one argument (nonzero: a data-dependent shape)")
+        return _device(np.where(cond, *xy))
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """An upload when ``a`` is host data (counted), a no-op view for device data."""

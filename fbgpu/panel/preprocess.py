@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from fbgpu.engine.backend import array_module
+from fbgpu.engine.segments import ops_for
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +209,9 @@ def neutralize(
 
     Method (Frisch-Waugh-Lovell): with a full set of industry dummies the OLS residual equals the
     residual of the within-industry-demeaned factor regressed on the within-industry-demeaned
-    exposures. Industry means come from one scatter-add (``bincount``) over ``(day, industry,
-    factor)`` keys; the ``C x C`` normal equations of all ``(day, factor)`` pairs are then solved
+    exposures. Industry means come from one segmented histogram (``bin_sum`` over the ``(day,
+    factor)`` rows by industry: fixed order, no atomics, no host sync); the ``C x C`` normal
+    equations of all ``(day, factor)`` pairs are then solved
     in one batched ``xp.linalg.solve``. Each ``(day, factor)`` uses exactly the stocks where that
     factor, the industry and every exposure are finite, so the result equals a per-day
     ``numpy.linalg.lstsq`` on those rows. A degenerate exposure (zero within-industry variance)
@@ -244,26 +246,31 @@ def neutralize(
     w = valid.astype(xp.float64)
 
     cell_group = xp.broadcast_to(groups[:, :, None], (D, S, F))
-    f_index = xp.arange(F)[None, None, :]
+    ops = ops_for(xp)
+    rows = ops.rows(D * F, S)
 
-    def keys(g: Array, n_groups: int) -> Array:
-        """Flat key of (day, group, factor) for every (day, stock, factor) cell."""
-        return ((xp.arange(D)[:, None, None] * n_groups + g) * F + f_index).ravel()
+    def group_sums(g: Array, v: Array, n_groups: int) -> Array:
+        """``[D, n_groups, F]``: per (day, group, factor), the sum of ``v`` over the stocks.
 
-    def counts(g: Array, n_groups: int) -> Array:
-        return xp.bincount(keys(g, n_groups), weights=w.ravel(),
-                           minlength=D * n_groups * F).reshape(D, n_groups, F)
+        One segmented histogram (:meth:`~fbgpu.engine.segments.SegmentOps.bin_sum`) over the
+        (day, factor) rows, stocks in order: a fixed order of additions on both backends (no
+        float atomics, unlike a weighted ``bincount`` on a GPU) and no device->host sync (a
+        ``bincount`` reads its keys' maximum back). ``v`` must be finite.
+        """
+        vals = xp.ascontiguousarray(xp.moveaxis(v, 1, 2)).reshape(-1)
+        bins = xp.ascontiguousarray(xp.moveaxis(g, 1, 2)).reshape(-1)
+        out = ops.bin_sum(rows, bins, vals, n_groups).reshape(D, F, n_groups)
+        return xp.moveaxis(out, 1, 2)
 
     if min_industry_size > 1 and industry is not None:
-        small = counts(cell_group, K) < min_industry_size
+        small = group_sums(cell_group, w, K) < min_industry_size
         cell_group = xp.where(xp.take_along_axis(small, cell_group, axis=1), K, cell_group)
         K += 1
-    key = keys(cell_group, K)
-    n_group = xp.bincount(key, weights=w.ravel(), minlength=D * K * F).reshape(D, K, F)
+    n_group = group_sums(cell_group, w, K)
 
     def group_mean(v: Array) -> Array:
         """Per-cell mean of ``v`` over the valid stocks of the cell's (day, industry, factor)."""
-        s = xp.bincount(key, weights=(w * v).ravel(), minlength=D * K * F).reshape(D, K, F)
+        s = group_sums(cell_group, w * v, K)
         with np.errstate(invalid="ignore", divide="ignore"):
             m = s / n_group
         m = xp.where(n_group > 0, m, 0.0)
