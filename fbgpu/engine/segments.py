@@ -444,6 +444,7 @@ class GpuSegmentOps(SegmentOps):
 
         self.kernels = kernels if kernels is not None else kernels_for(xp)
         self.block = int(self.kernels.block)
+        self._cols: dict[tuple[int, ...], Array] = {}
 
     def _launch(self, name: str, grid: int, *args: Any, block: int | None = None) -> None:
         self.kernels.launch(name, int(grid), self.block if block is None else block, args)
@@ -515,8 +516,14 @@ class GpuSegmentOps(SegmentOps):
     def _ordered_column_sum(self, m, cols):
         S, W = m.shape
         out = self.xp.empty(S, dtype=self.xp.float64)
+        # The column lists are a handful of fixed filters: each is uploaded once per ops, not
+        # once per call (a pageable host->device copy waits for the stream on a GPU).
+        key = tuple(int(c) for c in cols)
+        dev_cols = self._cols.get(key)
+        if dev_cols is None:
+            dev_cols = self._cols[key] = self.xp.asarray(cols)
         self._launch("ordered_column_sum", (S + self.block - 1) // self.block, m, np.int64(S),
-                     np.int64(W), self.xp.asarray(cols), np.int64(cols.size), out)
+                     np.int64(W), dev_cols, np.int64(cols.size), out)
         return out
 
     def _stable_argsort(self, keys: Array) -> Array:
