@@ -59,10 +59,15 @@ def test_factor_day_on_the_standin_device_matches_cpu(tmp_path) -> None:
     b = standin_backend()
     day = day_to_backend(host_day, b)
     ops = GpuSegmentOps(b.xp)
+    compute_loaded_day(day, ops=ops)  # first day: the ops upload their fixed column lists
     before = CROSSINGS.copy()
     values = compute_loaded_day(day, ops=ops).values
+    uploads = CROSSINGS["upload"] - before["upload"]
     got = b.to_host(values)
     assert CROSSINGS["to_host"] - before["to_host"] == 1
+    # Per day, only host metadata goes up: each family's positions in the universe (3) and the
+    # minute rows of the trading stocks (2 index arrays). No data round trip.
+    assert uploads == 5, uploads
     cpu = compute_loaded_day(host_day, ops=segment_ops("cpu")).values
     np.testing.assert_allclose(got, cpu, rtol=1e-9, atol=1e-12, equal_nan=True)
     assert np.isfinite(cpu).sum() > 100
