@@ -157,9 +157,9 @@ def run_demo(
             tcfg = load_train_config({"seeds": [cfg.seed], **sc.get("train", {})}, demo=True)
             ecfg = EvaluateConfig.from_dict(sc.get("evaluate", {}))
             _run_stage(store, "train",
-                       lambda c=tcfg, e=ecfg: run_train(
+                       lambda c=tcfg, e=ecfg, f=cube: run_train(
                            store, model=cfg.models, config=c, backend=backend,
-                           panel_config=e.panel, pool_config=e.pool), backend)
+                           panel_config=e.panel, pool_config=e.pool, factors=f), backend)
         elif stage == "backtest":
             score = best_score(store)
             _run_stage(store, "backtest",

@@ -82,3 +82,21 @@ def test_evaluate_from_the_kept_cube_equals_the_store_route(tiny_store: Store,
     pd.testing.assert_frame_equal(via_cube.composites, via_store.composites)
     again = run_factors(store, backend="cpu", progress=False, keep=True)
     assert again.dates_skipped and again.cube is None
+
+
+def test_model_inputs_from_the_cube_equal_the_store_route(store_with_factors: Store) -> None:
+    """The HF model's input panel (what run_train hands to torch) from the in-memory cube."""
+    from fbgpu.engine.backend import get_backend
+    from fbgpu.models import load_train_config
+    from fbgpu.models.api import load_model_inputs
+
+    store = store_with_factors
+    cube = compute_factors(store, input_dates(store, None, None), backend="cpu")
+    cfg = load_train_config({})
+    be = get_backend("cpu")
+    via_store = load_model_inputs(store, cfg, be, ["hf"])
+    via_cube = load_model_inputs(store, cfg, be, ["hf"], factors=cube)
+    assert via_cube.factor_names == via_store.factor_names
+    np.testing.assert_array_equal(via_cube.hf_panel, via_store.hf_panel)
+    np.testing.assert_array_equal(via_cube.label, via_store.label)
+    assert np.isfinite(via_store.hf_panel).sum() > 1000

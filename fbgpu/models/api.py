@@ -113,6 +113,7 @@ def load_model_inputs(
     market: Market | None = None,
     panel_config: PanelConfig | None = None,
     pool_config: PoolConfig | None = None,
+    factors: Any = None,
 ) -> ModelInputs:
     """Pool, labels, factor panel (on the backend's device) and bars for ``kinds`` from a store.
 
@@ -122,7 +123,10 @@ def load_model_inputs(
     Pool = :meth:`Market.pool`; label = :meth:`Market.labels` over T+1 -> T+1+h, z-scored over
     the pool; panel = :func:`fbgpu.panel.build_panel` (smoothing, winsorizing, neutralizing,
     z-scoring over the universe of each day, computed on ``backend``); sample dates =
-    :func:`fbgpu.panel.rebalance_indices` (the evaluation's rebalance grid).
+    :func:`fbgpu.panel.rebalance_indices` (the evaluation's rebalance grid). ``factors``, an
+    in-memory :class:`fbgpu.factors.FactorCube` on the backend's device, replaces the store's
+    ``factors`` table as the panel's source (the same panel; see
+    :func:`fbgpu.panel.build_panel`).
     """
     srcs = {s for k in kinds for s in sources_for(k)}
     market = market if market is not None else load_market(store)
@@ -134,7 +138,7 @@ def load_model_inputs(
         from fbgpu.panel.build import build_panel
 
         fp = build_panel(store, market, panel_config=panel_config, pool_config=pool_config,
-                         backend=backend)
+                         backend=backend, factors=factors)
         # float32 on the device: the one conversion copy of the panel (see docs/models.md).
         hf_panel, names = xp.asarray(fp.values, dtype=xp.float32), tuple(fp.names)
     bars = None
@@ -307,6 +311,7 @@ def run_train(
     report: bool = True,
     panel_config: PanelConfig | None = None,
     pool_config: PoolConfig | None = None,
+    factors: Any = None,
 ) -> TrainSummary:
     """Train ``model`` (a kind of :data:`MODEL_KINDS`, or ``"all"``) on rolling windows.
 
@@ -317,7 +322,10 @@ def run_train(
     Checkpoints go to ``<store>/models/<kind>/<retrain date>/seed<k>.pt`` (resumable: a complete
     window whose configuration and input partitions are unchanged is loaded, not retrained);
     out-of-sample scores go to the ``scores`` table; ``fused`` is (re)computed whenever both
-    ``hf_gru`` and ``lf_mtl`` are in the table afterwards.
+    ``hf_gru`` and ``lf_mtl`` are in the table afterwards. ``factors`` (an in-memory
+    :class:`fbgpu.factors.FactorCube` on the backend's device) is the HF panel's source instead
+    of the store's ``factors`` table, as in :func:`load_model_inputs`; checkpoints still name the
+    stored partitions as their inputs, so pass only a cube whose values were also stored.
     """
     t0 = time.perf_counter()
     st = store if isinstance(store, Store) else Store(store)
@@ -328,7 +336,7 @@ def run_train(
     be = backend if isinstance(backend, Backend) else get_backend(backend)
     device = torch_device(be.name)
     inputs = load_model_inputs(st, cfg, be, kinds, panel_config=panel_config,
-                               pool_config=pool_config)
+                               pool_config=pool_config, factors=factors)
     srcs: list[str] = []
     for k in kinds:
         srcs += [s for s in sources_for(k) if s not in srcs]
