@@ -95,8 +95,8 @@ CASES = [
          b"OrderPrice,Balance,OrderBSFlag\n2024.01.02,09:30:00.000,600000,5,3,Q,8.0,100,B\n",
          1, "OrdType", "unknown code 'Q'", fmt="sse-order"),
     Case("conflicting minute bars", b"symbol,date,time,open,high,low,close,volume,amount\n"
-         b"000001.SZ,20240102,93100000,1,1,1,1,100,100\n"
-         b"000001.SZ,20240102,93100000,1,1,1,1.1,100,100\n", 2, "close", "corrupt",
+         b"000001.SZ,20240102,93100000,1,1.1,1,1,100,100\n"
+         b"000001.SZ,20240102,93100000,1,1.1,1,1.1,100,100\n", 2, "close", "corrupt",
          fmt="minute-bars"),
     Case("daily symbol twice", b"date,symbol,open,high,low,close,volume,amount\n"
          b"20240102,000001.SZ,1,1,1,1,100,100\n20240102,000001.SZ,1,1,1,1,100,100\n", 2,

@@ -111,10 +111,11 @@ def test_no_look_ahead(tiny_store: Store, tmp_path: Path) -> None:
     before = _hashes(a, dates[:2])
     ingest(a, "sse-trade", [files["sse-trade"][2]])
     assert _hashes(a, dates[:2]) == before
-    # A perturbed future: day 3's prices doubled.
+    # A perturbed future: day 3's prices (and so its amounts, which must stay price x volume)
+    # doubled.
     t = pa.csv.read_csv(files["sse-trade"][2])
-    t = t.set_column(t.schema.get_field_index("TradePrice"), "TradePrice",
-                     pc.multiply(t.column("TradePrice"), 2.0))
+    for col in ("TradePrice", "TradeMoney"):
+        t = t.set_column(t.schema.get_field_index(col), col, pc.multiply(t.column(col), 2.0))
     bad = tmp_path / "future.csv"
     pa.csv.write_csv(t, bad)
     for f in [*files["sse-trade"][:2], bad]:

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from fbgpu.data.bars import minute_bars_from_trades
 from fbgpu.data.ingest.errors import IngestError, ValidationReport
+from fbgpu.data.ingest.invariants import check_bars
 from fbgpu.data.ingest.mapping import IngestConfig, load_config, resolve_format
 from fbgpu.data.ingest.reader import Rows, collect, expand_inputs
 from fbgpu.data.ingest.reference import (
@@ -472,6 +473,7 @@ class Ingest:
         if (~keep).any():
             ex = sorted({str(n) for n in names[~keep]})[:5]
             self.report.note(f"daily rows of non-stocks skipped (e.g. {', '.join(ex)})")
+        check_bars(rows, "daily bar", keep, optional=True)
         for d in np.unique(v["date"][keep]):
             date = _day(d)
             m = keep & (v["date"] == d)

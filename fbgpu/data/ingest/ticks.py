@@ -11,6 +11,9 @@ then :func:`apply_rules` enforces the rules shared by all tick tables:
    number of the same stock-day are counted as reordered;
 4. duplicates: rows repeating a stock-day's sequence number with identical content are dropped and
    counted; the same sequence number with different content is fatal (a corrupt file).
+
+Invariants (:mod:`fbgpu.data.ingest.invariants`) are fatal: a negative ``seq``; a trade price that
+is not finite or above 1e6 CNY; a vendor amount that is not price x volume.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 from fbgpu.data.bars import T_0930, T_1130, T_1300, T_1457, T_1500, hhmm_to_ns
 from fbgpu.data.ingest.errors import ValidationReport
+from fbgpu.data.ingest.invariants import check_seq, check_trades
 from fbgpu.data.ingest.mapping import IngestConfig
 from fbgpu.data.ingest.reader import Rows
 from fbgpu.data.ingest.values import CANONICAL_CODES
@@ -246,6 +250,7 @@ def apply_rules(table: str, rows: Rows, cfg: IngestConfig, report: ValidationRep
     """Sessions, non-positive values, ordering and duplicates (see the module docstring)."""
     if rows.n == 0:
         return rows
+    check_seq(table, rows)
     v = rows.values
     pol = cfg.policies
     ok = _in_windows(v["ts"], session_windows(table, cfg.session_grace_s))
@@ -276,6 +281,8 @@ def apply_rules(table: str, rows: Rows, cfg: IngestConfig, report: ValidationRep
         report.add("nonpositive_price_or_volume", int(bad.sum()))
         rows = _drop(rows, ~bad)
         v = rows.values
+    if table == "trades":
+        check_trades(rows)
     # Stock-days as contiguous groups, input order kept within a group.
     group_order = np.lexsort((v["symbol"], v["date"]))
     g = rows.take(group_order)

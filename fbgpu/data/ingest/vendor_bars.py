@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from fbgpu.data.bars import T_1130, T_1300, T_1500, minute_of_ts
 from fbgpu.data.ingest.errors import ValidationReport
+from fbgpu.data.ingest.invariants import check_bars
 from fbgpu.data.ingest.mapping import IngestConfig
 from fbgpu.data.ingest.reader import Rows
 from fbgpu.data.ingest.ticks import T_0915, _in_windows, whole_shares
@@ -132,6 +133,7 @@ def fold_vendor_minutes(rows: Rows, cfg: IngestConfig, report: ValidationReport,
             keep = np.flatnonzero(ok)
             rows = rows.take(keep)
             v, volume, ts = rows.values, volume[keep], ts[keep]
+    check_bars(rows, "minute bar")
     k = minute_of_ts(ts - 1 if cfg.bar_label == "end" else ts).astype(np.int64)
     order = np.lexsort((ts, v["symbol"], v["date"]))
     report.add("rows_reordered", int((np.diff(order) < 0).sum()))
