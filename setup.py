@@ -6,12 +6,13 @@ install (``make install``) reads both from the checkout. Metadata lives in pypro
 from setuptools import find_packages, setup
 
 setup(
-    packages=[*find_packages(include=["fbgpu", "fbgpu.*"]), "fbgpu._kernels", "fbgpu._bench",
-              "fbgpu._bench.device"],
+    packages=[*find_packages(include=["fbgpu", "fbgpu.*"]), "fbgpu.report.templates",
+              "fbgpu._kernels", "fbgpu._bench", "fbgpu._bench.device"],
     package_dir={"fbgpu._kernels": "kernels", "fbgpu._bench": "benchmarks",
                  "fbgpu._bench.device": "benchmarks/device"},
     package_data={
-        "fbgpu": ["report/templates/*.html", "py.typed"],
+        "fbgpu": ["py.typed"],
+        "fbgpu.report.templates": ["*.html"],
         "fbgpu._kernels": ["*.cu", "*.h", "*.cpp", "*.md"],
         "fbgpu._bench": ["*.md"],
         "fbgpu._bench.device": ["*"],

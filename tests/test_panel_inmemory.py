@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fbgpu.data.store import Store
-from fbgpu.engine.standin import HostCrossingError, standin_backend
+from fbgpu.engine.standin import CROSSINGS, HostCrossingError, standin_backend
 from fbgpu.factors import compute_factors, input_dates, run_factors
 from fbgpu.panel.build import build_panel
 from fbgpu.panel.market import load_market
@@ -50,11 +50,14 @@ def test_cube_to_panel_on_the_standin_device(store_with_factors: Store) -> None:
     # smoothing window (the first panel values appear on day 10); the other calendar days are
     # NaN on both routes alike.
     dates = input_dates(store, None, None)[:11]
+    before = CROSSINGS["to_host"]
     try:
         cube = compute_factors(store, dates, backend=b)
         panel = build_panel(store, market, backend=b, factors=cube)
     except HostCrossingError as e:  # pragma: no cover - a regression shows here
         pytest.fail(f"implicit host crossing on the device path: {e}")
+    # Not one download, sanctioned or not, between the raw ticks and the preprocessed panel.
+    assert CROSSINGS["to_host"] == before
     ref = build_panel(store, market, backend="cpu",
                       factors=compute_factors(store, dates, backend="cpu"))
     assert np.isfinite(ref.values).sum() > 50
