@@ -446,8 +446,8 @@ class GpuSegmentOps(SegmentOps):
         self.block = int(self.kernels.block)
         self._cols: dict[tuple[int, ...], Array] = {}
 
-    def _launch(self, name: str, grid: int, *args: Any, block: int | None = None) -> None:
-        self.kernels.launch(name, int(grid), self.block if block is None else block, args)
+    def _launch(self, name: str, grid: int, *args: Any) -> None:
+        self.kernels.launch(name, int(grid), self.block, args)
 
     def _flag(self, use: bool) -> np.bool_:
         return np.bool_(use)
