@@ -14,3 +14,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``fbgpu.factor``: the public factor decorator (docs/user-factors.md), imported on first
+    use so that ``import fbgpu`` stays light."""
+    if name == "factor":
+        from fbgpu.factors.registry import factor
+
+        return factor
+    raise AttributeError(f"module 'fbgpu' has no attribute {name!r}")

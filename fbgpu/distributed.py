@@ -27,7 +27,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from fbgpu.data.store import Store
-from fbgpu.factors import FactorConfig, FactorRunSummary, input_dates, resolve_names, run_factors
+from fbgpu.factors import (
+    FactorConfig,
+    FactorRunSummary,
+    input_dates,
+    load_modules,
+    resolve_names,
+    run_factors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +70,17 @@ def dask_client(cluster: str = "local", n_workers: int | None = None) -> Any:
 
 
 def _factors_one_day(root: str, date: dt.date, names: list[str], backend: str,
-                     config: dict[str, Any]) -> FactorRunSummary:
-    return run_factors(Store(root), date, date, names=names, backend=backend,
-                       config=FactorConfig(**config), progress=False)
+                     config: dict[str, Any],
+                     modules: list[tuple[str, str]] | None = None) -> FactorRunSummary:
+    # User modules travel as source text: the worker registers the very code the client
+    # loaded, whether or not it sees the client's files.
+    from fbgpu.factors.user import load_source
+
+    for origin, source in modules or []:
+        load_source(origin, source)
+    cfg = FactorConfig(**{**config, "modules": ()})
+    return run_factors(Store(root), date, date, names=names, backend=backend, config=cfg,
+                       progress=False)
 
 
 def run_factors_distributed(
@@ -84,12 +99,15 @@ def run_factors_distributed(
     dates = input_dates(store, start, end)
     if not dates:
         raise ValueError(f"store {store.root} has no input data between {start} and {end}")
+    config = config or FactorConfig()
+    modules = [(m.origin, m.source) for m in load_modules(config.modules)]
     names = resolve_names(list(names) if names is not None else None)
-    cfg = (config or FactorConfig()).model_dump(mode="json")
+    cfg = config.model_dump(mode="json")
     total = FactorRunSummary(factors=len(names), backend=backend)
     with dask_client(cluster, n_workers) as client:
         futures = client.map(_factors_one_day, [str(store.root)] * len(dates), dates,
-                             names=names, backend=backend, config=cfg, pure=False, retries=2)
+                             names=names, backend=backend, config=cfg, modules=modules,
+                             pure=False, retries=2)
         for part in client.gather(futures):
             total.dates_computed += part.dates_computed
             total.dates_skipped += part.dates_skipped

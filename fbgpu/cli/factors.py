@@ -1,4 +1,5 @@
-"""``fbgpu factors``: compute the 27 daily factors from the store's ticks and bars."""
+"""``fbgpu factors``: compute the 27 daily factors (and user factors) from the store's ticks and
+bars; ``fbgpu factors check PATH``: vet a user factor module (docs/user-factors.md)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,35 @@ def _budget(memory_gb: str | None) -> float | str | None:
     return gb * 2**30
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``factors`` command to ``app``."""
+MODULE_OPTION = typer.Option(
+    None, "--factors-module", help="A user factor module (.py path or dotted name) to compute "
+    "with the built-ins; repeatable. Also [factors] modules in the config.")
 
-    @app.command("factors")
+
+def _load_user_modules(cfg_modules: tuple[str, ...],
+                       cli_modules: list[str] | None) -> tuple[str, ...]:
+    """Load the config's and the command line's user modules; a clear usage error if one fails."""
+    from fbgpu.factors import UserModuleError, load_modules
+
+    mods = tuple(dict.fromkeys([*cfg_modules, *(str(Path(m).resolve()) if m.endswith(".py")
+                                                 else m for m in cli_modules or [])]))
+    try:
+        load_modules(mods)
+    except UserModuleError as e:
+        raise typer.BadParameter(str(e), param_hint="--factors-module") from e
+    return mods
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``factors`` command group to ``app``."""
+    factors_app = typer.Typer(
+        name="factors", invoke_without_command=True, no_args_is_help=False,
+        help="Compute the daily factor table; `fbgpu factors check PATH` vets a user module.")
+    app.add_typer(factors_app)
+
+    @factors_app.callback()
     def factors(
+        ctx: typer.Context,
         store: Path = STORE_OPTION,
         start: str | None = typer.Option(None, "--start", help="First date (YYYY-MM-DD)."),
         end: str | None = typer.Option(None, "--end", help="Last date (YYYY-MM-DD)."),
@@ -45,13 +70,18 @@ def register(app: typer.Typer) -> None:
             None, "--memory-gb", help="Memory budget per day in GB, or 'auto' (half the free "
             "host/device memory): a day that does not fit is processed in stock chunks. "
             "Default: whole days."),
+        factors_module: list[str] | None = MODULE_OPTION,
     ) -> None:
         """Compute the daily factor table (``factors``) for every input date from start to end.
 
         Dates whose factor partition is current (same code, ``[factors]`` config and inputs)
         are skipped. The optional TOML ``[factors]`` table sets FactorConfig fields (big-order
         rule, k, notional, min_obs ...; every field and its default: docs/factors.md).
+        ``--factors-module`` adds user factors (docs/user-factors.md); a changed module
+        recomputes only its own columns.
         """
+        if ctx.invoked_subcommand is not None:
+            return
         from fbgpu.data.store import Store, StoreError
         from fbgpu.engine.backend import BackendError
         from fbgpu.factors import FactorConfig, resolve_names, run_factors
@@ -62,6 +92,7 @@ def register(app: typer.Typer) -> None:
             cfg = FactorConfig.from_toml(config)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--config") from e
+        cfg = cfg.model_copy(update={"modules": _load_user_modules(cfg.modules, factors_module)})
         try:
             names = resolve_names(only) if only else None
         except KeyError as e:
@@ -80,3 +111,26 @@ def register(app: typer.Typer) -> None:
         except (ValueError, StoreError, BackendError) as e:
             raise typer.BadParameter(str(e)) from e
         done(summary.line())
+
+    @factors_app.command("check")
+    def check(
+        module: list[str] = typer.Argument(..., help="User factor module(s): .py path or "
+                                           "dotted name."),
+        backend: str = typer.Option("cpu", "--backend", help="Backend of the reference run."),
+        days: int = typer.Option(3, "--days", min=2, help="Days of the synthetic market."),
+        json_out: Path | None = typer.Option(None, "--json", help="Also write the report as "
+                                             "JSON."),
+    ) -> None:
+        """Vet user factors on a small synthetic market: CPU vs GPU-simulator parity,
+        determinism, NaN rules on empty and constant stocks, a look-ahead probe and throughput
+        against the built-ins. Exit 0 when every check passes, 2 when one fails."""
+        from fbgpu.factors.check import check_modules
+
+        mods = _load_user_modules((), module)
+        report = check_modules(mods, n_days=days, backend=backend)
+        typer.echo(report.table())
+        if json_out is not None:
+            json_out.write_text(report.to_json())
+        if not report.passed:
+            raise typer.Exit(2)
+        done(f"factors check: {len(report.rows)} factor(s) passed every check")

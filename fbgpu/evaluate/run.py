@@ -179,10 +179,17 @@ class EvaluateResult:
                 f"{best}; outputs in {self.out_dir}")
 
 
-def resolve_directions(names: list[str], overrides: dict[str, int] | None = None) -> dict[str, int]:
-    """Direction of each factor: override, else the factor registry, else +1 (with a warning)."""
+def resolve_directions(names: list[str], overrides: dict[str, int] | None = None,
+                       store: Store | None = None) -> dict[str, int]:
+    """Direction of each factor: override, else the factor registry, else the direction a user
+    factor was stored with (``store``'s ``factors`` manifests), else +1 (with a warning)."""
     overrides = dict(overrides or {})
     registry: dict[str, int] = {}
+    if store is not None:
+        from fbgpu.factors.compute import stored_user_factors
+
+        registry.update({n: int(m["direction"]) for n, m in stored_user_factors(store).items()
+                         if m.get("direction") in (1, -1)})
     try:
         import fbgpu.factors  # noqa: F401  (registers the factors)
         from fbgpu.factors import registry as reg
@@ -192,7 +199,7 @@ def resolve_directions(names: list[str], overrides: dict[str, int] | None = None
 
             for family in ("minute", "trade", "order"):
                 importlib.import_module(f"fbgpu.factors.{family}")
-        registry = {n: s.direction for n, s in reg.FACTORS.items()}
+        registry.update({n: s.direction for n, s in reg.FACTORS.items()})
     except Exception as e:  # the registry is optional here: directions can be passed
         log.warning("factor registry unavailable (%s): using configured directions", e)
     out = {}
@@ -254,7 +261,7 @@ def run_evaluate(
     market = load_market(store)
     names = list(cfg.factors) if cfg.factors else (
         list(factors.names) if factors is not None else factor_names(store))
-    dirs = resolve_directions(names, {**cfg.directions, **(directions or {})})
+    dirs = resolve_directions(names, {**cfg.directions, **(directions or {})}, store)
     log.info("evaluate: %d factors, %d dates x %d stocks, backend %s", len(names),
              len(market.dates), len(market.symbols), be.name)
     panel = build_panel(store, market, names, cfg.panel, cfg.pool, be, factors=factors)

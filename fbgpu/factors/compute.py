@@ -30,8 +30,9 @@ from fbgpu.data.store import DayTicks, MinuteDay, Store, StoreError, config_hash
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.engine.segments import SegmentOps, check_offsets, segment_ops
 from fbgpu.factors.config import FactorConfig
-from fbgpu.factors.context import MinuteContext, OrderContext, TradeContext
-from fbgpu.factors.registry import FACTORS, resolve_names
+from fbgpu.factors.context import CancelTicks, MinuteContext, OrderContext, TradeContext
+from fbgpu.factors.registry import FACTORS, FactorSpec, resolve_names
+from fbgpu.factors.user import load_modules, module_of
 from fbgpu.progress import track
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,23 @@ SOURCES = ("minute", "trades", "orders")
 #: Columns each tick source needs (``symbol`` is always read for the CSR runs).
 TRADE_COLUMNS = ("ts", "price", "amount", "buy_order_id", "sell_order_id", "side")
 ORDER_COLUMNS = ("ts", "price", "volume", "side", "order_type")
+#: Columns of the cancellations, read when a requested factor has ``cancels=True``.
+CANCEL_COLUMNS = ("ts", "order_id", "volume", "side")
+#: Every tick column a *user* factor may read (``ctx.col(name)``): when a requested factor of a
+#: family is a user factor, the family's table is read with these, not only the built-ins' needs.
+USER_TRADE_COLUMNS = ("seq", "ts", "price", "volume", "amount", "buy_order_id", "sell_order_id",
+                      "side")
+USER_ORDER_COLUMNS = ("seq", "ts", "order_id", "price", "volume", "side", "order_type")
+
+
+def tick_columns(table: str, names: Sequence[str]) -> tuple[str, ...]:
+    """Columns of ``table`` ("trades" or "orders") read for the factors ``names``: what the
+    built-ins use, or every column when a user factor of that family is among ``names``."""
+    family = "trade" if table == "trades" else "order"
+    user = any(FACTORS[n].family == family and not FACTORS[n].builtin for n in names)
+    if table == "trades":
+        return USER_TRADE_COLUMNS if user else TRADE_COLUMNS
+    return USER_ORDER_COLUMNS if user else ORDER_COLUMNS
 MINUTE_FIELDS = ("open", "high", "low", "close", "volume", "amount", "num_trades")
 FACTORS_TABLE = "factors"
 
@@ -173,6 +191,8 @@ class DayInputs:
     minute: MinuteDay | None = None
     trades: DayTicks | None = None
     orders: DayTicks | None = None
+    #: Cancellations, CSR over ``orders``' stocks (:func:`align_ticks`); only when needed.
+    cancels: DayTicks | None = None
 
     @property
     def n_ticks(self) -> int:
@@ -199,7 +219,24 @@ def day_to_backend(day: DayInputs, backend: Backend) -> DayInputs:
         return DayTicks(t.date, t.symbols, to(t.offsets), {k: to(v) for k, v in t.columns.items()})
 
     return DayInputs(day.date, day.universe, day.source_symbols, minute, ticks(day.trades),
-                     ticks(day.orders))
+                     ticks(day.orders), ticks(day.cancels))
+
+
+def align_ticks(ticks: DayTicks, symbols: np.ndarray) -> DayTicks:
+    """``ticks`` re-laid as CSR over ``symbols`` (sorted): a symbol without rows gets an empty
+    segment, rows of symbols not in ``symbols`` are dropped (host arrays)."""
+    symbols = np.asarray(symbols, dtype=object)
+    at = _lookup(symbols, np.asarray(ticks.symbols, dtype=object))
+    counts = np.diff(np.asarray(ticks.offsets, dtype=np.int64))
+    keep = at >= 0
+    columns = ticks.columns
+    if not keep.all():
+        rows = np.repeat(keep, counts)
+        columns = {k: v[rows] for k, v in columns.items()}
+    per_symbol = np.zeros(len(symbols), dtype=np.int64)
+    per_symbol[at[keep]] = counts[keep]
+    offsets = np.concatenate([[0], np.cumsum(per_symbol)]).astype(np.int64)
+    return DayTicks(ticks.date, symbols, offsets, columns)
 
 
 def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = None,
@@ -219,16 +256,22 @@ def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = No
         "minute": "minute" in families or "trade" in families,  # trade factors use r_k
         "trades": "trade" in families,
         "orders": "order" in families,
+        "cancels": any(FACTORS[n].cancels for n in names),
     }
+    if need["cancels"] and store.has("cancels", d):
+        present.append("cancels")
     out = DayInputs(d, np.array([], dtype=object), {})
 
     def read(t: str) -> tuple[str, Any, np.ndarray]:
         if t == "minute" and need["minute"]:
             m = store.read_minute(d, symbols)
             return t, m, np.asarray(m.symbols, dtype=object)
+        if t == "cancels":
+            ticks = store.read_ticks(t, d, CANCEL_COLUMNS, symbols)
+            check_offsets(ticks.offsets, ticks.n_rows, f"{t}/{d}")
+            return t, ticks, np.asarray(ticks.symbols, dtype=object)
         if t in ("trades", "orders") and need[t]:
-            ticks = store.read_ticks(t, d, TRADE_COLUMNS if t == "trades" else ORDER_COLUMNS,
-                                     symbols)
+            ticks = store.read_ticks(t, d, tick_columns(t, names), symbols)
             check_offsets(ticks.offsets, ticks.n_rows, f"{t}/{d}")
             return t, ticks, np.asarray(ticks.symbols, dtype=object)
         syms = _symbols_of(store, t, d)
@@ -246,7 +289,11 @@ def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = No
     for t, data, syms in parts:
         if data is not None:
             setattr(out, t, data)
-        out.source_symbols[t] = syms
+        if t != "cancels":  # cancellations ride on the orders' stocks; not a universe source
+            out.source_symbols[t] = syms
+    if out.cancels is not None:
+        out.cancels = (align_ticks(out.cancels, out.orders.symbols)
+                       if out.orders is not None else None)
     out.universe = np.array(sorted(set().union(*out.source_symbols.values())), dtype=object)
     return out
 
@@ -271,9 +318,14 @@ def compute_loaded_day(
         wanted = [n for n in names if FACTORS[n].family == family]
         if not wanted:
             return
-        pos = xp.asarray(_positions(universe, day.source_symbols[source]))
+        symbols = np.asarray(day.source_symbols[source], dtype=object)
+        pos = xp.asarray(_positions(universe, symbols))
         for n in wanted:
-            values[pos, col_of[n]] = FACTORS[n].compute(ctx)
+            spec = FACTORS[n]
+            if spec.cancels and getattr(ctx, "cancels", None) is None:
+                log.warning("%s: no cancels partition: factor %s is NaN", day.date, n)
+                continue
+            values[pos, col_of[n]] = evaluate_factor(spec, ctx, day.date, symbols)
 
     minute, trades, orders = day.minute, day.trades, day.orders
     minute_ctx = None
@@ -289,12 +341,83 @@ def compute_loaded_day(
             has = np.flatnonzero(at >= 0)
             if has.size:
                 ret[xp.asarray(has)] = minute_ctx.ret[xp.asarray(at[has])]
-        cols = {c: xp.asarray(trades.columns[c]) for c in TRADE_COLUMNS}
+        cols = {c: xp.asarray(v) for c, v in trades.columns.items()}
         put("trade", "trades", TradeContext(ops, cfg, xp.asarray(trades.offsets), cols, ret))
     if orders is not None:
-        cols = {c: xp.asarray(orders.columns[c]) for c in ORDER_COLUMNS}
-        put("order", "orders", OrderContext(ops, cfg, xp.asarray(orders.offsets), cols))
+        cols = {c: xp.asarray(v) for c, v in orders.columns.items()}
+        cancels = None
+        if day.cancels is not None:
+            cancels = CancelTicks(ops, cfg, xp.asarray(day.cancels.offsets),
+                                  {c: xp.asarray(v) for c, v in day.cancels.columns.items()})
+        put("order", "orders", OrderContext(ops, cfg, xp.asarray(orders.offsets), cols, cancels))
     return DayFactors(day.date, universe, values)
+
+
+class FactorComputeError(RuntimeError):
+    """A factor raised, or returned something other than one float per stock."""
+
+
+def _check_output(spec: FactorSpec, ctx: Any, out: Any) -> Any:
+    """``out`` if it is a float array of shape ``[ctx.S]`` on the context's device, else a
+    :class:`FactorComputeError` naming what is wrong (a host array on the GPU backend would be
+    a host round trip; an integer or boolean result is almost always a forgotten ratio)."""
+    from fbgpu.engine.backend import array_module
+
+    where = f"factor {spec.name!r}" + ("" if spec.builtin else f" (user module {spec.module})")
+    if array_module(out) is not ctx.xp or not hasattr(out, "shape"):
+        raise FactorComputeError(
+            f"{where} returned {type(out).__module__}.{type(out).__name__}, not an array of "
+            f"the context's device ({getattr(ctx.xp, '__name__', ctx.xp)}): compute with ctx.xp "
+            "and ctx.ops, and do not move data to the host")
+    if tuple(out.shape) != (ctx.S,):
+        raise FactorComputeError(
+            f"{where} returned shape {tuple(out.shape)}; it must be ({ctx.S},): one value per "
+            "stock of the context")
+    if out.dtype.kind != "f":
+        raise FactorComputeError(
+            f"{where} returned dtype {out.dtype}; it must be a float (float64) array")
+    return out
+
+
+def evaluate_factor(spec: FactorSpec, ctx: Any, date: dt.date, symbols: np.ndarray) -> Any:
+    """``spec.compute(ctx)``, checked (:func:`_check_output`). When it raises, the stocks are
+    bisected on fresh sub-contexts to name the first stock-day that fails, and a
+    :class:`FactorComputeError` says which factor, module, date and stock."""
+    try:
+        return _check_output(spec, ctx, spec.compute(ctx))
+    except FactorComputeError:
+        raise
+    except Exception as e:
+        where = f"factor {spec.name!r}" + ("" if spec.builtin else
+                                           f" (user module {spec.module})")
+        stock = _first_failing_stock(spec, ctx, symbols)
+        at = f"{stock} on {date}" if stock is not None else f"{date} ({ctx.S} stocks)"
+        raise FactorComputeError(f"{where} failed for {at}: {type(e).__name__}: {e}") from e
+
+
+def _first_failing_stock(spec: FactorSpec, ctx: Any, symbols: np.ndarray) -> str | None:
+    """The first stock whose one-stock context makes ``spec`` raise (None when no single stock
+    does: the failure needs the whole cross-section)."""
+    lo, hi = 0, int(ctx.S)
+
+    def fails(a: int, b: int) -> bool:
+        try:
+            spec.compute(ctx.subset(a, b))
+        except Exception:
+            return True
+        return False
+
+    if hi == 0 or not fails(lo, hi):
+        return None
+    while hi - lo > 1:  # invariant: [lo, hi) fails
+        mid = (lo + hi) // 2
+        if fails(lo, mid):
+            hi = mid
+        elif fails(mid, hi):
+            lo = mid
+        else:
+            return None
+    return str(symbols[lo])
 
 
 def compute_day(
@@ -375,6 +498,8 @@ def compute_factors(
     ``present`` marks the stock-days in each day's universe.
     """
     store = store if isinstance(store, Store) else Store(store)
+    if config is not None and config.modules:
+        load_modules(config.modules)
     names = resolve_names(list(names) if names is not None else None)
     b = get_backend(backend)
     ops = segment_ops(b)
@@ -396,6 +521,95 @@ def assemble_cube(days: Sequence[DayFactors], names: list[str], backend: Backend
         present[i, pos] = True
         values[i, xp.asarray(pos)] = day.values
     return FactorCube(values, [d.date for d in days], symbols, list(names), present, backend.name)
+
+
+def column_hashes(names: Sequence[str], config: FactorConfig) -> dict[str, str]:
+    """Per factor column, the hash of what defines its values: the ``[factors]`` config, the
+    name and, for a user factor, its module's source (:class:`fbgpu.factors.user.UserModule`).
+    Built-ins are also versioned by the code version every manifest carries."""
+    base = config.hash_fields()
+    out = {}
+    for n in names:
+        spec = FACTORS[n]
+        what: dict[str, object] = {"config": base, "name": n}
+        if not spec.builtin:
+            um = module_of(n)
+            what["source"] = um.sha256 if um is not None else _function_source(spec)
+        out[n] = config_hash(what)
+    return out
+
+
+def _function_source(spec: FactorSpec) -> str:
+    """The source of a factor function not loaded from a module file (a notebook's)."""
+    import inspect
+
+    try:
+        return inspect.getsource(spec.compute)
+    except (OSError, TypeError):
+        return spec.compute.__code__.co_code.hex()
+
+
+def user_factor_meta(names: Sequence[str]) -> dict[str, dict[str, object]]:
+    """What the ``factors`` manifest records of each user factor: module, family, direction,
+    formula, NaN rule (so evaluation and reports know them without importing the module)."""
+    out: dict[str, dict[str, object]] = {}
+    for n in names:
+        spec = FACTORS[n]
+        if spec.builtin:
+            continue
+        um = module_of(n)
+        out[n] = {"module": um.origin if um is not None else spec.module,
+                  "family": spec.family, "direction": spec.direction,
+                  "formula": spec.formula, "min_obs": spec.min_obs, "cancels": spec.cancels}
+    return out
+
+
+def stored_user_factors(store: Store, table: str = FACTORS_TABLE) -> dict[str, dict[str, Any]]:
+    """The user factors recorded in the manifests of ``table`` (name -> module, family,
+    direction, formula, ...), latest partition winning: what a later step knows of them
+    without importing their modules."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in store.dates(table):
+        m = store.manifest(table, d)
+        meta = m.extra.get("user_factors") if m is not None else None
+        if isinstance(meta, dict):
+            out.update(meta)
+    return out
+
+
+def _current_columns(store: Store, d: dt.date, inputs: dict[str, str],
+                     col_hashes: dict[str, str]) -> list[str]:
+    """Columns of the stored ``factors`` partition of ``d`` that can be kept as they are: same
+    code, same inputs, same column hash (so a changed user module recomputes only its own)."""
+    from fbgpu.data.store import code_version
+
+    m = store.manifest(FACTORS_TABLE, d)
+    if m is None or m.code_version != code_version() or m.inputs != inputs:
+        return []
+    stored = m.extra.get("columns")
+    if not isinstance(stored, dict):
+        return []
+    return [n for n, h in col_hashes.items() if stored.get(n) == h]
+
+
+def _merge_stored(store: Store, d: dt.date, day: DayFactors, computed: list[str],
+                  names: list[str], reuse: list[str], backend: Backend) -> DayFactors:
+    """``day`` (the ``computed`` columns) widened to ``names`` with the stored ``reuse``
+    columns of the same stock universe (the universe depends only on the inputs, which match)."""
+    xp = backend.xp
+    old = store.read(FACTORS_TABLE, d, ["symbol", *reuse])
+    old_syms = np.asarray(old.column("symbol").to_pylist(), dtype=object)
+    at = _lookup(old_syms, np.asarray(day.symbols, dtype=object))
+    if (at < 0).any() or len(old_syms) != len(day.symbols):
+        raise StoreError(f"factors/{d}: stored universe differs from the inputs' ({len(old_syms)}"
+                         f" vs {len(day.symbols)} stocks); delete the partition and rerun")
+    values = xp.full((len(day.symbols), len(names)), xp.nan)
+    for j, n in enumerate(computed):
+        values[:, names.index(n)] = day.values[:, j]
+    for n in reuse:
+        col = old.column(n).to_numpy(zero_copy_only=False).astype(np.float64)
+        values[:, names.index(n)] = xp.asarray(col[at])
+    return DayFactors(day.date, day.symbols, values)
 
 
 def input_dates(store: Store, start: dt.date | str | None, end: dt.date | str | None
@@ -436,8 +650,10 @@ def run_factors(
     """
     t0 = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
-    names = resolve_names(list(names) if names is not None else None)
     cfg = config or FactorConfig()
+    if cfg.modules:
+        load_modules(cfg.modules)
+    names = resolve_names(list(names) if names is not None else None)
     b = get_backend(backend)
     ops = segment_ops(b)
     dates = input_dates(store, start, end)
@@ -445,15 +661,28 @@ def run_factors(
         raise ValueError(
             f"store {store.root} has no minute/trades/orders data between {start} and {end}"
         )
-    chash = config_hash({"config": cfg.model_dump(mode="json"), "names": names})
+    col_hashes = column_hashes(names, cfg)
+    chash = config_hash({"columns": col_hashes, "names": names})
+    extra_meta = {"columns": col_hashes, "user_factors": user_factor_meta(names)}
     summary = FactorRunSummary(factors=len(names), backend=b.name)
     kept: list[DayFactors] = []
     for d in track(dates, "factors") if progress else dates:
-        inputs = store.fingerprints([(t, d) for t in SOURCES if store.has(t, d)])
+        has_cancels = any(FACTORS[n].cancels for n in names) and store.has("cancels", d)
+        inputs = store.fingerprints([(t, d) for t in (*SOURCES, "cancels")
+                                     if store.has(t, d) and (t != "cancels" or has_cancels)])
         if store.is_current(FACTORS_TABLE, d, config_hash_=chash, inputs=inputs):
             summary.dates_skipped.append(d)
             continue
-        day = compute_day(store, d, names, b, cfg, ops, memory_budget_for(memory_budget, b))
+        reuse = _current_columns(store, d, inputs, col_hashes)
+        todo = [n for n in names if n not in reuse]
+        if todo:
+            day = compute_day(store, d, todo, b, cfg, ops, memory_budget_for(memory_budget, b))
+        else:  # only the selection's order or membership changed: nothing to compute
+            syms = store.read(FACTORS_TABLE, d, ["symbol"]).column("symbol").to_pylist()
+            day = DayFactors(d, np.asarray(syms, dtype=object), b.xp.empty((len(syms), 0)))
+        if reuse:
+            day = _merge_stored(store, d, day, todo, names, reuse, b)
+            log.info("%s: %d column(s) recomputed, %d reused", d, len(todo), len(reuse))
         host = b.to_host(day.values)
         cols: dict[str, Any] = {
             "date": pa.array([d] * len(day.symbols), pa.date32()),
@@ -462,7 +691,7 @@ def run_factors(
         for j, n in enumerate(names):
             cols[n] = pa.array(host[:, j], pa.float64())
         store.write(FACTORS_TABLE, d, pa.table(cols), config_hash_=chash, inputs=inputs,
-                    extra={"backend": b.name, "device": b.device})
+                    extra={"backend": b.name, "device": b.device, **extra_meta})
         summary.dates_computed.append(d)
         summary.stock_days += len(day.symbols)
         if keep:

@@ -42,6 +42,17 @@ class FactorConfig(BaseModel):
         "ceil(frac * n) minutes, computed exactly on the decimal fraction.",
     )
 
+    modules: tuple[str, ...] = Field(
+        (),
+        description="User factor modules to load (docs/user-factors.md): .py paths (relative "
+        "to the config file) or importable dotted names. Their factors are computed with the "
+        "built-ins; the list itself is not part of any hash (each module's source is).",
+    )
+
+    def hash_fields(self) -> dict[str, object]:
+        """The fields that define the built-in factors' values (``modules`` excluded)."""
+        return self.model_dump(mode="json", exclude={"modules"})
+
     @field_validator("bigorder_ret_top_frac")
     @classmethod
     def _representable(cls, v: float) -> float:
@@ -66,7 +77,14 @@ class FactorConfig(BaseModel):
             data = tomllib.loads(p.read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ValueError(f"cannot read factor config {p}: {e}") from e
-        section = data.get("factors", data)
+        section = dict(data.get("factors", data))
+        mods = section.get("modules")
+        if isinstance(mods, list):
+            # Paths are relative to the config file; dotted names stay as they are.
+            section["modules"] = [
+                str((p.parent / m).resolve())
+                if isinstance(m, str) and m.endswith(".py") and not Path(m).is_absolute()
+                else m for m in mods]
         try:
             return cls(**section)
         except Exception as e:

@@ -107,6 +107,10 @@ class MinuteContext:
 
         return correlation(self.xp, self.ops.corr_stats(self.rows(x.shape[1]), x, y), min_obs)
 
+    def subset(self, lo: int, hi: int) -> MinuteContext:
+        """The same day restricted to stocks ``lo:hi`` (a fresh context: nothing cached)."""
+        return MinuteContext(self.ops, self.config, {k: v[lo:hi] for k, v in self.bars.items()})
+
 
 class TickContext:
     """One day of a tick table: flat columns (on the backend) plus CSR ``offsets`` over stocks."""
@@ -123,7 +127,19 @@ class TickContext:
         self.n = int(columns["ts"].shape[0])
 
     def col(self, name: str) -> Array:
+        """Column ``name`` as stored (flat over the day's rows, stock after stock)."""
         return self.columns[name]
+
+    def _slice(self, lo: int, hi: int) -> tuple[Array, dict[str, Array]]:
+        """CSR offsets and columns of stocks ``lo:hi`` (offsets rebased to 0)."""
+        # A named download (the error path that localises a failing stock is the only caller).
+        off = self.offsets.get() if hasattr(self.offsets, "get") else self.offsets
+        a, b = int(off[lo]), int(off[hi])
+        return self.offsets[lo:hi + 1] - a, {k: v[a:b] for k, v in self.columns.items()}
+
+    def subset(self, lo: int, hi: int) -> TickContext:
+        """The same day restricted to stocks ``lo:hi`` (a fresh context: nothing cached)."""
+        return type(self)(self.ops, self.config, *self._slice(lo, hi))
 
     def seg_sum(self, x: Array, mask: Array | None = None) -> Array:
         return self.ops.sum(self.offsets, x, mask)[1]
@@ -186,6 +202,9 @@ class TradeContext(TickContext):
     ) -> None:
         super().__init__(ops, config, offsets, columns)
         self.minute_ret = minute_ret
+
+    def subset(self, lo: int, hi: int) -> TradeContext:
+        return TradeContext(self.ops, self.config, *self._slice(lo, hi), self.minute_ret[lo:hi])
 
     @cached_property
     def amount(self) -> Array:
@@ -335,10 +354,37 @@ class TradeContext(TickContext):
         return ratio(self.xp, num, den)
 
 
+class CancelTicks(TickContext):
+    """One day of cancellations (``ts``, ``order_id``, ``volume``, ``side``), CSR over the *order*
+    context's stocks (a stock without cancellations has an empty segment). ``order_id`` names
+    the cancelled order (:attr:`OrderContext` ``order_id``); ``side`` is the cancelled order's
+    side (+1 buy, -1 sell, 0 unknown)."""
+
+    family = "cancel"
+
+    @cached_property
+    def volume(self) -> Array:
+        """Cancelled volumes (shares) as the reductions read them."""
+        return self.ops.as_values(self.col("volume"))
+
+
 class OrderContext(TickContext):
-    """One day of new orders (placed 09:15:00 <= ts <= 15:00:00 count; others are ignored)."""
+    """One day of new orders (placed 09:15:00 <= ts <= 15:00:00 count; others are ignored).
+
+    ``cancels`` is the same stocks' cancellations (:class:`CancelTicks`) when a requested factor
+    was registered with ``cancels=True`` and the day has a ``cancels`` partition, else None.
+    """
 
     family = "order"
+
+    def __init__(self, ops: SegmentOps, config: FactorConfig, offsets: Array,
+                 columns: dict[str, Array], cancels: CancelTicks | None = None) -> None:
+        super().__init__(ops, config, offsets, columns)
+        self.cancels = cancels
+
+    def subset(self, lo: int, hi: int) -> OrderContext:
+        c = self.cancels.subset(lo, hi) if self.cancels is not None else None
+        return OrderContext(self.ops, self.config, *self._slice(lo, hi), c)  # type: ignore[arg-type]
 
     @cached_property
     def session(self) -> Array:

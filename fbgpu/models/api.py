@@ -137,8 +137,17 @@ def load_model_inputs(
     if "hf" in srcs:
         from fbgpu.panel.build import build_panel
 
-        fp = build_panel(store, market, panel_config=panel_config, pool_config=pool_config,
-                         backend=backend, factors=factors)
+        hf_names = None if config.hf_factors == "all" else list(config.hf_factors)
+        if hf_names is not None:
+            from fbgpu.panel.build import factor_names
+
+            have = list(factors.names) if factors is not None else factor_names(store)
+            unknown = [n for n in hf_names if n not in have]
+            if unknown:
+                raise ValueError(f"[train] hf_factors: unknown factor(s) {unknown}; the "
+                                 f"factors table has {', '.join(have)}")
+        fp = build_panel(store, market, names=hf_names, panel_config=panel_config,
+                         pool_config=pool_config, backend=backend, factors=factors)
         # float32 on the device: the one conversion copy of the panel (see docs/models.md).
         hf_panel, names = xp.asarray(fp.values, dtype=xp.float32), tuple(fp.names)
     bars = None

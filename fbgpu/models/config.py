@@ -44,6 +44,8 @@ class TrainConfig(BaseModel):
 
     * ``hidden_size`` [30]: GRU hidden units (and BatchNorm width) of every encoder.
     * ``hf_window`` [40]: trading days of the 27-factor panel per HF sample (tensor ``[40, 27]``).
+    * ``hf_factors`` ["all"]: the HF model's input factors: ``"all"`` (every column of the
+      ``factors`` table, user factors included) or a list of names.
     * ``lf_daily_len`` [40], ``lf_weekly_len`` [20], ``lf_monthly_len`` [12]: bars per LF
       sequence; weekly/monthly bars are aggregated from daily bars, the current one partial.
     * ``label_horizon`` [10]: label = ``vwap[T+1+h] / vwap[T+1] - 1`` (h = 10: T+1 -> T+11),
@@ -76,6 +78,7 @@ class TrainConfig(BaseModel):
 
     hidden_size: int = Field(30, ge=1)
     hf_window: int = Field(40, ge=2)
+    hf_factors: str | tuple[str, ...] = "all"
     lf_daily_len: int = Field(40, ge=2)
     lf_weekly_len: int = Field(20, ge=2)
     lf_monthly_len: int = Field(12, ge=2)
@@ -97,6 +100,15 @@ class TrainConfig(BaseModel):
     lf_cache_bytes: int = Field(2 << 30, ge=0)
     deterministic: bool = True
     cpu_threads: int = Field(1, ge=0)
+
+    @field_validator("hf_factors")
+    @classmethod
+    def _hf_factors(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if isinstance(v, str) and v != "all":
+            raise ValueError(f"hf_factors must be \"all\" or a list of factor names, got {v!r}")
+        if not isinstance(v, str) and not v:
+            raise ValueError("hf_factors: an empty list selects no input")
+        return v
 
     @field_validator("seeds")
     @classmethod
