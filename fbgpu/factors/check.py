@@ -44,7 +44,7 @@ from fbgpu.factors.compute import (
     load_day,
 )
 from fbgpu.factors.registry import FACTORS, builtin_names
-from fbgpu.factors.user import load_modules
+from fbgpu.factors.user import load_modules, origin_of
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _check(store: Store, names: list[str], backend: str, n_days: int) -> CheckRe
     builtin_rates: dict[str, float] = {}
     for n in names:
         spec = FACTORS[n]
-        r = FactorCheck(n, spec.family, spec.module)
+        r = FactorCheck(n, spec.family, origin_of(spec.module))
         rows.append(r)
         try:
             ref = [run(d, n) for d in days]
@@ -211,16 +211,26 @@ def _parity(r: FactorCheck, days: list[DayInputs], ref: list[np.ndarray], n: str
                 out = compute_loaded_day(day_to_backend(day, b), [n], ops).values[:, 0]
                 got = b.to_host(out)
                 worst = max(worst, _rel_diff(r, label, want, got))
-        except HostCrossingError as e:
-            r.failures.append(f"{label}: a host round trip inside the factor: {e}")
-            parts.append(f"{label}: host crossing")
-            continue
         except Exception as e:
+            crossing = _cause(e, HostCrossingError)
+            if crossing is not None:
+                r.failures.append(f"{label}: a host round trip inside the factor: {crossing}")
+                parts.append(f"{label}: host crossing")
+                continue
             r.failures.append(f"{label}: raises on the GPU code path: {type(e).__name__}: {e}")
             parts.append(f"{label}: raises")
             continue
         parts.append(f"{label} {worst:.1e}")
     r.parity = "; ".join(parts)
+
+
+def _cause(e: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type ``kind`` in ``e``'s chain of causes."""
+    while e is not None:
+        if isinstance(e, kind):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _rel_diff(r: FactorCheck, label: str, want: np.ndarray, got: np.ndarray) -> float:
@@ -278,7 +288,7 @@ def _constant(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             out[k] = np.full_like(c[k], c[k][0])
     if "amount" in c and len(c["amount"]):
         out["amount"] = (out["price"] * out["volume"]).astype(c["amount"].dtype) \
-            if "price" in out else np.full_like(c["amount"], c["amount"][0])
+            if "price" in out and "volume" in out else np.full_like(c["amount"], c["amount"][0])
     return out
 
 

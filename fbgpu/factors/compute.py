@@ -357,13 +357,21 @@ class FactorComputeError(RuntimeError):
     """A factor raised, or returned something other than one float per stock."""
 
 
+def _describe(spec: FactorSpec) -> str:
+    """``factor 'name'`` (plus ``(user module PATH)`` for a user factor), for messages."""
+    from fbgpu.factors.user import origin_of
+
+    return f"factor {spec.name!r}" + ("" if spec.builtin else
+                                      f" (user module {origin_of(spec.module)})")
+
+
 def _check_output(spec: FactorSpec, ctx: Any, out: Any) -> Any:
     """``out`` if it is a float array of shape ``[ctx.S]`` on the context's device, else a
     :class:`FactorComputeError` naming what is wrong (a host array on the GPU backend would be
     a host round trip; an integer or boolean result is almost always a forgotten ratio)."""
     from fbgpu.engine.backend import array_module
 
-    where = f"factor {spec.name!r}" + ("" if spec.builtin else f" (user module {spec.module})")
+    where = _describe(spec)
     if array_module(out) is not ctx.xp or not hasattr(out, "shape"):
         raise FactorComputeError(
             f"{where} returned {type(out).__module__}.{type(out).__name__}, not an array of "
@@ -388,8 +396,7 @@ def evaluate_factor(spec: FactorSpec, ctx: Any, date: dt.date, symbols: np.ndarr
     except FactorComputeError:
         raise
     except Exception as e:
-        where = f"factor {spec.name!r}" + ("" if spec.builtin else
-                                           f" (user module {spec.module})")
+        where = _describe(spec)
         stock = _first_failing_stock(spec, ctx, symbols)
         at = f"{stock} on {date}" if stock is not None else f"{date} ({ctx.S} stocks)"
         raise FactorComputeError(f"{where} failed for {at}: {type(e).__name__}: {e}") from e

@@ -145,3 +145,11 @@ def module_of(name: str) -> UserModule | None:
         if name in um.names and _module_name(um.origin) == spec.module:
             return um
     return None
+
+
+def origin_of(module: str) -> str:
+    """The path or dotted name a user gave for the module registered as ``module``."""
+    for um in LOADED.values():
+        if _module_name(um.origin) == module:
+            return um.origin
+    return module
