@@ -379,3 +379,23 @@ def test_cli_factors_with_a_module_and_check_exit_codes(market: Path, tmp_path: 
     r = _fbgpu("factors", "check", str(raiser), "--days", "2")
     assert r.returncode == 2
     assert "FAIL always_raises" in r.stdout and "ZeroDivisionError" in r.stdout
+
+
+def test_user_factors_chunked_and_on_the_gpu_code_path_match(store: Store) -> None:
+    """Stock chunks under a memory budget, and the GPU code path on the CPU stand-in device
+    (implicit host crossings raise), give the whole-day CPU values of the eight examples."""
+    from fbgpu.engine.standin import standin_backend
+    from fbgpu.factors import compute_factors
+
+    cfg = FactorConfig(modules=(str(EXAMPLES),))
+    dates = store.dates("trades")
+    whole = compute_factors(store, dates, EXAMPLE_NAMES, backend="cpu", config=cfg).to_numpy()
+    from fbgpu.factors.compute import stock_chunks
+
+    budget = 600_000  # a few stocks per chunk on this market
+    assert len(stock_chunks(store, dates[0], budget) or []) >= 3
+    s = run_factors(store, config=cfg, progress=False, memory_budget=budget, keep=True)
+    chunked = s.cube.to_numpy()[:, :, [s.cube.names.index(n) for n in EXAMPLE_NAMES]]
+    np.testing.assert_array_equal(chunked, whole)
+    gpu = compute_factors(store, dates, EXAMPLE_NAMES, backend=standin_backend(), config=cfg)
+    np.testing.assert_allclose(gpu.to_numpy(), whole, rtol=1e-12, atol=0)

@@ -105,7 +105,7 @@ def _hf_composites(store: Store, market: Any, rows: np.ndarray, be: Backend,
     every = int(np.min(np.diff(rows))) if len(rows) > 1 else 5
     grid = rebalance_indices(D, every, int(rows[0]) % every)
     grid = grid[grid + ret_end < D]
-    dirs = resolve_directions(list(panel.names))
+    dirs = resolve_directions(list(panel.names), store=store)
     sv = signed(panel.values[xp.asarray(grid)], np.array([dirs[n] for n in panel.names], float))
     fwd = xp.asarray(market.forward_returns(1, ret_end)[grid])
     pool = xp.asarray(market.pool(pool_config)[grid])
