@@ -399,3 +399,15 @@ def test_user_factors_chunked_and_on_the_gpu_code_path_match(store: Store) -> No
     np.testing.assert_array_equal(chunked, whole)
     gpu = compute_factors(store, dates, EXAMPLE_NAMES, backend=standin_backend(), config=cfg)
     np.testing.assert_allclose(gpu.to_numpy(), whole, rtol=1e-12, atol=0)
+
+
+def test_factor_catalog_lists_builtins_then_stored_user_factors(store: Store) -> None:
+    from fbgpu.factors.compute import factor_catalog
+
+    run_factors(store, config=FactorConfig(modules=(str(EXAMPLES),)), progress=False)
+    unload()  # a later process: the catalog comes from the manifests
+    cat = factor_catalog(store)
+    assert [c["name"] for c in cat] == [*builtin_names(), *EXAMPLE_NAMES]
+    assert all(c["formula"] for c in cat)
+    assert [c["user"] for c in cat].count(True) == 8
+    assert cat[-1]["module"] == str(EXAMPLES.resolve())

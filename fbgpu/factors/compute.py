@@ -584,6 +584,25 @@ def stored_user_factors(store: Store, table: str = FACTORS_TABLE) -> dict[str, d
     return out
 
 
+def factor_catalog(store: Store | None = None) -> list[dict[str, Any]]:
+    """Every factor a report should list: the built-ins from the registry, then the user
+    factors recorded in ``store``'s ``factors`` manifests (or registered in this process).
+
+    Each entry: ``name, family, direction, formula, min_obs, user, module``.
+    """
+    out = [{"name": n, "family": s.family, "direction": s.direction, "formula": s.formula,
+            "min_obs": s.min_obs, "user": False, "module": ""}
+           for n, s in FACTORS.items() if s.builtin]
+    user = stored_user_factors(store) if store is not None else {}
+    for n in FACTORS:
+        if not FACTORS[n].builtin and n not in user:
+            user.update(user_factor_meta([n]))
+    out += [{"name": n, "family": m.get("family", ""), "direction": m.get("direction", 1),
+             "formula": m.get("formula", ""), "min_obs": m.get("min_obs", ""), "user": True,
+             "module": m.get("module", "")} for n, m in user.items()]
+    return out
+
+
 def _current_columns(store: Store, d: dt.date, inputs: dict[str, str],
                      col_hashes: dict[str, str]) -> list[str]:
     """Columns of the stored ``factors`` partition of ``d`` that can be kept as they are: same
