@@ -23,6 +23,10 @@ from fbgpu.data.store import Store
 N_DATES = 2
 
 
+#: The synthetic calendar is every weekday (no holidays, e.g. 2022-01-03 is a weekday there).
+SYNTH = {"calendar": "weekdays"}
+
+
 def frame(store: Store, table: str, date: dt.date | None = None,
           symbol_suffix: str | None = None) -> pd.DataFrame:
     t = _plain(store.read(table, date))
@@ -43,7 +47,7 @@ def test_full_round_trip_is_identical(tiny_store: Store, exported, tmp_path: Pat
     dst = Store(tmp_path / "s")
     for fmt in ("securities", "daily-bars", "minute-bars", "index-weights", "sse-trade",
                 "szse-order", "sse-order"):
-        r = ingest(dst, fmt, files[fmt])
+        r = ingest(dst, fmt, files[fmt], mapping=SYNTH)
         assert r.counts["duplicates_dropped"] == r.counts["nonpositive_price_or_volume"] == 0
         if fmt == "sse-trade":  # the generator's bars agree with its trades
             assert r.counts["minute_bars_differing_from_trades"] == 0
@@ -58,8 +62,8 @@ def test_full_round_trip_is_identical(tiny_store: Store, exported, tmp_path: Pat
 def test_derived_bars_equal_generated_bars(tiny_store: Store, exported, tmp_path: Path) -> None:
     dates, files = exported
     dst = Store(tmp_path / "s")
-    ingest(dst, "daily-bars", files["daily-bars"])  # states each day's pre_close
-    ingest(dst, "sse-trade", files["sse-trade"])
+    ingest(dst, "daily-bars", files["daily-bars"], mapping=SYNTH)  # states each day's pre_close
+    ingest(dst, "sse-trade", files["sse-trade"], mapping=SYNTH)
     for d in dates:
         pd.testing.assert_frame_equal(frame(dst, "minute", d), frame(tiny_store, "minute", d))
 
@@ -68,7 +72,7 @@ def test_szse_trade_layout_round_trip(tiny_store: Store, exported, tmp_path: Pat
     """SZSE layout: side re-derived from the later order id; cancels separated by ExecType."""
     dates, files = exported
     dst = Store(tmp_path / "s")
-    r = ingest(dst, "szse-trade", files["szse-trade"])
+    r = ingest(dst, "szse-trade", files["szse-trade"], mapping=SYNTH)
     assert r.counts["cancellations_separated"] > 0
     for d in dates:
         pd.testing.assert_frame_equal(frame(dst, "trades", d), frame(tiny_store, "trades", d,
@@ -81,7 +85,7 @@ def test_szse_trade_layout_round_trip(tiny_store: Store, exported, tmp_path: Pat
 def test_sse_tick_layout_round_trip(tiny_store: Store, exported, tmp_path: Path) -> None:
     dates, files = exported
     dst = Store(tmp_path / "s")
-    ingest(dst, "sse-tick", files["sse-tick"])
+    ingest(dst, "sse-tick", files["sse-tick"], mapping=SYNTH)
     for d in dates:
         pd.testing.assert_frame_equal(frame(dst, "trades", d), frame(tiny_store, "trades", d,
                                                                       ".SH"))
@@ -107,9 +111,9 @@ def test_no_look_ahead(tiny_store: Store, tmp_path: Path) -> None:
     files = export_market(tiny_store, tmp_path / "v", dates)
     a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
     for f in files["sse-trade"][:2]:
-        ingest(a, "sse-trade", [f])
+        ingest(a, "sse-trade", [f], mapping=SYNTH)
     before = _hashes(a, dates[:2])
-    ingest(a, "sse-trade", [files["sse-trade"][2]])
+    ingest(a, "sse-trade", [files["sse-trade"][2]], mapping=SYNTH)
     assert _hashes(a, dates[:2]) == before
     # A perturbed future: day 3's prices (and so its amounts, which must stay price x volume)
     # doubled.
@@ -119,7 +123,7 @@ def test_no_look_ahead(tiny_store: Store, tmp_path: Path) -> None:
     bad = tmp_path / "future.csv"
     pa.csv.write_csv(t, bad)
     for f in [*files["sse-trade"][:2], bad]:
-        ingest(b, "sse-trade", [f])
+        ingest(b, "sse-trade", [f], mapping=SYNTH)
     assert _hashes(b, dates[:2]) == before
     # ... while day 3 itself does see day 2 (pre_close = day 2's close).
     d2 = {r["symbol"]: r["close"] for r in a.read("daily", dates[1]).to_pylist()}

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fbgpu.data.bars import minute_bars_from_trades
+from fbgpu.data.ingest.calendar_cn import not_a_trading_day
 from fbgpu.data.ingest.errors import IngestError, ValidationReport
 from fbgpu.data.ingest.invariants import check_bars
 from fbgpu.data.ingest.mapping import IngestConfig, load_config, resolve_format
@@ -626,6 +627,11 @@ def ingest(
             except ValueError as e:
                 raise IngestError("<arguments>", None, "--date",
                                   f"not a date (YYYY-MM-DD): {date!r}") from e
+        why = not_a_trading_day(d, cfg.calendar) if fmt != "securities" else None
+        if why is not None:
+            raise IngestError("<arguments>", None, "--date",
+                              f"{why} (not on the exchange calendar; see calendar in the "
+                              "mapping)")
     report = ValidationReport(format=fmt)
     job = Ingest(st, fmt, cfg, d, report)
     sources = expand_inputs(list(paths))
@@ -635,7 +641,7 @@ def ingest(
         return track(list(it), f"ingest {fmt}")
 
     if fmt in BUILDERS:
-        job.ticks(collect(sources, job.spec, cfg, d, progress=progress))
+        job.ticks(collect(sources, job.spec, cfg, d, progress=progress, one_day=True))
     elif fmt == "minute-bars":
         job.minute_bars(collect(sources, job.spec, cfg, d, progress=progress))
     elif fmt == "daily-bars":

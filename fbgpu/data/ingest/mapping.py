@@ -321,6 +321,14 @@ class IngestConfig(BaseModel):
     #: Derive minute bars (and daily bars where no vendor daily exist) from ingested trades, and
     #: daily bars from ingested minute bars.
     derive_bars: bool = True
+    #: Which dates are accepted (fbgpu/data/ingest/calendar_cn.py): ``exchange`` = SSE/SZSE
+    #: trading days (weekends and public holidays rejected), ``weekdays`` = any Monday-Friday
+    #: (synthetic markets, which model no holidays), ``none`` = no check.
+    calendar: Literal["exchange", "weekdays", "none"] = "exchange"
+    #: Tick files (trades/orders/ticks) hold one trading day each: a row dated otherwise than the
+    #: file's first row rejects the file. ``split_dates = true`` accepts multi-day tick files and
+    #: writes each row to its own date's partitions.
+    split_dates: bool = False
     #: ``[columns]``: source field -> vendor column name, overriding the built-in candidates.
     columns: dict[str, str] = Field(default_factory=dict)
     #: ``[codes.<field>]``: vendor code -> canonical value, extending the built-in tables.

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from fbgpu.data.ingest.calendar_cn import not_a_trading_day
 from fbgpu.data.ingest.errors import IngestError
 from fbgpu.data.ingest.mapping import FormatSpec, IngestConfig, SourceField
 from fbgpu.data.ingest.values import (
@@ -366,15 +367,52 @@ class Rows:
                     self.columns)
 
 
+def _day_str(day: int) -> str:
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=int(day))).isoformat()
+
+
+def _check_dates(label: str, row0: int, day: np.ndarray, cols: dict[str, str],
+                 config: IngestConfig, first_day: int | None, one_day: bool) -> int | None:
+    """Every row's date on the exchange calendar; with ``one_day``, one date per file.
+
+    Returns the file's date (its first row's) for the next block of the same file.
+    """
+    if not len(day):
+        return first_day
+    col = cols.get("date", cols.get("time"))
+    if one_day and not config.split_dates:
+        if first_day is None:
+            first_day = int(day[0])
+        other = day != first_day
+        if other.any():
+            i = int(np.flatnonzero(other)[0])
+            raise IngestError(label, row0 + i, col,
+                              f"row is dated {_day_str(day[i])}, but the file's first row is "
+                              f"dated {_day_str(first_day)}: a tick file holds one trading day "
+                              "(set split_dates = true in the mapping to split it by date)")
+    uniq, first = np.unique(day, return_index=True)
+    for d, i in zip(uniq, first, strict=True):
+        why = not_a_trading_day(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)),
+                                config.calendar)
+        if why is not None:
+            raise IngestError(label, row0 + int(i), col,
+                              f"{why} (not on the exchange calendar; see calendar in the "
+                              "mapping)")
+    return first_day
+
+
 def collect(sources: list[Source], spec: FormatSpec, config: IngestConfig,
             date: dt.date | None, lenient_symbols: bool = False, dated: bool = True,
-            progress: Callable[[Iterator[Source]], Iterator[Source]] | None = None) -> Rows:
+            progress: Callable[[Iterator[Source]], Iterator[Source]] | None = None,
+            one_day: bool = False) -> Rows:
     """Read and parse every input into one :class:`Rows`, resolving each row's date.
 
     A row's date comes from the date column, else from a timestamp that carries a date, else from
     ``date``. When ``date`` is given, a row carrying another date is an error (the wrong file was
     passed). A file without data rows is an error. ``dated=False`` (the security master) skips
-    date resolution.
+    date resolution. Every date must be on the exchange calendar (``config.calendar``); with
+    ``one_day`` (tick files) all rows of a file must share its first row's date unless
+    ``config.split_dates``.
     """
     parts: dict[str, list[np.ndarray]] = {}
     names: dict[str | None, int] = {}
@@ -388,6 +426,7 @@ def collect(sources: list[Source], spec: FormatSpec, config: IngestConfig,
         files.append(src.label)
         columns.append(cols)
         n_file = 0
+        first_day: int | None = None
         for block in iter_blocks(src, cols, spec, config, lenient_symbols):
             n_file += block.n
             v = block.values
@@ -413,6 +452,9 @@ def collect(sources: list[Source], spec: FormatSpec, config: IngestConfig,
                 other = dt.date(1970, 1, 1) + dt.timedelta(days=int(day[i]))
                 raise IngestError(src.label, block.row0 + i, cols.get("date", cols.get("time")),
                                   f"row is dated {other}, but the ingest is for {date}")
+            if dated:
+                first_day = _check_dates(src.label, block.row0, day, cols, config, first_day,
+                                         one_day)
             v["date"] = day
             v["file"] = np.full(block.n, fi, dtype=np.int32)
             v["row"] = np.arange(block.row0, block.row0 + block.n, dtype=np.int64)
