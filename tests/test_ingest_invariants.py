@@ -56,6 +56,7 @@ class Case:
     column: str
     reason: str
     cli: bool = True  # through a subprocess; extra variants run in-process (keeps the file fast)
+    date: str | None = None  # --date
 
 
 def minute(*rows: str) -> tuple[str, ...]:
@@ -119,6 +120,35 @@ CASES = [
     Case("negative seq (szse)", "szse-trade",
          (SZSE_HEAD, SZSE_OK, SZSE_OK.replace(",12,", ",-12,").replace("3000010", "3001000")),
          2, "ApplSeqNum", "is negative", cli=False),
+    # plausibility band (x5 of the stock-day median, or of the previous close when known)
+    Case("trade price 100x the median", "sse-trade",
+         sse(SSE_OK2, SSE_OK2.replace(",102,", ",103,").replace(",8.00,100,800",
+                                                                 ",800,100,80000")),
+         3, "TradePrice", "trade price 800 is more than 5x away from the median"),
+    Case("trade price 1/100 of the median", "sse-trade",
+         sse(SSE_OK2, SSE_OK2.replace(",102,", ",103,").replace(",8.00,100,800",
+                                                                 ",0.08,100,8")),
+         3, "TradePrice", "is more than 5x away", cli=False),
+    # one file, one date; the exchange calendar
+    Case("row of the next day in a tick file", "sse-trade",
+         sse(SSE_OK2.replace("2024.01.02", "2024.01.03")), 2, "MDDate",
+         "row is dated 2024-01-03, but the file's first row is dated 2024-01-02"),
+    Case("minute bar on a Sunday", "minute-bars",
+         minute(M2.replace("20240102", "20240107")), 2, "date", "2024-01-07 is a Sunday"),
+    Case("daily bar on New Year's Day", "daily-bars",
+         daily(DAY_OK.replace("20240102", "20240101")), 2, "date",
+         "2024-01-01 is an exchange holiday (New Year's Day)", cli=False),
+    Case("trades on the 2024 Spring Festival eve closure", "sse-trade",
+         (SSE_HEAD, SSE_OK.replace("2024.01.02", "2024.02.09")), 1, "MDDate",
+         "2024-02-09 is an exchange holiday (Spring Festival eve", cli=False),
+    Case("minute bar in 2099", "minute-bars", minute(M2.replace("20240102", "20990105")), 2,
+         "date", "outside the exchange calendar's years", cli=False),
+    Case("szse --date on a Sunday", "szse-trade",
+         (SZSE_HEAD, "000001,93000010,12,11,4,10.01,200,F"), 0, "--date",
+         "2024-01-07 is a Sunday", date="2024-01-07"),
+    Case("szse --date in 2099", "szse-trade",
+         (SZSE_HEAD, "000001,93000010,12,11,4,10.01,200,F"), 0, "--date",
+         "outside the exchange calendar's years", cli=False, date="2099-01-05"),
 ]
 
 
@@ -145,15 +175,20 @@ def test_invariant_rejects_file(case: Case, seeded: Path, tmp_path: Path) -> Non
     bad.write_text("\n".join(case.lines) + "\n")
     before = digest(seeded)
     if case.cli:
-        res = fbgpu("ingest", "--format", case.fmt, "--in", str(bad), "--store", str(seeded))
+        extra = ["--date", case.date] if case.date else []
+        res = fbgpu("ingest", "--format", case.fmt, "--in", str(bad), "--store", str(seeded),
+                    *extra)
         err = res.stderr
         assert res.returncode == 2, res.stdout + err
     else:
         with pytest.raises(IngestError) as ei:
-            ingest(seeded, case.fmt, [bad])
+            ingest(seeded, case.fmt, [bad], date=case.date)
         err = f"{ei.value}\nthe store was not changed"
-    assert str(bad) in err, err
-    assert f"row {case.row} " in err and f"column {case.column!r}" in err, err
+    if case.row == 0:  # an argument, not a row of the file
+        assert "<arguments>" in err and f"column {case.column!r}" in err, err
+    else:
+        assert str(bad) in err, err
+        assert f"row {case.row} " in err and f"column {case.column!r}" in err, err
     assert case.reason in err, err
     assert "the store was not changed" in err
     assert digest(seeded) == before

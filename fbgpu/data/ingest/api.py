@@ -31,9 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fbgpu.data.bars import minute_bars_from_trades
-from fbgpu.data.ingest.calendar_cn import not_a_trading_day
+from fbgpu.data.ingest.calendar_cn import not_a_trading_day, trading_days_between
 from fbgpu.data.ingest.errors import IngestError, ValidationReport
-from fbgpu.data.ingest.invariants import check_bars
+from fbgpu.data.ingest.invariants import check_bars, check_price_band
 from fbgpu.data.ingest.mapping import IngestConfig, load_config, resolve_format
 from fbgpu.data.ingest.reader import Rows, collect, expand_inputs
 from fbgpu.data.ingest.reference import (
@@ -352,6 +352,8 @@ class Ingest:
         touched: set[dt.date] = set()
         for table, trows in tables.items():
             trows = apply_rules(table, trows, self.cfg, self.report)
+            if table == "trades":
+                check_price_band(trows, self.prev_close_of(trows))
             self.report.add("rows_written", trows.n)
             days = trows.values["date"]
             for d in np.unique(days):
@@ -366,6 +368,20 @@ class Ingest:
             if trades is not None and self.cfg.derive_bars:
                 self.derive_from_trades(date, _symbols(trades.rows))
             self.check_order_ids(date)
+
+    def prev_close_of(self, rows: Rows) -> np.ndarray:
+        """Per row, the symbol's close known before the row's date opens (NaN when unknown)."""
+        out = np.full(rows.n, np.nan)
+        v = rows.values
+        for d in np.unique(v["date"]):
+            pre = self.stage.pre_close(_day(d))
+            if not pre:
+                continue
+            m = v["date"] == d
+            lut = np.array([pre.get(s, PrevDay()).close if s is not None else np.nan
+                            for s in rows.symbols], dtype=np.float64)
+            out[m] = lut[v["symbol"][m]]
+        return out
 
     def check_order_ids(self, date: dt.date) -> None:
         trades, orders = self.stage.final("trades", date), self.stage.final("orders", date)
@@ -423,6 +439,7 @@ class Ingest:
         tables = []
         if keep:
             d = daily_arrays(date, bars.select(keep), prev, self.master)
+            self.count_daily_gaps(date, keep, d)
             tables.append(daily_table(date, keep, d))
         # Listed stocks of the previous daily partition without any row today: suspended.
         have = set(bars.symbols) | vendor
@@ -431,6 +448,16 @@ class Ingest:
             have |= _symbols(final_old)
         missing = sorted(s for s in prev if s not in have and is_stock(s)
                          and (s not in self.master or self.master.listed(s, date)))
+        prev_date, _ = self.stage.prev_daily(date)
+        if missing and prev_date is not None:
+            gap = trading_days_between(prev_date, date, self.cfg.calendar)
+            if gap:  # the store lacks trading days in between: no rows are invented over them
+                self.report.add("suspension_fill_skipped", len(missing))
+                self.report.note(f"{len(missing)} stock(s) of the daily partition {prev_date} "
+                                 f"have no data on {date}, but {gap} trading day(s) in between "
+                                 "are not in the store: no suspended rows were added (ingest "
+                                 "the days in order)")
+                missing = []
         if missing:
             self.report.add("suspended_rows_added", len(missing))
             tables.append(daily_table(date, missing, suspended_arrays(date, missing, prev,
@@ -439,6 +466,32 @@ class Ingest:
             t = pa.concat_tables([_plain(x) for x in tables])
             syms = set(keep) | set(missing)
             self.stage.stage("daily", date, t, syms, syms)
+
+    def count_daily_gaps(self, date: dt.date, symbols: list[str],
+                         d: dict[str, np.ndarray]) -> None:
+        """Count and warn about daily rows whose vwap or float_cap stays unknown (NaN).
+
+        ``daily_vwap_unknown``: traded rows (volume > 0) without a vwap (no vendor vwap and an
+        empty/zero amount): the vwap-based returns and fills are NaN there.
+        ``float_cap_unknown``: rows without float shares (vendor or master): size
+        neutralisation skips them and the portfolio's size constraint cannot use them.
+        """
+        traded = np.asarray(d["volume"]) > 0
+        no_vwap = traded & ~np.isfinite(np.asarray(d["vwap"], dtype=np.float64))
+        no_cap = ~np.isfinite(np.asarray(d["float_cap"], dtype=np.float64))
+        for rule, bad, why in (
+            ("daily_vwap_unknown", no_vwap, "traded but without amount or vwap: vwap is NaN"),
+            ("float_cap_unknown", no_cap, "without float shares (vendor float_cap/float_shares "
+             "or the security master's float_shares): float_cap is NaN, so size neutralisation "
+             "and the size constraint do not apply to them"),
+        ):
+            n = int(bad.sum())
+            if n:
+                self.report.add(rule, n)
+                ex = ", ".join(np.array(symbols, dtype=object)[bad][:3])
+                text = f"{n} daily row(s) on {date} {why} (e.g. {ex})"
+                self.report.note(text)
+                logger.warning(text)
 
     # ------------------------------------------------------------------ bar formats
     def minute_bars(self, rows: Rows) -> None:
@@ -501,6 +554,7 @@ class Ingest:
                 src["industry"] = v["industry"][m]
             _, prev = self.stage.prev_daily(date)
             arrays = complete_daily(date, syms, src, prev, self.master)
+            self.count_daily_gaps(date, syms, arrays)
             t = daily_table(date, syms, arrays)
             self.report.add("rows_written", t.num_rows)
             self.stage.stage("daily", date, t, self.drop_for(set(syms)), set())

@@ -68,3 +68,19 @@ def not_a_trading_day(date: dt.date, rule: CalendarRule = "exchange") -> str | N
 def is_trading_day(date: dt.date, rule: CalendarRule = "exchange") -> bool:
     """Whether ``date`` is an SSE/SZSE trading day (see :func:`not_a_trading_day`)."""
     return not_a_trading_day(date, rule) is None
+
+
+def trading_days_between(a: dt.date, b: dt.date, rule: CalendarRule = "exchange") -> int:
+    """Number of trading days strictly between ``a`` and ``b`` (``a < b``).
+
+    Under ``none`` the weekday rule is used; a year outside the table counts its weekdays.
+    """
+    eff: CalendarRule = "weekdays" if rule == "none" else rule
+    first, last = calendar_years()
+    n = 0
+    d = a + dt.timedelta(days=1)
+    while d < b:
+        r = eff if first <= d.year <= last else "weekdays"
+        n += is_trading_day(d, r)
+        d += dt.timedelta(days=1)
+    return n

@@ -37,6 +37,9 @@ RULES: tuple[str, ...] = (
     "non_stock_rows_skipped",
     "bars_vwap_outside_range",
     "minute_bars_differing_from_trades",
+    "daily_vwap_unknown",
+    "float_cap_unknown",
+    "suspension_fill_skipped",
 )
 
 

@@ -14,7 +14,11 @@ Rules (docs/ingest.md, "Rules"):
   and amount not negative;
 - trades: a vendor amount (``TradeMoney``) equals price x volume within
   ``AMOUNT_RTOL * |price x volume| + AMOUNT_ATOL``;
-- tick tables: ``seq >= 0``.
+- tick tables: ``seq >= 0``;
+- trades: a price within a factor :data:`BAND_RATIO` of its reference, the stock's previous
+  close when the store knows it, else the median trade price of its stock-day
+  (``ref / 5 <= price <= 5 * ref``), so a 100x or 1e9 price is rejected while the widest real
+  moves pass (a 30% limit day, a 10-for-10 ex-rights day halving the price, a no-limit IPO day).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ MAX_PRICE = 1e6
 PRICE_TOL = 1e-6
 #: Tolerance of a vendor trade amount against price x volume: relative, plus absolute CNY.
 AMOUNT_RTOL, AMOUNT_ATOL = 1e-6, 0.01
+
+#: Plausibility band of trade prices: within [ref / BAND_RATIO, ref * BAND_RATIO].
+BAND_RATIO = 5.0
 
 PRICES = ("open", "high", "low", "close")
 
@@ -110,3 +117,39 @@ def check_trades(rows: Rows) -> None:
         raise rows.error(i, "amount", f"trade amount {_fmt(amount[i])} is not price x volume "
                          f"({_fmt(v['price'][i])} x {int(v['volume'][i])} = {_fmt(expect[i])}); "
                          "is the volume in lots (volume_multiplier = 100)?")
+
+
+def stock_day_median(rows: Rows, field: str) -> np.ndarray:
+    """Per row, the median of ``field`` over the row's stock-day (same symbol and date)."""
+    v = rows.values
+    p = v[field]
+    key = v["date"].astype(np.int64) << 32 | v["symbol"].astype(np.int64)
+    _, inv = np.unique(key, return_inverse=True)
+    order = np.lexsort((p, inv))
+    counts = np.bincount(inv)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    srt = p[order]
+    lo = srt[starts + (counts - 1) // 2]
+    hi = srt[starts + counts // 2]
+    return ((lo + hi) / 2)[inv]
+
+
+def check_price_band(rows: Rows, prev_close: np.ndarray | None = None) -> None:
+    """Trade prices within a factor :data:`BAND_RATIO` of their reference price.
+
+    The reference is ``prev_close`` (per row; NaN where unknown), else the stock-day median.
+    """
+    if rows.n == 0:
+        return
+    p = rows.values["price"]
+    med = stock_day_median(rows, "price")
+    ref = med if prev_close is None else np.where(np.isfinite(prev_close) & (prev_close > 0),
+                                                  prev_close, med)
+    bad = (p > ref * BAND_RATIO) | (p < ref / BAND_RATIO)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        what = ("the previous close" if prev_close is not None and np.isfinite(prev_close[i])
+                and prev_close[i] > 0 else "the median trade price of its stock-day")
+        raise rows.error(i, "price", f"trade price {_fmt(p[i])} is more than {BAND_RATIO:g}x "
+                         f"away from {what} {_fmt(ref[i])}: not a plausible price (corrupt "
+                         "input, or a price in the wrong unit)")
