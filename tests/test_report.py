@@ -43,7 +43,7 @@ def test_report_embeds_tables_figures_and_run(tmp_path: Path) -> None:
     out = build_report(s)
     page = out.read_text()
     assert "SYNTHETIC DATA" in page and "preset <code>tiny</code>, seed 7" in page
-    assert "Single-factor tests" in page and "late_skew_ret" in page and "0.0123" in page
+    assert "Single-factor tests" in page and "late_skew_ret" in page and "1.23%" in page
     assert re.search(r"src='data:image/png;base64,[A-Za-z0-9+/=]{100,}'", page)
     assert "27 factors" in page and "CPU (2 cores)" in page
     # self-contained: no external resources

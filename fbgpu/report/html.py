@@ -25,6 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from fbgpu import __version__
 from fbgpu.data.runlog import read_runlog
 from fbgpu.data.store import Store, atomic_write_bytes
+from fbgpu.report.claims import T_THRESHOLD, paper_vs_run
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,37 @@ SECTIONS: list[tuple[str, str]] = [
 ]
 
 
+#: The research report's exhibit number of each step output, by (section, file stem).
+EXHIBIT_NUMBERS: dict[tuple[str, str], int] = {
+    ("evaluate", "single_factor"): 7,
+    ("evaluate", "factor_correlation"): 23,
+    ("models", "exhibit45_hf"): 45,
+    ("models", "cumulative_rank_ic"): 46,
+    ("models", "style_correlation"): 49,
+    ("models", "exhibit52_lf"): 52,
+    ("models", "exhibit57_fusion"): 57,
+    ("backtest", "cumulative_excess_csi500"): 63,
+    ("backtest", "performance_csi500"): 64,
+    ("backtest", "yearly_csi500"): 65,
+    ("backtest", "cumulative_excess_csi1000"): 66,
+    ("backtest", "performance_csi1000"): 67,
+    ("backtest", "yearly_csi1000"): 68,
+}
+
+#: Rows shown on the page before a table is summarised (the full table is the linked CSV).
+MAX_ROWS = 20
+
+#: Column-name fragments whose values are fractions shown as percentages.
+PERCENT_HINTS = ("IC>0", "win", "excess", "turnover", "return", "volatility", "drawdown",
+                 "tracking error", "RankIC mean", "RankIC std")
+
+
 @dataclass
 class Item:
     kind: str  # "table" | "figure" | "text"
     caption: str
     html: str
+    anchor: str = ""
 
 
 @dataclass
@@ -67,17 +94,43 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def table_html(df: pd.DataFrame, max_rows: int = 60) -> str:
-    """An HTML table of ``df`` with compact number formatting (first ``max_rows`` rows)."""
+def _is_percent(column: str) -> bool:
+    return any(h.lower() in column.lower() for h in PERCENT_HINTS)
+
+
+def _header(c: object) -> str:
+    """Column header text; pandas' ``Unnamed: N`` (an unnamed CSV index) becomes empty."""
+    s = str(c)
+    return "" if s.startswith("Unnamed:") else html.escape(s)
+
+
+def table_html(df: pd.DataFrame, max_rows: int = MAX_ROWS, link: str | None = None) -> str:
+    """An HTML table of ``df``: fractions in percent columns (:data:`PERCENT_HINTS`) as ``x.xx%``,
+    other numbers compact; at most ``max_rows`` rows, the rest summarised with a link to the CSV.
+    Wrapped in a horizontally scrolling box so no table is wider than the page."""
     more = len(df) - max_rows
     df = df.head(max_rows)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    pct = [_is_percent(str(c)) for c in df.columns]
+    head = "".join(f"<th>{_header(c)}</th>" for c in df.columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>"
+        "<tr>" + "".join(
+            f"<td>{_fmt_pct(v) if p else _fmt(v)}</td>" for v, p in zip(r, pct, strict=True))
+        + "</tr>"
         for r in df.itertuples(index=False)
     )
-    tail = f"<p class='note'>... {more} more rows in the CSV.</p>" if more > 0 else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{tail}"
+    where = f"<a href='{html.escape(link)}'>{html.escape(link)}</a>" if link else "the CSV"
+    tail = f"<p class='note'>... {more} more rows in {where}.</p>" if more > 0 else ""
+    if link and more <= 0:
+        tail = f"<p class='note'>Data: {where}.</p>"
+    return (f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
+            f"</table></div>{tail}")
+
+
+def _fmt_pct(v: Any) -> str:
+    """A fraction as a percentage with two decimals (0.0123 -> 1.23%)."""
+    if isinstance(v, float | int) and not isinstance(v, bool):
+        return "" if v != v else f"{100 * float(v):.2f}%"
+    return _fmt(v)
 
 
 def _figure_html(path: Path) -> str:
@@ -89,17 +142,23 @@ def _caption(path: Path) -> str:
     return path.stem.replace("_", " ")
 
 
-def _item(path: Path, caption: str | None = None) -> Item | None:
+def _item(path: Path, caption: str | None = None, report_dir: Path | None = None) -> Item | None:
     cap = caption or _caption(path)
+    key = (path.parent.name, path.stem)
+    num = EXHIBIT_NUMBERS.get(key)
+    anchor = f"exhibit-{num}" if num is not None else f"{key[0]}-{key[1]}"
+    if num is not None:
+        cap = f"Exhibit {num}: {cap}"
     if path.suffix == ".png":
-        return Item("figure", cap, _figure_html(path))
+        return Item("figure", cap, _figure_html(path), anchor)
     if path.suffix == ".csv":
         try:
             df = pd.read_csv(path)
         except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
             log.warning("report: cannot read %s: %s", path, e)
             return None
-        return Item("table", cap, table_html(df))
+        link = path.relative_to(report_dir).as_posix() if report_dir else None
+        return Item("table", cap, table_html(df, link=link), anchor)
     if path.suffix in (".md", ".txt"):
         return Item("text", cap, f"<pre>{html.escape(path.read_text())}</pre>")
     return None
@@ -118,13 +177,35 @@ def collect_section(report_dir: Path, key: str, title: str) -> Section | None:
         sec.text = spec.get("text", "")
         for it in spec.get("items", []):
             p = d / it["file"]
-            if p.exists() and (item := _item(p, it.get("caption"))) is not None:
+            if p.exists() and (item := _item(p, it.get("caption"), report_dir)) is not None:
                 sec.items.append(item)
     else:
         for p in sorted(d.rglob("*")):
-            if p.suffix in (".csv", ".png") and (item := _item(p)) is not None:
+            if p.suffix in (".csv", ".png") and (item := _item(p, None, report_dir)) is not None:
                 sec.items.append(item)
     return sec if sec.items or sec.text else None
+
+
+def _dedupe_anchors(sections: list[Section]) -> None:
+    """Give the first item with an anchor id that id; later duplicates get ``-2``, ``-3``..."""
+    seen: dict[str, int] = {}
+    for sec in sections:
+        for it in sec.items:
+            k = seen.get(it.anchor, 0)
+            seen[it.anchor] = k + 1
+            if k:
+                it.anchor = f"{it.anchor}-{k + 1}"
+
+
+def _claims_summary(claims: pd.DataFrame) -> str:
+    """One sentence counting the verdicts of the paper-vs-run table."""
+    if not len(claims):
+        return ("No model or backtest output in this store, so none of the paper's headline "
+                "claims can be checked.")
+    c = claims["verdict"].value_counts()
+    return (f"Of {len(claims)} headline claims this run can test, {c.get('reproduced', 0)} "
+            f"are reproduced, {c.get('contradicted', 0)} are contradicted and "
+            f"{c.get('inconclusive', 0)} are inconclusive (|t| < {T_THRESHOLD:g}).")
 
 
 def data_summary(store: Store) -> pd.DataFrame:
@@ -167,6 +248,9 @@ def build_report(store: Store | str | Path, out: Path | None = None) -> Path:
 
     sections = [s for key, title in SECTIONS
                 if (s := collect_section(report_dir, key, title)) is not None]
+    _dedupe_anchors(sections)
+    claims = paper_vs_run(report_dir)
+    claims.to_csv(report_dir / "paper_vs_run.csv", index=False)
     runlog = read_runlog(store)
     steps = pd.DataFrame(  # a failed step shows its failure time and error, never "finished"
         [{"step": e.get("step", ""), "status": e.get("status", "ok"),
@@ -186,6 +270,9 @@ def build_report(store: Store | str | Path, out: Path | None = None) -> Path:
         synth=synth_meta,
         data_table=table_html(summary) if len(summary) else "<p>The store is empty.</p>",
         sections=sections,
+        claims_table=(table_html(claims, max_rows=len(claims), link="paper_vs_run.csv")
+                      if len(claims) else ""),
+        claims_summary=_claims_summary(claims),
         steps_table=table_html(steps) if len(steps) else "<p>No step has recorded a run.</p>",
         configs=json.dumps(configs, indent=1, default=str),
         platform=f"Python {platform.python_version()} on {platform.platform()}",
