@@ -1,0 +1,66 @@
+"""Paper-vs-run verdicts (paired weekly RankIC t-statistics) and the report's table hygiene."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fbgpu.report import build_report
+from fbgpu.report.claims import paired_t, paper_vs_run, verdict
+from fbgpu.report.html import table_html
+
+
+def _write_models(root: Path, gap: float, n: int = 40, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.03, 0.05, n)
+    dates = pd.date_range("2022-01-03", periods=n, freq="7D").strftime("%Y-%m-%d")
+    d = root / "reports" / "models"
+    d.mkdir(parents=True)
+    pd.DataFrame({"date": dates, "HF deep-learning": base + gap + rng.normal(0, 0.01, n),
+                  "HF equal-weight": base, "HF ICIR-weighted": base - 0.01}).to_csv(
+        d / "rank_ic.csv", index=False)
+    pd.DataFrame({"": ["HF deep-learning"], "RankIC mean": [0.05]}).to_csv(
+        d / "exhibit45_hf.csv", index=False)
+
+
+def test_paired_t_matches_closed_form() -> None:
+    a = pd.Series([0.1, 0.2, 0.3, 0.5])
+    b = pd.Series([0.0, 0.1, 0.1, 0.2])
+    d = a - b
+    m, t, n = paired_t(a, b)
+    assert n == 4 and math.isclose(m, d.mean())
+    assert math.isclose(t, d.mean() / (d.std(ddof=1) / 2.0))
+    assert verdict(2.5, 10) == "reproduced" and verdict(-2.5, 10) == "contradicted"
+    assert verdict(1.0, 10) == "inconclusive" and verdict(5.0, 2) == "inconclusive"
+
+
+def test_claims_verdicts_follow_the_data(tmp_path: Path) -> None:
+    _write_models(tmp_path / "up", gap=0.03)
+    up = paper_vs_run(tmp_path / "up" / "reports").set_index("claim")
+    assert (up["verdict"] == "reproduced").all() and len(up) == 2
+    assert "9.10%" in up.iloc[0]["paper"]  # the report's published HF RankIC is quoted
+    _write_models(tmp_path / "down", gap=-0.03)
+    down = paper_vs_run(tmp_path / "down" / "reports")
+    eq = down[down["claim"].str.contains("equal-weight")]
+    assert eq["verdict"].tolist() == ["contradicted"]
+
+
+def test_report_has_anchors_toc_claims_and_no_unnamed(tmp_path: Path) -> None:
+    _write_models(tmp_path, gap=-0.03)
+    page = build_report(tmp_path).read_text()
+    assert 'id="exhibit-45"' in page and 'href="#exhibit-45"' in page
+    assert 'id="paper-vs-run"' in page and "contradicted" in page
+    assert "HF deep-learning beats HF equal-weight" in page
+    assert "Unnamed" not in page
+    assert (tmp_path / "reports" / "paper_vs_run.csv").exists()
+
+
+def test_long_table_is_summarised_with_csv_link() -> None:
+    df = pd.DataFrame({"date": range(100), "annualized excess return": np.linspace(0, 0.1, 100)})
+    h = table_html(df, max_rows=10, link="backtest/daily.csv")
+    assert h.count("<tr>") == 11 and "90 more rows" in h and "href='backtest/daily.csv'" in h
+    assert re.search(r"<td>10\.00%</td>", table_html(df.tail(1), link=None))
