@@ -279,7 +279,16 @@ def polars_factors_from_frames(frames: dict[str, pl.DataFrame], names: Sequence[
     if "minute" in fams and bars is not None:
         out = out.join(polars_minute(bars, cfg), on="symbol", how="left")
     if "trade" in fams and "trades" in frames:
-        out = out.join(polars_trade(frames["trades"], bars, cfg), on="symbol", how="left")
+        tr = frames["trades"]
+        if isinstance(tr, pl.LazyFrame):
+            # The trade family's plan (order-level group-bys joined back to the trades) runs
+            # out of memory in the lazy engine (> 7 GB vs 1.5 GB eager, polars 1.x, 1,000-stock
+            # full-day preset), so it runs eagerly on its projected scan.
+            eager_bars = bars.collect() if isinstance(bars, pl.LazyFrame) else bars
+            trade = polars_trade(tr.collect(), eager_bars, cfg).lazy()
+        else:
+            trade = polars_trade(tr, bars, cfg)
+        out = out.join(trade, on="symbol", how="left")
     if "order" in fams and "orders" in frames:
         out = out.join(polars_order(frames["orders"], cfg), on="symbol", how="left")
     have = set(out.collect_schema().names())

@@ -1,0 +1,143 @@
+"""Whole-process timings: ``fbgpu factors`` vs. the polars and pandas peers, each a subprocess.
+
+Usage::
+
+    python benchmarks/bench_process.py --store DIR [--date YYYY-MM-DD] [--repeats 3] [--out DIR]
+
+What a user waits for is a whole process: interpreter start, imports (cold: a fresh interpreter
+each time), the store read and the compute. The page cache is warm (one untimed warm-up run of
+each command first), so the disk is not measured. Each command is run ``--repeats`` times,
+interleaved (fbgpu, polars, pandas, fbgpu, ...), so that load from other processes on a shared
+machine hits all of them alike; the minimum and the median are reported.
+
+Commands (all compute the 27 factors of one day from the same store files):
+
+* ``fbgpu``: ``python -m fbgpu factors --store S --start D --end D --backend cpu --no-progress``
+  (writes the ``factors`` partition, as a user's run does);
+* ``polars``: :func:`bench_factors.compute_day_polars` (one lazy ``scan_parquet`` query);
+* ``pandas``: :func:`baseline_pandas.compute_day_pandas`.
+
+Also measured: the import time of ``fbgpu factors`` (a fresh ``python -c "import fbgpu.cli.factors,
+fbgpu.factors.compute"``, i.e. everything a CPU run imports before reading data), peak RSS of
+each child (``ru_maxrss``), and the bandwidth floor: the bytes of the columns the 27 factors
+read (each once, as stored in memory) divided by the measured large-copy bandwidth. The ratio
+``time / floor`` says how far a run is from merely touching its input once.
+
+Writes ``bench_process.json``; timings are never asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("bench_process")
+
+
+def _peer_code(func: str, module: str, store: Path, date: dt.date) -> str:
+    return (
+        f"import sys, datetime as dt; sys.path.insert(0, {str(HERE)!r}); "
+        f"from {module} import {func}; from fbgpu.data.store import Store; "
+        f"r = {func}(Store({str(store)!r}), dt.date.fromisoformat({date.isoformat()!r})); "
+        f"print(len(r))"
+    )
+
+
+def commands(store: Path, date: dt.date) -> dict[str, list[str]]:
+    """The command line of each whole-process contender."""
+    py = sys.executable
+    d = date.isoformat()
+    return {
+        "fbgpu": [py, "-m", "fbgpu", "factors", "--store", str(store), "--start", d, "--end", d,
+                  "--backend", "cpu", "--no-progress"],
+        "polars": [py, "-c", _peer_code("compute_day_polars", "bench_factors", store, date)],
+        "pandas": [py, "-c", _peer_code("compute_day_pandas", "baseline_pandas", store, date)],
+        "import": [py, "-c", "import fbgpu.cli.factors, fbgpu.factors.compute"],
+    }
+
+
+def run_once(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process; raises if it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]} exited {p.returncode}: {p.stderr[-2000:]}")
+    # ru_maxrss of children is the max over all waited-for children: exact only when it grows.
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(after, before) / 1024.0 if after > before else float("nan")
+
+
+def floor_seconds(store: Path, date: dt.date) -> dict[str, float]:
+    """Bytes the 27 factors must read once and the copy-bandwidth floor (seconds)."""
+    sys.path.insert(0, str(HERE))
+    from bench_factors import bytes_read_once, copy_bandwidth
+
+    from fbgpu.data.store import Store
+    from fbgpu.factors import load_day, resolve_names
+
+    day = load_day(Store(store), date, resolve_names(None))
+    nbytes = bytes_read_once(day, None)
+    bw = copy_bandwidth()
+    return {"bytes": float(nbytes), "copy_bandwidth_gbs": bw / 1e9, "floor_s": nbytes / bw}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--store", type=Path, required=True)
+    ap.add_argument("--date", type=dt.date.fromisoformat, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", default="fbgpu,polars,pandas,import")
+    ap.add_argument("--out", type=Path, default=Path("."))
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from fbgpu.data.store import Store
+
+    date = args.date or Store(args.store).dates("trades")[0]
+    cmds = {k: v for k, v in commands(args.store, date).items() if k in args.only.split(",")}
+    for name, cmd in cmds.items():  # warm-up: page cache, numba cache, .pyc
+        run_once(cmd)
+        log.info("warmed %s", name)
+    walls: dict[str, list[float]] = {k: [] for k in cmds}
+    rss: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(args.repeats):
+        for name, cmd in cmds.items():
+            w, m = run_once(cmd)
+            walls[name].append(w)
+            rss[name].append(m)
+            log.info("%-7s %.3f s", name, w)
+    fl = floor_seconds(args.store, date)
+    rows = {
+        k: {"min_s": min(v), "median_s": statistics.median(v), "runs_s": v,
+            "peak_rss_mb_max": max((x for x in rss[k] if x == x), default=float("nan")),
+            "x_floor": min(v) / fl["floor_s"]}
+        for k, v in walls.items()
+    }
+    if "fbgpu" in rows:
+        for k in ("polars", "pandas"):
+            if k in rows:
+                rows[k]["fbgpu_speedup"] = rows[k]["min_s"] / rows["fbgpu"]["min_s"]
+    res = {"store": str(args.store), "date": date.isoformat(), "repeats": args.repeats,
+           "cpus": os.cpu_count(), "floor": fl, "process": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_process.json").write_text(json.dumps(res, indent=2))
+    for k, r in rows.items():
+        log.info("%-7s min %.3f s  median %.3f s  x_floor %.0f  speedup %s", k, r["min_s"],
+                 r["median_s"], r["x_floor"], r.get("fbgpu_speedup", "-"))
+    return res
+
+
+if __name__ == "__main__":
+    main()
