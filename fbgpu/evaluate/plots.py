@@ -42,16 +42,23 @@ def plot_group_nav(report: FactorReport, path: Path) -> Path:
 
 
 def plot_cumulative_ic(reports: list[FactorReport], path: Path, title: str) -> Path:
-    """Cumulative RankIC of several factors on one chart."""
+    """Cumulative RankIC of several factors on one chart.
+
+    Many lines stay distinguishable: 20 colours (``tab20``) times three line styles, so no two of
+    up to 60 lines look alike; the legend sits beside the plot, not over it."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=90)
-    for r in reports:
+    fig, ax = plt.subplots(figsize=(11, 5), dpi=90)
+    colors = plt.get_cmap("tab20")(np.arange(20))
+    styles = ("-", "--", ":")
+    for k, r in enumerate(reports):
         c = r.cumulative_ic
         x = pd.to_datetime(c.index) if not isinstance(c.index, pd.RangeIndex) else c.index
-        ax.plot(x, c.to_numpy(), lw=1.0, label=r.name)
+        ax.plot(x, c.to_numpy(), lw=1.2, label=r.name, color=colors[k % 20],
+                ls=styles[(k // 20) % 3])
     ax.axhline(0.0, color="grey", lw=0.6)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=6, ncol=3, loc="upper left")
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=7, ncol=1 if len(reports) <= 15 else 2, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.tick_params(labelsize=7)
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -61,11 +68,19 @@ def plot_cumulative_ic(reports: list[FactorReport], path: Path, title: str) -> P
 
 
 def plot_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path:
-    """A correlation matrix as a heat map (diverging colours, -1..1)."""
+    """A correlation matrix as a heat map (diverging colours, -1..1), each cell labelled with its
+    value to two decimals (white text on dark cells)."""
     plt = _plt()
     n, m = matrix.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * m + 3), max(3.0, 0.3 * n + 1.5)), dpi=90)
-    im = ax.imshow(matrix.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * m + 3), max(4.0, 0.42 * n + 1.5)), dpi=90)
+    values = matrix.to_numpy(dtype=float)
+    im = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1)
+    size = 7 if max(n, m) <= 15 else 5
+    for i in range(n):
+        for j in range(m):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=size,
+                        color="white" if abs(values[i, j]) > 0.6 else "black")
     ax.set_xticks(np.arange(m), labels=[str(c) for c in matrix.columns], rotation=90, fontsize=6)
     ax.set_yticks(np.arange(n), labels=[str(i) for i in matrix.index], fontsize=6)
     fig.colorbar(im, ax=ax, shrink=0.8)
