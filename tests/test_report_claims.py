@@ -64,3 +64,19 @@ def test_long_table_is_summarised_with_csv_link() -> None:
     h = table_html(df, max_rows=10, link="backtest/daily.csv")
     assert h.count("<tr>") == 11 and "90 more rows" in h and "href='backtest/daily.csv'" in h
     assert re.search(r"<td>10\.00%</td>", table_html(df.tail(1), link=None))
+
+
+def test_top_nav_figure_is_numbered_exhibit(tmp_path: Path) -> None:
+    from fbgpu.evaluate.plots import plot_top_nav
+    from fbgpu.evaluate.single import FactorReport
+
+    idx = [f"2022-01-{d:02d}" for d in (3, 10, 17, 24)]
+    gr = pd.DataFrame({g: [0.01 * g, -0.005, 0.002, 0.01] for g in range(1, 6)}, index=idx)
+    rep = FactorReport("HF deep-learning", 1, 5, 52.0, pd.Series(0.05, index=idx), gr,
+                       gr.mean(axis=1), pd.Series(0.5, index=idx), gr * 0 + 10)
+    d = tmp_path / "reports" / "models"
+    d.mkdir(parents=True)
+    plot_top_nav(rep, d / "top_nav_hf_gru.png")
+    assert (d / "top_nav_hf_gru.png").read_bytes()[:4] == b"\x89PNG"
+    page = build_report(tmp_path).read_text()
+    assert 'id="exhibit-47"' in page and "Exhibit 47:" in page

@@ -41,6 +41,36 @@ def plot_group_nav(report: FactorReport, path: Path) -> Path:
     return path
 
 
+def plot_top_nav(report: FactorReport, path: Path) -> Path:
+    """TOP-portfolio net value (report exhibits 47/54/59): ``prod(1 + r_TOP)`` of the top group,
+    ``prod(1 + r_pool)`` of the equal-weight pool, and their ratio (relative strength, right axis),
+    compounded over the rebalance periods; returns are fractions per period."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=90)
+    top = report.group_returns[report.groups].fillna(0.0)
+    pool = report.benchmark.reindex(top.index).fillna(0.0)
+    nav_top, nav_pool = (1.0 + top).cumprod(), (1.0 + pool).cumprod()
+    x = pd.to_datetime(top.index) if not isinstance(top.index, pd.RangeIndex) else top.index
+    ax.plot(x, nav_top.to_numpy(), color="#c0392b", lw=1.5, label="TOP group")
+    ax.plot(x, nav_pool.to_numpy(), color="#555555", lw=1.2, label="pool (equal weight)")
+    ax2 = ax.twinx()
+    ax2.fill_between(x, 1.0, (nav_top / nav_pool).to_numpy(), color="#2e86c1", alpha=0.25,
+                     label="TOP / pool (right)")
+    ax.set_ylabel("net value", fontsize=8)
+    ax2.set_ylabel("relative net value", fontsize=8)
+    ax.set_title(f"{report.name}: TOP-portfolio net value", fontsize=10)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+    ax.tick_params(labelsize=7)
+    ax2.tick_params(labelsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_cumulative_ic(reports: list[FactorReport], path: Path, title: str) -> Path:
     """Cumulative RankIC of several factors on one chart.
 
