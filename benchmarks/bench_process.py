@@ -13,7 +13,8 @@ machine hits all of them alike; the minimum and the median are reported.
 Commands (all compute the 27 factors of one day from the same store files):
 
 * ``fbgpu``: ``python -m fbgpu factors --store S --start D --end D --backend cpu --no-progress``
-  (writes the ``factors`` partition, as a user's run does);
+  (writes the ``factors`` partition, as a user's run does; the partition is deleted, untimed,
+  before each run, and the run must report "1 dates computed");
 * ``polars``: :func:`bench_factors.compute_day_polars` (one lazy ``scan_parquet`` query);
 * ``pandas``: :func:`baseline_pandas.compute_day_pandas`.
 
@@ -34,6 +35,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,14 +69,25 @@ def commands(store: Path, date: dt.date) -> dict[str, list[str]]:
     }
 
 
-def run_once(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process; raises if it fails."""
+def drop_factors(store: Path, date: dt.date) -> None:
+    """Remove the day's ``factors`` partition, so that ``fbgpu factors`` recomputes it (an
+    up-to-date partition is skipped, which would time only start-up)."""
+    from fbgpu.data.store import Store
+
+    shutil.rmtree(Store(store).partition_dir("factors", date), ignore_errors=True)
+
+
+def run_once(cmd: list[str], expect: str | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process; raises if it fails or its output
+    lacks ``expect``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
     wall = time.perf_counter() - t
     if p.returncode != 0:
         raise RuntimeError(f"{cmd[:4]} exited {p.returncode}: {p.stderr[-2000:]}")
+    if expect is not None and expect not in p.stdout + p.stderr:
+        raise RuntimeError(f"{cmd[:4]}: output lacks {expect!r}: {(p.stdout + p.stderr)[-2000:]}")
     # ru_maxrss of children is the max over all waited-for children: exact only when it grows.
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return wall, max(after, before) / 1024.0 if after > before else float("nan")
@@ -107,14 +120,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     date = args.date or Store(args.store).dates("trades")[0]
     cmds = {k: v for k, v in commands(args.store, date).items() if k in args.only.split(",")}
-    for name, cmd in cmds.items():  # warm-up: page cache, numba cache, .pyc
-        run_once(cmd)
+    expect = {"fbgpu": "1 dates computed"}
+
+    def one(name: str) -> tuple[float, float]:
+        if name == "fbgpu":
+            drop_factors(args.store, date)
+        return run_once(cmds[name], expect.get(name))
+
+    for name in cmds:  # warm-up: page cache, numba cache, .pyc
+        one(name)
         log.info("warmed %s", name)
     walls: dict[str, list[float]] = {k: [] for k in cmds}
     rss: dict[str, list[float]] = {k: [] for k in cmds}
     for _ in range(args.repeats):
-        for name, cmd in cmds.items():
-            w, m = run_once(cmd)
+        for name in cmds:
+            w, m = one(name)
             walls[name].append(w)
             rss[name].append(m)
             log.info("%-7s %.3f s", name, w)
