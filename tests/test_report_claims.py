@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fbgpu.report import build_report
 from fbgpu.report.claims import paired_t, paper_vs_run, verdict
@@ -80,3 +81,14 @@ def test_top_nav_figure_is_numbered_exhibit(tmp_path: Path) -> None:
     assert (d / "top_nav_hf_gru.png").read_bytes()[:4] == b"\x89PNG"
     page = build_report(tmp_path).read_text()
     assert 'id="exhibit-47"' in page and "Exhibit 47:" in page
+
+
+def test_monthly_ic_is_the_calendar_month_mean() -> None:
+    from fbgpu.evaluate.plots import monthly_ic
+
+    ic = pd.Series([0.1, 0.3, -0.2, np.nan, 0.05],
+                   index=["2022-01-03", "2022-01-10", "2022-02-07", "2022-02-14", "2023-03-06"])
+    m = monthly_ic(ic)
+    assert list(m.columns) == list(range(1, 13)) and list(m.index) == [2022, 2023]
+    assert m.loc[2022, 1] == pytest.approx(0.2) and m.loc[2022, 2] == pytest.approx(-0.2)
+    assert m.loc[2023, 3] == pytest.approx(0.05) and np.isnan(m.loc[2022, 3])

@@ -71,6 +71,48 @@ def plot_top_nav(report: FactorReport, path: Path) -> Path:
     return path
 
 
+def monthly_ic(ic: pd.Series) -> pd.DataFrame:
+    """Mean RankIC per calendar month, as a years x months (1..12) table (NaN where no date)."""
+    x = ic.dropna()
+    idx = pd.to_datetime(x.index)
+    m = x.groupby([idx.year, idx.month]).mean()
+    m.index.names = ["year", "month"]
+    return m.unstack("month").reindex(columns=range(1, 13))
+
+
+def plot_ic_tearsheet(report: FactorReport, path: Path) -> Path:
+    """IC tear sheet of one factor: histogram of the per-date RankIC (mean and +-1 sd marked)
+    beside the monthly mean RankIC heat map (:func:`monthly_ic`, cells labelled in percent)."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=90,
+                                 gridspec_kw={"width_ratios": [1, 1.6]})
+    ic = report.ic.dropna()
+    a1.hist(ic.to_numpy(), bins=max(5, min(30, len(ic) // 2)), color="#2e86c1", alpha=0.8)
+    mu, sd = float(ic.mean()) if len(ic) else 0.0, float(ic.std()) if len(ic) > 1 else 0.0
+    a1.axvline(mu, color="#c0392b", lw=1.5, label=f"mean {100 * mu:.2f}%")
+    for v in (mu - sd, mu + sd):
+        a1.axvline(v, color="#c0392b", lw=0.8, ls="--")
+    a1.set_title(f"{report.name}: RankIC per date", fontsize=10)
+    a1.legend(fontsize=7)
+    a1.tick_params(labelsize=7)
+    mon = monthly_ic(report.ic)
+    vals = mon.to_numpy(dtype=float)
+    lim = max(0.05, float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 0.05)
+    a2.imshow(vals, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            if np.isfinite(vals[i, j]):
+                a2.text(j, i, f"{100 * vals[i, j]:.1f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(vals[i, j]) > 0.6 * lim else "black")
+    a2.set_xticks(np.arange(12), labels=[str(k) for k in range(1, 13)], fontsize=7)
+    a2.set_yticks(np.arange(len(mon)), labels=[str(y) for y in mon.index], fontsize=7)
+    a2.set_title("monthly mean RankIC (%)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_cumulative_ic(reports: list[FactorReport], path: Path, title: str) -> Path:
     """Cumulative RankIC of several factors on one chart.
 

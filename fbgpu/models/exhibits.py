@@ -245,7 +245,12 @@ def _write(store: Store, ev: ModelEvaluation, figures: bool) -> Path:
     ic = pd.DataFrame({r.name: r.ic for r in ev.reports.values()})
     _write_table(ic, out, "rank_ic")
     if figures:
-        from fbgpu.evaluate.plots import plot_cumulative_ic, plot_group_nav, plot_top_nav
+        from fbgpu.evaluate.plots import (
+            plot_cumulative_ic,
+            plot_group_nav,
+            plot_ic_tearsheet,
+            plot_top_nav,
+        )
 
         main = [n for n in ("fused", "hf_gru", "lf_mtl") if n in ev.reports]
         plot_cumulative_ic(list(ev.reports.values()), out / "cumulative_rank_ic.png",
@@ -256,6 +261,10 @@ def _write(store: Store, ev: ModelEvaluation, figures: bool) -> Path:
             plot_top_nav(ev.reports[n], out / f"top_nav_{n}.png")
             items.append({"file": f"top_nav_{n}.png",
                           "caption": f"{LABELS[n]}: TOP-portfolio net value vs the pool"})
+        for n in main:
+            plot_ic_tearsheet(ev.reports[n], out / f"ic_tearsheet_{n}.png")
+            items.append({"file": f"ic_tearsheet_{n}.png",
+                          "caption": f"{LABELS[n]}: RankIC histogram and monthly RankIC"})
         for n in main:
             plot_group_nav(ev.reports[n], out / f"nav_{n}.png")
             items.append({"file": f"nav_{n}.png",
