@@ -92,3 +92,11 @@ def test_monthly_ic_is_the_calendar_month_mean() -> None:
     assert list(m.columns) == list(range(1, 13)) and list(m.index) == [2022, 2023]
     assert m.loc[2022, 1] == pytest.approx(0.2) and m.loc[2022, 2] == pytest.approx(-0.2)
     assert m.loc[2023, 3] == pytest.approx(0.05) and np.isnan(m.loc[2022, 3])
+
+
+def test_unreadable_model_output_does_not_break_the_report(tmp_path: Path) -> None:
+    d = tmp_path / "reports" / "models"
+    d.mkdir(parents=True)
+    (d / "rank_ic.csv").write_text("when,HF deep-learning\n2022-01-03,0.1\n")  # no date column
+    assert paper_vs_run(tmp_path / "reports").empty
+    assert "none of the paper" in build_report(tmp_path).read_text()

@@ -175,7 +175,12 @@ def enhancement_claims(report_dir: Path) -> list[Claim]:
 
 def paper_vs_run(report_dir: Path) -> pd.DataFrame:
     """Every claim this run can test, as a table (columns of :class:`Claim`)."""
-    rows = ic_claims(report_dir) + enhancement_claims(report_dir)
+    try:
+        rows = ic_claims(report_dir) + enhancement_claims(report_dir)
+    except (KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        log.warning("report: paper-vs-run skipped, a step output under %s is unreadable: %s",
+                    report_dir, e)
+        rows = []
     df = pd.DataFrame([r.__dict__ for r in rows],
                       columns=["claim", "exhibit", "paper", "run", "t", "n", "verdict"])
     df["t"] = df["t"].astype(float).round(2)
