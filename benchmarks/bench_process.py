@@ -34,11 +34,11 @@ import datetime as dt
 import json
 import logging
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -80,17 +80,20 @@ def drop_factors(store: Path, date: dt.date) -> None:
 def run_once(cmd: list[str], expect: str | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child process; raises if it fails or its output
     lacks ``expect``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
-    wall = time.perf_counter() - t
+    with tempfile.TemporaryFile("w+") as fo:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=fo, stderr=subprocess.STDOUT,
+                             env={**os.environ, "NO_COLOR": "1"})
+        _, status, usage = os.wait4(p.pid, 0)  # this child's own rusage (peak RSS in KiB)
+        wall = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        fo.seek(0)
+        text = fo.read()
     if p.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} exited {p.returncode}: {p.stderr[-2000:]}")
-    if expect is not None and expect not in p.stdout + p.stderr:
-        raise RuntimeError(f"{cmd[:4]}: output lacks {expect!r}: {(p.stdout + p.stderr)[-2000:]}")
-    # ru_maxrss of children is the max over all waited-for children: exact only when it grows.
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(after, before) / 1024.0 if after > before else float("nan")
+        raise RuntimeError(f"{cmd[:4]} exited {p.returncode}: {text[-2000:]}")
+    if expect is not None and expect not in text:
+        raise RuntimeError(f"{cmd[:4]}: output lacks {expect!r}: {text[-2000:]}")
+    return wall, usage.ru_maxrss / 1024.0
 
 
 def floor_seconds(store: Path, date: dt.date) -> dict[str, float]:
