@@ -10,7 +10,8 @@ from fbgpu.cli.common import STORE_OPTION, done, load_toml
 
 FORMAT_OPTION = typer.Option(..., "--format", help=(
     "sse-order | sse-trade | sse-tick | szse-order | szse-trade | minute-bars | daily-bars | "
-    "index-weights | securities"))
+    "index-weights | securities | qlib (a qlib directory; --index names its instruments "
+    "file)"))
 IN_OPTION = typer.Option(..., "--in", help="Input file(s) or directories (CSV, .gz, .zip, "
                          "Parquet); repeat --in for more.")
 DATE_OPTION = typer.Option(None, "--date", help="Trading date YYYY-MM-DD, needed when the "
@@ -40,6 +41,22 @@ def register(app: typer.Typer) -> None:
         """
         from fbgpu.data.ingest import FORMATS, IngestError, ingest
 
+        if fmt == "qlib":  # a qlib directory (docs/ingest.md#qlib)
+            from fbgpu.data.ingest.qlib import ingest_qlib
+            if len(inputs) != 1:
+                raise typer.BadParameter("--format qlib takes one qlib directory",
+                                         param_hint="--in")
+            try:
+                report = ingest_qlib(store, inputs[0], instruments=index)
+            except IngestError as e:
+                typer.echo(f"fbgpu ingest: error: {e}", err=True)
+                typer.echo("the store was not changed", err=True)
+                raise typer.Exit(2) from e
+            c = report.counts
+            done(f"ingest qlib: {c['rows_read']:,} rows read, {c['rows_written']:,} written, "
+                 f"{c['qlib_suspended_rows']:,} suspended rows added, "
+                 f"{c['qlib_amount_filled']:,} amounts filled (WARNED); report {report.path}")
+            return
         if fmt not in FORMATS:
             raise typer.BadParameter(f"unknown format {fmt!r}; one of: {', '.join(FORMATS)}",
                                      param_hint="--format")

@@ -1,0 +1,283 @@
+"""qlib binary daily data <-> the store (``fbgpu ingest --format qlib``).
+
+qlib layout (``QLIB_DIR``)::
+
+    calendars/day.txt                 one trading date (YYYY-MM-DD) a line
+    instruments/<name>.txt            ``SH600000<TAB>start<TAB>end`` a line (optional)
+    features/<sh600000>/<field>.day.bin
+
+Each ``.day.bin`` is little-endian float32: the first value is the index into ``day.txt`` of the
+first date, then one value per calendar date from there on (NaN = no value).
+
+qlib stores *adjusted* series: ``price_q = price_raw * factor`` and ``volume_q = volume_raw /
+factor`` (so ``amount = price * volume`` is unchanged). Ingest un-adjusts them, so the store
+holds raw prices, raw share volume and ``adj_factor = factor``:
+
+    price_raw = price_q / factor,   volume_raw = round(volume_q * factor)
+
+Symbols map ``SH600000 -> 600000.SH`` (``SZ`` -> ``.SZ``, ``BJ`` -> ``.BJ``). A date inside a
+stock's span (first to last date with a close) whose close is NaN becomes an explicit suspended
+row (close = previous raw close, volume 0, amount 0, ``suspended = 1``). Missing ``amount`` is
+filled with ``volume_raw * vwap_raw`` (or ``* close_raw`` when vwap is missing too) and missing
+``vwap`` with ``amount / volume``; every filled value is WARNED and counted in the report
+(``qlib_amount_filled``, ``qlib_vwap_filled``, ``qlib_suspended_rows``).
+
+The rows are then written through the ``daily-bars`` format, so every daily-bar validation rule
+applies and bad input leaves the store untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from fbgpu.data.ingest.api import ingest
+from fbgpu.data.ingest.errors import IngestError, ValidationReport
+from fbgpu.data.store import Store
+
+log = logging.getLogger(__name__)
+
+#: qlib feature file name -> meaning; prices are adjusted, volume is adjusted shares.
+PRICE_FIELDS = ("open", "high", "low", "close", "vwap")
+EXCHANGES = {"SH": "SH", "SZ": "SZ", "BJ": "BJ"}
+
+
+def to_fbgpu_symbol(code: str) -> str:
+    """``SH600000`` (any case) -> ``600000.SH``; raises ValueError for other shapes."""
+    c = code.strip().upper()
+    if len(c) < 3 or c[:2] not in EXCHANGES or not c[2:].isdigit():
+        raise ValueError(f"not a qlib A-share code (SH/SZ/BJ + digits): {code!r}")
+    return f"{c[2:]}.{EXCHANGES[c[:2]]}"
+
+
+def to_qlib_symbol(symbol: str) -> str:
+    """``600000.SH`` -> ``SH600000``."""
+    num, _, ex = symbol.partition(".")
+    if ex.upper() not in EXCHANGES or not num.isdigit():
+        raise ValueError(f"not an fbgpu A-share symbol (digits.SH/SZ/BJ): {symbol!r}")
+    return f"{ex.upper()}{num}"
+
+
+def read_calendar(root: Path) -> list[dt.date]:
+    """Dates of ``calendars/day.txt``; IngestError names the file and line when malformed."""
+    path = root / "calendars" / "day.txt"
+    if not path.is_file():
+        raise IngestError(path, None, None, "qlib calendar missing (expected calendars/day.txt)")
+    out: list[dt.date] = []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        try:
+            out.append(dt.date.fromisoformat(s[:10]))
+        except ValueError as e:
+            raise IngestError(path, i, None, f"not a date (YYYY-MM-DD): {s!r}") from e
+        if len(out) > 1 and out[-1] <= out[-2]:
+            raise IngestError(path, i, None, "calendar dates must increase")
+    if not out:
+        raise IngestError(path, None, None, "qlib calendar is empty")
+    return out
+
+
+def read_bin(path: Path, n_calendar: int) -> tuple[int, np.ndarray]:
+    """``(start index, float64 values)`` of one ``.day.bin``, checked against the calendar."""
+    raw = path.read_bytes()
+    if len(raw) < 4 or len(raw) % 4:
+        raise IngestError(path, None, None, f"not a qlib float32 bin ({len(raw)} bytes is not a "
+                          "positive multiple of 4)")
+    a = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    start = a[0]
+    if not np.isfinite(start) or start != int(start) or start < 0:
+        raise IngestError(path, None, None, f"first value must be the calendar start index, "
+                          f"got {start!r}")
+    s = int(start)
+    if s + len(a) - 1 > n_calendar:
+        raise IngestError(path, None, None, f"runs past the calendar: start {s} + "
+                          f"{len(a) - 1} values > {n_calendar} calendar dates")
+    return s, a[1:]
+
+
+def qlib_daily_table(root: str | os.PathLike[str], report: ValidationReport | None = None,
+                     instruments: str | None = None) -> pa.Table:
+    """Raw daily bars (daily-bars column names) from a qlib directory; see module docstring."""
+    root = Path(root)
+    cal = read_calendar(root)
+    feats = root / "features"
+    if not feats.is_dir():
+        raise IngestError(feats, None, None, "qlib features directory missing")
+    codes = sorted(p.name for p in feats.iterdir() if p.is_dir())
+    if instruments is not None:
+        ipath = root / "instruments" / f"{instruments}.txt"
+        if not ipath.is_file():
+            raise IngestError(ipath, None, None, "instrument list not found")
+        wanted = {ln.split()[0].lower() for ln in ipath.read_text().splitlines() if ln.strip()}
+        codes = [c for c in codes if c.lower() in wanted]
+    cols: dict[str, list] = {k: [] for k in ("date", "symbol", "open", "high", "low", "close",
+                                             "volume", "amount", "vwap", "adjfactor",
+                                             "suspended")}
+    n_susp = n_amt = n_vwap = 0
+    for code in codes:
+        try:
+            sym = to_fbgpu_symbol(code)
+        except ValueError as e:
+            raise IngestError(feats / code, None, "symbol", str(e)) from e
+        d = feats / code
+        series: dict[str, tuple[int, np.ndarray]] = {}
+        for f in ("open", "high", "low", "close", "volume", "factor", "amount", "vwap"):
+            p = d / f"{f}.day.bin"
+            if p.is_file():
+                series[f] = read_bin(p, len(cal))
+        for need in ("close", "volume", "factor"):
+            if need not in series:
+                raise IngestError(d / f"{need}.day.bin", None, need,
+                                  f"qlib field {need!r} missing for {code}")
+        s0, close = series["close"]
+        ok = np.flatnonzero(np.isfinite(close))
+        if not len(ok):
+            continue
+        lo, hi = s0 + ok[0], s0 + ok[-1]  # the stock's span in calendar indices
+        idx = np.arange(lo, hi + 1)
+
+        def on(f: str, idx: np.ndarray = idx,
+               series: dict[str, tuple[int, np.ndarray]] = series) -> np.ndarray:
+            if f not in series:
+                return np.full(len(idx), np.nan)
+            s, v = series[f]
+            j = idx - s
+            inside = (j >= 0) & (j < len(v))
+            return np.where(inside, v[np.clip(j, 0, max(len(v) - 1, 0))], np.nan)
+
+        fac = on("factor")
+        c = on("close")
+        live = np.isfinite(c)
+        bad = live & ~(np.isfinite(fac) & (fac > 0))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise IngestError(d / "factor.day.bin", int(idx[k] - series["factor"][0]) + 1,
+                              "factor", f"{code} on {cal[idx[k]]}: factor must be a positive "
+                              f"number where close exists, got {fac[k]!r}")
+        raw = {f: on(f) / fac for f in PRICE_FIELDS}
+        vol = np.where(live, np.rint(on("volume") * fac), 0.0)
+        vol = np.where(np.isfinite(vol), vol, 0.0)
+        amt = on("amount")
+        vw = raw["vwap"]
+        fill_vw = live & ~np.isfinite(vw) & np.isfinite(amt) & (vol > 0)
+        vw = np.where(fill_vw, amt / np.where(vol > 0, vol, 1), vw)
+        fill_amt = live & ~np.isfinite(amt)
+        base = np.where(np.isfinite(vw), vw, raw["close"])
+        amt = np.where(fill_amt, vol * base, amt)
+        n_amt += int(fill_amt.sum())
+        n_vwap += int(fill_vw.sum())
+        # suspended rows inside the span: carry the last raw close, no trading
+        last = np.maximum.accumulate(np.where(live, np.arange(len(idx)), -1))
+        close_raw = raw["close"][last]
+        fac_c = np.where(live, fac, fac[last])
+        susp = ~live
+        n_susp += int(susp.sum())
+        for f in ("open", "high", "low"):
+            cols[f].extend(np.where(susp, np.nan, raw[f]).tolist())
+        cols["close"].extend(close_raw.tolist())
+        cols["volume"].extend(vol.tolist())
+        cols["amount"].extend(np.where(susp, 0.0, amt).tolist())
+        cols["vwap"].extend(np.where(susp, np.nan, vw).tolist())
+        cols["adjfactor"].extend(fac_c.tolist())
+        cols["suspended"].extend(susp.astype(int).tolist())
+        cols["date"].extend(cal[i].isoformat() for i in idx)
+        cols["symbol"].extend([sym] * len(idx))
+    if report is not None:
+        report.add("qlib_suspended_rows", n_susp)
+        report.add("qlib_amount_filled", n_amt)
+        report.add("qlib_vwap_filled", n_vwap)
+        if n_amt:
+            report.note(f"WARNED: qlib amount missing on {n_amt} stock-days; filled with "
+                        "raw volume x raw vwap (x raw close where vwap is missing)")
+        if n_vwap:
+            report.note(f"WARNED: qlib vwap missing on {n_vwap} stock-days; filled with "
+                        "amount / raw volume")
+    if n_amt or n_vwap:
+        log.warning("qlib: filled amount on %d and vwap on %d stock-days", n_amt, n_vwap)
+    if not cols["date"]:
+        raise IngestError(feats, None, None, "no stock with a close in the qlib directory")
+    return pa.table({k: pa.array(v, from_pandas=True) for k, v in cols.items()})  # NaN -> null
+
+
+def ingest_qlib(store: Store | str | os.PathLike[str], root: str | os.PathLike[str],
+                instruments: str | None = None) -> ValidationReport:
+    """Ingest a qlib directory's daily bars into ``store`` (raw prices + ``adj_factor``)."""
+    counts = ValidationReport(format="qlib")
+    t = qlib_daily_table(root, counts, instruments)
+    with tempfile.TemporaryDirectory(prefix="fbgpu-qlib-") as tmp:
+        csv = Path(tmp) / "qlib_daily_bars.csv"
+        pacsv.write_csv(t, csv)
+        report = ingest(store, "daily-bars", [str(csv)])
+    for k in ("qlib_suspended_rows", "qlib_amount_filled", "qlib_vwap_filled"):
+        report.add(k, counts.counts.get(k, 0))
+    for n in getattr(counts, "notes", []):
+        report.note(n)
+    return report
+
+
+def _write_bin(path: Path, start: int, values: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.r_[np.float32(start), values.astype(np.float32)].astype("<f4").tofile(path)
+
+
+def export_qlib(table: pa.Table, out: str | os.PathLike[str], calendar: list[dt.date],
+                fields: list[str] | None = None, adjust: bool = True) -> list[Path]:
+    """Write a long table (``date``, ``symbol``, value columns) as qlib ``.day.bin`` features.
+
+    With ``adjust`` and an ``adj_factor`` column (a store ``daily`` table), prices are written
+    adjusted (``price * adj_factor``), volume as ``volume / adj_factor`` and ``factor`` from
+    ``adj_factor`` -- the inverse of :func:`ingest_qlib`. Factor or score tables (``adjust``
+    False) are written as-is, one bin per column. ``calendar`` (sorted trading dates) is written
+    to ``calendars/day.txt``; suspended rows are written as NaN.
+    """
+    out = Path(out)
+    pos = {d: i for i, d in enumerate(calendar)}
+    (out / "calendars").mkdir(parents=True, exist_ok=True)
+    (out / "calendars" / "day.txt").write_text("".join(f"{d.isoformat()}\n" for d in calendar))
+    dates = table.column("date").to_pylist()
+    syms = [str(s) for s in table.column("symbol").to_pylist()]
+    names = fields or [c for c in table.column_names if c not in ("date", "symbol")]
+    adj = adjust and "adj_factor" in table.column_names
+    susp = (np.asarray(table.column("suspended").to_pylist(), dtype=bool)
+            if "suspended" in table.column_names else np.zeros(len(syms), bool))
+    written: list[Path] = []
+    inst: list[str] = []
+    for sym in sorted(set(syms)):
+        rows = [i for i, s in enumerate(syms) if s == sym]
+        ix = np.array([pos[dates[i]] for i in rows])
+        o = np.argsort(ix)
+        rows, ix = [rows[k] for k in o], ix[o]
+        lo, hi = int(ix[0]), int(ix[-1])
+        code = to_qlib_symbol(sym)
+        inst.append(f"{code}\t{calendar[lo]}\t{calendar[hi]}")
+        fac = (np.asarray(table.column("adj_factor").take(rows).to_pylist(), dtype=float)
+               if adj else None)
+        s = susp[rows]
+        cols = list(names) + (["factor"] if adj else [])
+        for f in cols:
+            if f == "factor":
+                v = fac
+            else:
+                v = np.asarray(table.column(f).take(rows).to_pylist(), dtype=float)
+                if adj and f in PRICE_FIELDS:
+                    v = v * fac
+                elif adj and f == "volume":
+                    v = v / fac
+            v = v if f == "factor" else np.where(s, np.nan, v)
+            full = np.full(hi - lo + 1, np.nan)
+            full[ix - lo] = v
+            p = out / "features" / code.lower() / f"{f}.day.bin"
+            _write_bin(p, lo, full)
+            written.append(p)
+    (out / "instruments").mkdir(exist_ok=True)
+    (out / "instruments" / "all.txt").write_text("".join(f"{x}\n" for x in inst))
+    return written

@@ -1,0 +1,154 @@
+"""qlib binary importer/exporter: hand-computed un-adjustment, symbols, gap rows, round trip,
+bad files -> clear error + non-zero exit + store untouched (CLI as a subprocess)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fbgpu.data.ingest import IngestError
+from fbgpu.data.ingest.qlib import (
+    export_qlib,
+    ingest_qlib,
+    qlib_daily_table,
+    read_bin,
+    to_fbgpu_symbol,
+    to_qlib_symbol,
+)
+from fbgpu.data.store import Store
+
+CAL = ["2022-01-04", "2022-01-05", "2022-01-06", "2022-01-07", "2022-01-10", "2022-01-11"]
+
+
+def _bin(path: Path, start: int, vals: list[float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.array([start, *vals], dtype="<f4").tofile(path)
+
+
+def make_qlib(root: Path, amount: bool = True) -> Path:
+    (root / "calendars").mkdir(parents=True)
+    (root / "calendars" / "day.txt").write_text("\n".join(CAL) + "\n")
+    (root / "instruments").mkdir()
+    (root / "instruments" / "all.txt").write_text(
+        "SH600000\t2022-01-04\t2022-01-11\nSZ000001\t2022-01-05\t2022-01-10\n")
+    nan = float("nan")
+    # SH600000: factor 2, adjusted close 20 -> raw 10; a NaN (suspension) on 2022-01-06
+    f = root / "features" / "sh600000"
+    _bin(f / "close.day.bin", 0, [20, 22, nan, 24, 26, 28])
+    _bin(f / "open.day.bin", 0, [20, 21, nan, 23, 25, 27])
+    _bin(f / "high.day.bin", 0, [21, 23, nan, 25, 27, 29])
+    _bin(f / "low.day.bin", 0, [19, 20, nan, 22, 24, 26])
+    _bin(f / "volume.day.bin", 0, [500, 600, nan, 700, 800, 900])  # adjusted = raw / 2
+    _bin(f / "factor.day.bin", 0, [2, 2, 2, 2, 2, 2])
+    if amount:
+        _bin(f / "amount.day.bin", 0, [1e4, 1.3e4, nan, 1.6e4, 2e4, 2.4e4])
+    # SZ000001 starts at calendar index 1, factor 1.5 then 3
+    g = root / "features" / "sz000001"
+    _bin(g / "close.day.bin", 1, [15, 16.5, 18, 19.5])
+    _bin(g / "open.day.bin", 1, [15, 15, 18, 18])
+    _bin(g / "high.day.bin", 1, [16.5, 18, 19.5, 21])
+    _bin(g / "low.day.bin", 1, [15, 15, 18, 18])
+    _bin(g / "volume.day.bin", 1, [100, 200, 100, 200])
+    _bin(g / "factor.day.bin", 1, [1.5, 1.5, 3, 3])
+    if amount:
+        _bin(g / "amount.day.bin", 1, [1500, 3300, 1800, 3900])
+    return root
+
+
+def test_symbols() -> None:
+    assert to_fbgpu_symbol("SH600000") == "600000.SH"
+    assert to_fbgpu_symbol("sz000001") == "000001.SZ"
+    assert to_qlib_symbol("000001.SZ") == "SZ000001"
+    for bad in ("HK00700", "SH", "SHabc"):
+        with pytest.raises(ValueError):
+            to_fbgpu_symbol(bad)
+
+
+def test_unadjust_by_hand(tmp_path: Path) -> None:
+    t = qlib_daily_table(make_qlib(tmp_path / "q")).to_pylist()
+    by = {(r["symbol"], r["date"]): r for r in t}
+    r = by[("600000.SH", "2022-01-04")]
+    assert r["close"] == pytest.approx(10.0) and r["open"] == pytest.approx(10.0)
+    assert r["volume"] == 1000 and r["adjfactor"] == 2 and r["suspended"] == 0
+    r = by[("000001.SZ", "2022-01-07")]  # 18 / 3, 100 * 3
+    assert r["close"] == pytest.approx(6.0) and r["volume"] == 300
+    assert ("000001.SZ", "2022-01-04") not in by and ("000001.SZ", "2022-01-11") not in by
+    g = by[("600000.SH", "2022-01-06")]  # gap inside the span -> explicit suspended row
+    assert g["suspended"] == 1 and g["volume"] == 0 and g["close"] == pytest.approx(11.0)
+    assert g["open"] is None  # no trade: empty open
+
+
+def test_missing_amount_warned(tmp_path: Path) -> None:
+    from fbgpu.data.ingest.errors import ValidationReport
+    rep = ValidationReport(format="qlib")
+    t = qlib_daily_table(make_qlib(tmp_path / "q", amount=False), rep)
+    assert rep.counts["qlib_amount_filled"] == 5 + 4  # live stock-days, not the suspended one
+    assert any("WARNED" in n for n in rep.notes)
+    r = next(x for x in t.to_pylist() if x["symbol"] == "600000.SH")
+    assert r["amount"] == pytest.approx(1000 * 10.0)  # raw volume x raw close
+
+
+def test_store_and_round_trip(tmp_path: Path) -> None:
+    st = Store(tmp_path / "s")
+    rep = ingest_qlib(st, make_qlib(tmp_path / "q"))
+    assert rep.counts["qlib_suspended_rows"] == 1
+    d = st.read("daily", dt.date(2022, 1, 7)).to_pylist()
+    one = {r["symbol"]: r for r in d}
+    assert one["000001.SZ"]["adj_factor"] == 3 and one["000001.SZ"]["close"] == pytest.approx(6)
+    import pyarrow as pa
+    tabs = [st.read("daily", dt.date.fromisoformat(x)) for x in CAL]
+    daily = pa.concat_tables([t.cast(tabs[0].schema) for t in tabs])
+    cal = [dt.date.fromisoformat(x) for x in CAL]
+    export_qlib(daily, tmp_path / "q2", cal, ["open", "high", "low", "close", "volume", "amount"])
+    for sym in ("sh600000", "sz000001"):
+        for f in ("close", "open", "high", "low", "volume", "factor"):
+            a = read_bin(tmp_path / "q" / "features" / sym / f"{f}.day.bin", len(CAL))
+            b = read_bin(tmp_path / "q2" / "features" / sym / f"{f}.day.bin", len(CAL))
+            assert a[0] == b[0]
+            np.testing.assert_allclose(a[1], b[1], rtol=1e-6, equal_nan=True)
+    st2 = Store(tmp_path / "s2")
+    ingest_qlib(st2, tmp_path / "q2")
+    for x in cal:
+        pd.testing.assert_frame_equal(st2.read("daily", x).to_pandas(),
+                                      st.read("daily", x).to_pandas(), rtol=1e-6)
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("breakage,needle", [
+    ("truncate", "multiple of 4"),
+    ("factor", "factor must be a positive"),
+    ("calendar", "not a date"),
+])
+def test_bad_files_cli(tmp_path: Path, breakage: str, needle: str) -> None:
+    q = make_qlib(tmp_path / "q")
+    store = tmp_path / "s"
+    ingest_qlib(store, make_qlib(tmp_path / "ok"))
+    before = _digest(store)
+    if breakage == "truncate":
+        p = q / "features" / "sh600000" / "close.day.bin"
+        p.write_bytes(p.read_bytes()[:-2])
+    elif breakage == "factor":
+        _bin(q / "features" / "sz000001" / "factor.day.bin", 1, [1.5, 0, 3, 3])
+    else:
+        (q / "calendars" / "day.txt").write_text("2022-01-04\nnot-a-date\n")
+    r = subprocess.run([sys.executable, "-m", "fbgpu", "ingest", "--format", "qlib", "--in",
+                        str(q), "--store", str(store)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert needle in r.stderr and "file " in r.stderr
+    assert _digest(store) == before
+    with pytest.raises(IngestError):
+        qlib_daily_table(q)
