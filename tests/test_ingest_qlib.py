@@ -152,3 +152,31 @@ def test_bad_files_cli(tmp_path: Path, breakage: str, needle: str) -> None:
     assert _digest(store) == before
     with pytest.raises(IngestError):
         qlib_daily_table(q)
+
+
+def test_export_cli_daily_and_factors(tmp_path: Path) -> None:
+    import pyarrow as pa
+    q = make_qlib(tmp_path / "q")
+    store = tmp_path / "s"
+    ingest_qlib(store, q)
+    r = subprocess.run([sys.executable, "-m", "fbgpu", "export", "--format", "qlib", "--table",
+                        "daily", "--out", str(tmp_path / "e"), "--store", str(store)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for f in ("close", "volume", "factor"):
+        a = read_bin(q / "features" / "sz000001" / f"{f}.day.bin", len(CAL))
+        b = read_bin(tmp_path / "e" / "features" / "sz000001" / f"{f}.day.bin", len(CAL))
+        assert a[0] == b[0]
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+    # factors are written as-is (no adjustment), one bin per numeric column
+    d = dt.date(2022, 1, 5)
+    Store(store).write("factors", d, pa.table({"date": [d, d], "symbol": ["600000.SH", "000001.SZ"],
+                                               "vol20": [0.5, -1.25]}))
+    r = subprocess.run([sys.executable, "-m", "fbgpu", "export", "--table", "factors", "--out",
+                        str(tmp_path / "f"), "--store", str(store)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    s, v = read_bin(tmp_path / "f" / "features" / "sz000001" / "vol20.day.bin", len(CAL))
+    assert s == 1 and v.tolist() == [-1.25]
+    r = subprocess.run([sys.executable, "-m", "fbgpu", "export", "--table", "scores", "--out",
+                        str(tmp_path / "g"), "--store", str(store)], capture_output=True, text=True)
+    assert r.returncode == 2 and "no 'scores' partitions" in r.stderr

@@ -74,3 +74,27 @@ def register(app: typer.Typer) -> None:
         done(f"ingest {fmt}: {c['rows_read']:,} rows read, {c['rows_written']:,} written, "
              f"{len(report.tables)} partition(s), {c['duplicates_dropped']:,} duplicates "
              f"dropped; report {report.path}")
+
+    @app.command("export")
+    def export_cmd(
+        out: Path = typer.Option(..., "--out", help="Output directory (qlib layout)."),
+        store: Path = STORE_OPTION,
+        fmt: str = typer.Option("qlib", "--format", help="qlib (the only export format)."),
+        table: str = typer.Option("factors", "--table", help="daily | factors | scores"),
+    ) -> None:
+        """Write a store table as qlib .day.bin features (docs/real-data.md).
+
+        ``daily`` is written adjusted (the inverse of ``ingest --format qlib``); factor and score
+        columns are written as they are, one feature per column.
+        """
+        from fbgpu.data.ingest.qlib import export_store_qlib
+
+        if fmt != "qlib":
+            raise typer.BadParameter(f"unknown export format {fmt!r}; only qlib",
+                                     param_hint="--format")
+        try:
+            files = export_store_qlib(store, table, out)
+        except (KeyError, ValueError) as e:
+            typer.echo(f"fbgpu export: error: {e}", err=True)
+            raise typer.Exit(2) from e
+        done(f"export qlib: {len(files):,} feature bins of table {table!r} under {out}")

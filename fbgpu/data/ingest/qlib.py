@@ -281,3 +281,28 @@ def export_qlib(table: pa.Table, out: str | os.PathLike[str], calendar: list[dt.
     (out / "instruments").mkdir(exist_ok=True)
     (out / "instruments" / "all.txt").write_text("".join(f"{x}\n" for x in inst))
     return written
+
+
+def export_store_qlib(store: Store | str | os.PathLike[str], table: str,
+                      out: str | os.PathLike[str]) -> list[Path]:
+    """Export every date of a store table (``daily``, ``factors``, ``scores``) to qlib bins.
+
+    The calendar is the store's ``daily`` dates (the table's own dates when there is no daily).
+    Only numeric columns are written; ``daily`` is adjusted, other tables are written as-is.
+    Raises ValueError when the table has no partitions.
+    """
+    st = store if isinstance(store, Store) else Store(store)
+    dates = st.dates(table)
+    if not dates:
+        raise ValueError(f"store {st.root} has no {table!r} partitions to export")
+    parts = [st.read(table, d) for d in dates]
+    t = pa.concat_tables([p.cast(parts[0].schema) for p in parts])
+    t = pa.table({n: (c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c)
+                  for n, c in zip(t.column_names, t.columns, strict=True)})
+    cal = sorted(set(st.dates("daily")) | set(dates))
+    num = [n for n, c in zip(t.column_names, t.columns, strict=True)
+           if n not in ("date", "symbol") and (pa.types.is_floating(c.type)
+                                               or pa.types.is_integer(c.type))]
+    if table == "daily":
+        num = [n for n in num if n != "adj_factor"]
+    return export_qlib(t, out, cal, num, adjust=table == "daily")
