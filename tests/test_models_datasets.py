@@ -210,3 +210,28 @@ def test_bad_inputs_name_the_array() -> None:
     with pytest.raises(ModelDataError, match="hf_panel"):
         DeviceSamples(ModelInputs(inp.dates, inp.symbols, inp.pool, inp.label), TrainConfig(),
                       CPU, ("hf",))
+
+
+def test_lf_logdiff_inputs_against_direct_computation() -> None:
+    inp = _inputs(D=330, S=20, seed=7)
+    data = DeviceSamples(inp, TrainConfig(lf_inputs="logdiff"), CPU, ("daily",))
+    d = int(data.grid[-2])
+    feats = data.lf_features([d])[0].numpy()  # [S, 72, 6]
+    pool = inp.pool[d]
+    days = np.arange(d - 39, d + 1)
+    b = inp.bars[days]  # [40, S, 6]
+    with np.errstate(all="ignore"):
+        want_x = {3: np.log(b[1:, :, 3] / b[:-1, :, 3]),  # close-to-close log return
+                  0: np.log(b[1:, :, 0] / b[:-1, :, 3])}  # open gap vs previous close
+        v = np.where(b[..., 5] > 0, b[..., 5], np.nan)
+        want_x[5] = np.log(v / np.nanmean(v, 0))[1:]  # volume ratio to the 40-day mean
+    for feat, x in want_x.items():
+        pos = 20  # position 21 of the daily sequence
+        col = x[pos - 1]
+        col = np.where(np.isfinite(col), col, np.nan)
+        m = pool & np.isfinite(col)
+        want = np.where(m, (col - col[m].mean()) / col[m].std(), 0.0)
+        np.testing.assert_allclose(feats[pool, pos, feat], want[pool], rtol=2e-4, atol=5e-5)
+    assert np.all(feats[:, 0, :5] == 0)  # no previous close at position 0
+    assert feats[pool][:, 39, 3].std() > 0.5  # the last bar now carries information
+    assert TrainConfig().lf_inputs == "relative"

@@ -48,6 +48,10 @@ class TrainConfig(BaseModel):
       ``factors`` table, user factors included) or a list of names.
     * ``lf_daily_len`` [40], ``lf_weekly_len`` [20], ``lf_monthly_len`` [12]: bars per LF
       sequence; weekly/monthly bars are aggregated from daily bars, the current one partial.
+    * ``lf_inputs`` ["relative"]: LF input representation before the per-position z-score:
+      ``"relative"`` divides each sequence by its last value (the report's construction);
+      ``"logdiff"`` uses ``log(price_t / close_{t-1})`` and ``log(volume_t / mean volume)``
+      (returns and volume ratios; see docs/models.md). Not yet measured on real data.
     * ``label_horizon`` [10]: label = ``vwap[T+1+h] / vwap[T+1] - 1`` (h = 10: T+1 -> T+11),
       z-scored per date over the pool.
     * ``sample_every`` [5]: a sample date every 5th trading day (the rebalance grid).
@@ -82,6 +86,7 @@ class TrainConfig(BaseModel):
     lf_daily_len: int = Field(40, ge=2)
     lf_weekly_len: int = Field(20, ge=2)
     lf_monthly_len: int = Field(12, ge=2)
+    lf_inputs: Literal["relative", "logdiff"] = "relative"
     label_horizon: int = Field(10, ge=1)
     sample_every: int = Field(5, ge=1)
     valid_fraction: float = Field(0.2, gt=0.0, lt=1.0)

@@ -237,6 +237,29 @@ def _relative_to_last(x: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(r), r, torch.nan)
 
 
+def _log_returns(x: torch.Tensor) -> torch.Tensor:
+    """Return-style LF inputs of ``[n, L, S, 6]`` bars (LF_BAR_FIELDS order); NaN where undefined.
+
+    Prices (open, high, low, close, vwap) at position t become ``log(p_t / close_{t-1})`` (the
+    close-to-close log return for the close, the overnight gap for the open, the range for high
+    and low); position 0 has no previous close and is NaN. Volume becomes the volume ratio
+    ``log(v_t / mean_L(v))`` over the sequence's positive volumes (0-volume days -> NaN).
+    """
+    prev_close = torch.cat([torch.full_like(x[:, :1, :, 3:4], torch.nan), x[:, :-1, :, 3:4]], 1)
+    prices = torch.log(x[..., :5] / prev_close)
+    v = x[..., 5:6]
+    pos = torch.isfinite(v) & (v > 0)
+    mean = (torch.where(pos, v, 0.0).sum(1, keepdim=True)
+            / pos.sum(1, keepdim=True).clamp(min=1))
+    vol = torch.log(torch.where(pos, v, torch.nan) / mean)
+    out = torch.cat([prices, vol], -1)
+    return torch.where(torch.isfinite(out), out, torch.nan)
+
+
+#: ``TrainConfig.lf_inputs`` -> the per-sequence transform applied before the z-score.
+LF_TRANSFORMS = {"relative": _relative_to_last, "logdiff": _log_returns}
+
+
 def _zscore_stocks(x: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
     """Z-score ``x [n, L, S, F]`` across pool stocks per (date, position, feature); NaN -> 0."""
     m = torch.isfinite(x) & pool[:, None, :, None]
@@ -333,7 +356,7 @@ class DeviceSamples:
             (self.week_bars, self.seq_week),
             (self.month_bars, self.seq_month),
         ):
-            blocks.append(_relative_to_last(_gather_days(src, seq[day_t])))
+            blocks.append(LF_TRANSFORMS[self.config.lf_inputs](_gather_days(src, seq[day_t])))
         x = torch.cat(blocks, 1)  # [n, L, S, 6]
         z = _zscore_stocks(x, self.pool[day_t])
         return z.permute(0, 2, 1, 3).contiguous()
