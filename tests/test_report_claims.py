@@ -100,3 +100,17 @@ def test_unreadable_model_output_does_not_break_the_report(tmp_path: Path) -> No
     (d / "rank_ic.csv").write_text("when,HF deep-learning\n2022-01-03,0.1\n")  # no date column
     assert paper_vs_run(tmp_path / "reports").empty
     assert "none of the paper" in build_report(tmp_path).read_text()
+
+
+def test_enhancement_claims_one_per_cap_with_t_from_ir(tmp_path: Path) -> None:
+    d = tmp_path / "backtest"
+    d.mkdir(parents=True)
+    pd.DataFrame({"portfolio": ["turnover=30%", "turnover=50%", "csi500"],
+                  "annualized excess return": [0.10, -0.05, np.nan],
+                  "information ratio": [2.0, -1.5, np.nan]}).to_csv(
+        d / "performance_csi500.csv", index=False)
+    pd.DataFrame({"date": range(1008)}).to_csv(d / "daily_returns_csi500.csv", index=False)
+    c = paper_vs_run(tmp_path)
+    assert len(c) == 2 and c["t"].tolist() == [4.0, -3.0]  # IR * sqrt(4 years)
+    assert c["verdict"].tolist() == ["reproduced", "contradicted"]
+    assert "19.46%" in c.iloc[0]["paper"] and "17.68%" in c.iloc[1]["paper"]

@@ -161,9 +161,11 @@ def enhancement_claims(report_dir: Path) -> list[Claim]:
         label = perf.columns[0]
         for _, r in perf.iterrows():
             name = str(r[label])
+            if not name.startswith("turnover="):  # the benchmark's own row is not a claim
+                continue
             ir = float(r["information ratio"])
             t = ir * math.sqrt(years) if math.isfinite(years) else float("nan")
-            cap = next((c for c in published if c.rstrip("%") in name), None)
+            cap = next((c for c in published if name == f"turnover={c}"), None)
             paper = (f"excess {_pct(published[cap][0])}, IR {published[cap][1]:.2f}"
                      if cap else "n/a")
             run = f"excess {_pct(float(r['annualized excess return']))}, IR {ir:.2f}"
