@@ -89,6 +89,8 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if v != v:
             return ""
+        if v.is_integer() and abs(v) < 1e15:  # a count read back as float (NaN in its column)
+            return f"{int(v):,}" if abs(v) >= 1000 else str(int(v))
         if abs(v) >= 1000:
             return f"{v:,.0f}"
         if abs(v) >= 10:
