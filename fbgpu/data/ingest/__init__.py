@@ -5,7 +5,7 @@ see docs/ingest.md for formats, rules and the validation report.
 """
 
 from fbgpu.data.ingest.api import ingest
-from fbgpu.data.ingest.errors import RULES, IngestError, ValidationReport
+from fbgpu.data.ingest.errors import RULES, IngestError, MappingError, ValidationReport
 from fbgpu.data.ingest.mapping import FORMATS, IngestConfig, Policies, load_config
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "RULES",
     "IngestConfig",
     "IngestError",
+    "MappingError",
     "Policies",
     "ValidationReport",
     "ingest",

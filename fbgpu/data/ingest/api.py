@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from fbgpu.data.bars import minute_bars_from_trades
 from fbgpu.data.ingest.calendar_cn import not_a_trading_day, trading_days_between
-from fbgpu.data.ingest.errors import IngestError, ValidationReport
+from fbgpu.data.ingest.errors import IngestError, MappingError, ValidationReport
 from fbgpu.data.ingest.invariants import check_bars, check_price_band
 from fbgpu.data.ingest.mapping import IngestConfig, load_config, resolve_format
 from fbgpu.data.ingest.reader import Rows, collect, expand_inputs
@@ -679,11 +679,11 @@ def ingest(
             try:
                 d = dt.date.fromisoformat(str(date))
             except ValueError as e:
-                raise IngestError("<arguments>", None, "--date",
+                raise MappingError("<arguments>", None, "--date",
                                   f"not a date (YYYY-MM-DD): {date!r}") from e
         why = not_a_trading_day(d, cfg.calendar) if fmt != "securities" else None
         if why is not None:
-            raise IngestError("<arguments>", None, "--date",
+            raise MappingError("<arguments>", None, "--date",
                               f"{why} (not on the exchange calendar; see calendar in the "
                               "mapping)")
     report = ValidationReport(format=fmt)

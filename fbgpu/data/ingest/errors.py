@@ -70,6 +70,15 @@ class IngestError(Exception):
         super().__init__(f"{', '.join(where)}: {reason}")
 
 
+class MappingError(IngestError):
+    """The mapping, a config option or a command-line argument is wrong (not the data).
+
+    The command line exits 1 (usage/config) for these and 2 for an :class:`IngestError` about the
+    input files (docs/ingest.md, "Exit status"). ``file`` is the mapping file, ``<mapping>`` or
+    ``<arguments>``; ``column`` the option.
+    """
+
+
 @dataclass
 class ValidationReport:
     """Counts per rule for one ingest call, plus per-table details.

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fbgpu.data.ingest.errors import IngestError
+from fbgpu.data.ingest.errors import MappingError
 
 Kind = Literal["int", "float", "code", "time", "date", "symbol", "market", "str"]
 
@@ -295,8 +295,8 @@ class IngestConfig(BaseModel):
 
     #: Text encoding of CSV input (``gbk``/``gb18030`` for many Chinese vendor files).
     encoding: str = "utf-8"
-    #: Field delimiter of CSV input.
-    delimiter: str = ","
+    #: Field delimiter of CSV input: one character (``"\t"`` for tab-separated files).
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
     #: Bytes per streamed CSV block (bounded memory: one block of raw text in flight).
     block_size: int = Field(default=16 << 20, ge=1 << 16)
     #: Timestamp format: ``auto`` recognises clock strings ``HH:MM:SS(.fff)`` (optionally
@@ -349,9 +349,9 @@ def load_config(mapping: IngestConfig | Mapping[str, Any] | str | Path | None) -
         try:
             data: Mapping[str, Any] = tomllib.loads(Path(mapping).read_text(encoding="utf-8"))
         except FileNotFoundError as e:
-            raise IngestError(mapping, None, None, "mapping file not found") from e
+            raise MappingError(mapping, None, None, "mapping file not found") from e
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise IngestError(mapping, None, None, f"mapping file is not valid TOML: {e}") from e
+            raise MappingError(mapping, None, None, f"mapping file is not valid TOML: {e}") from e
         if "ingest" in data and isinstance(data["ingest"], Mapping):
             data = data["ingest"]
     else:
@@ -361,19 +361,19 @@ def load_config(mapping: IngestConfig | Mapping[str, Any] | str | Path | None) -
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
-        raise IngestError(source, None, loc, f"bad mapping option: {first['msg']}") from e
+        raise MappingError(source, None, loc, f"bad mapping option: {first['msg']}") from e
 
 
 def resolve_format(fmt: str, config: IngestConfig) -> FormatSpec:
     """The format's spec with the config's column overrides and extra codes applied."""
     if fmt not in FORMATS:
-        raise IngestError("<arguments>", None, None,
+        raise MappingError("<arguments>", None, None,
                           f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     spec = FORMATS[fmt]
     names = {f.name for f in spec.fields}
     for key in (*config.columns, *config.codes):
         if key not in names:
-            raise IngestError("<mapping>", None, key,
+            raise MappingError("<mapping>", None, key,
                               f"format {fmt} has no field {key!r} (fields: {', '.join(names)})")
     fields = []
     for f in spec.fields:
