@@ -411,3 +411,17 @@ def test_factor_catalog_lists_builtins_then_stored_user_factors(store: Store) ->
     assert all(c["formula"] for c in cat)
     assert [c["user"] for c in cat].count(True) == 8
     assert cat[-1]["module"] == str(EXAMPLES.resolve())
+
+
+def test_report_lists_user_factors_with_their_formulas(store: Store) -> None:
+    from fbgpu.report import build_report
+
+    run_factors(store, config=FactorConfig(modules=(str(EXAMPLES),)), progress=False)
+    unload()
+    html = build_report(store).read_text()
+    assert 'id="factors"' in html
+    for n in EXAMPLE_NAMES:
+        assert n in html
+    assert "Cancelled volume over new-order volume" in html
+    cat = pd.read_csv(store.report_dir / "factor_catalog.csv")
+    assert cat["user"].sum() == 8 and len(cat) == 35

@@ -254,6 +254,12 @@ def build_report(store: Store | str | Path, out: Path | None = None) -> Path:
     sections = [s for key, title in SECTIONS
                 if (s := collect_section(report_dir, key, title)) is not None]
     _dedupe_anchors(sections)
+    from fbgpu.factors.compute import factor_catalog
+
+    catalog = pd.DataFrame(factor_catalog(store))
+    if len(catalog):  # the 27 built-ins, then the user factors stored with their formulas
+        catalog = catalog[["name", "family", "direction", "user", "module", "formula"]]
+        catalog.to_csv(report_dir / "factor_catalog.csv", index=False)
     claims = paper_vs_run(report_dir)
     claims.to_csv(report_dir / "paper_vs_run.csv", index=False)
     runlog = read_runlog(store)
@@ -274,6 +280,8 @@ def build_report(store: Store | str | Path, out: Path | None = None) -> Path:
         store=str(store.root),
         synth=synth_meta,
         data_table=table_html(summary) if len(summary) else "<p>The store is empty.</p>",
+        factors_table=(table_html(catalog, max_rows=len(catalog), link="factor_catalog.csv")
+                       if len(catalog) else ""),
         sections=sections,
         claims_table=(table_html(claims, max_rows=len(claims), link="paper_vs_run.csv")
                       if len(claims) else ""),
