@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
@@ -22,6 +23,13 @@ CONFIG_OPTION = typer.Option(None, "--config", help="TOML config; its \\[ingest]
                              "as the mapping when --mapping is not given.")
 INDEX_OPTION = typer.Option(None, "--index", help="Index name for index-weights files without "
                             "an index column (e.g. csi500).")
+
+
+def _rejected(e: Exception) -> NoReturn:
+    """Rejected input: the message, the promise that the store is unchanged, exit status 2."""
+    typer.echo(f"fbgpu ingest: error: {e}", err=True)
+    typer.echo("the store was not changed", err=True)
+    raise typer.Exit(2) from e
 
 
 def register(app: typer.Typer) -> None:
@@ -49,9 +57,7 @@ def register(app: typer.Typer) -> None:
             try:
                 report = ingest_qlib(store, inputs[0], instruments=index)
             except IngestError as e:
-                typer.echo(f"fbgpu ingest: error: {e}", err=True)
-                typer.echo("the store was not changed", err=True)
-                raise typer.Exit(2) from e
+                _rejected(e)
             c = report.counts
             done(f"ingest qlib: {c['rows_read']:,} rows read, {c['rows_written']:,} written, "
                  f"{c['qlib_suspended_rows']:,} suspended rows added, "
@@ -67,9 +73,7 @@ def register(app: typer.Typer) -> None:
             report = ingest(store, fmt, [str(p) for p in inputs], date=date,
                             mapping=chosen, index_name=index)  # type: ignore[arg-type]
         except IngestError as e:
-            typer.echo(f"fbgpu ingest: error: {e}", err=True)
-            typer.echo("the store was not changed", err=True)
-            raise typer.Exit(2) from e
+            _rejected(e)
         c = report.counts
         done(f"ingest {fmt}: {c['rows_read']:,} rows read, {c['rows_written']:,} written, "
              f"{len(report.tables)} partition(s), {c['duplicates_dropped']:,} duplicates "
