@@ -13,7 +13,8 @@ Guarantees:
   flushed and fsync'ed, then renamed over ``part-0.parquet`` (``os.replace`` is atomic on POSIX)
   and the directory is fsync'ed. Readers only ever look at ``part-*.parquet``; a write killed
   midway leaves at most a ``.tmp`` file that no reader takes as data, and the previous version of
-  the partition (if any) stays intact.
+  the partition (if any) stays intact. The next writer removes such debris when it takes the
+  store's write lock (:mod:`fbgpu.data.lock`: one writing command per store at a time).
 * **Canonical rows.** Data are cast to the table's schema (:mod:`fbgpu.data.schemas`) and sorted by
   the table's sort key, so one stock-day is one contiguous run; readers return per-day column
   arrays with CSR offsets (:class:`DayTicks`) or dense ``[stocks, 240]`` minute tensors
@@ -42,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fbgpu.data.lock import claim as claim_store_lock
 from fbgpu.data.schemas import MINUTES_PER_DAY, SORT_KEYS, UNPARTITIONED, schema_for
 
 PART_NAME = "part-0.parquet"
@@ -322,6 +324,7 @@ class Store:
             keys = SORT_KEYS.get(table_name, ())
             if keys:
                 data = data.take(_sort_indices(data, keys))
+        claim_store_lock(self.root)  # fbgpu.data.lock: a command's lock on a store it creates
         # Re-encode dictionaries so each file carries only the symbols it uses, in sorted order.
         data = data.unify_dictionaries().combine_chunks()
         buf = io.BytesIO()
@@ -569,6 +572,7 @@ class PartitionWriter:
         self.config_hash = config_hash_
         self.extra = dict(extra or {})
         self.path = store.partition_path(table, date)
+        claim_store_lock(store.root)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = _temp_name(self.path)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
