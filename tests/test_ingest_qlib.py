@@ -180,3 +180,106 @@ def test_export_cli_daily_and_factors(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "fbgpu", "export", "--table", "scores", "--out",
                         str(tmp_path / "g"), "--store", str(store)], capture_output=True, text=True)
     assert r.returncode == 2 and "no 'scores' partitions" in r.stderr
+
+
+# ---------------------------------------------------------------- problems met on real files
+# (fr220574/Qlib-format-A-share-dataset, 2026-05 snapshot; docs/real-data.md): upper-case
+# feature directories, indices among the stocks, raw (unadjusted) volume, no amount/vwap, a
+# universe given by a wide index-weights CSV, and a date range starting inside a suspension.
+
+def make_real_like(root: Path, n_days: int = 60, volume_raw: bool = True) -> Path:
+    """5 stocks with a 2:1 factor jump at day 30 (volume raw or adjusted), an index, no amount,
+    no vwap, upper-case directories; SZ000005 is suspended on days 40..44 (NaN close), SZ000004
+    on days 20..22 (flat rows: the close carried, volume 0)."""
+    cal = [d.item() for d in np.busday_offset("2022-01-03", np.arange(n_days))]
+    (root / "calendars").mkdir(parents=True)
+    (root / "calendars" / "day.txt").write_text("".join(f"{d}\n" for d in cal))
+    rng = np.random.default_rng(0)
+    for k in range(1, 6):
+        d = root / "features" / f"SZ00000{k}"
+        fac = np.where(np.arange(n_days) < 30, 1.0, 2.0)
+        raw_close = 10.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n_days)))
+        raw_close[30:] /= 2.0  # the split halves the raw price; the adjusted price is smooth
+        raw_vol = 1000.0 * np.exp(rng.normal(0, 0.1, n_days)) * fac  # twice the shares after
+        close = raw_close * fac
+        vol = raw_vol if volume_raw else raw_vol / fac
+        if k == 5:
+            close[40:45] = np.nan
+            vol[40:45] = np.nan
+        if k == 4:  # a suspension written as flat rows: close carried, volume 0
+            close[20:23] = close[19]
+            vol[20:23] = 0.0
+        for name, v in (("close", close), ("open", close), ("high", close * 1.01),
+                        ("low", close * 0.99), ("volume", vol), ("factor", fac)):
+            _bin(d / f"{name}.day.bin", 0, list(v))
+    idx = root / "features" / "SH000001"  # an index among the stocks
+    for name in ("close", "volume", "factor"):
+        _bin(idx / f"{name}.day.bin", 0, [3000.0] * n_days)
+    return root
+
+
+def test_real_volume_convention_detected(tmp_path: Path) -> None:
+    from fbgpu.data.ingest.errors import ValidationReport
+    for raw in (True, False):
+        q = make_real_like(tmp_path / f"q{raw}", volume_raw=raw)
+        rep = ValidationReport(format="qlib")
+        t = qlib_daily_table(q, rep).to_pandas()
+        assert any(("read as raw" if raw else "read as adjusted") in n for n in rep.notes)
+        v = np.fromfile(q / "features" / "SZ000001" / "volume.day.bin", "<f4")[1:]
+        got = t[t["symbol"] == "000001.SZ"]["volume"].to_numpy()
+        fac = np.where(np.arange(len(v)) < 30, 1.0, 2.0)
+        np.testing.assert_allclose(got, np.rint(v if raw else v * fac))
+        # the same directory read with the wrong explicit convention differs after the split
+        wrong = qlib_daily_table(q, volume="adjusted" if raw else "raw").to_pandas()
+        w = wrong[wrong["symbol"] == "000001.SZ"]["volume"].to_numpy()
+        assert np.allclose(w[:30], got[:30]) and not np.allclose(w[30:], got[30:])
+
+
+def test_real_indices_skipped_upper_case_dirs_no_amount(tmp_path: Path) -> None:
+    from fbgpu.data.ingest.errors import ValidationReport
+    rep = ValidationReport(format="qlib")
+    t = qlib_daily_table(make_real_like(tmp_path / "q"), rep).to_pandas()
+    assert set(t["symbol"]) == {f"00000{k}.SZ" for k in range(1, 6)}  # no 000001.SH index
+    assert rep.counts["qlib_indices_skipped"] == 1
+    live = t["suspended"] == 0
+    assert rep.counts["qlib_amount_filled"] == int(live.sum())
+    assert t["vwap"].isna().all()  # no vwap bin and no amount: nothing to derive it from
+    s4 = t[t["symbol"] == "000004.SZ"].reset_index(drop=True)
+    assert s4["suspended"].tolist()[18:24] == [0, 0, 1, 1, 1, 0]  # the flat rows
+    assert s4["open"][20:23].isna().all() and (s4["volume"][20:23] == 0).all()
+    assert (s4["amount"][20:23] == 0).all()
+    np.testing.assert_allclose(s4["close"][20:23], s4["close"][19])
+    assert rep.counts["qlib_zero_volume_suspended"] == 3
+    assert rep.counts["qlib_suspended_rows"] == 5 + 3
+    np.testing.assert_allclose(t.loc[live, "amount"], t.loc[live, "volume"] * t.loc[live, "close"])
+
+
+def test_real_universe_from_weights_and_date_range(tmp_path: Path) -> None:
+    q = make_real_like(tmp_path / "q")
+    w = tmp_path / "index_weight_info.csv"  # wide, JoinQuant codes, as the CSI 500 file
+    w.write_text(",000002.XSHE,000005.XSHE,600000.XSHG\n2022-01-03,0.5,0.3,0.2\n")
+    cal = (q / "calendars" / "day.txt").read_text().split()
+    opts = tmp_path / "opts.toml"
+    opts.write_text(f'[qlib]\nsymbols_from = "{w}"\nstart = "{cal[41]}"\nend = "{cal[50]}"\n')
+    st = Store(tmp_path / "s")
+    rep = ingest_qlib(st, q, options=opts)
+    days = st.dates("daily")
+    assert days[0].isoformat() == cal[41] and days[-1].isoformat() == cal[50]
+    t = pd.concat([st.read("daily", d).to_pandas() for d in days])
+    assert set(t["symbol"].astype(str)) == {"000002.SZ", "000005.SZ"}
+    # day 41 is inside SZ000005's suspension (days 40..44): an explicit suspended
+    # row carrying the raw close of day 39, from before the requested range
+    s5 = t[t["symbol"].astype(str) == "000005.SZ"].set_index("date").sort_index()
+    close = np.fromfile(q / "features" / "SZ000005" / "close.day.bin", "<f4")[1:]
+    assert s5["suspended"].iloc[0] == 1
+    assert s5["close"].iloc[0] == pytest.approx(close[39] / 2.0, rel=1e-6)
+    assert rep.counts["qlib_suspended_rows"] == 4  # days 41..44
+    assert rep.counts["qlib_symbols_missing"] == 1  # 600000.XSHG has no feature directory
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[qlib]\nstart = "2022-13-01"\n')
+    before = _digest(tmp_path / "s")
+    r = subprocess.run([sys.executable, "-m", "fbgpu", "ingest", "--format", "qlib", "--in",
+                        str(q), "--mapping", str(bad), "--store", str(tmp_path / "s")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not a date" in r.stderr and "bad.toml" in r.stderr
+    assert _digest(tmp_path / "s") == before

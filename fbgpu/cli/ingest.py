@@ -55,7 +55,8 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("--format qlib takes one qlib directory",
                                          param_hint="--in")
             try:
-                report = ingest_qlib(store, inputs[0], instruments=index)
+                report = ingest_qlib(store, inputs[0], instruments=index,
+                                     options=mapping)  # [qlib] symbols/dates/volume
             except IngestError as e:
                 _rejected(e)
             c = report.counts

@@ -22,6 +22,27 @@ filled with ``volume_raw * vwap_raw`` (or ``* close_raw`` when vwap is missing t
 ``vwap`` with ``amount / volume``; every filled value is WARNED and counted in the report
 (``qlib_amount_filled``, ``qlib_vwap_filled``, ``qlib_suspended_rows``).
 
+Real qlib directories differ from qlib's own convention in ways the importer handles explicitly:
+
+* **Volume convention** (``volume = "auto" | "adjusted" | "raw"``). qlib's collectors store
+  ``volume_raw / factor``, but some public datasets (e.g. fr220574/Qlib-format-A-share-dataset,
+  2026-05 snapshot) store raw shares. ``auto`` measures the elasticity of volume to the factor
+  jumps: for every jump ``r = factor[t+1] / factor[t] > 1.3`` with 20 trading days either side,
+  ``e = log(median volume after / median volume before) / log(r)``. Adjusted volume is continuous
+  across a split (``e ~ 0``); raw volume jumps with it (``e ~ 1``). Median ``e > 0.5`` -> raw.
+  Fewer than 5 jumps -> qlib's convention (adjusted), noted. The choice is logged and noted.
+* **Suspensions written as flat rows.** Besides NaN closes, real files encode a suspension as a
+  row with a close (the previous one carried) and volume 0 (or NaN). Such a row is a suspended
+  row as well (same rule as above; counted as ``qlib_zero_volume_suspended``), so the pool and
+  the returns never see a "traded" day without trading.
+* **Indices** (``SH000xxx``, ``SZ399xxx``) share the features directory with stocks; they are
+  skipped and counted (``qlib_indices_skipped``).
+* **Symbol and date restriction** (``symbols``, ``start``, ``end``): a universe (e.g. every stock
+  ever in an index-weights file) and a date range, so a 5,000-symbol, 16-year directory need not
+  be read whole. The suspension and un-adjustment rules are applied on the full span first, then
+  rows outside ``[start, end]`` are dropped. Requested stocks without a feature directory (e.g.
+  delisted ones missing from the dataset) are WARNED and counted (``qlib_symbols_missing``).
+
 The rows are then written through the ``daily-bars`` format, so every daily-bar validation rule
 applies and bad input leaves the store untouched.
 """
@@ -32,7 +53,10 @@ import datetime as dt
 import logging
 import os
 import tempfile
+import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +71,94 @@ log = logging.getLogger(__name__)
 #: qlib feature file name -> meaning; prices are adjusted, volume is adjusted shares.
 PRICE_FIELDS = ("open", "high", "low", "close", "vwap")
 EXCHANGES = {"SH": "SH", "SZ": "SZ", "BJ": "BJ"}
+#: qlib volume conventions accepted by :func:`qlib_daily_table`.
+VOLUME_CONVENTIONS = ("auto", "adjusted", "raw")
+#: factor jumps larger than this ratio are used by the ``auto`` volume-convention detector
+SPLIT_RATIO = 1.3
+#: trading days either side of a factor jump in the detector's medians
+SPLIT_WINDOW = 20
+
+
+def is_index_code(code: str) -> bool:
+    """True for qlib index codes that share the features directory with stocks.
+
+    ``SH000xxx`` (SSE indices, e.g. ``SH000001`` = SSE Composite, ``SH000905`` = CSI 500) and
+    ``SZ399xxx`` (SZSE indices). A-share stocks never use these prefixes.
+    """
+    c = code.strip().upper()
+    return c.startswith("SH000") or c.startswith("SZ399")
+
+
+def read_symbol_list(path: str | os.PathLike[str]) -> set[str]:
+    """fbgpu symbols named by a file: one code per line (``SH600000``, ``600000.SH``,
+    ``600000.XSHG``; the first whitespace/comma-separated token), or a *wide* index-weights CSV
+    (its header's stock columns, e.g. ``000006.XSHE``). Tokens that are not stock codes are
+    ignored; an empty result is an IngestError naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise IngestError(p, None, None, "symbol list file not found")
+    lines = p.read_text().splitlines()
+    tokens: list[str] = []
+    head = lines[0].split(",") if lines else []
+    if len(head) > 2:  # a wide CSV: stock codes are the columns
+        tokens = head
+    else:
+        tokens = [ln.replace(",", " ").split()[0] for ln in lines if ln.strip()]
+    out: set[str] = set()
+    for t in tokens:
+        sym = _any_code_to_symbol(t)
+        if sym is not None:
+            out.add(sym)
+    if not out:
+        raise IngestError(p, None, None, "no stock code found (expected SH600000, 600000.SH "
+                          "or 600000.XSHG, one a line, or a wide weights CSV header)")
+    return out
+
+
+def _any_code_to_symbol(token: str) -> str | None:
+    t = token.strip().strip('"').upper()
+    num, _, ex = t.partition(".")
+    ex = {"XSHG": "SH", "XSHE": "SZ", "BJSE": "BJ"}.get(ex, ex)
+    if ex in EXCHANGES and num.isdigit() and len(num) == 6:
+        return f"{num}.{ex}"
+    try:
+        return to_fbgpu_symbol(t)
+    except ValueError:
+        return None
+
+
+def volume_elasticity(factor: np.ndarray, volume: np.ndarray) -> list[float]:
+    """Elasticities ``log(median v after / median v before) / log(r)`` at the factor jumps.
+
+    ``factor`` and ``volume`` are one stock's aligned series (NaN = no value). A jump at t is
+    ``r = factor[t+1] / factor[t] > SPLIT_RATIO`` with ``SPLIT_WINDOW`` days on both sides; the
+    medians are over days t-20..t and t+1..t+21 (NaN-aware, positive medians only).
+    """
+    out: list[float] = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = factor[1:] / factor[:-1]
+    w = SPLIT_WINDOW
+    for k in np.flatnonzero(np.nan_to_num(r, nan=0.0) > SPLIT_RATIO):
+        if k < w or k + w + 1 >= len(volume):
+            continue
+        a, b = volume[k - w:k + 1], volume[k + 1:k + w + 2]
+        if np.isfinite(a).sum() < w // 2 or np.isfinite(b).sum() < w // 2:
+            continue
+        ma, mb = float(np.nanmedian(a)), float(np.nanmedian(b))
+        if ma > 0 and mb > 0:
+            out.append(float(np.log(mb / ma) / np.log(r[k])))
+    return out
+
+
+def detect_volume_convention(elasticities: list[float], min_events: int = 5) -> tuple[str, str]:
+    """``("raw" | "adjusted", why)`` from the factor-jump elasticities (median > 0.5 -> raw)."""
+    if len(elasticities) < min_events:
+        return "adjusted", (f"only {len(elasticities)} factor jumps > {SPLIT_RATIO}: volume taken "
+                            "as adjusted (qlib's convention)")
+    m = float(np.median(elasticities))
+    kind = "raw" if m > 0.5 else "adjusted"
+    return kind, (f"volume read as {kind}: median elasticity of volume to {len(elasticities)} "
+                  f"factor jumps = {m:.2f} (raw ~1, adjusted ~0)")
 
 
 def to_fbgpu_symbol(code: str) -> str:
@@ -104,14 +216,8 @@ def read_bin(path: Path, n_calendar: int) -> tuple[int, np.ndarray]:
     return s, a[1:]
 
 
-def qlib_daily_table(root: str | os.PathLike[str], report: ValidationReport | None = None,
-                     instruments: str | None = None) -> pa.Table:
-    """Raw daily bars (daily-bars column names) from a qlib directory; see module docstring."""
-    root = Path(root)
-    cal = read_calendar(root)
-    feats = root / "features"
-    if not feats.is_dir():
-        raise IngestError(feats, None, None, "qlib features directory missing")
+def _stock_codes(root: Path, feats: Path, instruments: str | None,
+                 symbols: Iterable[str] | None, report: ValidationReport | None) -> list[str]:
     codes = sorted(p.name for p in feats.iterdir() if p.is_dir())
     if instruments is not None:
         ipath = root / "instruments" / f"{instruments}.txt"
@@ -119,10 +225,54 @@ def qlib_daily_table(root: str | os.PathLike[str], report: ValidationReport | No
             raise IngestError(ipath, None, None, "instrument list not found")
         wanted = {ln.split()[0].lower() for ln in ipath.read_text().splitlines() if ln.strip()}
         codes = [c for c in codes if c.lower() in wanted]
-    cols: dict[str, list] = {k: [] for k in ("date", "symbol", "open", "high", "low", "close",
-                                             "volume", "amount", "vwap", "adjfactor",
-                                             "suspended")}
-    n_susp = n_amt = n_vwap = 0
+    n_idx = sum(is_index_code(c) for c in codes)
+    codes = [c for c in codes if not is_index_code(c)]
+    if report is not None:
+        report.add("qlib_indices_skipped", n_idx)
+    if symbols is not None:
+        want = {_any_code_to_symbol(x) or x for x in symbols}
+        codes = [c for c in codes if _any_code_to_symbol(c) in want]
+        missing = sorted(want - {_any_code_to_symbol(c) for c in codes})
+        if report is not None:
+            report.add("qlib_symbols_missing", len(missing))
+            if missing:
+                report.note(f"WARNED: {len(missing)} requested stocks have no qlib feature "
+                            f"directory (e.g. delisted): {', '.join(missing[:10])}")
+        if missing:
+            log.warning("qlib: %d requested stocks not in %s (e.g. %s)", len(missing), feats,
+                        ", ".join(missing[:5]))
+    return codes
+
+
+def qlib_daily_table(root: str | os.PathLike[str], report: ValidationReport | None = None,
+                     instruments: str | None = None, *, symbols: Iterable[str] | None = None,
+                     start: dt.date | str | None = None, end: dt.date | str | None = None,
+                     volume: str = "auto") -> pa.Table:
+    """Raw daily bars (daily-bars column names) from a qlib directory; see module docstring.
+
+    Args:
+        root: the qlib directory.
+        report: counts and WARNED notes are added here.
+        instruments: restrict to ``instruments/<name>.txt``.
+        symbols: restrict to these stocks (any of ``SH600000``, ``600000.SH``, ``600000.XSHG``).
+        start, end: keep rows dated within ``[start, end]`` (inclusive).
+        volume: ``auto`` (detect, see module docstring), ``adjusted`` (``volume_raw / factor``,
+            qlib's convention) or ``raw`` (shares as traded).
+    """
+    if volume not in VOLUME_CONVENTIONS:
+        raise IngestError(Path(root), None, "volume", f"volume convention must be one of "
+                          f"{VOLUME_CONVENTIONS}, got {volume!r}")
+    root = Path(root)
+    cal = read_calendar(root)
+    feats = root / "features"
+    if not feats.is_dir():
+        raise IngestError(feats, None, None, "qlib features directory missing")
+    codes = _stock_codes(root, feats, instruments, symbols, report)
+    d0 = dt.date.fromisoformat(str(start)) if start is not None else cal[0]
+    d1 = dt.date.fromisoformat(str(end)) if end is not None else cal[-1]
+    cal_ok = np.array([d0 <= d <= d1 for d in cal])
+    loaded: list[tuple[str, str, Path, dict[str, tuple[int, np.ndarray]]]] = []
+    elast: list[float] = []
     for code in codes:
         try:
             sym = to_fbgpu_symbol(code)
@@ -138,6 +288,22 @@ def qlib_daily_table(root: str | os.PathLike[str], report: ValidationReport | No
             if need not in series:
                 raise IngestError(d / f"{need}.day.bin", None, need,
                                   f"qlib field {need!r} missing for {code}")
+        if volume == "auto" and series["factor"][0] == series["volume"][0]:
+            fv, vv = series["factor"][1], series["volume"][1]
+            n = min(len(fv), len(vv))
+            elast.extend(volume_elasticity(fv[:n], vv[:n]))
+        loaded.append((code, sym, d, series))
+    vol_kind, why = (volume, f"volume read as {volume} (given)")
+    if volume == "auto":
+        vol_kind, why = detect_volume_convention(elast)
+    log.info("qlib: %s", why)
+    if report is not None:
+        report.note(f"qlib {why}")
+    cols: dict[str, list[Any]] = {k: [] for k in ("date", "symbol", "open", "high", "low",
+                                                  "close", "volume", "amount", "vwap",
+                                                  "adjfactor", "suspended")}
+    n_susp = n_amt = n_vwap = n_flat = 0
+    for code, sym, d, series in loaded:
         s0, close = series["close"]
         ok = np.flatnonzero(np.isfinite(close))
         if not len(ok):
@@ -156,15 +322,20 @@ def qlib_daily_table(root: str | os.PathLike[str], report: ValidationReport | No
 
         fac = on("factor")
         c = on("close")
+        vq = on("volume")
+        # a close without volume (0 or NaN) is a suspension written as a flat row (real files)
+        flat = np.isfinite(c) & ~(np.nan_to_num(vq, nan=0.0) > 0)
+        n_flat += int((flat & cal_ok[idx]).sum())
+        c = np.where(flat, np.nan, c)
         live = np.isfinite(c)
-        bad = live & ~(np.isfinite(fac) & (fac > 0))
+        bad = np.isfinite(on("close")) & ~(np.isfinite(fac) & (fac > 0))
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise IngestError(d / "factor.day.bin", int(idx[k] - series["factor"][0]) + 1,
                               "factor", f"{code} on {cal[idx[k]]}: factor must be a positive "
                               f"number where close exists, got {fac[k]!r}")
-        raw = {f: on(f) / fac for f in PRICE_FIELDS}
-        vol = np.where(live, np.rint(on("volume") * fac), 0.0)
+        raw = {f: np.where(live, on(f), np.nan) / fac for f in PRICE_FIELDS}
+        vol = np.where(live, np.rint(vq * fac if vol_kind == "adjusted" else vq), 0.0)
         vol = np.where(np.isfinite(vol), vol, 0.0)
         amt = on("amount")
         vw = raw["vwap"]
@@ -173,26 +344,34 @@ def qlib_daily_table(root: str | os.PathLike[str], report: ValidationReport | No
         fill_amt = live & ~np.isfinite(amt)
         base = np.where(np.isfinite(vw), vw, raw["close"])
         amt = np.where(fill_amt, vol * base, amt)
-        n_amt += int(fill_amt.sum())
-        n_vwap += int(fill_vw.sum())
-        # suspended rows inside the span: carry the last raw close, no trading
+        # suspended rows inside the span: carry the last raw close, no trading. A span may
+        # start with flat (zero-volume) rows: their close is the row's own (no earlier one).
+        first = ~live & (np.arange(len(idx)) < (np.argmax(live) if live.any() else len(idx)))
         last = np.maximum.accumulate(np.where(live, np.arange(len(idx)), -1))
-        close_raw = raw["close"][last]
-        fac_c = np.where(live, fac, fac[last])
+        own = on("close") / fac
+        close_raw = np.where(last >= 0, raw["close"][np.maximum(last, 0)], own)
+        close_raw = np.where(first, own, close_raw)
+        fac_c = np.where(live | first, fac, fac[np.maximum(last, 0)])
         susp = ~live
-        n_susp += int(susp.sum())
+        keep = cal_ok[idx]  # the date range is applied after the span rules
+        if not keep.any():
+            continue
+        n_amt += int((fill_amt & keep).sum())
+        n_vwap += int((fill_vw & keep).sum())
+        n_susp += int((susp & keep).sum())
         for f in ("open", "high", "low"):
-            cols[f].extend(np.where(susp, np.nan, raw[f]).tolist())
-        cols["close"].extend(close_raw.tolist())
-        cols["volume"].extend(vol.tolist())
-        cols["amount"].extend(np.where(susp, 0.0, amt).tolist())
-        cols["vwap"].extend(np.where(susp, np.nan, vw).tolist())
-        cols["adjfactor"].extend(fac_c.tolist())
-        cols["suspended"].extend(susp.astype(int).tolist())
-        cols["date"].extend(cal[i].isoformat() for i in idx)
-        cols["symbol"].extend([sym] * len(idx))
+            cols[f].extend(np.where(susp, np.nan, raw[f])[keep].tolist())
+        cols["close"].extend(close_raw[keep].tolist())
+        cols["volume"].extend(vol[keep].tolist())
+        cols["amount"].extend(np.where(susp, 0.0, amt)[keep].tolist())
+        cols["vwap"].extend(np.where(susp, np.nan, vw)[keep].tolist())
+        cols["adjfactor"].extend(fac_c[keep].tolist())
+        cols["suspended"].extend(susp[keep].astype(int).tolist())
+        cols["date"].extend(cal[i].isoformat() for i in idx[keep])
+        cols["symbol"].extend([sym] * int(keep.sum()))
     if report is not None:
         report.add("qlib_suspended_rows", n_susp)
+        report.add("qlib_zero_volume_suspended", n_flat)
         report.add("qlib_amount_filled", n_amt)
         report.add("qlib_vwap_filled", n_vwap)
         if n_amt:
@@ -204,20 +383,62 @@ def qlib_daily_table(root: str | os.PathLike[str], report: ValidationReport | No
     if n_amt or n_vwap:
         log.warning("qlib: filled amount on %d and vwap on %d stock-days", n_amt, n_vwap)
     if not cols["date"]:
-        raise IngestError(feats, None, None, "no stock with a close in the qlib directory")
+        raise IngestError(feats, None, None, "no stock with a close in the qlib directory "
+                          "(after the symbol and date restrictions)")
     return pa.table({k: pa.array(v, from_pandas=True) for k, v in cols.items()})  # NaN -> null
 
 
+def qlib_options(options: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Keyword options of :func:`ingest_qlib` from a dict or a TOML file (its ``[qlib]`` table,
+    else the top level): ``symbols_from`` (a file for :func:`read_symbol_list`), ``start``,
+    ``end``, ``volume``. Unknown keys are an IngestError naming the file."""
+    if options is None:
+        return {}
+    src: Path | None = None
+    if isinstance(options, Mapping):
+        data = dict(options)
+    else:
+        src = Path(options)
+        try:
+            data = tomllib.loads(src.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise IngestError(src, None, None, f"cannot read qlib options: {e}") from e
+    data = dict(data.get("qlib", data))
+    allowed = {"symbols_from", "start", "end", "volume"}
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise IngestError(src or "qlib options", None, extra[0],
+                          f"unknown qlib option(s) {extra}; allowed: {sorted(allowed)}")
+    out: dict[str, Any] = {k: data[k] for k in ("start", "end", "volume") if k in data}
+    for k in ("start", "end"):
+        if k in out:
+            try:
+                out[k] = dt.date.fromisoformat(str(out[k]))
+            except ValueError as e:
+                raise IngestError(src or "qlib options", None, k,
+                                  f"not a date (YYYY-MM-DD): {out[k]!r}") from e
+    if "symbols_from" in data:
+        out["symbols"] = read_symbol_list(data["symbols_from"])
+    return out
+
+
 def ingest_qlib(store: Store | str | os.PathLike[str], root: str | os.PathLike[str],
-                instruments: str | None = None) -> ValidationReport:
-    """Ingest a qlib directory's daily bars into ``store`` (raw prices + ``adj_factor``)."""
+                instruments: str | None = None,
+                options: Mapping[str, Any] | str | os.PathLike[str] | None = None
+                ) -> ValidationReport:
+    """Ingest a qlib directory's daily bars into ``store`` (raw prices + ``adj_factor``).
+
+    ``options`` (dict or TOML file, see :func:`qlib_options`) restricts symbols and dates and
+    sets the volume convention.
+    """
     counts = ValidationReport(format="qlib")
-    t = qlib_daily_table(root, counts, instruments)
+    t = qlib_daily_table(root, counts, instruments, **qlib_options(options))
     with tempfile.TemporaryDirectory(prefix="fbgpu-qlib-") as tmp:
         csv = Path(tmp) / "qlib_daily_bars.csv"
         pacsv.write_csv(t, csv)
         report = ingest(store, "daily-bars", [str(csv)])
-    for k in ("qlib_suspended_rows", "qlib_amount_filled", "qlib_vwap_filled"):
+    for k in ("qlib_suspended_rows", "qlib_zero_volume_suspended", "qlib_amount_filled",
+              "qlib_vwap_filled", "qlib_indices_skipped", "qlib_symbols_missing"):
         report.add(k, counts.counts.get(k, 0))
     for n in getattr(counts, "notes", []):
         report.note(n)
