@@ -145,64 +145,74 @@ def _minute_of(ts: pl.Expr) -> pl.Expr:
 
 def polars_trade(trades: pl.DataFrame, bars: pl.DataFrame | None, cfg: FactorConfig
                  ) -> pl.DataFrame:
-    t = trades.sort("symbol", "seq")
-    buy = t.group_by("symbol", "buy_order_id").agg(B=pl.col("amount").sum())
-    sell = t.group_by("symbol", "sell_order_id").agg(S=pl.col("amount").sum())
-    every = pl.concat([buy.select("symbol", amt="B"), sell.select("symbol", amt="S")])
+    """The trade family: order amounts as window sums (no join back to the trades), the
+    big-order threshold as windows over the stock, then one ``group_by("symbol").agg()``.
+
+    Rows are in the store's ``(symbol, seq)`` order (spec/data.md), which the windows keep, so
+    no sort is needed. Masked sums are ``pl.when(cond).then(x).sum()`` (nulls are skipped):
+    plain column expressions that polars evaluates vectorised before the grouped sum, not
+    per-group ``filter`` calls.
+    """
+    a, side = pl.col("amount"), pl.col("side")
+    t = trades.with_columns(
+        B=a.sum().over("symbol", "buy_order_id"),
+        S=a.sum().over("symbol", "sell_order_id"),
+        fb=pl.col("buy_order_id").is_first_distinct().over("symbol"),
+        fs=pl.col("sell_order_id").is_first_distinct().over("symbol"),
+        dlogp=pl.col("price").log().diff().over("symbol").fill_null(0.0),
+        early=(pl.col("ts") >= T0930) & (pl.col("ts") < T1000),
+    ).with_columns(
+        # one value per order (null on the order's other trades)
+        Bo=pl.when(pl.col("fb")).then(pl.col("B")),
+        So=pl.when(pl.col("fs")).then(pl.col("S")),
+    )
+    Bo, So = pl.col("Bo"), pl.col("So")
     if cfg.big_order_rule == "fixed_notional":
-        thr = every.group_by("symbol").agg(
-            thr=pl.lit(cfg.big_order_notional), all_eq=pl.lit(False))
+        t = t.with_columns(thr=pl.lit(cfg.big_order_notional), all_eq=pl.lit(False))
     else:
-        thr = every.group_by("symbol").agg(
-            thr=pl.col("amt").mean() + cfg.big_order_k * pl.col("amt").std(ddof=0),
-            all_eq=pl.col("amt").min() == pl.col("amt").max(),
+        # mean and population std over the union of buy and sell orders (two-pass)
+        n = Bo.count() + So.count()
+        t = t.with_columns(mu=((Bo.sum() + So.sum()) / n).over("symbol"))
+        dev2 = ((Bo - pl.col("mu")) ** 2).sum() + ((So - pl.col("mu")) ** 2).sum()
+        t = t.with_columns(
+            thr=(pl.col("mu") + cfg.big_order_k * (dev2 / n).sqrt()).over("symbol"),
+            all_eq=(pl.min_horizontal(Bo.min(), So.min())
+                    == pl.max_horizontal(Bo.max(), So.max())).over("symbol"),
         )
-    buy = buy.join(thr, on="symbol").with_columns(big_b=(pl.col("B") >= pl.col("thr"))
-                                                  | pl.col("all_eq"))
-    sell = sell.join(thr, on="symbol").with_columns(big_s=(pl.col("S") >= pl.col("thr"))
-                                                    | pl.col("all_eq"))
-    t = (
-        t.join(buy.select("symbol", "buy_order_id", "big_b"), on=["symbol", "buy_order_id"])
-        .join(sell.select("symbol", "sell_order_id", "big_s"), on=["symbol", "sell_order_id"])
-        .sort("symbol", "seq")
-        .with_columns(
-            dlogp=pl.col("price").log().diff().over("symbol").fill_null(0.0),
-            early=(pl.col("ts") >= T0930) & (pl.col("ts") < T1000),
-        )
-    )
-    a, side, early = pl.col("amount"), pl.col("side"), pl.col("early")
-    big_b, big_s = pl.col("big_b"), pl.col("big_s")
-    per_trade = t.group_by("symbol").agg(
+    t = t.with_columns(big_b=(pl.col("B") >= pl.col("thr")) | pl.col("all_eq"),
+                       big_s=(pl.col("S") >= pl.col("thr")) | pl.col("all_eq"))
+    early, big_b, big_s = pl.col("early"), pl.col("big_b"), pl.col("big_s")
+    dlogp, B, S = pl.col("dlogp"), pl.col("B"), pl.col("S")
+    fb, fs = pl.col("fb"), pl.col("fs")
+
+    def where(cond: pl.Expr, x: pl.Expr) -> pl.Expr:
+        return pl.when(cond).then(x).sum()
+
+    out = t.group_by("symbol").agg(
         T=a.sum(),
-        a_buy=a.filter(early & big_b).sum(),
-        a_sell=a.filter(early & big_s).sum(),
-        bigorder_ret2=pl.col("dlogp").filter(big_b | big_s).sum(),
-        early_active_bigorder_ret=pl.col("dlogp").filter(
-            early & (((side == 1) & big_b) | ((side == -1) & big_s))).sum(),
-        early_active_buy_perc=p_ratio(a.filter(early & (side == 1)).sum(), a.filter(early).sum()),
-    )
-    per_buy = buy.group_by("symbol").agg(bb=pl.col("B").filter(pl.col("big_b")).sum(),
-                                         b2=(pl.col("B") ** 2).sum())
-    per_sell = sell.group_by("symbol").agg(sb=pl.col("S").filter(pl.col("big_s")).sum(),
-                                           s2=(pl.col("S") ** 2).sum())
-    out = (
-        per_trade.join(per_buy, on="symbol").join(per_sell, on="symbol")
-        .with_columns(
-            bigorder_amt_perc=p_ratio(pl.col("bb") + pl.col("sb"), 2 * pl.col("T")),
-            early_bigorder_buy_perc=p_ratio(pl.col("a_buy"), pl.col("a_buy") + pl.col("a_sell")),
-            concentration_diff=p_ratio(pl.col("b2"), pl.col("T") ** 2)
-            - p_ratio(pl.col("s2"), pl.col("T") ** 2),
-        )
+        a_buy=where(early & big_b, a),
+        a_sell=where(early & big_s, a),
+        bigorder_ret2=where(big_b | big_s, dlogp),
+        early_active_bigorder_ret=where(
+            early & (((side == 1) & big_b) | ((side == -1) & big_s)), dlogp),
+        early_active_buy_perc=p_ratio(where(early & (side == 1), a), where(early, a)),
+        bb=where(fb & big_b, B), b2=where(fb, B * B),
+        sb=where(fs & big_s, S), s2=where(fs, S * S),
+    ).with_columns(
+        bigorder_amt_perc=p_ratio(pl.col("bb") + pl.col("sb"), 2 * pl.col("T")),
+        early_bigorder_buy_perc=p_ratio(pl.col("a_buy"), pl.col("a_buy") + pl.col("a_sell")),
+        concentration_diff=p_ratio(pl.col("b2"), pl.col("T") ** 2)
+        - p_ratio(pl.col("s2"), pl.col("T") ** 2),
     )
     nab = (
-        t.with_columns(minute=_minute_of(pl.col("ts")).cast(pl.Int16))
+        trades.with_columns(minute=_minute_of(pl.col("ts")).cast(pl.Int16))
         .group_by("symbol", "minute")
         .agg(nab=(a * side.cast(pl.Float64)).sum())
     )
     grid: Any = pl.DataFrame({"minute": np.arange(240, dtype=np.int16)})
     if isinstance(t, pl.LazyFrame):
         grid = grid.lazy()
-    syms = t.select("symbol").unique()
+    syms = trades.select("symbol").unique()
     full = syms.join(grid, how="cross").join(nab, on=["symbol", "minute"], how="left")
     full = full.with_columns(pl.col("nab").fill_null(0.0))
     if bars is not None:
@@ -224,17 +234,44 @@ def polars_trade(trades: pl.DataFrame, bars: pl.DataFrame | None, cfg: FactorCon
     return out.join(corr, on="symbol", how="left")
 
 
+def _masked_stat(x: pl.Expr, min_obs: int, stat: Callable[[pl.Expr], pl.Expr]) -> pl.Expr:
+    """``stat(x)`` of a column that is null outside its selection, when it has ``min_obs``
+    values that are not all equal (else null)."""
+    return pl.when((x.count() >= min_obs) & (x.min() < x.max())).then(stat(x)).otherwise(None)
+
+
 def polars_order(orders: pl.DataFrame, cfg: FactorConfig) -> pl.DataFrame:
+    """The order family: each selection (buy / sell / early / buy limit orders) is a column
+    that is null outside it, built once with ``pl.when``; then one ``group_by("symbol").agg()``
+    of ``skew``/``kurtosis``/``corr`` on those columns (nulls skipped), rather than a per-group
+    ``filter`` inside each aggregation."""
     md = cfg.min_obs_day
     ts, side = pl.col("ts"), pl.col("side")
-    sess = (ts >= T0915) & (ts <= T1500)
     v = pl.col("volume").cast(pl.Float64)
-    return orders.group_by("symbol").agg(
-        skew_order_diff=p_skew(v, sess & (side == 1), md) - p_skew(v, sess & (side == -1), md),
-        kurt_order_diff=p_kurt(v, sess & (side == 1), md) - p_kurt(v, sess & (side == -1), md),
-        early_kurt_order=p_kurt(v, sess & (ts >= T0930) & (ts < T1000), cfg.min_obs_window),
-        corr_buyorder_volume_price=p_corr(
-            v, pl.col("price"), sess & (side == 1) & (pl.col("order_type") == 0), md),
+    ok = (ts >= T0915) & (ts <= T1500) & v.is_finite()
+    limit_buy = ok & (side == 1) & (pl.col("order_type") == 0) & pl.col("price").is_finite()
+    sel = orders.with_columns(
+        vb=pl.when(ok & (side == 1)).then(v),
+        vs=pl.when(ok & (side == -1)).then(v),
+        ve=pl.when(ok & (ts >= T0930) & (ts < T1000)).then(v),
+        vc=pl.when(limit_buy).then(v),
+        pc=pl.when(limit_buy).then(pl.col("price")),
+    )
+
+    def skew(c: str) -> pl.Expr:
+        return _masked_stat(pl.col(c), md, lambda x: x.skew(bias=True))
+
+    def kurt(c: str, min_obs: int = md) -> pl.Expr:
+        return _masked_stat(pl.col(c), min_obs, lambda x: x.kurtosis(fisher=True, bias=True))
+
+    vc, pc = pl.col("vc"), pl.col("pc")
+    return sel.group_by("symbol").agg(
+        skew_order_diff=skew("vb") - skew("vs"),
+        kurt_order_diff=kurt("vb") - kurt("vs"),
+        early_kurt_order=kurt("ve", cfg.min_obs_window),
+        corr_buyorder_volume_price=pl.when(
+            (vc.count() >= md) & (vc.min() < vc.max()) & (pc.min() < pc.max()))
+        .then(pl.corr(vc, pc)).otherwise(None),
     )
 
 
@@ -279,15 +316,7 @@ def polars_factors_from_frames(frames: dict[str, pl.DataFrame], names: Sequence[
     if "minute" in fams and bars is not None:
         out = out.join(polars_minute(bars, cfg), on="symbol", how="left")
     if "trade" in fams and "trades" in frames:
-        tr = frames["trades"]
-        if isinstance(tr, pl.LazyFrame):
-            # The trade family's plan (order-level group-bys joined back to the trades) runs
-            # out of memory in the lazy engine (> 7 GB vs 1.5 GB eager, polars 1.x, 1,000-stock
-            # full-day preset), so it runs eagerly on its projected scan.
-            eager_bars = bars.collect() if isinstance(bars, pl.LazyFrame) else bars
-            trade = polars_trade(tr.collect(), eager_bars, cfg).lazy()
-        else:
-            trade = polars_trade(tr, bars, cfg)
+        trade = polars_trade(frames["trades"], bars, cfg)
         out = out.join(trade, on="symbol", how="left")
     if "order" in fams and "orders" in frames:
         out = out.join(polars_order(frames["orders"], cfg), on="symbol", how="left")
