@@ -24,6 +24,7 @@ import pytest
 
 from fbgpu.report import build_report
 from fbgpu.report.claims import IC_CLAIMS
+from fbgpu.report.html import EXHIBIT_NUMBERS
 
 PROBE = """<script>
 window.addEventListener('load', () => {
@@ -80,6 +81,15 @@ def _store(root: Path) -> Path:
     ax.plot(ic.cumsum().to_numpy())
     fig.savefig(md / "cumulative_rank_ic.png", dpi=100)
     plt.close(fig)
+    # one output for every numbered exhibit (figures wide, tables as the steps write them)
+    for (section, stem), _ in EXHIBIT_NUMBERS.items():
+        d = root / "reports" / ("models" if section == "overview" else section)
+        d.mkdir(parents=True, exist_ok=True)
+        if stem.startswith(("nav_", "top_nav_", "cumulative_", "corr_heatmap_")):
+            if not (d / f"{stem}.png").exists():
+                shutil.copy(md / "cumulative_rank_ic.png", d / f"{stem}.png")
+        elif not (d / f"{stem}.csv").exists():
+            table.to_csv(d / f"{stem}.csv")
     return root
 
 
@@ -99,7 +109,9 @@ def test_report_renders_in_headless_browser(tmp_path: Path) -> None:
     assert m, f"browser printed no probe result (rc {r.returncode}): {r.stderr[-2000:]}"
     res = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&")
                      .replace("&lt;", "<").replace("&gt;", ">"))
-    assert {"exhibit-45", "exhibit-46", "paper-vs-run", "contents"} <= set(res["ids"])
+    want = {f"exhibit-{n}" for n in EXHIBIT_NUMBERS.values()}
+    assert want - set(res["ids"]) == set(), sorted(want - set(res["ids"]))
+    assert {"paper-vs-run", "contents"} <= set(res["ids"])
     assert res["broken"] == [], res["broken"]
     assert res["overflow"] <= 0 and res["wide"] == [], res["wide"][:10]
     assert not any(h.startswith("Unnamed") for h in res["headers"])

@@ -161,3 +161,45 @@ def plot_heatmap(matrix: pd.DataFrame, path: Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_quantile_returns(report: FactorReport, path: Path) -> Path:
+    """Quantile mean-return bars (alphalens): mean per-period return of each group minus the
+    pool's mean per-period return, in basis points (1 bp = 0.01%), group G = TOP."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=90)
+    mean = report.group_returns.mean()
+    rel = (mean - float(report.benchmark.mean())) * 1e4
+    colors = ["#c0392b" if v < 0 else "#2e86c1" for v in rel.to_numpy()]
+    ax.bar([f"G{g}" for g in rel.index], rel.to_numpy(), color=colors)
+    ax.axhline(0.0, color="grey", lw=0.6)
+    ax.set_ylabel("mean return vs pool (bp / period)", fontsize=8)
+    ax.set_title(f"{report.name}: mean return per group", fontsize=10)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_ic_decay(decay: pd.DataFrame, path: Path) -> Path:
+    """IC decay: mean RankIC (percent) of each factor (rows) per forward horizon (columns, e.g.
+    ``1d``..``20d``), one line per factor."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 3.8), dpi=90)
+    colors = plt.get_cmap("tab20")(np.arange(20))
+    x = np.arange(decay.shape[1])
+    for k, (name, row) in enumerate(decay.iterrows()):
+        ax.plot(x, 100 * row.to_numpy(dtype=float), marker="o", lw=1.2, color=colors[k % 20],
+                ls=("-", "--", ":")[(k // 20) % 3], label=str(name))
+    ax.axhline(0.0, color="grey", lw=0.6)
+    ax.set_xticks(x, labels=[str(c) for c in decay.columns], fontsize=7)
+    ax.set_xlabel("forward horizon after the T+1 entry", fontsize=8)
+    ax.set_ylabel("mean RankIC (%)", fontsize=8)
+    ax.set_title("IC decay over horizons", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -11,6 +11,8 @@ composites, the factor and style correlation matrices, and writes under
 * ``rank_ic.csv`` (dates x factors), ``group_nav.csv`` (long: date, factor, group, nav),
   ``icir_weights.csv`` (weights per rebalance), ``group_mean_returns.csv``;
 * ``factor_correlation.csv``, ``style_correlation.csv``;
+* per data family (:mod:`fbgpu.evaluate.families`): ``single_factor_<family>.csv``,
+  ``corr_<family>.csv`` and ``corr_heatmap_<family>.png`` (exhibits 7/26/37, 23/24/35/42);
 * figures: ``nav_<factor>.png`` per factor and composite, ``cumulative_rank_ic.png``,
   ``factor_correlation.png``;
 * ``index.json`` ordering what the HTML report shows.
@@ -353,6 +355,18 @@ def run_evaluate(
     items.append({"file": _write_table(scorr, out_dir, "style_correlation"),
                   "caption": "Correlation with style factors (mean cross-sectional Pearson)"})
     _write_table(fcorr, out_dir, "factor_correlation")
+    from fbgpu.evaluate.families import factor_families, write_family_exhibits
+
+    items += write_family_exhibits(out_dir, summary, fcorr, factor_families(names, store),
+                                   _write_table, cfg.figures)
+    from fbgpu.evaluate.truth import factor_truth_table
+
+    truth = factor_truth_table(store, market, rows, pool, values, names, dirs,
+                               {n: reports[n].ic for n in names})
+    if truth is not None:  # a synthetic store: what was planted in each factor (docs/synth.md)
+        items.append({"file": _write_table(truth, out_dir, "planted_truth"),
+                      "caption": "Ground truth: the planted signal in each factor and the "
+                                 "share of the oracle RankIC it recovers"})
 
     if cfg.figures:
         from fbgpu.evaluate.plots import plot_cumulative_ic, plot_group_nav, plot_heatmap

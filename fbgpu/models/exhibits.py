@@ -34,6 +34,7 @@ from fbgpu.data.store import Store, StoreError
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.evaluate.composite import icir_weights, signed, weighted_composite
 from fbgpu.evaluate.correlation import factor_correlation, style_correlation
+from fbgpu.evaluate.families import best_single_factor
 from fbgpu.evaluate.single import SUMMARY_COLUMNS, FactorReport, evaluate_factor
 from fbgpu.evaluate.stats import rank_ic
 from fbgpu.models.api import SCORES_TABLE, read_scores
@@ -46,20 +47,32 @@ log = logging.getLogger(__name__)
 HF_EQUAL = "hf_equal_weight"
 HF_ICIR = "hf_icir_weight"
 LF_EQUAL = "lf_equal_weight"
+BEST_SINGLE = "best_single"
 #: Non-learned comparison rows computed here, not read from the scores table.
-COMPOSITES = (HF_EQUAL, HF_ICIR, LF_EQUAL)
+COMPOSITES = (HF_EQUAL, HF_ICIR, LF_EQUAL, BEST_SINGLE)
 
 #: Rows of each exhibit table, in the report's order (absent columns are skipped).
 EXHIBITS: dict[str, tuple[str, list[str]]] = {
     "exhibit45_hf": ("HF deep-learning factor vs linear composites of the 27 factors",
-                     [SCORE_COLUMNS["hf"], HF_EQUAL, HF_ICIR]),
+                     [SCORE_COLUMNS["hf"], BEST_SINGLE, HF_EQUAL, HF_ICIR]),
     "exhibit52_lf": ("LF multi-task factor and ablations",
                      [*(SCORE_COLUMNS[k] for k in ("lf", "lf-daily", "lf-separate",
-                                                   "lf-unshared")), LF_EQUAL]),
+                                                   "lf-unshared")), LF_EQUAL, BEST_SINGLE]),
     "exhibit57_fusion": ("Full-band fusion factor",
                          [FUSED_COLUMN, SCORE_COLUMNS["hf"], SCORE_COLUMNS["lf"],
-                          SCORE_COLUMNS["fullband-mtl"]]),
+                          SCORE_COLUMNS["fullband-mtl"], BEST_SINGLE]),
 }
+
+#: Per exhibit table: file suffix of its block's figures, the model row it is about, and the
+#: report's exhibit numbers of (group NAV, cumulative RankIC, style correlation).
+BLOCKS: dict[str, tuple[str, str]] = {
+    "exhibit45_hf": ("hf", SCORE_COLUMNS["hf"]),
+    "exhibit52_lf": ("lf", SCORE_COLUMNS["lf"]),
+    "exhibit57_fusion": ("fused", FUSED_COLUMN),
+}
+
+#: Forward-return horizons (trading days after the T+1 entry) of the IC-decay table.
+DECAY_HORIZONS: tuple[int, ...] = (1, 2, 5, 10, 20)
 
 #: Display names of the rows.
 LABELS: dict[str, str] = {
@@ -68,6 +81,7 @@ LABELS: dict[str, str] = {
     "lf_unshared": "LF no shared GRU", LF_EQUAL: "LF equal-weight of inputs",
     "fused": "full-band fusion",
     "fullband_mtl": "full-band multi-task",
+    BEST_SINGLE: "best single factor",
 }
 
 
@@ -82,6 +96,10 @@ class ModelEvaluation:
     dates: list[Any]
     out_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    ic_decay: pd.DataFrame | None = None
+    """mean RankIC (rows: model factors) per forward horizon in days (:data:`DECAY_HORIZONS`)"""
+    truth: pd.DataFrame | None = None
+    """on a synthetic store: oracle and recovered RankIC (:func:`fbgpu.evaluate.truth`)"""
 
 
 def _host(a: Any) -> np.ndarray:
@@ -91,8 +109,10 @@ def _host(a: Any) -> np.ndarray:
 def _hf_composites(store: Store, market: Any, rows: np.ndarray, be: Backend,
                    ret_end: int, panel_config: PanelConfig | None = None,
                    pool_config: PoolConfig | None = None,
-                   min_stocks: int = 10) -> dict[str, np.ndarray]:
-    """Equal-weight and trailing-ICIR composites of the signed HF panel at ``rows``."""
+                   min_stocks: int = 10) -> tuple[dict[str, np.ndarray], str]:
+    """Equal-weight and trailing-ICIR composites of the signed HF panel at ``rows``, and the
+    best single factor of the single-factor step (direction-signed, ``BEST_SINGLE``; its name
+    is returned, "" when the step's table is absent)."""
     from fbgpu.evaluate.run import resolve_directions
     from fbgpu.panel.build import build_panel
 
@@ -117,10 +137,16 @@ def _hf_composites(store: Store, market: Any, rows: np.ndarray, be: Backend,
     pos = np.searchsorted(grid, rows)
     if not np.array_equal(grid[np.minimum(pos, len(grid) - 1)], rows):
         raise StoreError(f"score dates are not on a regular rebalance grid (every {every} days)")
-    return {
+    out = {
         HF_EQUAL: _host(weighted_composite(sv, None, uni))[pos],
         HF_ICIR: _host(weighted_composite(sv, xp.asarray(weights), uni))[pos],
     }
+    sf = store.report_dir / "evaluate" / "single_factor.csv"
+    best = best_single_factor(pd.read_csv(sf)) if sf.exists() else None
+    if best is not None and best[0] in panel.names:  # already signed by its direction in sv
+        out[BEST_SINGLE] = _host(sv[:, :, list(panel.names).index(best[0])])[pos]
+        return out, best[0]
+    return out, ""
 
 
 def _lf_composite(store: Store, market: Any, rows: np.ndarray, be: Backend,
@@ -166,8 +192,12 @@ def evaluate_models(
                          f"{ret_end}-day return; train on more data")
     values = {c: v[keep] for c, v in cols.items()}
     notes = []
+    labels = dict(LABELS)
     if st.dates("factors") and SCORE_COLUMNS["hf"] in values:
-        values.update(_hf_composites(st, market, rows, be, ret_end, panel_config, pool_config))
+        comps, best = _hf_composites(st, market, rows, be, ret_end, panel_config, pool_config)
+        values.update(comps)
+        if best:
+            labels[BEST_SINGLE] = f"best single factor ({best})"
     elif SCORE_COLUMNS["hf"] in values:
         notes.append("no factors table: HF composites omitted")
     lf_cols = [SCORE_COLUMNS[k] for k in MODEL_KINDS if k.startswith("lf")]
@@ -177,7 +207,7 @@ def evaluate_models(
     pool = market.pool(pool_config)[rows]
     didx = pd.DatetimeIndex([market.dates[i] for i in rows], name="date")
     reports = {
-        name: evaluate_factor(v, fwd, pool, 1, groups, name=LABELS.get(name, name), dates=didx)
+        name: evaluate_factor(v, fwd, pool, 1, groups, name=labels.get(name, name), dates=didx)
         for name, v in values.items()
     }
     tables = {}
@@ -196,9 +226,33 @@ def evaluate_models(
         if other in model_names:
             scorr[LABELS[other]] = mcorr[LABELS[other]]
     ev = ModelEvaluation(tables, reports, scorr, mcorr, list(didx.date), notes=notes)
+    ev.ic_decay = ic_decay({labels.get(n, n): values[n] for n in model_names if n in values},
+                           market, rows, pool)
+    if st.dates("synth_truth"):
+        from fbgpu.evaluate.truth import truth_table
+
+        ev.truth = truth_table(st, market, rows, pool,
+                               {r.name: r.ic for r in reports.values()})
     if write:
         ev.out_dir = _write(st, ev, figures)
     return ev
+
+
+def ic_decay(values: dict[str, np.ndarray], market: Any, rows: np.ndarray, pool: np.ndarray,
+             horizons: tuple[int, ...] = DECAY_HORIZONS) -> pd.DataFrame:
+    """Mean RankIC of each ``[R, S]`` score against the forward return over ``h`` days after
+    the T+1 entry, ``P_{T+1+h} / P_{T+1} - 1``, for each ``h`` in ``horizons`` (alphalens' IC
+    decay). Dates whose ``h``-day return is not complete yet are left out of that horizon."""
+    D = len(market.dates)
+    out = {}
+    for h in horizons:
+        ok = rows + 1 + h < D
+        fwd = market.forward_returns(1, 1 + h)[rows[ok]]
+        out[f"{h}d"] = {n: float(np.nanmean(_host(rank_ic(v[ok], fwd, pool[ok]))))
+                        if ok.sum() else float("nan") for n, v in values.items()}
+    df = pd.DataFrame(out)
+    df.index.name = "factor"
+    return df
 
 
 def _write_table(df: pd.DataFrame, out_dir: Path, stem: str) -> str:
@@ -227,48 +281,85 @@ def window_table(store: Store) -> pd.DataFrame:
 
 
 def _write(store: Store, ev: ModelEvaluation, figures: bool) -> Path:
+    """Tables, figures and ``index.json`` under ``reports/models/``, grouped per block as in the
+    report: table (45/52/57), group net value (46/53/58), TOP net value (47/54/59), cumulative
+    RankIC (48/55/60), style correlation (49/56/61); then tear-sheet figures, IC decay, the
+    retrain windows and, on a synthetic store, the oracle table."""
     out = store.report_dir / "models"
     out.mkdir(parents=True, exist_ok=True)
     items: list[dict[str, str]] = []
+    ic = pd.DataFrame({r.name: r.ic for r in ev.reports.values()})
+    _write_table(ic, out, "rank_ic")
+    _write_table(ev.model_correlation, out, "model_correlation")
+    _write_table(ev.style_correlation, out, "style_correlation")
+    if figures:
+        from fbgpu.evaluate.plots import (
+            plot_cumulative_ic,
+            plot_group_nav,
+            plot_ic_decay,
+            plot_ic_tearsheet,
+            plot_quantile_returns,
+            plot_top_nav,
+        )
     for key, df in ev.tables.items():
         items.append({"file": _write_table(df, out, key),
                       "caption": f"{EXHIBITS[key][0]} (10 groups, weekly, out of sample)"})
-    items.append({"file": _write_table(ev.style_correlation, out, "style_correlation"),
-                  "caption": "Correlation of the model factors with style factors and with the "
-                             "HF / LF model factors (exhibits 49, 56, 61)"})
-    _write_table(ev.model_correlation, out, "model_correlation")
+        suffix, main = BLOCKS[key]
+        if main not in ev.reports:
+            continue
+        label = ev.reports[main].name
+        if key == "exhibit57_fusion":  # the report's summary page (exhibit 3): the fused row
+            _write_table(df.loc[[label]] if label in df.index else df.head(1), out,
+                         "exhibit3_fused")
+        if figures:
+            plot_group_nav(ev.reports[main], out / f"nav_{main}.png")
+            items.append({"file": f"nav_{main}.png",
+                          "caption": f"{label}: group net value relative to the pool"})
+            plot_top_nav(ev.reports[main], out / f"top_nav_{main}.png")
+            items.append({"file": f"top_nav_{main}.png",
+                          "caption": f"{label}: TOP-portfolio net value vs the pool"})
+            rows = [ev.reports[n] for n in EXHIBITS[key][1] if n in ev.reports]
+            plot_cumulative_ic(rows, out / f"cumulative_rank_ic_{suffix}.png",
+                               f"Cumulative RankIC: {EXHIBITS[key][0]}")
+            items.append({"file": f"cumulative_rank_ic_{suffix}.png",
+                          "caption": f"Cumulative RankIC: {EXHIBITS[key][0]}"})
+        sc = ev.style_correlation
+        names = [ev.reports[n].name for n in EXHIBITS[key][1]
+                 if n in ev.reports and ev.reports[n].name in sc.index]
+        if names:
+            items.append({"file": _write_table(sc.loc[names], out, f"style_correlation_{suffix}"),
+                          "caption": "Mean cross-sectional correlation with common volume-price "
+                                     "(style) factors and with the HF / LF model factors"})
+    if ev.ic_decay is not None and len(ev.ic_decay):
+        items.append({"file": _write_table(ev.ic_decay, out, "ic_decay"),
+                      "caption": "IC decay: mean RankIC against the return h days after the "
+                                 "T+1 entry"})
+    main = [n for n in ("fused", "hf_gru", "lf_mtl") if n in ev.reports]
+    if figures:
+        if ev.ic_decay is not None and len(ev.ic_decay):
+            plot_ic_decay(ev.ic_decay, out / "ic_decay.png")
+            items.append({"file": "ic_decay.png", "caption": "IC decay over horizons"})
+        for n in main:
+            plot_ic_tearsheet(ev.reports[n], out / f"ic_tearsheet_{n}.png")
+            items.append({"file": f"ic_tearsheet_{n}.png",
+                          "caption": f"{LABELS[n]}: RankIC histogram and monthly RankIC"})
+            plot_quantile_returns(ev.reports[n], out / f"quantile_returns_{n}.png")
+            items.append({"file": f"quantile_returns_{n}.png",
+                          "caption": f"{LABELS[n]}: mean return per group and period "
+                                     "relative to the pool"})
+        plot_cumulative_ic(list(ev.reports.values()), out / "cumulative_rank_ic.png",
+                           "Cumulative RankIC of all model factors and comparison rows")
+        items.append({"file": "cumulative_rank_ic.png",
+                      "caption": "Cumulative RankIC of all model factors and comparison rows"})
+    if ev.truth is not None:
+        items.append({"file": _write_table(ev.truth, out, "planted_truth"),
+                      "caption": "Ground truth: oracle RankIC of the planted expected return "
+                                 "and the share of it each model recovers (docs/synth.md)"})
     wt = window_table(store)
     if len(wt):
         items.append({"file": _write_table(wt.set_index("model"), out, "windows"),
                       "caption": "Rolling retrain windows (validation IC = early-stopping "
                                  "criterion, mean over seeds)"})
-    ic = pd.DataFrame({r.name: r.ic for r in ev.reports.values()})
-    _write_table(ic, out, "rank_ic")
-    if figures:
-        from fbgpu.evaluate.plots import (
-            plot_cumulative_ic,
-            plot_group_nav,
-            plot_ic_tearsheet,
-            plot_top_nav,
-        )
-
-        main = [n for n in ("fused", "hf_gru", "lf_mtl") if n in ev.reports]
-        plot_cumulative_ic(list(ev.reports.values()), out / "cumulative_rank_ic.png",
-                           "Cumulative RankIC of the model factors")
-        items.append({"file": "cumulative_rank_ic.png",
-                      "caption": "Cumulative RankIC of the model factors"})
-        for n in main:  # exhibits 59 / 47 / 54
-            plot_top_nav(ev.reports[n], out / f"top_nav_{n}.png")
-            items.append({"file": f"top_nav_{n}.png",
-                          "caption": f"{LABELS[n]}: TOP-portfolio net value vs the pool"})
-        for n in main:
-            plot_ic_tearsheet(ev.reports[n], out / f"ic_tearsheet_{n}.png")
-            items.append({"file": f"ic_tearsheet_{n}.png",
-                          "caption": f"{LABELS[n]}: RankIC histogram and monthly RankIC"})
-        for n in main:
-            plot_group_nav(ev.reports[n], out / f"nav_{n}.png")
-            items.append({"file": f"nav_{n}.png",
-                          "caption": f"{LABELS[n]}: group net value relative to the pool"})
     first, last = ev.dates[0], ev.dates[-1]
     text = (f"Out-of-sample scores on {len(ev.dates)} rebalance dates, {first} to {last} "
             f"(table `{SCORES_TABLE}`). " + " ".join(ev.notes))

@@ -53,11 +53,17 @@ def annualized_volatility(returns: np.ndarray, periods: int = TRADING_DAYS) -> f
     return float(np.std(r, ddof=1) * np.sqrt(periods))
 
 
+def drawdown(returns: np.ndarray) -> np.ndarray:
+    """Drawdown after each return, ``1 - NAV_t / max_{s <= t} NAV_s`` with ``NAV_0 = 1`` (>= 0,
+    fractions; one value per return)."""
+    path = np.r_[1.0, nav(returns)]
+    return (1.0 - path / np.maximum.accumulate(path))[1:]
+
+
 def max_drawdown(returns: np.ndarray) -> float:
     """Largest peak-to-trough loss of the NAV, as a positive fraction (0 if it never falls)."""
-    path = np.r_[1.0, nav(returns)]
-    peak = np.maximum.accumulate(path)
-    return float(np.max(1.0 - path / peak))
+    dd = drawdown(returns)
+    return float(np.max(dd)) if dd.size else 0.0
 
 
 def _ratio(a: float, b: float) -> float:

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fbgpu.evaluate.families import best_single_factor as best_single
+
 log = logging.getLogger(__name__)
 
 #: Threshold on |t| for a verdict other than "inconclusive".
@@ -101,14 +103,13 @@ def best_single_factor(report_dir: Path, dates: pd.Index) -> tuple[str, pd.Serie
         return None
     table = pd.read_csv(sf)
     ics = pd.read_csv(ric, index_col="date")
-    if "factor" not in table or "RankIC mean" not in table:
+    if "factor" not in table:
         return None
-    table = table[table["factor"].isin(ics.columns)].dropna(subset=["RankIC mean"])
-    if table.empty:
+    best = best_single(table[table["factor"].isin(ics.columns)])
+    if best is None:
         return None
-    row = table.loc[table["RankIC mean"].idxmax()]
-    sign = float(row["direction"]) if "direction" in table else 1.0
-    return str(row["factor"]), (sign * ics[row["factor"]]).reindex(dates)
+    name, sign = best
+    return name, (sign * ics[name]).reindex(dates)
 
 
 def model_rank_ic(report_dir: Path) -> pd.DataFrame | None:

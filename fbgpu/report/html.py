@@ -41,18 +41,35 @@ SECTIONS: list[tuple[str, str]] = [
 ]
 
 
-#: The research report's exhibit number of each step output, by (section, file stem).
+#: The research report's exhibit number of each step output, by (section, file stem). The
+#: "overview" section repeats the fusion factor's table, group NAV and cumulative RankIC as the
+#: report's summary page (exhibits 3-5).
 EXHIBIT_NUMBERS: dict[tuple[str, str], int] = {
-    ("evaluate", "single_factor"): 7,
-    ("evaluate", "factor_correlation"): 23,
+    ("overview", "exhibit3_fused"): 3,
+    ("overview", "nav_fused"): 4,
+    ("overview", "cumulative_rank_ic_fused"): 5,
+    ("evaluate", "single_factor_minute"): 7,
+    ("evaluate", "corr_heatmap_minute"): 23,
+    ("evaluate", "corr_minute"): 24,
+    ("evaluate", "single_factor_trade"): 26,
+    ("evaluate", "corr_heatmap_trade"): 35,
+    ("evaluate", "single_factor_order"): 37,
+    ("evaluate", "corr_heatmap_order"): 42,
     ("models", "exhibit45_hf"): 45,
-    ("models", "cumulative_rank_ic"): 46,
-    ("models", "style_correlation"): 49,
+    ("models", "nav_hf_gru"): 46,
     ("models", "top_nav_hf_gru"): 47,
-    ("models", "top_nav_lf_mtl"): 54,
-    ("models", "top_nav_fused"): 59,
+    ("models", "cumulative_rank_ic_hf"): 48,
+    ("models", "style_correlation_hf"): 49,
     ("models", "exhibit52_lf"): 52,
+    ("models", "nav_lf_mtl"): 53,
+    ("models", "top_nav_lf_mtl"): 54,
+    ("models", "cumulative_rank_ic_lf"): 55,
+    ("models", "style_correlation_lf"): 56,
     ("models", "exhibit57_fusion"): 57,
+    ("models", "nav_fused"): 58,
+    ("models", "top_nav_fused"): 59,
+    ("models", "cumulative_rank_ic_fused"): 60,
+    ("models", "style_correlation_fused"): 61,
     ("backtest", "cumulative_excess_csi500"): 63,
     ("backtest", "performance_csi500"): 64,
     ("backtest", "yearly_csi500"): 65,
@@ -60,6 +77,14 @@ EXHIBIT_NUMBERS: dict[tuple[str, str], int] = {
     ("backtest", "performance_csi1000"): 67,
     ("backtest", "yearly_csi1000"): 68,
 }
+
+#: The summary page (section "overview"): files under reports/models/ and their captions.
+OVERVIEW: list[tuple[str, str]] = [
+    ("exhibit3_fused.csv", "Full-band fusion factor: RankIC and TOP-portfolio summary "
+                           "(10 groups, weekly, out of sample)"),
+    ("nav_fused.png", "Full-band fusion factor: group net value relative to the pool"),
+    ("cumulative_rank_ic_fused.png", "Full-band fusion factor: cumulative RankIC"),
+]
 
 #: Rows shown on the page before a table is summarised (the full table is the linked CSV).
 MAX_ROWS = 20
@@ -147,9 +172,10 @@ def _caption(path: Path) -> str:
     return path.stem.replace("_", " ")
 
 
-def _item(path: Path, caption: str | None = None, report_dir: Path | None = None) -> Item | None:
+def _item(path: Path, caption: str | None = None, report_dir: Path | None = None,
+          section: str | None = None) -> Item | None:
     cap = caption or _caption(path)
-    key = (path.parent.name, path.stem)
+    key = (section or path.parent.name, path.stem)
     num = EXHIBIT_NUMBERS.get(key)
     anchor = f"exhibit-{num}" if num is not None else f"{key[0]}-{key[1]}"
     if num is not None:
@@ -189,6 +215,74 @@ def collect_section(report_dir: Path, key: str, title: str) -> Section | None:
             if p.suffix in (".csv", ".png") and (item := _item(p, None, report_dir)) is not None:
                 sec.items.append(item)
     return sec if sec.items or sec.text else None
+
+
+def overview_section(report_dir: Path) -> Section | None:
+    """The summary page (exhibits 3-5) from the models step's fusion outputs, if present."""
+    sec = Section("overview", "Summary: the full-band fusion factor")
+    for name, cap in OVERVIEW:
+        p = report_dir / "models" / name
+        if p.exists() and (item := _item(p, cap, report_dir, "overview")) is not None:
+            sec.items.append(item)
+    return sec if sec.items else None
+
+
+def truth_summary(report_dir: Path) -> str:
+    """On a synthetic store: one sentence on how much of the oracle RankIC the models recover
+    (``reports/models/planted_truth.csv``, :mod:`fbgpu.evaluate.truth`); "" otherwise."""
+    p = report_dir / "models" / "planted_truth.csv"
+    if not p.exists():
+        return ""
+    t = pd.read_csv(p, index_col=0)
+    if "RankIC mean" not in t or not len(t):
+        return ""
+    o = t.iloc[0]
+    parts = []
+    for label in ("full-band fusion", "HF deep-learning", "LF multi-task"):
+        if label in t.index:
+            r = t.loc[label]
+            parts.append(f"{label} {100 * r['RankIC mean']:.2f}% (t = {r['t']:.1f}), "
+                         f"{100 * r['share of oracle IC']:.0f}% of the oracle")
+    if not parts:
+        return ""
+    return (f"Ground truth: an oracle that knows the planted states ranks stocks by the planted "
+            f"expected return and reaches a weekly RankIC of {100 * o['RankIC mean']:.2f}% "
+            f"(t = {o['t']:.1f}, {int(o['dates'])} test dates). The models recover: "
+            + "; ".join(parts) + ".")
+
+
+def backtest_tearsheets(store: Store, report_dir: Path) -> list[Item]:
+    """Per index with a backtest: the tear-sheet figure (net value vs the benchmark, excess
+    drawdown, holdings, active size and industry exposures;
+    :func:`fbgpu.portfolio.figures.tearsheet_figure`) and the exposures table
+    (:func:`fbgpu.portfolio.exposures.exposure_table`), written next to the backtest's outputs.
+    Built here because they read the backtest's ``weights`` table, which the step leaves in
+    the store."""
+    from fbgpu.portfolio.exposures import exposure_table
+    from fbgpu.portfolio.figures import tearsheet_figure
+
+    out: list[Item] = []
+    for daily_p in sorted((report_dir / "backtest").glob("daily_returns_*.csv")):
+        index = daily_p.stem.removeprefix("daily_returns_")
+        try:
+            daily = pd.read_csv(daily_p)
+            table, mean_ind = exposure_table(store, index)
+        except (OSError, KeyError, ValueError, pd.errors.ParserError) as e:
+            log.warning("report: no tear sheet for %s: %s", index, e)
+            continue
+        fig = tearsheet_figure(daily, table, mean_ind, index,
+                               report_dir / "backtest" / f"tearsheet_{index}.png")
+        if (item := _item(fig, f"{index} enhancement: net value vs the benchmark, excess "
+                          "drawdown, holdings, active size and industry exposures",
+                          report_dir)) is not None:
+            out.append(item)
+        if len(table):
+            table.to_csv(report_dir / "backtest" / f"exposures_{index}.csv", index=False)
+            if (item := _item(report_dir / "backtest" / f"exposures_{index}.csv",
+                              f"{index}: holdings and active exposures per rebalance",
+                              report_dir)) is not None:
+                out.append(item)
+    return out
 
 
 def _dedupe_anchors(sections: list[Section]) -> None:
@@ -253,6 +347,11 @@ def build_report(store: Store | str | Path, out: Path | None = None) -> Path:
 
     sections = [s for key, title in SECTIONS
                 if (s := collect_section(report_dir, key, title)) is not None]
+    if (ov := overview_section(report_dir)) is not None:
+        sections.insert(0, ov)
+    for sec in sections:
+        if sec.key == "backtest":
+            sec.items += backtest_tearsheets(store, report_dir)
     _dedupe_anchors(sections)
     from fbgpu.factors.compute import factor_catalog
 
@@ -286,6 +385,7 @@ def build_report(store: Store | str | Path, out: Path | None = None) -> Path:
         claims_table=(table_html(claims, max_rows=len(claims), link="paper_vs_run.csv")
                       if len(claims) else ""),
         claims_summary=_claims_summary(claims),
+        truth_summary=truth_summary(report_dir),
         steps_table=table_html(steps) if len(steps) else "<p>No step has recorded a run.</p>",
         configs=json.dumps(configs, indent=1, default=str),
         platform=f"Python {platform.python_version()} on {platform.platform()}",
