@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 from fbgpu.data.bars import minute_bars_from_trades
 from fbgpu.data.ingest.calendar_cn import not_a_trading_day, trading_days_between
 from fbgpu.data.ingest.errors import IngestError, MappingError, ValidationReport
-from fbgpu.data.ingest.invariants import check_bars, check_price_band
+from fbgpu.data.ingest.hints import with_format_hint
+from fbgpu.data.ingest.invariants import check_bars, check_int64, check_price_band
 from fbgpu.data.ingest.mapping import IngestConfig, load_config, resolve_format
 from fbgpu.data.ingest.reader import Rows, collect, expand_inputs
 from fbgpu.data.ingest.reference import (
@@ -42,7 +43,13 @@ from fbgpu.data.ingest.reference import (
     index_weight_tables,
     securities_table,
 )
-from fbgpu.data.ingest.ticks import BUILDERS, TICK_COLUMNS, apply_rules, check_unknown_ids
+from fbgpu.data.ingest.ticks import (
+    BUILDERS,
+    TICK_COLUMNS,
+    apply_rules,
+    check_unknown_ids,
+    count_side_unknown,
+)
 from fbgpu.data.ingest.values import is_stock
 from fbgpu.data.ingest.vendor_bars import (
     Master,
@@ -354,6 +361,7 @@ class Ingest:
             trows = apply_rules(table, trows, self.cfg, self.report)
             if table == "trades":
                 check_price_band(trows, self.prev_close_of(trows))
+                count_side_unknown(trows, self.report)
             self.report.add("rows_written", trows.n)
             days = trows.values["date"]
             for d in np.unique(days):
@@ -542,7 +550,9 @@ class Ingest:
                     if names[i] in seen:
                         raise rows.error(int(i), "symbol", f"{names[i]} has two rows on {date}")
                     seen.add(names[i])
-            vol = v["volume"][m] * self.cfg.volume_multiplier
+            vol = v["volume"] * self.cfg.volume_multiplier
+            check_int64(rows, "volume", np.where(m, vol, 0.0))
+            vol = vol[m]
             src = {f: v[f][m] for f in ("open", "high", "low", "close", "pre_close", "amount",
                                         "vwap", "adj_factor", "limit_up", "limit_down",
                                         "float_cap", "float_shares") if f in v}
@@ -638,6 +648,30 @@ def _input_digest(paths: Sequence[str]) -> str:
     return h.hexdigest()[:10]
 
 
+def _validate(job: Ingest, sources: list[Any]) -> None:
+    """Phase 1 of :func:`ingest`: read, parse and check every input, staging the partitions."""
+    fmt, cfg, d, report = job.fmt, job.cfg, job.date, job.report
+
+    def progress(it: Any) -> Any:
+        return track(list(it), f"ingest {fmt}")
+
+    def read(**kw: Any) -> Rows:
+        rows = collect(sources, job.spec, cfg, d, progress=progress, **kw)
+        report.add("rows_filtered_out", rows.filtered)
+        return rows
+
+    if fmt in BUILDERS:
+        job.ticks(read(one_day=True))
+    elif fmt == "minute-bars":
+        job.minute_bars(read())
+    elif fmt == "daily-bars":
+        job.daily_bars(read(lenient_symbols=True))
+    elif fmt == "index-weights":
+        job.index_weights(sources)
+    elif fmt == "securities":
+        job.securities(read(lenient_symbols=True, dated=False))
+
+
 def ingest(
     store: Store | str | os.PathLike[str],
     fmt: str,
@@ -688,24 +722,12 @@ def ingest(
                               "mapping)")
     report = ValidationReport(format=fmt)
     job = Ingest(st, fmt, cfg, d, report)
-    sources = expand_inputs(list(paths))
+    sources = expand_inputs(list(paths), cfg.member)
     report.files = [s.label for s in sources]
-
-    def progress(it: Any) -> Any:
-        return track(list(it), f"ingest {fmt}")
-
-    if fmt in BUILDERS:
-        job.ticks(collect(sources, job.spec, cfg, d, progress=progress, one_day=True))
-    elif fmt == "minute-bars":
-        job.minute_bars(collect(sources, job.spec, cfg, d, progress=progress))
-    elif fmt == "daily-bars":
-        job.daily_bars(collect(sources, job.spec, cfg, d, lenient_symbols=True,
-                               progress=progress))
-    elif fmt == "index-weights":
-        job.index_weights(sources)
-    elif fmt == "securities":
-        job.securities(collect(sources, job.spec, cfg, d, lenient_symbols=True, dated=False,
-                               progress=progress))
+    try:
+        _validate(job, sources)
+    except IngestError as e:  # name the likely right format when the file looks like another
+        raise with_format_hint(e, sources, fmt, cfg) from e
     for (table, date_), _ in job.stage.parts.items():  # schema check before any write
         if st.has(table, date_):
             _check_schema(st, table, date_)

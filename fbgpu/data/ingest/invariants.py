@@ -95,6 +95,23 @@ def check_bars(rows: Rows, what: str, mask: np.ndarray | None = None,
                              f"high {_fmt(hi[i])}]")
 
 
+#: Largest magnitude a float count can have and still convert to int64 (2**63).
+INT64_LIMIT = 2.0**63
+
+
+def check_int64(rows: Rows, field: str, values: np.ndarray) -> None:
+    """Float counts (volumes, after ``volume_multiplier``) that an int64 can hold.
+
+    A value at or beyond 2**63 would wrap to a negative number on conversion; it is reported as
+    an overflow, with the value as the file gives it, instead.
+    """
+    over = np.isfinite(values) & (np.abs(values) >= INT64_LIMIT)
+    if over.any():
+        i = int(np.flatnonzero(over)[0])
+        raise rows.error(i, field, f"overflow: {field} {_fmt(values[i])} is out of the int64 "
+                         "range (|value| < 2**63); corrupt input or a wrong column/unit")
+
+
 def check_seq(table: str, rows: Rows) -> None:
     """Sequence numbers are not negative."""
     seq = rows.values["seq"]

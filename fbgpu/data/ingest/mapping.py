@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fbgpu.data.ingest.errors import MappingError
 
@@ -43,6 +43,7 @@ class SourceField:
     required: bool = True
     codes: Mapping[str, Any] | None = None
     allow_empty: bool = False  # a required column whose cells may be empty (NaN)
+    constant: str | None = None  # ``[constants]``: every row holds this text, no column read
 
 
 def norm_code(value: str) -> str:
@@ -268,6 +269,11 @@ _fmt(FormatSpec(
     "security master (one row per security; non-stocks skipped when a category column exists)",
 ))
 
+#: Formats whose trades' side can be set by ``side_rule`` (the others carry no trades).
+SIDE_RULE_FORMATS = ("sse-trade", "szse-trade")
+#: ``[constants]`` keys accepted as another name of a field.
+CONSTANT_ALIASES = {"exchange": "market"}
+
 TIME_FORMATS = ("auto", "clock", "HHMMSSmmm", "HHMMSScc", "HHMMSS", "HHMM", "YYYYMMDDHHMMSSmmm")
 
 
@@ -283,6 +289,25 @@ class Policies(BaseModel):
     #: prints and continuous sessions). Default drop and count: after-hours fixed-price trades of
     #: the STAR/ChiNext boards (15:05-15:30) are real but not part of the 240-bar day.
     outside_session: Literal["error", "drop", "keep"] = "drop"
+
+
+class RowFilter(BaseModel):
+    """Keep only rows whose vendor ``column`` (trimmed text) is one of ``in`` (or none of
+    ``not_in``): ``filter = {column = "Market", in = ["SH"]}``. A value list, no expression is
+    evaluated. Filtered rows are counted as ``rows_filtered_out``; row numbers in messages stay
+    those of the file."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    column: str = Field(min_length=1)
+    in_: list[str] | None = Field(default=None, alias="in")
+    not_in: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> RowFilter:
+        if (self.in_ is None) == (self.not_in is None):
+            raise ValueError("a filter needs exactly one of 'in' or 'not_in'")
+        return self
 
 
 class IngestConfig(BaseModel):
@@ -329,12 +354,41 @@ class IngestConfig(BaseModel):
     #: file's first row rejects the file. ``split_dates = true`` accepts multi-day tick files and
     #: writes each row to its own date's partitions.
     split_dates: bool = False
+    #: Where tick ``seq`` comes from: ``column`` (the format's sequence column) or
+    #: ``row_order`` (the row's position over all inputs in the order given, 1-based, counting
+    #: every data row read, filtered ones included), for files that carry no sequence number.
+    seq_from: Literal["column", "row_order"] = "column"
+    #: Side of trades (``sse-trade``, ``szse-trade``): ``auto`` = the format's own rule (SSE:
+    #: the BS flag; SZSE: order numbers); ``flag`` = the BS-flag column (SSE); ``order_numbers``
+    #: = +1 (buyer-initiated) when the buy order number > the sell order number, -1 when it is
+    #: lower, 0 when equal (the later order is the aggressor: exchange numbers grow in time);
+    #: ``tick`` = the tick rule, +1 when the price is above the stock-day's previous trade price,
+    #: -1 below, the previous trade's side when equal, 0 for the day's first trade. With
+    #: ``order_numbers`` and ``tick`` no flag column is read, and call-auction prints (before
+    #: 09:30, from 14:57) get side 0.
+    side_rule: Literal["auto", "flag", "order_numbers", "tick"] = "auto"
+    #: Zip inputs: read only the member(s) matching this name or glob (``trades_*.csv``), by
+    #: full path inside the archive or by base name. No match is an error listing the members.
+    member: str | None = None
+    #: ``filter``: one row filter or a list of them (all must hold); see :class:`RowFilter`.
+    filter: list[RowFilter] = Field(default_factory=list)
+    #: ``[constants]``: source field -> the text every row holds (``market = "SZ"``; ``exchange``
+    #: is accepted for ``market``); parsed like a cell of that field, and no column is read.
+    constants: dict[str, str | int | float] = Field(default_factory=dict)
     #: ``[columns]``: source field -> vendor column name, overriding the built-in candidates.
     columns: dict[str, str] = Field(default_factory=dict)
     #: ``[codes.<field>]``: vendor code -> canonical value, extending the built-in tables.
     codes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: What happens to rows breaking a rule (``[policies]``).
     policies: Policies = Field(default_factory=Policies)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _filter_list(cls, data: Any) -> Any:
+        """``filter`` may be one table or a list of tables."""
+        if isinstance(data, Mapping) and isinstance(data.get("filter"), Mapping):
+            data = {**data, "filter": [data["filter"]]}
+        return data
 
 
 def load_config(mapping: IngestConfig | Mapping[str, Any] | str | Path | None) -> IngestConfig:
@@ -370,16 +424,45 @@ def resolve_format(fmt: str, config: IngestConfig) -> FormatSpec:
         raise MappingError("<arguments>", None, None,
                           f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     spec = FORMATS[fmt]
-    names = {f.name for f in spec.fields}
-    for key in (*config.columns, *config.codes):
-        if key not in names:
-            raise MappingError("<mapping>", None, key,
-                              f"format {fmt} has no field {key!r} (fields: {', '.join(names)})")
+    names = [f.name for f in spec.fields]
+    constants = {CONSTANT_ALIASES.get(k, k): str(v) for k, v in config.constants.items()}
+    for section, keys in (("columns", config.columns), ("codes", config.codes),
+                          ("constants", constants)):
+        for key in keys:
+            if key not in names:
+                raise MappingError("<mapping>", None, key,
+                                   f"format {fmt} has no field {key!r} in [{section}] "
+                                   f"(fields: {', '.join(names)})")
+    both = sorted(set(config.columns) & set(constants))
+    if both:
+        raise MappingError("<mapping>", None, both[0], "a field is given both a column "
+                           "([columns]) and a constant ([constants]); keep one")
+    drop: set[str] = set()
+    if config.seq_from == "row_order":
+        if "seq" not in names:
+            raise MappingError("<mapping>", None, "seq_from",
+                               f"format {fmt} has no sequence number (seq_from = 'row_order' "
+                               "applies to tick formats)")
+        drop.add("seq")
+    if config.side_rule != "auto":
+        if fmt not in SIDE_RULE_FORMATS:
+            raise MappingError("<mapping>", None, "side_rule",
+                               f"side_rule applies to {' and '.join(SIDE_RULE_FORMATS)}, not "
+                               f"{fmt}")
+        if config.side_rule == "flag" and "bs_flag" not in names:
+            raise MappingError("<mapping>", None, "side_rule",
+                               f"format {fmt} has no BS-flag field; use side_rule = "
+                               "'order_numbers' (its own rule) or 'tick'")
+        if config.side_rule in ("order_numbers", "tick"):
+            drop.add("bs_flag")
     fields = []
     for f in spec.fields:
+        if f.name in drop:
+            continue
         cand = (config.columns[f.name],) if f.name in config.columns else f.candidates
         codes = f.codes
         if f.name in config.codes:
             codes = {**(codes or {}), **_codes(config.codes[f.name])}
-        fields.append(SourceField(f.name, f.kind, cand, f.required, codes, f.allow_empty))
+        fields.append(SourceField(f.name, f.kind, cand, f.required, codes, f.allow_empty,
+                                  constants.get(f.name)))
     return FormatSpec(spec.name, tuple(fields), spec.exchange, spec.produces, spec.description)

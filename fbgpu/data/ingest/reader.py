@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import fnmatch
 import gzip
 import io
 import zipfile
@@ -27,12 +28,13 @@ from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from fbgpu.data.ingest.calendar_cn import not_a_trading_day
 from fbgpu.data.ingest.errors import IngestError
-from fbgpu.data.ingest.mapping import FormatSpec, IngestConfig, SourceField
+from fbgpu.data.ingest.mapping import FormatSpec, IngestConfig, RowFilter, SourceField
 from fbgpu.data.ingest.values import (
     Where,
     parse_code,
@@ -60,15 +62,52 @@ def _is_parquet(name: str) -> bool:
     return name.lower().endswith((".parquet", ".pq"))
 
 
-def expand_inputs(paths: list[str | Path]) -> list[Source]:
-    """Files to read, in the given order; a directory stands for its files, sorted by name."""
+def select_members(archive: Path, members: list[str], member: str | None) -> list[str]:
+    """The zip members to read: all (sorted), or those matching ``member``.
+
+    ``member`` is a name or a glob (``*``, ``?``, ``[...]``), matched against the member's full
+    path inside the archive and against its base name. No match is an error listing the members;
+    a plain name (no glob) matching several members by base name is ambiguous (an error too).
+    """
+    if member is None:
+        return sorted(members)
+    hits = sorted(m for m in members
+                  if fnmatch.fnmatchcase(m, member) or fnmatch.fnmatchcase(m.rsplit("/", 1)[-1],
+                                                                           member))
+    listing = ", ".join(sorted(members)[:20]) + (" ..." if len(members) > 20 else "")
+    if not hits:
+        raise IngestError(archive, None, None, f"no member matches member = {member!r} "
+                          f"(members: {listing})")
+    is_glob = any(ch in member for ch in "*?[")
+    if len(hits) > 1 and not is_glob:
+        raise IngestError(archive, None, None, f"member = {member!r} is ambiguous: it matches "
+                          f"{', '.join(hits)}; give the full path inside the archive")
+    return hits
+
+
+def expand_inputs(paths: list[str | Path], member: str | None = None) -> list[Source]:
+    """Files to read, in the given order; a directory stands for its files, sorted by name.
+
+    ``member`` selects members of zip archives (:func:`select_members`); it is an error when no
+    input is a zip archive.
+    """
+    out = _expand(paths, member)
+    if member is not None and not any("!" in s.label for s in out):
+        from fbgpu.data.ingest.errors import MappingError
+
+        raise MappingError("<mapping>", None, "member",
+                           "member selects files inside zip archives, but no input is a zip")
+    return out
+
+
+def _expand(paths: list[str | Path], member: str | None) -> list[Source]:
     out: list[Source] = []
     for p in map(Path, paths):
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
             if not files:
                 raise IngestError(p, None, None, "directory holds no files")
-            out.extend(expand_inputs(list(files)))
+            out.extend(_expand(list(files), member))
             continue
         if not p.exists():
             raise IngestError(p, None, None, "no such file")
@@ -86,7 +125,7 @@ def expand_inputs(paths: list[str | Path]) -> list[Source]:
                 raise IngestError(p, None, None, f"not a valid zip archive: {e}") from e
             if not members:
                 raise IngestError(p, None, None, "zip archive holds no files")
-            for m in sorted(members):
+            for m in select_members(p, members, member):
                 out.append(Source(f"{p}!{m}", _zip_opener(p, m),
                                   "parquet" if _is_parquet(m) else "csv"))
         elif name.endswith(".gz"):
@@ -128,6 +167,8 @@ class Block:
     n: int
     values: dict[str, np.ndarray]
     symbols: list[str | None]
+    rows: np.ndarray  # data-row number of each row (not contiguous when rows were filtered)
+    filtered: int = 0  # rows of the block dropped by the mapping's row filters
 
 
 def resolve_columns(header: list[str], spec: FormatSpec, label: str,
@@ -135,14 +176,16 @@ def resolve_columns(header: list[str], spec: FormatSpec, label: str,
     """Map each source field of ``spec`` to the header column holding it.
 
     Matching is case-insensitive after trimming spaces and BOMs; the first candidate present
-    wins. A required field with no column is an :class:`IngestError` listing the candidates.
+    wins. Fields given a constant (``[constants]``) need no column. Required fields with no
+    column are one :class:`IngestError` listing every missing field with its candidates.
     """
     norm: dict[str, list[str]] = {}
     for h in header:
         norm.setdefault(h.strip().lstrip("\ufeff").lower(), []).append(h)
     out: dict[str, str] = {}
+    missing: list[SourceField] = []
     for f in spec.fields:
-        if f.name in skip:
+        if f.name in skip or f.constant is not None:
             continue
         for cand in f.candidates:
             hits = norm.get(cand.lower())
@@ -154,12 +197,51 @@ def resolve_columns(header: list[str], spec: FormatSpec, label: str,
                 break
         else:
             if f.required:
-                raise IngestError(
-                    label, 0, f.candidates[0],
-                    f"missing column for {f.name!r} (looked for any of: "
-                    f"{', '.join(f.candidates)}; header has: {', '.join(header[:40])})",
-                )
+                missing.append(f)
+    if missing:
+        what = "; ".join(f"{f.name!r} (looked for any of: {', '.join(f.candidates)})"
+                         for f in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise IngestError(label, 0, missing[0].candidates[0],
+                          f"missing column{plural} for {what}; header has: "
+                          f"{', '.join(header[:40])}"
+                          + (" ... (map them with [columns] in the mapping)" if len(header) > 40
+                             else " (map them with [columns] in the mapping)"))
     return out
+
+
+def check_filter_columns(header: list[str], filters: list[RowFilter], label: str) -> None:
+    """Every row filter's column is in the header (exact name, as in the file)."""
+    names = {h.strip().lstrip("\ufeff") for h in header}
+    for flt in filters:
+        if flt.column not in names:
+            raise IngestError(label, 0, flt.column,
+                              f"filter column {flt.column!r} is not in the header (header has: "
+                              f"{', '.join(header[:40])})")
+
+
+def _header_name(header: list[str], column: str) -> str:
+    for h in header:
+        if h.strip().lstrip("\ufeff") == column:
+            return h
+    return column
+
+
+def filter_mask(batch: pa.RecordBatch, filters: list[RowFilter],
+                names: dict[str, str]) -> np.ndarray | None:
+    """Rows of ``batch`` that every filter keeps (None: no filter). ``names`` maps a filter's
+    column to the batch's column name. Values are compared as trimmed text."""
+    if not filters:
+        return None
+    keep = np.ones(batch.num_rows, dtype=bool)
+    for flt in filters:
+        col = batch.column(batch.schema.get_field_index(names[flt.column]))
+        text = pc.utf8_trim_whitespace(col.cast(pa.string()))
+        values = pa.array(flt.in_ if flt.in_ is not None else flt.not_in, pa.string())
+        hit = pc.fill_null(pc.is_in(text, value_set=values), False)
+        hit_np = hit.to_numpy(zero_copy_only=False).astype(bool)
+        keep &= hit_np if flt.in_ is not None else ~hit_np
+    return keep
 
 
 def _decode_check(raw: bytes, encoding: str) -> str | None:
@@ -228,22 +310,42 @@ def _csv_header(src: Source, config: IngestConfig) -> list[str]:
     return names
 
 
+def constant_label(name: str) -> str:
+    """How a ``[constants]`` field is named in messages (it has no column)."""
+    return f"[constants] {name}"
+
+
 def _parse_block(batch: pa.RecordBatch, cols: dict[str, str], spec: FormatSpec,
-                 config: IngestConfig, label: str, row0: int, lenient_symbols: bool) -> Block:
+                 config: IngestConfig, label: str, row0: int, lenient_symbols: bool,
+                 filter_names: dict[str, str] | None = None) -> Block:
+    rows = np.arange(row0, row0 + batch.num_rows, dtype=np.int64)
+    keep = filter_mask(batch, config.filter, filter_names or {})
+    filtered = 0
+    if keep is not None and not keep.all():
+        idx = np.flatnonzero(keep)
+        filtered = batch.num_rows - len(idx)
+        batch = batch.take(pa.array(idx))
+        rows = rows[idx]
     arrays: dict[str, pa.Array] = {f: batch.column(batch.schema.get_field_index(c))
                                    for f, c in cols.items()}
+    labels = dict(cols)
+    for f in spec.fields:
+        if f.constant is not None:
+            arrays[f.name] = pa.array([f.constant] * batch.num_rows, pa.string())
+            labels[f.name] = constant_label(f.name)
     values: dict[str, np.ndarray] = {}
     symbols: list[str | None] = []
     market = None
-    if "market" in cols:
+    if "market" in arrays:
         mf = spec.field("market")
-        market = parse_code(arrays["market"], Where(label, cols["market"], row0), mf.codes or {},
-                            as_int=False, unknown="?" if lenient_symbols else None)
+        market = parse_code(arrays["market"], Where(label, labels["market"], row0, rows),
+                            mf.codes or {}, as_int=False,
+                            unknown="?" if lenient_symbols else None)
     for name, arr in arrays.items():
         if name == "market":
             continue
         f: SourceField = spec.field(name)
-        w = Where(label, cols[name], row0)
+        w = Where(label, labels[name], row0, rows)
         if f.kind == "float":
             values[name] = parse_float(arr, w, f.required and not f.allow_empty)
         elif f.kind == "int":
@@ -274,7 +376,7 @@ def _parse_block(batch: pa.RecordBatch, cols: dict[str, str], spec: FormatSpec,
             values[f.name] = np.full(n, -128, dtype=np.int8)  # -128: not given
         elif f.kind == "str":
             values[f.name] = np.full(n, None, dtype=object)
-    return Block(row0, n, values, symbols)
+    return Block(row0, n, values, symbols, rows, filtered)
 
 
 def read_header(src: Source, config: IngestConfig) -> list[str]:
@@ -289,20 +391,26 @@ def read_header(src: Source, config: IngestConfig) -> list[str]:
 
 
 def iter_blocks(src: Source, cols: dict[str, str], spec: FormatSpec,
-                config: IngestConfig, lenient_symbols: bool = False) -> Iterator[Block]:
-    """Parsed blocks of one input; raises :class:`IngestError` naming file, row and column."""
+                config: IngestConfig, lenient_symbols: bool = False,
+                header: list[str] | None = None) -> Iterator[Block]:
+    """Parsed blocks of one input; raises :class:`IngestError` naming file, row and column.
+
+    ``header`` (the input's column names) is needed when the mapping has row filters: their
+    columns are read too, and rows they reject are dropped before parsing (``Block.filtered``).
+    """
     row0 = 1
+    fnames = {flt.column: _header_name(header or [], flt.column) for flt in config.filter}
+    wanted = list(dict.fromkeys([*cols.values(), *fnames.values()]))
     if src.kind == "parquet":
         with src.opener() as f:
             pf = pq.ParquetFile(io.BytesIO(f.read()))
-            for batch in pf.iter_batches(batch_size=1 << 20, columns=list(set(cols.values()))):
+            for batch in pf.iter_batches(batch_size=1 << 20, columns=wanted):
                 batch = pa.RecordBatch.from_arrays(
                     [c.cast(pa.string()) for c in batch.columns], names=batch.schema.names)
                 yield _parse_block(batch, cols, spec, config, src.label, row0,
-                                   lenient_symbols)
+                                   lenient_symbols, fnames)
                 row0 += batch.num_rows
         return
-    wanted = list(dict.fromkeys(cols.values()))
     stream: Any = src.opener()
     try:
         try:
@@ -321,7 +429,7 @@ def iter_blocks(src: Source, cols: dict[str, str], spec: FormatSpec,
                 except StopIteration:
                     break
                 yield _parse_block(batch, cols, spec, config, src.label, row0,
-                                   lenient_symbols)
+                                   lenient_symbols, fnames)
                 row0 += batch.num_rows
         except (pa.ArrowInvalid, UnicodeDecodeError) as e:
             try:
@@ -351,6 +459,7 @@ class Rows:
     symbols: list[str | None]
     files: list[str]
     columns: list[dict[str, str]]  # per file: source field -> vendor column
+    filtered: int = 0  # rows dropped by the mapping's row filters
 
     @property
     def n(self) -> int:
@@ -364,14 +473,14 @@ class Rows:
 
     def take(self, idx: np.ndarray) -> Rows:
         return Rows({k: v[idx] for k, v in self.values.items()}, self.symbols, self.files,
-                    self.columns)
+                    self.columns, self.filtered)
 
 
-def _day_str(day: int) -> str:
+def day_str(day: int) -> str:
     return (dt.date(1970, 1, 1) + dt.timedelta(days=int(day))).isoformat()
 
 
-def _check_dates(label: str, row0: int, day: np.ndarray, cols: dict[str, str],
+def _check_dates(label: str, rows: np.ndarray, day: np.ndarray, cols: dict[str, str],
                  config: IngestConfig, first_day: int | None, one_day: bool) -> int | None:
     """Every row's date on the exchange calendar; with ``one_day``, one date per file.
 
@@ -386,16 +495,16 @@ def _check_dates(label: str, row0: int, day: np.ndarray, cols: dict[str, str],
         other = day != first_day
         if other.any():
             i = int(np.flatnonzero(other)[0])
-            raise IngestError(label, row0 + i, col,
-                              f"row is dated {_day_str(day[i])}, but the file's first row is "
-                              f"dated {_day_str(first_day)}: a tick file holds one trading day "
+            raise IngestError(label, int(rows[i]), col,
+                              f"row is dated {day_str(day[i])}, but the file's first row is "
+                              f"dated {day_str(first_day)}: a tick file holds one trading day "
                               "(set split_dates = true in the mapping to split it by date)")
     uniq, first = np.unique(day, return_index=True)
     for d, i in zip(uniq, first, strict=True):
         why = not_a_trading_day(dt.date(1970, 1, 1) + dt.timedelta(days=int(d)),
                                 config.calendar)
         if why is not None:
-            raise IngestError(label, row0 + int(i), col,
+            raise IngestError(label, int(rows[int(i)]), col,
                               f"{why} (not on the exchange calendar; see calendar in the "
                               "mapping)")
     return first_day
@@ -420,16 +529,28 @@ def collect(sources: list[Source], spec: FormatSpec, config: IngestConfig,
     columns: list[dict[str, str]] = []
     given = None if date is None else (date - dt.date(1970, 1, 1)).days
     it: Any = sources if progress is None else progress(iter(sources))
+    filtered = 0
+    rows_before = 0  # data rows of the earlier inputs (seq_from = "row_order")
     for fi, src in enumerate(it):
         header = read_header(src, config)
         cols = resolve_columns(header, spec, src.label)
+        check_filter_columns(header, config.filter, src.label)
         files.append(src.label)
-        columns.append(cols)
+        labels = {**cols, **{f.name: constant_label(f.name) for f in spec.fields
+                             if f.constant is not None}}
+        if config.seq_from == "row_order":
+            labels["seq"] = "[row order]"
+        columns.append(labels)
         n_file = 0
+        n_read = 0
         first_day: int | None = None
-        for block in iter_blocks(src, cols, spec, config, lenient_symbols):
+        for block in iter_blocks(src, cols, spec, config, lenient_symbols, header):
             n_file += block.n
+            n_read += block.n + block.filtered
+            filtered += block.filtered
             v = block.values
+            if config.seq_from == "row_order":
+                v["seq"] = rows_before + block.rows
             if "symbol" in v:
                 lut = np.array([names.setdefault(s, len(names)) for s in block.symbols],
                                dtype=np.int32)
@@ -443,27 +564,31 @@ def collect(sources: list[Source], spec: FormatSpec, config: IngestConfig,
             if missing.any() and dated:
                 if given is None:
                     i = int(np.flatnonzero(missing)[0])
-                    raise IngestError(src.label, block.row0 + i, cols.get("date"),
+                    raise IngestError(src.label, int(block.rows[i]), cols.get("date"),
                                       "no date for this row (the file has no date column or it "
                                       "is empty); pass the date (--date)")
                 day[missing] = given
             if dated and given is not None and (day != given).any():
                 i = int(np.flatnonzero(day != given)[0])
                 other = dt.date(1970, 1, 1) + dt.timedelta(days=int(day[i]))
-                raise IngestError(src.label, block.row0 + i, cols.get("date", cols.get("time")),
+                raise IngestError(src.label, int(block.rows[i]),
+                                  cols.get("date", cols.get("time")),
                                   f"row is dated {other}, but the ingest is for {date}")
             if dated:
-                first_day = _check_dates(src.label, block.row0, day, cols, config, first_day,
+                first_day = _check_dates(src.label, block.rows, day, cols, config, first_day,
                                          one_day)
             v["date"] = day
             v["file"] = np.full(block.n, fi, dtype=np.int32)
-            v["row"] = np.arange(block.row0, block.row0 + block.n, dtype=np.int64)
+            v["row"] = block.rows
             for k, arr in v.items():
                 parts.setdefault(k, []).append(arr)
+        rows_before += n_read
         if n_file == 0:
-            raise IngestError(src.label, None, None, "no data rows (empty file or header only)")
+            why = (f"all {n_read} data rows were removed by the row filter" if n_read
+                   else "no data rows (empty file or header only)")
+            raise IngestError(src.label, None, None, why)
     values = {k: np.concatenate(a) for k, a in parts.items()}
     symbols = [None] * len(names)
     for s, i in names.items():
         symbols[i] = s
-    return Rows(values, symbols, files, columns)
+    return Rows(values, symbols, files, columns, filtered)

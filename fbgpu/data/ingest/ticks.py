@@ -14,21 +14,27 @@ then :func:`apply_rules` enforces the rules shared by all tick tables:
 
 Invariants (:mod:`fbgpu.data.ingest.invariants`) are fatal: a negative ``seq``; a trade price that
 is not finite or above 1e6 CNY; a vendor amount that is not price x volume.
+
+A trade's side (aggressor) follows ``side_rule`` (:func:`trade_side`); trades of the continuous
+session left with side 0 are counted (:func:`count_side_unknown`).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numba as nb
 import numpy as np
 
 from fbgpu.data.bars import T_0930, T_1130, T_1300, T_1457, T_1500, hhmm_to_ns
 from fbgpu.data.ingest.errors import ValidationReport
-from fbgpu.data.ingest.invariants import check_seq, check_trades
+from fbgpu.data.ingest.invariants import check_int64, check_seq, check_trades
 from fbgpu.data.ingest.mapping import IngestConfig
-from fbgpu.data.ingest.reader import Rows
-from fbgpu.data.ingest.values import CANONICAL_CODES
+from fbgpu.data.ingest.reader import Rows, day_str
+from fbgpu.data.ingest.values import CANONICAL_CODES, clock
 from fbgpu.data.schemas import ORDER_TYPE_LIMIT
 
+logger = logging.getLogger(__name__)
 T_0915 = hhmm_to_ns(9, 15)
 T_0925 = hhmm_to_ns(9, 25)
 NS = 1_000_000_000
@@ -67,6 +73,7 @@ def _in_windows(ts: np.ndarray, windows: list[tuple[int, int]]) -> np.ndarray:
 def whole_shares(rows: Rows, field: str, values: np.ndarray, multiplier: float) -> np.ndarray:
     """Volumes as int64 shares; a fractional share count is an error naming the row."""
     v = values * multiplier
+    check_int64(rows, field, v)
     r = np.rint(v)
     bad = np.isfinite(v) & (np.abs(v - r) > 1e-6 * np.maximum(1.0, np.abs(v)))
     if bad.any():
@@ -97,20 +104,104 @@ def _amount(price: np.ndarray, volume: np.ndarray, given: np.ndarray | None) -> 
     return np.where(np.isfinite(given) & (given > 0), given, computed)
 
 
+def side_from_order_numbers(buy: np.ndarray, sell: np.ndarray) -> np.ndarray:
+    """+1 (buyer-initiated) when the buy order number is the higher, -1 when the sell order's
+    is, 0 when they are equal: exchange order numbers grow in time, and the later order is the
+    one that crossed the spread."""
+    return np.sign(buy.astype(np.int64) - sell.astype(np.int64)).astype(np.int8)
+
+
+def side_from_tick_rule(rows: Rows, price: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """The tick rule per stock-day, trades in ``seq`` order (ties keep the input order):
+    +1 when the price is above the previous trade's, -1 below, the previous trade's side when
+    equal (zero tick), 0 for the first trade of the stock-day and zero ticks before any move."""
+    v = rows.values
+    n = rows.n
+    order = np.lexsort((seq, v["symbol"], v["date"]))
+    d, s, p = v["date"][order], v["symbol"][order], price[order]
+    start = np.r_[True, (d[1:] != d[:-1]) | (s[1:] != s[:-1])] if n else np.zeros(0, bool)
+    move = np.r_[0.0, np.sign(np.diff(p))] if n else np.zeros(0)
+    move[start] = 0.0
+    pos = np.maximum.accumulate(np.where((move != 0) | start, np.arange(n), 0)) if n else \
+        np.zeros(0, dtype=np.int64)
+    out = np.empty(n, dtype=np.int8)
+    out[order] = move[pos].astype(np.int8)
+    return out
+
+
+def call_auction(ts: np.ndarray) -> np.ndarray:
+    """Trades printed by a call auction: before 09:30 or from 14:57 (side 0 under the order-
+    number and tick rules)."""
+    return (ts < T_0930) | (ts >= T_1457)
+
+
+def trade_side(rows: Rows, cfg: IngestConfig, native: str, buy: np.ndarray, sell: np.ndarray,
+               flag: np.ndarray | None = None) -> np.ndarray:
+    """Trade sides under ``cfg.side_rule`` (``auto`` = the format's ``native`` rule).
+
+    ``flag``: the BS-flag side (SSE), used as given (auction prints carry N/0 there). The
+    order-number and tick rules give call-auction prints side 0.
+    """
+    rule = native if cfg.side_rule == "auto" else cfg.side_rule
+    if rule == "flag":
+        assert flag is not None
+        return flag.astype(np.int8)
+    v = rows.values
+    if rule == "order_numbers":
+        side = side_from_order_numbers(buy, sell)
+    else:
+        side = side_from_tick_rule(rows, v["price"], v["seq"])
+    return np.where(call_auction(v["time"]), 0, side).astype(np.int8)
+
+
+def continuous(ts: np.ndarray) -> np.ndarray:
+    """Continuous-session timestamps: 09:30 <= ts < 11:30 or 13:00 <= ts < 14:57."""
+    return ((ts >= T_0930) & (ts < T_1130)) | ((ts >= T_1300) & (ts < T_1457))
+
+
+def count_side_unknown(trades: Rows, report: ValidationReport) -> None:
+    """Count and warn about continuous-session trades with side 0 (``trades_side_unknown``).
+
+    A stock-day whose continuous-session trades all have side 0 has an unknown side: the factors
+    that need it (active buying) are NaN there (fbgpu/factors/trade.py). Those stock-days are
+    counted as ``stock_days_side_unknown`` and listed (first 20) in ``details``.
+    """
+    v = trades.values
+    cont = continuous(v["ts"])
+    zero = cont & (v["side"] == 0)
+    report.add("trades_side_unknown", int(zero.sum()))
+    report.add("stock_days_side_unknown", 0)
+    if not zero.any():
+        return
+    key = v["date"].astype(np.int64) << 32 | v["symbol"].astype(np.int64)
+    known = np.unique(key[cont & (v["side"] != 0)])
+    unknown = np.setdiff1d(np.unique(key[zero]), known)
+    report.add("stock_days_side_unknown", len(unknown))
+    names = [f"{day_str(int(k >> 32))}/{trades.symbols[int(k & 0xFFFFFFFF)]}"
+             for k in unknown[:20]]
+    report.details.setdefault("side_unknown_stock_days", []).extend(names)
+    text = (f"{int(zero.sum())} continuous-session trade(s) have no side (flag N/0 or empty, or "
+            f"equal order numbers); {len(unknown)} stock-day(s) have no side at all, so their "
+            "active-buying factors are NaN (set side_rule in the mapping if the file has no "
+            "flag)")
+    report.note(text)
+    logger.warning(text)
+
+
 def build_szse_trades(rows: Rows, cfg: IngestConfig, report: ValidationReport) -> dict[str, Rows]:
     """SZSE trades: ExecType F trades, ExecType 4 cancellations to ``cancels``.
 
     Aggressor: the later order (higher ApplSeqNum) is the one that crossed the spread, so side =
-    +1 when BidApplSeqNum > OfferApplSeqNum, -1 otherwise; call-auction prints (before 09:30 or
-    from 14:57) get side 0. A cancellation's order is whichever of the two ids is non-zero.
+    +1 when BidApplSeqNum > OfferApplSeqNum, -1 when lower, 0 when equal; call-auction prints
+    (before 09:30 or from 14:57) get side 0 (``side_rule = "tick"`` uses the tick rule instead).
+    A cancellation's order is whichever of the two ids is non-zero.
     """
     v = rows.values
     volume = whole_shares(rows, "volume", v["volume"], cfg.volume_multiplier)
     bid, ask, ts = v["bid_id"], v["ask_id"], v["time"]
     is_cancel = v["exec_type"] == CANCEL
     report.add("cancellations_separated", int(is_cancel.sum()))
-    auction = (ts < T_0930) | (ts >= T_1457)
-    side = np.where(auction, 0, np.where(bid > ask, 1, -1)).astype(np.int8)
+    side = trade_side(rows, cfg, "order_numbers", bid, ask)
     amount = _amount(v["price"], volume.astype(np.float64), v.get("amount"))
     src = {"buy_order_id": "bid_id", "sell_order_id": "ask_id", "side": "exec_type"}
     t_idx = np.flatnonzero(~is_cancel)
@@ -139,14 +230,15 @@ def build_szse_orders(rows: Rows, cfg: IngestConfig, report: ValidationReport) -
 
 
 def build_sse_trades(rows: Rows, cfg: IngestConfig, report: ValidationReport) -> dict[str, Rows]:
-    """SSE trades: TradeBSFlag gives the aggressor (B/1 buyer, S/2 seller, N/0 auction)."""
+    """SSE trades: TradeBSFlag gives the aggressor (B/1 buyer, S/2 seller, N/0 auction), or
+    ``side_rule`` (order numbers, tick rule) for files without a flag."""
     v = rows.values
+    side = trade_side(rows, cfg, "flag", v["buy_id"], v["sell_id"], v.get("bs_flag"))
     volume = whole_shares(rows, "volume", v["volume"], cfg.volume_multiplier)
     amount = _amount(v["price"], volume.astype(np.float64), v.get("amount"))
     trades = _canonical(rows, np.arange(rows.n), {
         "seq": v["seq"], "ts": v["time"], "price": v["price"], "volume": volume, "amount": amount,
-        "buy_order_id": v["buy_id"], "sell_order_id": v["sell_id"],
-        "side": v["bs_flag"].astype(np.int8)},
+        "buy_order_id": v["buy_id"], "sell_order_id": v["sell_id"], "side": side},
         {"buy_order_id": "buy_id", "sell_order_id": "sell_id", "side": "bs_flag"})
     return {"trades": trades}
 
@@ -257,9 +349,8 @@ def apply_rules(table: str, rows: Rows, cfg: IngestConfig, report: ValidationRep
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         if pol.outside_session == "error":
-            t = int(v["ts"][i]) // NS
-            raise rows.error(i, "ts", f"{table[:-1]} stamped {t // 3600:02d}:"
-                             f"{t // 60 % 60:02d}:{t % 60:02d}, outside the trading sessions")
+            raise rows.error(i, "ts", f"{table[:-1]} stamped {clock(v['ts'][i])}, outside the "
+                             "trading sessions")
         report.add("outside_session", int((~ok).sum()))
         report.details.setdefault("outside_session_first", f"{rows.files[v['file'][i]]} row "
                                   f"{v['row'][i]}")
@@ -305,8 +396,10 @@ def apply_rules(table: str, rows: Rows, cfg: IngestConfig, report: ValidationRep
             if differs.any():
                 j = int(dup[np.flatnonzero(differs)[0]])
                 prev = f"{s.files[sv['file'][j - 1]]} row {sv['row'][j - 1]}"
+                shown = ((clock(sv[c][j]), clock(sv[c][j - 1])) if c == "ts"
+                         else (sv[c][j], sv[c][j - 1]))
                 raise s.error(j, c, f"sequence number {sv['seq'][j]} repeats {prev} with a "
-                              f"different {c} ({sv[c][j]} vs {sv[c][j - 1]}): corrupt input")
+                              f"different {c} ({shown[0]} vs {shown[1]}): corrupt input")
         report.add("duplicates_dropped", int(same.sum()))
         s = s.take(np.flatnonzero(~same))
     return s

@@ -30,15 +30,22 @@ EPOCH = dt.date(1970, 1, 1)
 
 
 class Where:
-    """File and column of a block being parsed, and the data-row number of its first element."""
+    """File and column of a block being parsed, and the data-row number of its first element
+    (or of every element, ``rows``, when row filters removed some rows of the block)."""
 
-    __slots__ = ("column", "file", "row0")
+    __slots__ = ("column", "file", "row0", "rows")
 
-    def __init__(self, file: str, column: str, row0: int) -> None:
-        self.file, self.column, self.row0 = file, column, row0
+    def __init__(self, file: str, column: str, row0: int,
+                 rows: np.ndarray | None = None) -> None:
+        self.file, self.column, self.row0, self.rows = file, column, row0, rows
 
     def error(self, index: int | None, reason: str) -> IngestError:
-        row = None if index is None else self.row0 + int(index)
+        if index is None:
+            row = None
+        elif self.rows is not None:
+            row = int(self.rows[int(index)])
+        else:
+            row = self.row0 + int(index)
         return IngestError(self.file, row, self.column, reason)
 
 
@@ -86,6 +93,11 @@ def parse_int(arr: pa.Array, where: Where, required: bool) -> np.ndarray:
         out = pc.cast(clean, pa.int64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         f = pc.cast(clean, pa.float64()).to_numpy(zero_copy_only=False)
+        over = valid & (np.abs(f) >= 2.0**63)
+        if over.any():
+            i = _first(over)
+            raise where.error(i, f"overflow: {clean[i].as_py()!r} is out of the int64 range "
+                              f"(|value| < 2**63)") from None
         nonint = valid & ((np.abs(f) > 2.0**53) | (np.floor(np.nan_to_num(f)) != f))
         if nonint.any():
             i = _first(nonint)
@@ -187,6 +199,13 @@ def parse_date(arr: pa.Array, where: Where, required: bool) -> np.ndarray:
             raise where.error(_first(idx == j), f"not a date: {v!r}")
         days[j] = (d - EPOCH).days
     return days[idx] if len(idx) else np.array([], dtype=np.int32)
+
+
+def clock(ns: int | np.integer) -> str:
+    """Nanoseconds since midnight as ``HH:MM:SS.fff`` (for messages; truncated to ms)."""
+    ms = int(ns) // 1_000_000
+    s, ms = divmod(ms, 1000)
+    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{ms:03d}"
 
 
 def _hmsf_to_ns(h: np.ndarray, m: np.ndarray, s: np.ndarray, frac_ns: np.ndarray,

@@ -28,6 +28,7 @@ from fbgpu.data.ingest.invariants import check_bars
 from fbgpu.data.ingest.mapping import IngestConfig
 from fbgpu.data.ingest.reader import Rows
 from fbgpu.data.ingest.ticks import T_0915, _in_windows, whole_shares
+from fbgpu.data.ingest.values import clock
 from fbgpu.data.schemas import DAILY, MINUTE, MINUTES_PER_DAY
 
 EPOCH = dt.date(1970, 1, 1)
@@ -127,7 +128,8 @@ def fold_vendor_minutes(rows: Rows, cfg: IngestConfig, report: ValidationReport,
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         if cfg.policies.outside_session == "error":
-            raise rows.error(i, "time", "bar time outside the trading sessions")
+            raise rows.error(i, "time", f"bar time {clock(ts[i])} outside the trading "
+                             "sessions")
         report.add("outside_session", int((~ok).sum()))
         if cfg.policies.outside_session == "drop":
             keep = np.flatnonzero(ok)
