@@ -166,6 +166,8 @@ def oracle_trade(tr: pd.DataFrame, ret: np.ndarray | None, rule: str = "mean_plu
     r = ret if ret is not None else np.full(240, np.nan)
     out["corr_netactivebuy_lastret"] = o_corr(nab[1:], r[:-1], min_day)
     out["corr_netactivebuy_nextret"] = o_corr(nab[:-1], r[1:], min_day)
+    if not (side != 0).any():  # side unknown (no trade with side +-1): no aggressor factors
+        out["early_active_bigorder_ret"] = out["early_active_buy_perc"] = np.nan
     return out
 
 

@@ -9,9 +9,12 @@ where the oracle is NaN.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from oracle_factors import MARKET_STOCKS, make_market, oracle_day
 
@@ -79,6 +82,29 @@ def test_handmade_edge_cases_follow_the_rules(handmade: Store) -> None:
     assert np.isnan(row.loc["688010.SH", "corr_netactivebuy_lastret"])  # no bars, no r_k
     # Fewer than 10 orders: order moments undefined.
     assert np.isnan(row.loc["000003.SZ", "skew_order_diff"])
+
+
+def test_side_unknown_stock_day_is_nan_not_zero(tmp_path: Path) -> None:
+    """A stock-day whose trades all have side 0 (a vendor file without a usable BS flag): the
+    side-based factors are NaN, not 0; the others are unchanged and still match the oracle."""
+    store = Store(tmp_path / "s")
+    make_market(store, DATES[:1], seed=11)
+    before = compute_factors(store, DATES[:1], backend="cpu").to_pandas()
+    t = store.read("trades", DATES[0])
+    unknown = pc.equal(t.column("symbol").cast(pa.string()), "000001.SZ")
+    side = pc.if_else(unknown, pa.scalar(0, pa.int8()), t.column("side"))
+    store.write("trades", DATES[0], t.set_column(t.schema.get_field_index("side"), "side", side))
+    assert compare(store, DATES[:1]) > 0
+    after = compute_factors(store, DATES[:1], backend="cpu").to_pandas()
+    a = after.xs(pd.Timestamp(DATES[0]), level="date")
+    b = before.xs(pd.Timestamp(DATES[0]), level="date")
+    side_based = ["early_active_bigorder_ret", "early_active_buy_perc",
+                  "corr_netactivebuy_lastret", "corr_netactivebuy_nextret"]
+    assert np.isfinite(b.loc["000001.SZ", side_based].to_numpy(float)).all()
+    assert a.loc["000001.SZ", side_based].isna().all()
+    rest = [n for n in FACTORS if n not in side_based]
+    pd.testing.assert_series_equal(a.loc["000001.SZ", rest], b.loc["000001.SZ", rest])
+    pd.testing.assert_frame_equal(a.drop(index="000001.SZ"), b.drop(index="000001.SZ"))
 
 
 def test_fixed_notional_rule_matches_oracle(handmade: Store) -> None:

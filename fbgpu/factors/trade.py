@@ -10,6 +10,13 @@ on the trade timestamp.
 
 Sums over filtered trades are 0 when nothing passes; ratios are NaN only when their denominator is
 0 (or not finite); stocks without trades that day get NaN for the whole family.
+
+Side unknown: a stock-day none of whose trades has side +1 or -1 (call-auction prints carry side
+0, so in practice every continuous-session trade has side 0: a vendor file without a usable BS
+flag) has no aggressor information. The factors built on the side are NaN there, not 0
+(:func:`side_known`): ``early_active_bigorder_ret``, ``early_active_buy_perc``, and the two
+``corr_netactivebuy_*`` (NAB is identically 0 then, a constant, so the correlation is NaN).
+Ingest counts such trades (``trades_side_unknown``, docs/ingest.md).
 """
 
 from __future__ import annotations
@@ -21,6 +28,17 @@ from fbgpu.factors.context import TradeContext
 from fbgpu.factors.registry import factor
 
 Array = Any
+
+
+def side_known(c: TradeContext) -> Array:
+    """Per stock: some trade of the day has a side (+1 or -1), i.e. the amount of the trades
+    with a side is > 0 (trade amounts are positive)."""
+    return c.amount_where(lambda f: f.buy | f.sell) > 0
+
+
+def _where_side_known(c: TradeContext, x: Array) -> Array:
+    """``x`` where the stock-day's side is known, NaN elsewhere."""
+    return c.xp.where(side_known(c), x, c.xp.nan)
 
 
 @factor("bigorder_amt_perc", "trade", 1)
@@ -55,8 +73,10 @@ def bigorder_ret2(c: TradeContext) -> Array:
 @factor("early_active_bigorder_ret", "trade", 1)
 def early_active_bigorder_ret(c: TradeContext) -> Array:
     """Early log return of big aggressors: ``sum(dlogp_t)`` over early trades whose active order
-    (buy order if side = +1, sell order if side = -1) is big."""
-    return c.dlogp_where(lambda f: f.early & ((f.buy & f.big_buy) | (f.sell & f.big_sell)))
+    (buy order if side = +1, sell order if side = -1) is big. NaN when the stock-day's side is
+    unknown (no trade with side +1/-1)."""
+    return _where_side_known(
+        c, c.dlogp_where(lambda f: f.early & ((f.buy & f.big_buy) | (f.sell & f.big_sell))))
 
 
 @factor("concentration_diff", "trade", -1)
@@ -69,8 +89,10 @@ def concentration_diff(c: TradeContext) -> Array:
 
 @factor("early_active_buy_perc", "trade", 1)
 def early_active_buy_perc(c: TradeContext) -> Array:
-    """Early buyer-initiated share: over early trades, amount with side = +1 / total amount."""
-    return c.ratio(c.amount_where(lambda f: f.early & f.buy), c.amount_where(lambda f: f.early))
+    """Early buyer-initiated share: over early trades, amount with side = +1 / total amount.
+    NaN when the stock-day's side is unknown (no trade with side +1/-1), not 0."""
+    return _where_side_known(
+        c, c.ratio(c.amount_where(lambda f: f.early & f.buy), c.amount_where(lambda f: f.early)))
 
 
 @factor("corr_netactivebuy_lastret", "trade", -1, "min_obs_day (10) pairs; NaN if constant")
