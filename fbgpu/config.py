@@ -27,6 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from fbgpu.errors import ExitStatus
+
 
 def config_classes() -> dict[str, type]:
     """Section name -> configuration class."""
@@ -43,6 +45,8 @@ def config_classes() -> dict[str, type]:
 
 class ConfigError(ValueError):
     """A configuration file is malformed or names an unknown section or key."""
+
+    exit_status = ExitStatus.USAGE  # fbgpu/errors.py: the command line's exit status
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -5,8 +5,9 @@ turned every failure into exit 0 and recorded the failed step as finished. These
 ``python -m fbgpu`` (and the ``fbgpu`` console script when installed) and check the status, where
 the messages go, the store and the run record.
 
-Statuses: 0 success, 1 a step failed, 2 usage / bad option value / config / rejected input,
-130 interrupted (README.md, "Exit status").
+Statuses (fbgpu/errors.py, README.md "Exit status"): 0 success, 1 usage or config, 2 input
+rejected (store byte-identical), 3 a step failed while running (recorded as failed), 4 the store
+is locked by another writer, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -69,17 +70,23 @@ def test_help_exits_0() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--bogus"], ["ingest", "--bogus"]])
-def test_unknown_option_exits_2_with_usage_on_stderr(argv: list[str]) -> None:
+def test_unknown_option_exits_1_with_usage_on_stderr(argv: list[str]) -> None:
     res = fbgpu(*argv)
-    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.returncode == 1, res.stdout + res.stderr
     assert "Usage:" in res.stderr and "No such option: --bogus" in res.stderr
     assert "Error" not in res.stdout
 
 
-def test_missing_required_option_exits_2() -> None:
+def test_missing_required_option_exits_1() -> None:
     res = fbgpu("ingest", "--format", "szse-trade")
-    assert res.returncode == 2
+    assert res.returncode == 1
     assert "Missing option '--in'" in res.stderr
+
+
+def test_no_command_prints_help_and_exits_1() -> None:
+    res = fbgpu()
+    assert res.returncode == 1
+    assert "Usage" in res.stdout + res.stderr
 
 
 def test_successful_ingest_exits_0_and_is_recorded_finished(ingested: tuple[Path, Path]) -> None:
@@ -105,20 +112,92 @@ def test_malformed_ingest_exits_2_names_file_row_column_and_leaves_store(
     assert digest(store) == before
 
 
-def test_failed_step_exits_1_and_is_recorded_failed(tmp_path: Path) -> None:
-    """A step that fails at run time (train on a store without data) exits 1 with a one-line
-    error on stderr; run.json records it as failed with its error, and keeps the other steps."""
+def test_bad_mapping_exits_1_and_leaves_store(ingested: tuple[Path, Path]) -> None:
+    """A mapping error is a config error (1), not bad data (2); nothing is written."""
+    root, store = ingested
+    mapping = root / "two_char.toml"
+    mapping.write_text('delimiter = ";;"\n')
+    before = digest(store)
+    res = fbgpu("ingest", "--format", "szse-trade", "--in", str(root / "good.csv"),
+                "--mapping", str(mapping), "--store", str(store))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "delimiter" in res.stderr and "the store was not changed" in res.stderr
+    assert digest(store) == before
+
+
+def test_unknown_format_and_bad_config_exit_1(ingested: tuple[Path, Path]) -> None:
+    root, store = ingested
+    before = digest(store)
+    res = fbgpu("ingest", "--format", "nope", "--in", str(root / "good.csv"),
+                "--store", str(store))
+    assert res.returncode == 1 and "unknown format 'nope'" in res.stderr
+    cfg = root / "broken.toml"
+    cfg.write_text("[evaluate\n")
+    res = fbgpu("evaluate", "--store", str(store), "--config", str(cfg))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "broken.toml" in res.stderr
+    assert digest(store) == before
+
+
+def test_gpu_requested_without_gpu_exits_1(ingested: tuple[Path, Path]) -> None:
+    from fbgpu.engine.backend import get_backend
+
+    try:
+        if get_backend("gpu").name == "gpu":
+            pytest.skip("a GPU is usable here")
+    except Exception:
+        pass
+    root, store = ingested
+    before = digest(store)
+    res = fbgpu("factors", "--store", str(store), "--backend", "gpu", "--no-progress")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "GPU" in res.stderr
+    assert digest(store) == before
+
+
+def test_store_without_the_needed_table_is_rejected_with_2(tmp_path: Path) -> None:
+    """Training on a store without daily bars rejects its input (2) and writes nothing."""
     store = Store(tmp_path / "store")
     ok = record_step(store, "synth", 1.0, backend="cpu", summary="earlier success")
+    before = digest(store.root)
     res = fbgpu("train", "--store", str(store.root), "--backend", "cpu")
-    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.returncode == 2, res.stdout + res.stderr
     assert "fbgpu: error:" in res.stderr and "daily" in res.stderr
+    assert "the store was not changed" in res.stderr
+    assert digest(store.root) == before
+    assert read_runlog(store)["steps"] == {"synth": ok}
+
+
+def test_failed_step_exits_3_and_is_recorded_failed(tmp_path: Path) -> None:
+    """A step that fails while running (a user factor raises inside the computation) exits 3
+    with a one-line error; run.json records it as failed with its error and keeps the other
+    steps. A corrupt partition, by contrast, is rejected input (2) naming the file."""
+    store = Store(tmp_path / "store")
+    res = fbgpu("synth", "--store", str(store.root), "--preset", "tiny", "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    ok = read_runlog(store)["steps"]["synth"]
+    module = tmp_path / "raiser.py"
+    module.write_text('import fbgpu\n\n@fbgpu.factor("always_raises", "order", 1)\n'
+                      'def f(ctx):\n    """x"""\n    raise ZeroDivisionError("nope")\n')
+    res = fbgpu("factors", "--store", str(store.root), "--backend", "cpu", "--no-progress",
+                "--factors-module", str(module))
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "fbgpu: error:" in res.stderr and "always_raises" in res.stderr
+    assert "Traceback" not in res.stderr
     log = read_runlog(store)
     assert log["steps"]["synth"] == ok
-    failed = log["steps"]["train"]
+    failed = log["steps"]["factors"]
     assert failed["status"] == "failed" and "finished" not in failed
-    assert "daily" in failed["error"] and failed["exit_code"] == 1
-    assert [e["status"] for e in log["history"]] == ["ok", "failed"]
+    assert failed["exit_code"] == 3 and "ZeroDivisionError" in failed["error"]
+    assert [e["status"] for e in log["history"]][-1] == "failed"
+
+    victim = sorted((store.root / "daily").rglob("*.parquet"))[0]
+    victim.write_bytes(b"PAR1 this is not parquet PAR1")
+    before = digest(store.root)
+    res = fbgpu("train", "--store", str(store.root), "--backend", "cpu")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert victim.name in res.stderr and "the store was not changed" in res.stderr
+    assert digest(store.root) == before
 
 
 def test_console_script_gives_the_same_statuses() -> None:
@@ -127,7 +206,7 @@ def test_console_script_gives_the_same_statuses() -> None:
         pytest.skip("the fbgpu console script is not installed next to this interpreter")
     assert fbgpu("--help", exe=[str(script)]).returncode == 0
     res = fbgpu("--bogus", exe=[str(script)])
-    assert res.returncode == 2 and "No such option" in res.stderr
+    assert res.returncode == 1 and "No such option" in res.stderr
 
 
 def test_pipeline_stage_failure_is_recorded_failed(tmp_path: Path) -> None:

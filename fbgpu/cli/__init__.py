@@ -17,6 +17,8 @@ from pathlib import Path
 import typer
 from rich.logging import RichHandler
 
+from fbgpu.errors import ExitStatus, exit_status_of
+
 app = typer.Typer(
     name="fbgpu",
     help="Full-band volume-price stock selection on GPU and CPU.",
@@ -50,17 +52,20 @@ def _option_value(argv: list[str], name: str) -> str | None:
 def _record(argv: list[str], seconds: float, code: int, error: str) -> None:
     """Record the step in the store's run record (best effort, never fails the command).
 
-    Exit 0 records the step as finished. Exit 2 (the input was rejected: usage, config or bad
-    data, e.g. a malformed ingest file, which promises an unchanged store) records nothing. Any
-    other failure records the step with ``status: failed`` and its error, so that the record
-    never calls a failed step finished; the other steps' entries are kept.
+    Status 0 records the step as finished; 3 (failed while running) and 130 (interrupted) record
+    it with ``status: failed`` and its error, so that the record never calls a failed step
+    finished. Statuses 1 (usage/config), 2 (input rejected) and 4 (store busy) mean nothing was
+    written, so nothing is recorded and the store stays byte-identical (``fbgpu.errors``).
     """
-    if code == 2 or "--help" in argv:
-        return  # nothing ran (or the input was rejected before anything was written)
+    if code not in (ExitStatus.OK, ExitStatus.FAILED, ExitStatus.INTERRUPTED) \
+            or "--help" in argv:
+        return
     steps = [a for a in argv if not a.startswith("-")]
     if not steps or steps[0] in ("report", "demo"):
         return  # the report is the reader of the record; the demo records its own stages
-    if steps[0] not in {c.name for c in app.registered_commands}:
+    names = {c.name for c in app.registered_commands} | {
+        g.typer_instance.info.name for g in app.registered_groups if g.typer_instance}
+    if steps[0] not in names:
         return
     store = _option_value(argv, "--store")
     if store is None or not Path(store).is_dir():
@@ -80,13 +85,13 @@ def _record(argv: list[str], seconds: float, code: int, error: str) -> None:
 
 
 def _exit_code(value: object) -> tuple[int, str]:
-    """A ``SystemExit`` code as an exit status (a message code is printed and gives 1)."""
+    """A ``SystemExit`` code as an exit status (a message code is printed and gives 3)."""
     if value is None:
-        return 0, ""
+        return ExitStatus.OK, ""
     if isinstance(value, int):
         return value, ""
     print(f"fbgpu: error: {value}", file=sys.stderr)
-    return 1, str(value)
+    return ExitStatus.FAILED, str(value)
 
 
 def _invoke(argv: list[str]) -> tuple[int, str]:
@@ -94,46 +99,50 @@ def _invoke(argv: list[str]) -> tuple[int, str]:
 
     ``standalone_mode=False`` makes typer *return* the code of ``typer.Exit(n)`` (and 130 for
     Ctrl-C) and *raise* usage errors, ``ClickException``s and ``Abort``; every one of those is
-    turned into its exit status here, with its message on stderr.
+    turned into its exit status here (``fbgpu.errors.ExitStatus``), with its message on stderr.
+    Click's own usage status 2 becomes 1: 2 is kept for rejected input.
     """
     try:
         rv = app(args=argv, standalone_mode=False)
     except typer.Abort:
         print("Aborted!", file=sys.stderr)
-        return 1, "aborted"
+        return ExitStatus.USAGE, "aborted"
     except KeyboardInterrupt:
         print("fbgpu: interrupted", file=sys.stderr)
-        return 130, "interrupted"
+        return ExitStatus.INTERRUPTED, "interrupted"
     except SystemExit as e:
         return _exit_code(e.code)
-    except typer.TyperException as e:  # usage errors (2), BadParameter (2), ClickException
+    except typer.TyperException as e:  # usage errors, BadParameter, ClickException
         show = getattr(e, "show", None)
         if type(e).__name__ == "NoArgsIsHelpError":
-            pass  # the help has been printed already; exit 2 like typer's standalone mode
+            pass  # the help has been printed already
         elif callable(show):
             show()
         else:
             print(f"Error: {e.format_message()}", file=sys.stderr)
-        return int(e.exit_code), e.format_message()
-    except Exception as e:  # a clear one-line error, not a traceback, for bad input
+        return ExitStatus.USAGE, e.format_message()
+    except Exception as e:  # a clear one-line error, not a traceback
+        status = exit_status_of(e)
         logging.getLogger("fbgpu").debug("error", exc_info=True)
         print(f"fbgpu: error: {e}", file=sys.stderr)
-        return 1, f"{type(e).__name__}: {e}"
+        if status in (ExitStatus.REJECTED, ExitStatus.BUSY):
+            print("the store was not changed", file=sys.stderr)
+        return status, f"{type(e).__name__}: {e}"
     # typer.Exit(n) is returned as n; a command that finishes returns None
     code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
-    if code == 130:
+    if code == ExitStatus.INTERRUPTED:
         print("fbgpu: interrupted", file=sys.stderr)
-        return 130, "interrupted"
+        return code, "interrupted"
     return code, "" if code == 0 else f"exit status {code}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fbgpu`` script; returns the exit status.
 
-    0: success (``--help`` too). 1: a step failed (an unexpected error, printed as one line
-    ``fbgpu: error: ...``; ``-v`` logs the traceback). 2: usage error, bad option value or config,
-    or input rejected (e.g. ``fbgpu ingest`` of a malformed file; the store is unchanged).
-    130: interrupted (Ctrl-C). Messages go to stderr.
+    0 success (``--help`` too); 1 usage or config error; 2 input rejected (the store is
+    unchanged); 3 the step failed while running (one line ``fbgpu: error: ...``; ``-v`` logs the
+    traceback); 4 the store is locked by another writer; 130 interrupted. The table is in
+    :mod:`fbgpu.errors`. Messages go to stderr.
     """
     from fbgpu.cli import commands
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from fbgpu.cli.common import BACKEND_OPTION, CONFIG_OPTION, STORE_OPTION, done
+from fbgpu.errors import ExitStatus
 
 
 def _budget(memory_gb: str | None) -> float | str | None:
@@ -132,5 +133,5 @@ def register(app: typer.Typer) -> None:
         if json_out is not None:
             json_out.write_text(report.to_json())
         if not report.passed:
-            raise typer.Exit(2)
+            raise typer.Exit(ExitStatus.REJECTED)
         done(f"factors check: {len(report.rows)} factor(s) passed every check")

@@ -8,6 +8,7 @@ from typing import NoReturn
 import typer
 
 from fbgpu.cli.common import STORE_OPTION, done, load_toml
+from fbgpu.errors import ExitStatus, exit_status_of
 
 FORMAT_OPTION = typer.Option(..., "--format", help=(
     "sse-order | sse-trade | sse-tick | szse-order | szse-trade | minute-bars | daily-bars | "
@@ -26,10 +27,11 @@ INDEX_OPTION = typer.Option(None, "--index", help="Index name for index-weights 
 
 
 def _rejected(e: Exception) -> NoReturn:
-    """Rejected input: the message, the promise that the store is unchanged, exit status 2."""
+    """Nothing written: the message, the promise that the store is unchanged, and the error's
+    exit status (2 for bad input files, 1 for a bad mapping or argument; fbgpu/errors.py)."""
     typer.echo(f"fbgpu ingest: error: {e}", err=True)
     typer.echo("the store was not changed", err=True)
-    raise typer.Exit(2) from e
+    raise typer.Exit(exit_status_of(e)) from e
 
 
 def register(app: typer.Typer) -> None:
@@ -101,5 +103,5 @@ def register(app: typer.Typer) -> None:
             files = export_store_qlib(store, table, out)
         except (KeyError, ValueError) as e:
             typer.echo(f"fbgpu export: error: {e}", err=True)
-            raise typer.Exit(2) from e
+            raise typer.Exit(ExitStatus.REJECTED) from e
         done(f"export qlib: {len(files):,} feature bins of table {table!r} under {out}")

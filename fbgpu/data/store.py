@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from fbgpu.data.lock import claim as claim_store_lock
 from fbgpu.data.schemas import MINUTES_PER_DAY, SORT_KEYS, UNPARTITIONED, schema_for
+from fbgpu.errors import ExitStatus
 
 PART_NAME = "part-0.parquet"
 MANIFEST_NAME = "_manifest.json"
@@ -58,6 +59,8 @@ PARQUET_COMPRESSION = "lz4"
 
 class StoreError(Exception):
     """A store operation failed; the message names the table, date and path involved."""
+
+    exit_status = ExitStatus.REJECTED  # fbgpu/errors.py: the command line's exit status
 
 
 @cache

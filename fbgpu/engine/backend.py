@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fbgpu.errors import ExitStatus
+
 log = logging.getLogger(__name__)
 
 BackendName = Literal["cpu", "gpu", "auto"]
@@ -24,6 +26,8 @@ BackendName = Literal["cpu", "gpu", "auto"]
 
 class BackendError(RuntimeError):
     """The requested backend cannot be used on this machine."""
+
+    exit_status = ExitStatus.USAGE  # fbgpu/errors.py: the command line's exit status
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ import pandas as pd
 
 from fbgpu.data.store import Store, StoreError
 from fbgpu.engine.backend import Backend, get_backend
+from fbgpu.errors import ExitStatus
 from fbgpu.evaluate.composite import icir_weights, signed, weighted_composite
 from fbgpu.evaluate.correlation import factor_correlation, style_correlation
 from fbgpu.evaluate.single import SUMMARY_COLUMNS, FactorReport, evaluate_factor
@@ -54,6 +55,8 @@ COMPOSITE_ICIR = "composite_icir"
 
 class EvaluateConfigError(ValueError):
     """A configuration key or value is invalid; the message names it."""
+
+    exit_status = ExitStatus.USAGE  # fbgpu/errors.py: the command line's exit status
 
 
 @dataclass

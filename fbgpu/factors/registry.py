@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fbgpu.errors import ExitStatus
+
 Family = Literal["minute", "trade", "order"]
 FAMILIES: tuple[Family, ...] = ("minute", "trade", "order")
 #: Where the built-in factors live; a factor defined in any other module is a user factor.
@@ -21,6 +23,8 @@ BUILTIN_PACKAGE = "fbgpu.factors."
 
 class FactorDefinitionError(ValueError):
     """A factor cannot be registered (name clash, unknown family, no formula, bad direction)."""
+
+    exit_status = ExitStatus.USAGE  # fbgpu/errors.py: the command line's exit status
 
 
 @dataclass(frozen=True)

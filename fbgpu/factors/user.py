@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fbgpu.errors import ExitStatus
 from fbgpu.factors.registry import FACTORS, FactorDefinitionError, unregister
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ MODULE_PREFIX = "fbgpu_user_factors."
 
 class UserModuleError(ValueError):
     """A user factor module cannot be found, imported or registered."""
+
+    exit_status = ExitStatus.USAGE  # fbgpu/errors.py: the command line's exit status
 
 
 @dataclass(frozen=True)

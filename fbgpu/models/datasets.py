@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fbgpu.errors import ExitStatus
 from fbgpu.models.config import TrainConfig
 from fbgpu.models.device import cpu_threads, to_torch
 
@@ -45,6 +46,8 @@ LF_SOURCES: tuple[str, ...] = ("daily", "weekly", "monthly")
 
 class ModelDataError(ValueError):
     """Model inputs are inconsistent (shapes, calendar); the message names the array."""
+
+    exit_status = ExitStatus.REJECTED  # fbgpu/errors.py: the command line's exit status
 
 
 @dataclass

@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from fbgpu.data.store import Store, StoreError, atomic_write_bytes, config_hash
+from fbgpu.errors import ExitStatus
 from fbgpu.portfolio.analytics import TRADING_DAYS, performance, yearly_returns
 from fbgpu.portfolio.optimizer import OptimizerConfig, RebalanceProblem, RebalanceSolver, Solution
 from fbgpu.progress import track
@@ -56,6 +57,8 @@ DAILY_COLUMNS = ["open", "close", "vwap", "adj_factor", "limit_up", "limit_down"
 
 class BacktestError(ValueError):
     """Bad input to the backtest (missing tables, columns, dates); the message says which."""
+
+    exit_status = ExitStatus.REJECTED  # fbgpu/errors.py: the command line's exit status
 
 
 class BacktestConfig(BaseModel):

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fbgpu.errors import ExitStatus
+
 logger = logging.getLogger(__name__)
 
 #: Rule names counted by every ingest, in the order the summary shows them.
@@ -55,6 +57,8 @@ class IngestError(Exception):
         reason: what is wrong, in words.
     """
 
+    exit_status = ExitStatus.REJECTED  # fbgpu/errors.py: the command line's exit status
+
     def __init__(
         self, file: str | Path, row: int | None, column: str | None, reason: str
     ) -> None:
@@ -77,6 +81,8 @@ class MappingError(IngestError):
     input files (docs/ingest.md, "Exit status"). ``file`` is the mapping file, ``<mapping>`` or
     ``<arguments>``; ``column`` the option.
     """
+
+    exit_status = ExitStatus.USAGE
 
 
 @dataclass
