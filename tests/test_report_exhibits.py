@@ -120,3 +120,38 @@ def test_drawdown_path() -> None:
     peak = np.maximum.accumulate(np.r_[1.0, nav])[1:]
     assert np.allclose(drawdown(r), 1 - nav / peak)
     assert max_drawdown(r) == pytest.approx(0.2) and math.isclose(max_drawdown(np.array([])), 0)
+
+
+class _Daily:
+    """What extended_style_factors reads of a Market."""
+
+    def __init__(self, adj: np.ndarray, amount: np.ndarray) -> None:
+        self.adj, self.amount = adj, amount
+
+    def adjusted_close(self) -> np.ndarray:
+        return self.adj
+
+    def traded(self) -> np.ndarray:
+        return np.ones(self.adj.shape, dtype=bool)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        assert name == "amount"
+        return self.amount
+
+
+def test_extended_style_factors_closed_form() -> None:
+    from fbgpu.evaluate.correlation import extended_style_factors
+
+    rng = np.random.default_rng(3)
+    adj = np.exp(np.cumsum(rng.normal(0, 0.02, (90, 5)), axis=0))
+    amount = rng.uniform(1e7, 1e9, (90, 5))
+    s = extended_style_factors(_Daily(adj, amount), window=20, momentum_window=60)
+    r = adj[1:] / adj[:-1] - 1.0  # r[t-1] is the return of day t
+    t = 70
+    last = r[t - 20: t]  # days t-19 .. t
+    assert np.allclose(s["volatility"][t], last.std(axis=0))
+    assert np.allclose(s["max return"][t], last.max(axis=0))
+    assert np.allclose(s["momentum"][t], adj[t] / adj[t - 60] - 1.0)
+    assert np.allclose(s["illiquidity"][t],
+                       (np.abs(last) / amount[t - 19: t + 1] * 1e8).mean(axis=0))
+    assert np.isnan(s["momentum"][59]).all() and np.isnan(s["volatility"][5]).all()

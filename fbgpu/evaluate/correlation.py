@@ -64,3 +64,44 @@ def style_correlation(values: Array, names: list[str], styles: dict[str, Array],
         for i in range(len(names)):
             out[i, k] = mean_cross_corr(values[:, :, i], s, m, min_obs)
     return pd.DataFrame(out, index=names, columns=list(styles))
+
+
+def extended_style_factors(market: Any, window: int = 20, momentum_window: int = 60,
+                           min_valid: int = 10) -> dict[str, np.ndarray]:
+    """More common volume-price factors for the style-correlation exhibits (49/56/61), each
+    ``[D, S]`` and known at T, from the daily bars (``r_t`` = adjusted close-to-close return on
+    traded days, NaN otherwise; means over the finite values among the last ``window`` days, at
+    least ``min_valid``):
+
+    * ``volatility``: ``sqrt(mean(r^2) - mean(r)^2)`` over the last ``window`` days;
+    * ``momentum``: ``C_T / C_{T-momentum_window} - 1`` (adjusted closes);
+    * ``max return``: largest ``r_t`` over the last ``window`` days;
+    * ``illiquidity`` (Amihud): ``mean(|r_t| / amount_t)`` x 1e8 (per 100 million CNY).
+    """
+    from fbgpu.panel.preprocess import trailing_mean
+
+    adj = np.asarray(market.adjusted_close(), dtype=np.float64)
+    traded = np.asarray(market.traded(), dtype=bool)
+    D = adj.shape[0]
+    r = np.full_like(adj, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r[1:] = np.where(traded[1:], adj[1:] / adj[:-1] - 1.0, np.nan)
+    m1 = trailing_mean(r, window, min_valid)
+    m2 = trailing_mean(r * r, window, min_valid)
+    vol = np.sqrt(np.maximum(m2 - m1 * m1, 0.0))
+    mom = np.full_like(adj, np.nan)
+    if momentum_window < D:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mom[momentum_window:] = adj[momentum_window:] / adj[:-momentum_window] - 1.0
+    mx = np.full_like(adj, np.nan)
+    with quiet_nan_warnings():
+        for t in range(D):
+            w = r[max(0, t - window + 1): t + 1]
+            ok = np.isfinite(w).sum(axis=0) >= min_valid
+            mx[t] = np.where(ok, np.nanmax(np.where(np.isfinite(w), w, -np.inf), axis=0),
+                             np.nan)
+    amount = np.asarray(market["amount"], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        amihud = np.where(traded & (amount > 0), np.abs(r) / amount * 1e8, np.nan)
+    illiq = trailing_mean(amihud, window, min_valid)
+    return {"volatility": vol, "momentum": mom, "max return": mx, "illiquidity": illiq}

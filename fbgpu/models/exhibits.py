@@ -11,7 +11,9 @@ dates that have scores (the out-of-sample period) and lays the results out like 
   inputs give without learning);
 * ``exhibit57_fusion`` - full-band fusion, HF, LF and the full-band multi-task variant;
 * ``style_correlation`` - each model factor's mean cross-sectional correlation with reversal,
-  size, amount, turnover and beta, and with the other model factors (exhibits 49, 56, 61);
+  size, amount, turnover and beta (the report's five), volatility, momentum, max return and
+  illiquidity (:func:`fbgpu.evaluate.correlation.extended_style_factors`), and with the HF / LF
+  model factors; split per block into ``style_correlation_{hf,lf,fused}`` (exhibits 49, 56, 61);
 * ``model_correlation`` - the model factors' correlation matrix.
 
 Columns of the three exhibit tables: RankIC mean, RankIC std, IC_IR, IC>0, TOP ann. excess,
@@ -33,7 +35,11 @@ import pandas as pd
 from fbgpu.data.store import Store, StoreError
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.evaluate.composite import icir_weights, signed, weighted_composite
-from fbgpu.evaluate.correlation import factor_correlation, style_correlation
+from fbgpu.evaluate.correlation import (
+    extended_style_factors,
+    factor_correlation,
+    style_correlation,
+)
 from fbgpu.evaluate.families import best_single_factor
 from fbgpu.evaluate.single import SUMMARY_COLUMNS, FactorReport, evaluate_factor
 from fbgpu.evaluate.stats import rank_ic
@@ -219,7 +225,8 @@ def evaluate_models(
     model_names = [n for n in order if n in values]
     model_names += sorted(n for n in values if n not in order and n not in COMPOSITES)
     stacked = np.stack([values[n] for n in model_names], axis=2)
-    styles = {k: v[rows] for k, v in market.style_factors().items()}
+    styles = {k: v[rows] for k, v in {**market.style_factors(),
+                                      **extended_style_factors(market)}.items()}
     scorr = style_correlation(stacked, [LABELS.get(n, n) for n in model_names], styles, pool)
     mcorr = factor_correlation(stacked, [LABELS.get(n, n) for n in model_names], pool)
     for other in ("hf_gru", "lf_mtl"):
