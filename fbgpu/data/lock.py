@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fbgpu.errors import ExitStatus
+
 log = logging.getLogger(__name__)
 
 #: The lock file inside a store.
@@ -62,7 +64,7 @@ POLL_SECONDS = 0.2
 class StoreLockedError(RuntimeError):
     """Another process holds the store's write lock; the message names the store and holder."""
 
-    exit_status = 4  # fbgpu.errors.ExitStatus.BUSY
+    exit_status = ExitStatus.BUSY  # fbgpu/errors.py: the command line's exit status
 
 
 @dataclass

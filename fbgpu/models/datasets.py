@@ -57,7 +57,10 @@ class ModelInputs:
     ``hf_panel`` (``[D, S, F]``, NaN where missing) is needed by ``hf`` and ``fullband-mtl``;
     ``bars`` (``[D, S, 6]`` in :data:`LF_BAR_FIELDS` order, adjusted prices, NaN on days without
     trading) by the LF models. ``label`` is the z-scored training label (NaN where undefined),
-    ``pool`` the stock pool of each date. Arrays may be numpy, cupy or torch, all on one device.
+    ``pool`` the scoring pool of each date: the stocks whose inputs are normalised together and
+    that are scored at T; it must be known at the close of T (:meth:`Market.scoring_pool`), never
+    the T+1-tradable pool, which belongs in the labels. Arrays may be numpy, cupy or torch, all
+    on one device.
     ``sample_days`` optionally fixes the sample grid (day indices); by default every
     ``sample_every``-th day from day 0.
     """

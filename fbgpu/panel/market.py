@@ -12,6 +12,9 @@ quantity                   definition                                      known
                            days (T included), not ST on T
 ``tradable_next[T]``       row on T+1, not suspended on T+1, T+1 open below  open of T+1
                            the limit-up price (minus half a tick)
+``scoring_pool[T]``        ``universe & traded[T]`` (row on T, not            close of T
+                           suspended, volume and vwap > 0 on T): the
+                           cross-section every score-side step uses
 ``pool[T]``                ``universe & tradable_next`` (the report's pool)  open of T+1
 ``forward_return[T]``      ``P_{T+6} / P_{T+1} - 1``                         close of T+6
 ``label[T]``               ``P_{T+11} / P_{T+1} - 1``, z-scored over the      close of T+11
@@ -27,7 +30,9 @@ or t is past the end of the data.
 The pool is, by the report's definition, an execution filter that looks one day ahead (a stock
 suspended or opening at limit-up on T+1 cannot be bought at T+1). Panel preprocessing therefore
 runs over ``universe`` (known at T), and the T+1 filter is applied only where a signal is traded
-or evaluated.
+or evaluated. Every score-side cross-section (model input normalisation, the stocks a model
+scores, score z-scores, fused and composite scores) runs over ``scoring_pool`` (known at the close
+of T); ``pool`` is used only for labels (future by definition), evaluation and execution.
 """
 
 from __future__ import annotations
@@ -164,8 +169,22 @@ class Market:
         return ok
 
     def pool(self, config: PoolConfig | None = None) -> np.ndarray:
-        """``[D, S]`` bool: the report's stock pool (universe on T and tradable on T+1)."""
+        """``[D, S]`` bool: the report's stock pool (universe on T and tradable on T+1).
+
+        Known only at the open of T+1: for labels, evaluation and execution, never for scores
+        (use :meth:`scoring_pool`).
+        """
         return self.universe(config) & self.tradable_next(config)
+
+    def scoring_pool(self, config: PoolConfig | None = None) -> np.ndarray:
+        """``[D, S]`` bool: the stocks scored at T, known at the close of T.
+
+        ``universe[T] & traded[T]``: listed long enough and not ST on T (:meth:`universe`), and
+        traded on T (a row, not suspended, volume and vwap > 0; :meth:`traded`). Model inputs are
+        normalised over it and models score exactly these stocks, so nothing about T+1 (e.g. a
+        suspension announced for T+1) can change a score at T.
+        """
+        return self.universe(config) & self.traded()
 
     # ------------------------------------------------------------------ prices and returns
     def traded(self) -> np.ndarray:
