@@ -430,15 +430,7 @@ class Store:
         ``symbols`` keeps only those stocks' rows; the filter is applied while scanning, row
         group by row group, so memory holds the selection, not the whole partition.
         """
-        path = self.partition_path(table, date)
-        if not path.exists():
-            if not (self.root / table).is_dir():
-                raise StoreError(f"store {self.root} has no table {table!r}")
-            have = self.dates(table)
-            span = f"{have[0]}..{have[-1]} ({len(have)} dates)" if have else "no dates"
-            raise StoreError(
-                f"store {self.root}: table {table!r} has no partition for {date} (it has {span})"
-            )
+        path = self._existing_path(table, date)
         try:
             filters = [("symbol", "in", list(symbols))] if symbols is not None else None
             return pq.read_table(path, columns=list(columns) if columns else None,
@@ -452,22 +444,45 @@ class Store:
     ) -> DayTicks:
         """One day of ``trades``/``orders``/``cancels`` (of ``symbols`` only, if given) as
         column arrays plus CSR offsets."""
-        cols = list(columns) if columns else None
-        if cols is not None and "symbol" not in cols:
-            cols = ["symbol", *cols]
-        t = self.read(table, date, cols, symbols)
-        symbols, offsets = _runs(t.column("symbol"))
-        arrays = {
-            c: t.column(c).to_numpy() for c in t.column_names if c not in ("symbol", "date")
-        }
-        return DayTicks(_as_date(date), symbols, offsets, arrays)  # type: ignore[arg-type]
+        path = self._existing_path(table, date)
+        syms, offsets, arrays = self._read_runs(path, columns, symbols)
+        return DayTicks(_as_date(date), syms, offsets, arrays)  # type: ignore[arg-type]
+
+    def _existing_path(self, table: str, date: dt.date | str | None) -> Path:
+        """The partition file of ``table``/``date``; a clear :class:`StoreError` when absent."""
+        path = self.partition_path(table, date)
+        if not path.exists():
+            if not (self.root / table).is_dir():
+                raise StoreError(f"store {self.root} has no table {table!r}")
+            have = self.dates(table)
+            span = f"{have[0]}..{have[-1]} ({len(have)} dates)" if have else "no dates"
+            raise StoreError(
+                f"store {self.root}: table {table!r} has no partition for {date} (it has {span})"
+            )
+        return path
+
+    @staticmethod
+    def _read_runs(path: Path, columns: Sequence[str] | None,
+                   symbols: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray,
+                                                           dict[str, np.ndarray]]:
+        """:func:`fbgpu.data.tickread.read_runs` (row group by row group into contiguous
+        arrays; a stock selection reads only the row groups that hold it), errors as
+        :class:`StoreError` naming the file."""
+        from fbgpu.data.tickread import TickReadError, read_runs
+
+        try:
+            return read_runs(path, columns, symbols)
+        except TickReadError as e:
+            raise StoreError(str(e)) from e
+        except (pa.ArrowInvalid, OSError) as e:
+            raise StoreError(f"cannot read {path}: {e}") from e
 
     def read_minute(self, date: dt.date | str,
                     symbols: Sequence[str] | None = None) -> MinuteDay:
         """One day of minute bars (of ``symbols`` only, if given) as dense ``[stocks, 240]``
         arrays (every stock has 240 bars)."""
-        t = self.read("minute", date, symbols=symbols)
-        symbols, offsets = _runs(t.column("symbol"))
+        path = self._existing_path("minute", date)
+        symbols, offsets, cols = self._read_runs(path, None, symbols)
         counts = np.diff(offsets)
         bad = np.flatnonzero(counts != MINUTES_PER_DAY)
         if bad.size:
@@ -475,14 +490,10 @@ class Store:
             raise StoreError(
                 f"minute/{date}: {symbols[i]} has {counts[i]} bars, expected {MINUTES_PER_DAY}"
             )
-        minute = t.column("minute").to_numpy().reshape(len(symbols), MINUTES_PER_DAY)
+        minute = cols.pop("minute").reshape(len(symbols), MINUTES_PER_DAY)
         if not (minute == np.arange(MINUTES_PER_DAY)).all():
             raise StoreError(f"minute/{date}: minute index is not 0..239 for every stock")
-        fields = {
-            c: t.column(c).to_numpy().reshape(len(symbols), MINUTES_PER_DAY)
-            for c in t.column_names
-            if c not in ("date", "symbol", "minute")
-        }
+        fields = {c: v.reshape(len(symbols), MINUTES_PER_DAY) for c, v in cols.items()}
         return MinuteDay(_as_date(date), symbols, fields)  # type: ignore[arg-type]
 
     def read_panel(
@@ -533,26 +544,6 @@ class Store:
                     vals = col.to_numpy(zero_copy_only=False)
                 fields[c][di, pos] = vals[keep]
         return Panel(dates, sym_arr, fields, present)
-
-
-def _runs(symbol_col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct consecutive symbols and CSR offsets of a column sorted by symbol."""
-    col = symbol_col.combine_chunks() if isinstance(symbol_col, pa.ChunkedArray) else symbol_col
-    if pa.types.is_dictionary(col.type):
-        codes = col.indices.to_numpy(zero_copy_only=False)
-        names = np.array(col.dictionary.to_pylist(), dtype=object)
-    else:
-        names_all = np.array(col.to_pylist(), dtype=object)
-        names, codes = np.unique(names_all, return_inverse=True)
-    n = len(codes)
-    if n == 0:
-        return np.array([], dtype=object), np.zeros(1, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    offsets = np.r_[starts, n].astype(np.int64)
-    symbols = names[codes[starts]]
-    if len(set(symbols)) != len(symbols):
-        raise StoreError("partition is not sorted by symbol: a stock-day is not contiguous")
-    return symbols, offsets
 
 
 class PartitionWriter:

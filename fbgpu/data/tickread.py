@@ -1,0 +1,189 @@
+"""Read a symbol-sorted partition straight into contiguous column arrays (the tick read path).
+
+A tick or minute partition is sorted by ``symbol`` (then ``seq``/``minute``), so a stock-day is
+one contiguous run of rows and a set of stocks is a few row spans. :func:`read_runs` reads such
+a partition row group by row group and copies each decoded column chunk directly into one
+preallocated numpy array per column:
+
+* **one copy**: the decoded Arrow chunk (zero-copy viewed as numpy) goes straight to its place
+  in the output; there is no intermediate multi-chunk Arrow table and no second concatenation
+  copy (``ChunkedArray.to_numpy()`` of a multi-chunk column allocates and copies everything
+  again);
+* **bounded transient memory**: only one row group's decoded columns exist besides the output,
+  and the Arrow allocator reuses their pages for the next row group, so peak memory is the
+  output plus one row group, not twice the day;
+* **stock selection by row-group ranges**: with ``symbols`` (a memory-budget chunk), only the
+  row groups whose ``symbol`` min/max statistics overlap the requested symbols are decoded (one
+  pass; no filtered re-scan of the whole partition), and only the requested stocks' rows are
+  copied.
+
+The ``symbol`` column is read first (dictionary codes only, 4 bytes a row) to find the runs;
+the CSR ``offsets`` follow from the run lengths. Columns that contain nulls (none of the tick
+schemas' columns do in a conformed store) are converted as ``pyarrow`` does (integers with nulls
+become float64 with NaN), so values are the same as ``Table.column(c).to_numpy()``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class TickReadError(Exception):
+    """A partition cannot be read as symbol-sorted runs (the message names the file)."""
+
+
+def _row_groups(md: pq.FileMetaData, sym_col: int, want: np.ndarray | None) -> list[int]:
+    """Row groups that may hold rows of the sorted symbols ``want`` (all when None), from the
+    ``symbol`` column's min/max statistics (a row group without statistics is kept)."""
+    groups = list(range(md.num_row_groups))
+    if want is None:
+        return groups
+    if len(want) == 0:
+        return []
+    lo, hi = str(want[0]), str(want[-1])
+    keep = []
+    for g in groups:
+        st = md.row_group(g).column(sym_col).statistics
+        if st is not None and st.has_min_max:
+            smin, smax = st.min, st.max
+            smin = smin.decode() if isinstance(smin, bytes) else str(smin)
+            smax = smax.decode() if isinstance(smax, bytes) else str(smax)
+            if smax < lo or smin > hi:
+                continue
+            # no requested symbol inside [smin, smax]: skip (the symbols are sorted)
+            i = np.searchsorted(want, smin)
+            if i >= len(want) or str(want[i]) > smax:
+                continue
+        keep.append(g)
+    return keep
+
+
+def _symbol_runs(chunks: Sequence[pa.Array]) -> tuple[list[str], list[int]]:
+    """Names and start rows of the runs of equal symbols over consecutive chunks (a run that
+    continues across a chunk boundary is one run); the row count is appended as last start."""
+    names: list[str] = []
+    starts: list[int] = []
+    base = 0
+    for ch in chunks:
+        n = len(ch)
+        if n == 0:
+            continue
+        if pa.types.is_dictionary(ch.type):
+            codes = ch.indices.to_numpy(zero_copy_only=False)
+            st = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+            run_names = ch.dictionary.take(pa.array(codes[st])).to_pylist()
+        else:
+            vals = np.asarray(ch.to_pylist(), dtype=object)
+            st = np.flatnonzero(np.r_[True, vals[1:] != vals[:-1]])
+            run_names = list(vals[st])
+        for s, name in zip(st.tolist(), run_names, strict=True):
+            if names and s == 0 and names[-1] == name:
+                continue  # the previous chunk's last run goes on
+            names.append(name)
+            starts.append(base + s)
+        base += n
+    starts.append(base)
+    return names, starts
+
+
+def _spans(keep: np.ndarray, starts: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(src_start, src_end, dst_start)`` row spans of the kept runs, adjacent runs merged."""
+    out: list[tuple[int, int, int]] = []
+    dst = 0
+    for r in np.flatnonzero(keep).tolist():
+        a, b = int(starts[r]), int(starts[r + 1])
+        if out and out[-1][1] == a:
+            s0, _, d0 = out[-1]
+            out[-1] = (s0, b, d0)
+        else:
+            out.append((a, b, dst))
+        dst += b - a
+    return out
+
+
+def _copy_chunk(out: np.ndarray, arr: np.ndarray, c0: int,
+                spans: list[tuple[int, int, int]], span_ends: list[int]) -> None:
+    """Copy the rows of ``arr`` (global rows ``c0:c0+len(arr)``) that fall in ``spans``."""
+    c1 = c0 + len(arr)
+    k = bisect.bisect_right(span_ends, c0)
+    while k < len(spans) and spans[k][0] < c1:
+        s0, s1, d0 = spans[k]
+        a, b = max(s0, c0), min(s1, c1)
+        if a < b:
+            out[d0 + a - s0:d0 + b - s0] = arr[a - c0:b - c0]
+        k += 1
+
+
+def read_runs(
+    path: str | Path, columns: Sequence[str] | None = None,
+    symbols: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """``(symbols, offsets, arrays)`` of a symbol-sorted Parquet partition.
+
+    ``columns``: the value columns to read (default: every column but ``date`` and ``symbol``).
+    ``symbols``: keep only these stocks' rows (any order; absent ones are ignored).
+    ``offsets`` (int64, ``len(symbols) + 1``) are the CSR row offsets of each stock's run in the
+    returned arrays, which are contiguous numpy arrays, one per column.
+
+    Raises :class:`TickReadError` when the file is not sorted by symbol, and lets ``pyarrow``'s
+    ``ArrowInvalid``/``OSError`` through for an unreadable file (the store wraps them).
+    """
+    f = pq.ParquetFile(path)
+    md = f.metadata
+    schema = f.schema_arrow
+    if "symbol" not in schema.names:
+        raise TickReadError(f"{path}: no symbol column")
+    cols = ([c for c in schema.names if c not in ("date", "symbol")] if columns is None
+            else [c for c in columns if c not in ("date", "symbol")])
+    missing = [c for c in cols if c not in schema.names]
+    if missing:
+        raise TickReadError(f"{path}: no column(s) {missing}")
+    want = (np.unique(np.asarray(list(symbols), dtype=object).astype(str)).astype(object)
+            if symbols is not None else None)
+    sym_col = md.schema.to_arrow_schema().get_field_index("symbol")
+    groups = _row_groups(md, sym_col, want)
+    sym = f.read_row_groups(groups, columns=["symbol"]).column("symbol") if groups else None
+    names, starts_l = _symbol_runs(sym.chunks if sym is not None else [])
+    del sym
+    run_names = np.asarray(names, dtype=object)
+    starts = np.asarray(starts_l, dtype=np.int64)
+    if len(set(names)) != len(names):
+        raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
+                            "contiguous")
+    keep = (np.ones(len(names), dtype=bool) if want is None
+            else np.isin(run_names.astype(str), want.astype(str)))
+    counts = np.diff(starts)[keep]
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    n_out = int(offsets[-1])
+    spans = _spans(keep, starts)
+    span_ends = [s[1] for s in spans]
+    out = {c: np.empty(n_out, dtype=schema.field(c).type.to_pandas_dtype()) for c in cols}
+    base = 0
+    for g in groups:
+        if not cols or not spans:
+            break
+        n_g = md.row_group(g).num_rows
+        if span_ends[-1] <= base:
+            break
+        k = bisect.bisect_right(span_ends, base)
+        if k < len(spans) and spans[k][0] < base + n_g:  # the group holds kept rows
+            t = f.read_row_group(g, columns=cols)
+            for c in cols:
+                c0 = base
+                for ch in t.column(c).chunks:
+                    arr = ch.to_numpy(zero_copy_only=False)
+                    if arr.dtype != out[c].dtype:
+                        out[c] = out[c].astype(arr.dtype)  # ints with nulls become float
+                    _copy_chunk(out[c], arr, c0, spans, span_ends)
+                    c0 += len(ch)
+            del t
+        base += n_g
+    return run_names[keep], offsets, out
+
