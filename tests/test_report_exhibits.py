@@ -155,3 +155,11 @@ def test_extended_style_factors_closed_form() -> None:
     assert np.allclose(s["illiquidity"][t],
                        (np.abs(last) / amount[t - 19: t + 1] * 1e8).mean(axis=0))
     assert np.isnan(s["momentum"][59]).all() and np.isnan(s["volatility"][5]).all()
+
+
+def test_costs_in_basis_points_and_shares_in_percent() -> None:
+    from fbgpu.report.html import table_html
+
+    h = table_html(pd.DataFrame({"portfolio": ["a"], "cost": [0.0006],
+                                 "share of oracle IC": [0.08], "t": [2.5]}))
+    assert "<td>6.0 bp</td>" in h and "<td>8.00%</td>" in h and "<td>2.5000</td>" in h

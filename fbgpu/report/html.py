@@ -91,7 +91,12 @@ MAX_ROWS = 20
 
 #: Column-name fragments whose values are fractions shown as percentages.
 PERCENT_HINTS = ("IC>0", "win", "excess", "turnover", "return", "volatility", "drawdown",
-                 "tracking error", "RankIC mean", "RankIC std")
+                 "tracking error", "RankIC mean", "RankIC std", "share of oracle",
+                 "active industry")
+
+#: Column-name fragments whose values are fractions shown in basis points (1 bp = 0.0001), as
+#: the report quotes trading costs.
+BP_HINTS = ("cost",)
 
 
 @dataclass
@@ -128,6 +133,17 @@ def _is_percent(column: str) -> bool:
     return any(h.lower() in column.lower() for h in PERCENT_HINTS)
 
 
+def _is_bp(column: str) -> bool:
+    return any(h.lower() in column.lower() for h in BP_HINTS)
+
+
+def _fmt_bp(v: Any) -> str:
+    """A fraction in basis points with one decimal (0.0006 -> 6.0 bp)."""
+    if isinstance(v, float | int) and not isinstance(v, bool):
+        return "" if v != v else f"{1e4 * float(v):.1f} bp"
+    return _fmt(v)
+
+
 def _header(c: object) -> str:
     """Column header text; pandas' ``Unnamed: N`` (an unnamed CSV index) becomes empty."""
     s = str(c)
@@ -136,15 +152,17 @@ def _header(c: object) -> str:
 
 def table_html(df: pd.DataFrame, max_rows: int = MAX_ROWS, link: str | None = None) -> str:
     """An HTML table of ``df``: fractions in percent columns (:data:`PERCENT_HINTS`) as ``x.xx%``,
-    other numbers compact; at most ``max_rows`` rows, the rest summarised with a link to the CSV.
+    in cost columns (:data:`BP_HINTS`) as ``x.x bp``, other numbers compact; at most
+    ``max_rows`` rows, the rest summarised with a link to the CSV.
     Wrapped in a horizontally scrolling box so no table is wider than the page."""
     more = len(df) - max_rows
     df = df.head(max_rows)
-    pct = [_is_percent(str(c)) for c in df.columns]
+    fmts = [_fmt_bp if _is_bp(str(c)) else _fmt_pct if _is_percent(str(c)) else _fmt
+            for c in df.columns]
     head = "".join(f"<th>{_header(c)}</th>" for c in df.columns)
     rows = "".join(
         "<tr>" + "".join(
-            f"<td>{_fmt_pct(v) if p else _fmt(v)}</td>" for v, p in zip(r, pct, strict=True))
+            f"<td>{f(v)}</td>" for v, f in zip(r, fmts, strict=True))
         + "</tr>"
         for r in df.itertuples(index=False)
     )
