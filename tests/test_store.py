@@ -215,3 +215,104 @@ def test_partition_writer_streams_chunks_atomically(tmp_path: Path) -> None:
     assert man.rows == 3 and man.config_hash == "c"
     blob = (tmp_path / "trades" / "date=2024-01-02" / "part-0.parquet").read_bytes()
     assert man.sha256 == hashlib.sha256(blob).hexdigest()
+
+
+def _sorted_ticks_file(path: Path, rng: np.random.Generator, n_sym: int, row_group: int,
+                       dictionary: bool) -> pa.Table:
+    """A symbol-sorted tick file with runs of random length (some empty symbols skipped) and
+    tiny row groups, so that runs straddle row-group and page boundaries."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    names = [f"{600000 + i}.SH" for i in range(n_sym)]
+    counts = rng.integers(0, 40, n_sym)
+    sym = np.repeat(np.array(names, dtype=object), counts)
+    n = len(sym)
+    vol = rng.integers(1, 10_000, n).astype(np.int64)
+    table = pa.table({
+        "symbol": pa.array(sym, pa.string()),
+        "ts": np.arange(n, dtype=np.int64),
+        "price": np.where(rng.random(n) < 0.05, np.nan, rng.normal(10, 1, n)),
+        "volume": vol,
+        "side": rng.choice(np.array([1, -1], dtype=np.int8), n),
+    })
+    if dictionary:
+        table = table.set_column(0, "symbol", pc.dictionary_encode(table.column("symbol")))
+    pq.write_table(table, path, row_group_size=row_group)
+    return table
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_read_runs_matches_arrow_for_every_selection(tmp_path: Path, dictionary: bool) -> None:
+    """read_runs (row group by row group into preallocated arrays) returns exactly what a whole
+    pyarrow read + filter returns: same stocks, CSR offsets, values (NaN kept), dtypes, for
+    the whole file and for random stock selections (absent names ignored)."""
+    from fbgpu.data.tickread import read_runs
+
+    rng = np.random.default_rng(7)
+    for k in range(6):
+        path = tmp_path / f"t{k}.parquet"
+        table = _sorted_ticks_file(path, rng, n_sym=int(rng.integers(1, 60)),
+                                   row_group=int(rng.integers(1, 50)), dictionary=dictionary)
+        all_syms = np.array(sorted(set(table.column("symbol").to_pylist())), dtype=object)
+        selections = [None, list(all_syms[::3]), list(all_syms[-1:]), ["000000.XX"],
+                      [*rng.permutation(all_syms)[: max(1, len(all_syms) // 2)], "9.X"]]
+        for sel in selections:
+            syms, offsets, cols = read_runs(path, ["ts", "price", "volume", "side"], sel)
+            keep = np.ones(table.num_rows, dtype=bool) if sel is None else np.isin(
+                np.array(table.column("symbol").to_pylist(), dtype=object), sel)
+            ref = table.filter(pa.array(keep))
+            ref_sym = np.array(ref.column("symbol").to_pylist(), dtype=object)
+            want = sorted(set(ref_sym))
+            assert list(syms) == want
+            assert offsets.dtype == np.int64 and offsets[0] == 0
+            np.testing.assert_array_equal(np.diff(offsets),
+                                          [int((ref_sym == s).sum()) for s in want])
+            for c in ("ts", "price", "volume", "side"):
+                r = ref.column(c).to_numpy()
+                assert cols[c].dtype == r.dtype and cols[c].flags.c_contiguous
+                np.testing.assert_array_equal(cols[c], r)
+
+
+def test_stock_selection_decodes_only_overlapping_row_groups(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """A memory-budget chunk (a range of stocks) decodes the row groups that hold it, each
+    once: not a filtered re-scan of the whole partition."""
+    import pyarrow.parquet as pq
+
+    from fbgpu.data.tickread import read_runs
+
+    path = tmp_path / "t.parquet"
+    names = [f"{600000 + i}.SH" for i in range(20)]
+    sym = np.repeat(names, 10)  # 200 rows, 10 per stock, row groups of 25 rows
+    pq.write_table(pa.table({"symbol": sym, "ts": np.arange(200, dtype=np.int64)}), path,
+                   row_group_size=25)
+    calls: list[int] = []
+    real = pq.ParquetFile.read_row_group
+
+    def counting(self: pq.ParquetFile, i: int, *a: object, **k: object) -> pa.Table:
+        calls.append(i)
+        return real(self, i, *a, **k)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counting)
+    syms, offsets, cols = read_runs(path, ["ts"], names[5:8])  # rows 50..79: groups 2, 3
+    np.testing.assert_array_equal(offsets, [0, 10, 20, 30])
+    assert list(syms) == names[5:8]
+    np.testing.assert_array_equal(cols["ts"], np.arange(50, 80))
+    assert calls == [2, 3]
+
+
+def test_read_ticks_rejects_an_unsorted_partition(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    store = Store(tmp_path)
+    store.write("trades", D1, _trades(D1, ["600000.SH", "600001.SH"], [1, 2]))
+    path = store.partition_path("trades", D1)
+    t = pq.read_table(path)
+    pq.write_table(pa.concat_tables([t, t.slice(0, 1)]), path)  # 600000.SH again at the end
+    with pytest.raises(StoreError, match="not sorted by symbol"):
+        store.read_ticks("trades", D1, ["price"])
+    path.write_bytes(b"not parquet")
+    with pytest.raises(StoreError, match="cannot read"):
+        store.read_ticks("trades", D1, ["price"])
