@@ -461,6 +461,19 @@ class Store:
             )
         return path
 
+    def symbol_counts(self, table: str, date: dt.date | str) -> tuple[np.ndarray, np.ndarray]:
+        """``(symbols, rows)``: each stock's row count in a symbol-sorted partition, from its
+        ``symbol`` column only (:func:`fbgpu.data.tickread.symbol_counts`)."""
+        from fbgpu.data.tickread import TickReadError, symbol_counts
+
+        path = self._existing_path(table, date)
+        try:
+            return symbol_counts(path)
+        except TickReadError as e:
+            raise StoreError(str(e)) from e
+        except (pa.ArrowInvalid, OSError) as e:
+            raise StoreError(f"cannot read {path}: {e}") from e
+
     @staticmethod
     def _read_runs(path: Path, columns: Sequence[str] | None,
                    symbols: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray,

@@ -92,6 +92,18 @@ def _symbol_runs(chunks: Sequence[pa.Array]) -> tuple[list[str], list[int]]:
     return names, starts
 
 
+def symbol_counts(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(symbols, rows)`` of a symbol-sorted partition: each stock's row count, from the
+    ``symbol`` column alone (dictionary codes; no other column is decoded)."""
+    f = pq.ParquetFile(path)
+    sym = f.read(columns=["symbol"]).column("symbol")
+    names, starts = _symbol_runs(sym.chunks)
+    if len(set(names)) != len(names):
+        raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
+                            "contiguous")
+    return np.asarray(names, dtype=object), np.diff(np.asarray(starts, dtype=np.int64))
+
+
 def _spans(keep: np.ndarray, starts: np.ndarray) -> list[tuple[int, int, int]]:
     """``(src_start, src_end, dst_start)`` row spans of the kept runs, adjacent runs merged."""
     out: list[tuple[int, int, int]] = []

@@ -29,6 +29,7 @@ import pyarrow as pa
 from fbgpu.data.store import DayTicks, MinuteDay, Store, StoreError, config_hash
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.engine.segments import SegmentOps, check_offsets, segment_ops
+from fbgpu.errors import ExitStatus
 from fbgpu.factors.config import FactorConfig
 from fbgpu.factors.context import CancelTicks, MinuteContext, OrderContext, TradeContext
 from fbgpu.factors.registry import FACTORS, FactorSpec, resolve_names
@@ -470,25 +471,49 @@ def memory_budget_for(budget: float | str | None, backend: Backend) -> float | N
     return 0.5 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+class MemoryBudgetError(ValueError):
+    """The memory budget is below what one stock-day needs (a usage error: exit status 1)."""
+
+    exit_status = ExitStatus.USAGE
+
+
 def stock_chunks(store: Store, date: dt.date | str,
                  memory_budget: float) -> list[np.ndarray] | None:
-    """Split a day's stocks (sorted) into chunks whose working memory fits ``memory_budget``
-    bytes, estimated from the partitions' row counts; None when the whole day fits."""
+    """Split a day's stocks (sorted) into consecutive chunks whose working memory fits
+    ``memory_budget`` bytes; None when the whole day fits.
+
+    A stock-day's working memory is ``sum over sources of rows x WORKING_BYTES_PER_ROW``, from
+    each partition's per-stock row counts (:meth:`Store.symbol_counts`, the ``symbol`` column
+    only); chunks are filled greedily in symbol order, so a heavy stock cannot overflow a chunk
+    sized by the average. Raises :class:`MemoryBudgetError` naming the stock when a single
+    stock-day alone needs more than the budget.
+    """
     d = _as_date(date)
     present = [t for t in SOURCES if store.has(t, d)]
-    universe = np.array(sorted(set().union(*[set(_symbols_of(store, t, d)) for t in present])),
+    runs = [(t, *store.symbol_counts(t, d)) for t in present]
+    universe = np.array(sorted(set().union(*[set(names) for _, names, _ in runs])),
                         dtype=object)
     if len(universe) == 0:
         return None
-    need = 0
-    for t in present:
-        m = store.manifest(t, d)
-        need += (m.rows if m else 0) * WORKING_BYTES_PER_ROW[t]
-    per_stock = max(need / len(universe), 1.0)
-    n_chunk = max(1, int(memory_budget // per_stock))
-    if n_chunk >= len(universe):
+    need = np.zeros(len(universe))
+    for t, names, rows in runs:
+        need[_positions(universe, names)] += rows * float(WORKING_BYTES_PER_ROW[t])
+    if need.sum() <= memory_budget:
         return None
-    return [universe[i:i + n_chunk] for i in range(0, len(universe), n_chunk)]
+    worst = int(np.argmax(need))
+    if need[worst] > memory_budget:
+        raise MemoryBudgetError(
+            f"memory budget {memory_budget / 2**20:.1f} MB is below what one stock-day needs: "
+            f"{universe[worst]} on {d} needs ~{need[worst] / 2**20:.1f} MB; raise --memory-gb")
+    chunks: list[np.ndarray] = []
+    start, used = 0, 0.0
+    for i, b in enumerate(need.tolist()):
+        if used + b > memory_budget:
+            chunks.append(universe[start:i])
+            start, used = i, 0.0
+        used += b
+    chunks.append(universe[start:])
+    return chunks
 
 
 def compute_factors(
