@@ -282,3 +282,31 @@ def test_mapping_errors(mapping: dict, column: str, reason: str, tmp_path: Path)
         ingest(tmp_path / "s", fmt, [f], mapping=mapping)
     assert ei.value.column == column and reason in str(ei.value), str(ei.value)
     assert not (tmp_path / "s" / "trades").exists()
+
+
+def test_row_filter_on_parquet(tmp_path: Path) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    f = write(tmp_path / "mixed.csv", [MIXED_HEAD, *MIXED])
+    pq.write_table(pacsv.read_csv(f), tmp_path / "mixed.parquet")
+    r = ingest(tmp_path / "s", "sse-trade", [tmp_path / "mixed.parquet"],
+               mapping={"filter": {"column": "Market", "in": ["SZ"]}})
+    assert {t["symbol"] for t in trades(tmp_path / "s")} == {"000001.SZ"}
+    assert r.counts["rows_filtered_out"] == 2
+
+
+def test_minute_file_given_as_daily_bars_gets_a_hint(tmp_path: Path) -> None:
+    head = "symbol,date,time,open,high,low,close,volume,amount"
+    f = write(tmp_path / "m.csv", [head, "000001.SZ,20240102,0931,10,10.1,9.9,10,100,1000",
+                                   "000001.SZ,20240102,0932,10,10.1,9.9,10,100,1000"])
+    with pytest.raises(IngestError) as ei:
+        ingest(tmp_path / "s", "daily-bars", [f])
+    assert "two rows" in str(ei.value) and "use --format minute-bars" in str(ei.value)
+
+
+def test_same_input_twice_is_rejected(tmp_path: Path) -> None:
+    f = write(tmp_path / "t.csv", [NOSEQ_HEAD, *NOSEQ])
+    with pytest.raises(IngestError, match="given twice"):
+        ingest(tmp_path / "s", "sse-trade", [f, f], mapping={"seq_from": "row_order",
+                                                             "side_rule": "order_numbers"})

@@ -39,12 +39,12 @@ HINT_FORMATS: dict[str, tuple[str | None, str]] = {
     "minute-bars": (None, "a minute-bar file"),
     "daily-bars": (None, "a daily-bar file"),
 }
-_COMMON = {f.name for f in COMMON}
+_COMMON = {f.name for f in COMMON} - {"time"}  # a time column tells minute from daily bars
 SAMPLE_ROWS = 200
 
 
 def _resolved(header: list[str], fmt: str) -> int | None:
-    """How many of ``fmt``'s own fields (date/symbol/market/time aside) the header holds, under
+    """How many of ``fmt``'s own fields (date/symbol/market aside) the header holds, under
     the built-in names; None when a required field is missing."""
     spec = resolve_format(fmt, IngestConfig())
     try:

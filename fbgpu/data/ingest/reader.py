@@ -92,6 +92,11 @@ def expand_inputs(paths: list[str | Path], member: str | None = None) -> list[So
     input is a zip archive.
     """
     out = _expand(paths, member)
+    seen: set[str] = set()
+    for s in out:
+        if s.label in seen:
+            raise IngestError(s.label, None, None, "the same input is given twice")
+        seen.add(s.label)
     if member is not None and not any("!" in s.label for s in out):
         from fbgpu.data.ingest.errors import MappingError
 
