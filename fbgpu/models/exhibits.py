@@ -335,8 +335,9 @@ def _write(store: Store, ev: ModelEvaluation, figures: bool) -> Path:
                  if n in ev.reports and ev.reports[n].name in sc.index]
         if names:
             items.append({"file": _write_table(sc.loc[names], out, f"style_correlation_{suffix}"),
-                          "caption": "Mean cross-sectional correlation with common volume-price "
-                                     "(style) factors and with the HF / LF model factors"})
+                          "caption": f"{label} and its comparison rows: mean cross-sectional "
+                                     "correlation with common volume-price (style) factors and "
+                                     "with the HF / LF model factors"})
     if ev.ic_decay is not None and len(ev.ic_decay):
         items.append({"file": _write_table(ev.ic_decay, out, "ic_decay"),
                       "caption": "IC decay: mean RankIC against the return h days after the "
