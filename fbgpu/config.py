@@ -49,26 +49,47 @@ class ConfigError(ValueError):
     exit_status = ExitStatus.USAGE  # fbgpu/errors.py: the command line's exit status
 
 
+#: Sections read by commands outside :func:`config_classes`: ``[ingest]`` (``fbgpu ingest
+#: --config``: format and mapping, docs/ingest.md) and ``[bench]`` (the benchmark suite's sizes,
+#: docs/benchmarks.md).
+OTHER_SECTIONS: tuple[str, ...] = ("ingest", "bench")
+
+
+def known_sections() -> list[str]:
+    """Every top-level section a config file may hold, sorted."""
+    return sorted({*config_classes(), *OTHER_SECTIONS})
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML config file; :class:`ConfigError` names the file when it is missing or bad."""
+    """Parse a TOML config file; :class:`ConfigError` names the file when it is missing, not a
+    readable UTF-8 text file (a binary file, a directory) or not valid TOML."""
     p = Path(path)
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise ConfigError(f"config file {p} not found") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start} is "
+                          f"0x{e.object[e.start]:02x}): is it a binary file?") from e
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read: {e.strerror or e}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {p}: {e}") from e
 
 
+def check_sections(data: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``data`` if every top-level name is a known section (:func:`known_sections`), else a
+    :class:`ConfigError` naming the file, the unknown names and the known ones."""
+    unknown = sorted(set(data) - set(known_sections()))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown sections {unknown}; "
+                          f"known: {known_sections()}")
+    return data
+
+
 def load_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """Read a TOML config; unknown sections are an error (keys are checked by each step)."""
-    p = Path(path)
-    data = read_toml(p)
-    unknown = sorted(set(data) - set(config_classes()))
-    if unknown:
-        raise ConfigError(f"config file {p}: unknown sections {unknown}; "
-                          f"known: {sorted(config_classes())}")
-    return data
+    return check_sections(read_toml(path), path)
 
 
 def _jsonable(v: Any) -> Any:

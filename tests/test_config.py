@@ -42,3 +42,46 @@ def test_unknown_section_and_bad_toml_are_clear_errors(tmp_path: Path) -> None:
         load_config_file(tmp_path / "none.toml")
     p.write_text("[factors]\n[train]\n")
     assert set(load_config_file(p)) == {"factors", "train"}
+
+
+CLI_CASES = {
+    # a negative board share used to reach numpy as "pvals < 0"
+    "negative_share": ("[synth]\nboard_shares = [-0.1, 0.6, 0.3, 0.2]\n",
+                       "board_shares must each be in [0, 1]"),
+    "unknown_section": ("[train]\nlr = 0.1\n[trian]\nx = 1\n",
+                        "unknown sections ['trian']; known: ['backtest', 'bench', 'demo'"),
+    # a binary file used to fail with a UnicodeDecodeError that named no file
+    "binary": (b"\x7fELF\x02\x01\x01\x00\xf0\xff\x00\x00", "is not UTF-8 text (byte 8 is 0xf0)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_config_errors_exit_1_naming_file_and_problem(case: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    text, expected = CLI_CASES[case]
+    cfg = tmp_path / f"{case}.toml"
+    if isinstance(text, bytes):
+        cfg.write_bytes(text)
+    else:
+        cfg.write_text(text)
+    store = tmp_path / "store"
+    r = subprocess.run([sys.executable, "-m", "fbgpu", "synth", "--store", str(store),
+                        "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    err = " ".join(r.stderr.split())  # rich wraps long messages
+    assert str(cfg) in err.replace(" ", "") or cfg.name in err
+    assert expected in err, err
+    assert not store.exists()
+
+
+def test_other_sections_are_known_and_binary_files_named(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[ingest]\nformat = 'x'\n[bench]\nquick = true\n")
+    assert set(load_config_file(p)) == {"ingest", "bench"}
+    p.write_bytes(b"\x00\xfe\xff")
+    with pytest.raises(ConfigError, match=r"c\.toml is not UTF-8 text"):
+        load_config_file(p)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config_file(tmp_path)  # a directory

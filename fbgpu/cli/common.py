@@ -45,13 +45,14 @@ log = logging.getLogger("fbgpu")
 
 
 def load_toml(path: Path | None, section: str | None = None) -> dict[str, Any]:
-    """Read a TOML config file (or one ``[section]`` of it); a clear error if it is malformed."""
-    from fbgpu.config import ConfigError, read_toml
+    """Read a TOML config file (or one ``[section]`` of it); a clear error (exit status 1) if it
+    is missing, binary, malformed or names a section no command knows."""
+    from fbgpu.config import ConfigError, load_config_file
 
     if path is None:
         return {}
     try:
-        data = read_toml(path)
+        data = load_config_file(path)  # an unknown top-level section is an error
     except ConfigError as e:
         raise typer.BadParameter(str(e), param_hint="--config") from e
     if section is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -72,11 +71,12 @@ class FactorConfig(BaseModel):
         """
         if path is None:
             return cls()
+        from fbgpu.config import check_sections, read_toml
+
         p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"cannot read factor config {p}: {e}") from e
+        data = read_toml(p)  # ConfigError (a ValueError) naming the file
+        if "factors" in data:
+            check_sections(data, p)
         section = dict(data.get("factors", data))
         mods = section.get("modules")
         if isinstance(mods, list):

@@ -144,6 +144,9 @@ class SynthConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> SynthConfig:
+        if any(not 0 <= s <= 1 for s in self.board_shares):
+            raise ValueError(f"board_shares must each be in [0, 1] (shares of SH main, SZ main, "
+                             f"ChiNext, STAR), got {self.board_shares}")
         if abs(sum(self.board_shares) - 1.0) > 1e-9:
             raise ValueError(f"board_shares must sum to 1, got {self.board_shares}")
         if self.garch_alpha + self.garch_beta >= 1:
