@@ -13,6 +13,7 @@ layout, and sets the parsing options. Every key has a documented default.
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -374,7 +375,7 @@ class IngestConfig(BaseModel):
     filter: list[RowFilter] = Field(default_factory=list)
     #: ``[constants]``: source field -> the text every row holds (``market = "SZ"``; ``exchange``
     #: is accepted for ``market``); parsed like a cell of that field, and no column is read.
-    constants: dict[str, str | int | float] = Field(default_factory=dict)
+    constants: dict[str, str | int | float | dt.date] = Field(default_factory=dict)
     #: ``[columns]``: source field -> vendor column name, overriding the built-in candidates.
     columns: dict[str, str] = Field(default_factory=dict)
     #: ``[codes.<field>]``: vendor code -> canonical value, extending the built-in tables.
