@@ -79,10 +79,16 @@ def synth_is_current(store: Store, preset: str, seed: int) -> bool:
     return meta.get("preset") == preset and meta.get("seed") == seed and meta.get("complete", True)
 
 
-def best_score(store: Store) -> str:
-    """The score the backtest uses: ``fused`` when trained, else the best-evaluated factor."""
+def best_score(store: Store, scores: Any = None) -> str:
+    """The score the backtest uses: ``fused`` when trained, else the best-evaluated factor.
+
+    ``scores`` (this run's :class:`fbgpu.models.ScorePanel`, in memory) is asked first, so the
+    demo does not read the ``scores`` table back.
+    """
     from fbgpu.models import FUSED_COLUMN
 
+    if scores is not None and scores.has(FUSED_COLUMN):
+        return FUSED_COLUMN
     for d in reversed(store.dates("scores")):
         cols = store.read("scores", d).column_names
         if FUSED_COLUMN in cols:
@@ -129,6 +135,7 @@ def run_demo(
             raise ValueError(f"unknown demo stage {stage!r}; stages are {', '.join(STAGES)}")
     report_path: Path | None = None
     cube = None  # the factor cube handed from the factors stage to the evaluation, in memory
+    scores = None  # the scores handed from training to the backtest, in memory
     for stage in cfg.stages:
         if stage == "synth":
             if synth_is_current(store, cfg.preset, cfg.seed):
@@ -156,16 +163,17 @@ def run_demo(
         elif stage == "train":
             tcfg = load_train_config({"seeds": [cfg.seed], **sc.get("train", {})}, demo=True)
             ecfg = EvaluateConfig.from_dict(sc.get("evaluate", {}))
-            _run_stage(store, "train",
-                       lambda c=tcfg, e=ecfg, f=cube: run_train(
-                           store, model=cfg.models, config=c, backend=backend,
-                           panel_config=e.panel, pool_config=e.pool, factors=f), backend)
+            trained = _run_stage(store, "train", lambda c=tcfg, e=ecfg, f=cube: run_train(
+                store, model=cfg.models, config=c, backend=backend, panel_config=e.panel,
+                pool_config=e.pool, factors=f), backend)
+            # This run's scores, on the backend's device, go on to the backtest in memory.
+            scores = getattr(trained, "scores", None)
         elif stage == "backtest":
-            score = best_score(store)
+            score = best_score(store, scores)
             _run_stage(store, "backtest",
-                       lambda s=score: run_backtest(store, score=s, index=cfg.indices,
-                                                    turnover=tuple(cfg.turnover),
-                                                    config=sc.get("backtest")), backend)
+                       lambda s=score, p=scores: run_backtest(
+                           store, score=s, index=cfg.indices, turnover=tuple(cfg.turnover),
+                           config=sc.get("backtest"), scores=p), backend)
         elif stage == "report":
             report_path = build_report(store)
     return report_path or build_report(store)

@@ -109,6 +109,24 @@ def test_run_train_writes_every_score_and_checkpoints(trained) -> None:
     assert (summary.report_dir / "exhibit57_fusion.csv").exists()
 
 
+def test_in_memory_scores_are_the_stored_scores(trained) -> None:
+    """``summary.scores`` (the device-resident hand-off to the backtest) holds every column the
+    step wrote, ``fused`` included, with the values the ``scores`` table holds."""
+    st, summary = trained
+    panel = summary.scores
+    assert panel is not None and panel.backend.name == "cpu"
+    dates, syms, cols = read_scores(st)
+    assert set(panel.columns) == set(cols) == set(summary.columns)
+    assert panel.dates == dates
+    pos = np.array([list(panel.symbols).index(s) for s in syms])
+    for name, host in panel.to_host().items():
+        np.testing.assert_allclose(host[:, pos], cols[name], rtol=1e-12, atol=1e-12,
+                                   equal_nan=True)
+    row = panel.row_on(FUSED_COLUMN, dates[-1], syms)
+    np.testing.assert_allclose(row, cols[FUSED_COLUMN][-1], equal_nan=True)
+    assert np.isnan(panel.row_on(FUSED_COLUMN, dt.date(1990, 1, 1), syms)).all()
+
+
 def test_rerun_resumes_and_single_model_keeps_other_columns(trained, monkeypatch) -> None:
     st, _ = trained
     _, _, before = read_scores(st)
@@ -226,3 +244,28 @@ def test_models_use_the_evaluation_panel_and_pool_settings(tmp_path: Path) -> No
     h = [model_config_hash("hf", cfg, x.factor_names, x.meta["preprocessing"])
          for x in (base, other)]
     assert h[0] != h[1]
+
+
+def test_score_panel_stays_on_the_standin_device() -> None:
+    """torch scores -> ScorePanel -> fusion on the stand-in device (implicit host crossings
+    raise): DLPack views, no upload, no download; the fused values are numpy's."""
+    import torch
+
+    from fbgpu.engine.standin import CROSSINGS, standin_backend
+    from fbgpu.models import ScorePanel
+
+    b = standin_backend()
+    g = torch.Generator().manual_seed(0)
+    hf = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    lf = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    lf[1, 2] = float("nan")
+    dates = [dt.date(2022, 1, 3) + dt.timedelta(7 * i) for i in range(4)]
+    before = dict(CROSSINGS)
+    panel = ScorePanel.from_torch(dates, np.array([f"S{i}" for i in range(6)]),
+                                  {"hf_gru": hf, "lf_mtl": lf}, b)
+    fused = fuse_scores(panel.columns["hf_gru"], panel.columns["lf_mtl"], 1.0, 3.0)
+    assert dict(CROSSINGS) == before
+    assert type(fused).__name__ == "StandinArray"
+    np.testing.assert_allclose(b.to_host(fused), fuse_scores(hf.numpy(), lf.numpy(), 1.0, 3.0),
+                               equal_nan=True)
+    assert np.isnan(b.to_host(fused)[1, 2])

@@ -300,3 +300,54 @@ def test_cli_on_the_synthetic_market(tiny_store, tmp_path):
     assert len(perf) == 3 and np.isfinite(perf["information ratio"].iloc[:2]).all()
     bad = CliRunner().invoke(app, ["backtest", "--store", str(store.root), "--turnover", "x"])
     assert bad.exit_code != 0 and "comma-separated" in bad.output
+
+
+def _in_memory_scores(store: Store, backend) -> object:
+    """The store's ``alpha`` scores as a ScorePanel on ``backend``'s device, stock axis reversed
+    (the hand-off must align by symbol, not by position)."""
+    from fbgpu.models import ScorePanel, read_scores
+
+    dates, syms, cols = read_scores(store, ["alpha"])
+    return ScorePanel(dates, syms[::-1].copy(),
+                      {"alpha": backend.asarray(np.ascontiguousarray(cols["alpha"][:, ::-1]))},
+                      backend)
+
+
+@pytest.mark.parametrize("negate", [False, True])
+def test_in_memory_scores_give_the_store_route_portfolios(tmp_path, market_store, result,
+                                                          negate):
+    """``run_backtest(scores=ScorePanel)`` (the demo's train -> backtest hand-off) builds the
+    portfolios the store route builds, on a store whose ``scores`` table is gone (so nothing is
+    read back); a ``-name`` score negates the in-memory column as it does the stored one."""
+    from fbgpu.engine.backend import get_backend
+
+    panel = _in_memory_scores(market_store, get_backend("cpu"))
+    root = tmp_path / "store"
+    shutil.copytree(market_store.root, root)
+    shutil.rmtree(root / "scores")
+    name = "-alpha" if negate else "alpha"
+    ref = result if not negate else run_backtest(market_store, name, "all", (0.3, 0.5),
+                                                 progress=False)
+    got = run_backtest(Store(root), name, "all", (0.3, 0.5), progress=False, scores=panel)
+    for a, b in zip(got, ref, strict=True):
+        assert a.decision_dates == b.decision_dates
+        for ra, rb in zip(a.runs, b.runs, strict=True):
+            np.testing.assert_allclose(ra.returns, rb.returns, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(ra.turnovers, rb.turnovers, rtol=1e-9, atol=1e-12)
+
+
+def test_in_memory_scores_cross_to_the_host_once_per_decision(tmp_path, market_store, result):
+    """On the stand-in device (implicit host crossings raise) the backtest reads the scores
+    through the one sanctioned crossing: one date's vector per decision date and index."""
+    from fbgpu.engine.standin import CROSSINGS, standin_backend
+
+    panel = _in_memory_scores(market_store, standin_backend())
+    root = tmp_path / "store"
+    shutil.copytree(market_store.root, root)
+    shutil.rmtree(root / "scores")
+    before = CROSSINGS["to_host"]
+    got = run_backtest(Store(root), "alpha", "all", (0.3, 0.5), progress=False, scores=panel)
+    n_decisions = sum(len(r.decision_dates) for r in got)
+    assert CROSSINGS["to_host"] - before == n_decisions
+    np.testing.assert_allclose(got[0].runs[0].returns, result[0].runs[0].returns, rtol=1e-9,
+                               atol=1e-12)

@@ -6,14 +6,15 @@
 * :mod:`fbgpu.models.datasets` - device-resident samples (HF windows, LF bars, labels);
 * :mod:`fbgpu.models.rolling` - retrain windows without look-ahead;
 * :mod:`fbgpu.models.training` / :mod:`fbgpu.models.runner` - fitting, ensembles, resume;
-* :mod:`fbgpu.models.api` - :func:`run_train` on a store, the ``scores`` table, fusion;
+* :mod:`fbgpu.models.api` - :func:`run_train` on a store, the ``scores`` table;
+* :mod:`fbgpu.models.scores` - :class:`ScorePanel` (scores on the device, the hand-off to the
+  backtest) and full-band fusion;
 * :mod:`fbgpu.models.exhibits` - the report's model tables through the evaluation API;
 * :mod:`fbgpu.models.device` - DLPack hand-off and the device->host transfer guard.
 """
 
 from fbgpu.models.api import (
     TrainSummary,
-    fuse_scores,
     load_model_inputs,
     read_scores,
     run_train,
@@ -35,6 +36,7 @@ from fbgpu.models.losses import ic_loss, multitask_loss
 from fbgpu.models.networks import MultiSourceGRU, build_nets
 from fbgpu.models.rolling import RetrainWindow, make_windows
 from fbgpu.models.runner import RollingResult, train_rolling
+from fbgpu.models.scores import ScorePanel, fuse_scores
 
 __all__ = [
     "DEMO_OVERRIDES",
@@ -47,6 +49,7 @@ __all__ = [
     "MultiSourceGRU",
     "RetrainWindow",
     "RollingResult",
+    "ScorePanel",
     "TrainConfig",
     "TrainSummary",
     "TransferGuard",

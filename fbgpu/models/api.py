@@ -50,6 +50,7 @@ from fbgpu.models.runner import (
     sources_for,
     train_rolling,
 )
+from fbgpu.models.scores import ScorePanel, fuse_scores
 from fbgpu.panel.market import Market, PoolConfig, load_market, rebalance_indices
 from fbgpu.panel.preprocess import PanelConfig
 
@@ -71,6 +72,9 @@ class TrainSummary:
     columns: list[str] = field(default_factory=list)
     seconds: float = 0.0
     report_dir: Path | None = None
+    #: This run's scores on the backend's device (every trained column, plus ``fused`` when
+    #: both parts were trained in this run): the in-memory hand-off to the backtest.
+    scores: ScorePanel | None = field(default=None, repr=False)
 
     def line(self) -> str:
         """The one-line summary of the CLI."""
@@ -207,25 +211,6 @@ def store_fingerprint(store: Store, inputs: ModelInputs, kind: str) -> Fingerpri
 
 
 # --------------------------------------------------------------------------- scores table
-def _zscore_rows_np(x: np.ndarray) -> np.ndarray:
-    m = np.isfinite(x)
-    cnt = np.maximum(m.sum(1, keepdims=True), 1)
-    mean = np.where(m, x, 0.0).sum(1, keepdims=True) / cnt
-    var = (np.where(m, x - mean, 0.0) ** 2).sum(1, keepdims=True) / cnt
-    std = np.sqrt(var)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(m & (std > 0), (x - mean) / std, np.nan)
-
-
-def fuse_scores(hf: np.ndarray, lf: np.ndarray, hf_weight: float = 1.0,
-                lf_weight: float = 3.0) -> np.ndarray:
-    """``hf_weight * z(hf) + lf_weight * z(lf)`` per date (row), over stocks with both finite."""
-    both = np.isfinite(hf) & np.isfinite(lf)
-    zh = _zscore_rows_np(np.where(both, hf, np.nan))
-    zl = _zscore_rows_np(np.where(both, lf, np.nan))
-    return hf_weight * zh + lf_weight * zl
-
-
 def write_scores(
     store: Store,
     dates: Sequence[dt.date],
@@ -357,7 +342,7 @@ def run_train(
         srcs += [s for s in sources_for(k) if s not in srcs]
     data = DeviceSamples(inputs, cfg, device, srcs)
     summary = TrainSummary(kinds, be.name, be.device)
-    columns: dict[str, np.ndarray] = {}
+    tensors: dict[str, Any] = {}
     provenance: dict[str, dict[str, Any]] = {}
     pred_dates: list[dt.date] | None = None
     for kind in kinds:
@@ -368,8 +353,7 @@ def run_train(
         if pred_dates is not None and res.dates != pred_dates:
             raise RuntimeError("models predicted different dates; this is a bug")
         pred_dates = res.dates
-        # The one device->host transfer of the step: the final per-date score vectors.
-        columns[SCORE_COLUMNS[kind]] = res.scores.double().cpu().numpy()
+        tensors[SCORE_COLUMNS[kind]] = res.scores
         provenance[SCORE_COLUMNS[kind]] = {
             "kind": kind, "config_hash": model_config_hash(
                 kind, cfg, inputs.factor_names, inputs.meta.get("preprocessing")),
@@ -377,9 +361,22 @@ def run_train(
         }
         summary.windows[kind] = res.windows
     assert pred_dates is not None
-    summary.dates_written = write_scores(st, pred_dates, inputs.symbols, columns, provenance)
-    summary.columns = list(columns)
-    if ("hf" in kinds or "lf" in kinds) and update_fused(st, cfg):
+    # The scores stay on the device (torch -> backend arrays by DLPack) for the next stage; the
+    # store gets a persistence copy, the step's one device->host transfer per column.
+    scores = ScorePanel.from_torch(pred_dates, inputs.symbols, tensors, be)
+    hf_col, lf_col = SCORE_COLUMNS["hf"], SCORE_COLUMNS["lf"]
+    if scores.has(hf_col) and scores.has(lf_col):
+        scores = scores.with_column(FUSED_COLUMN, fuse_scores(
+            scores.columns[hf_col], scores.columns[lf_col], cfg.fusion_hf_weight,
+            cfg.fusion_lf_weight))
+        provenance[FUSED_COLUMN] = _fused_provenance(cfg)
+    summary.dates_written = write_scores(st, pred_dates, inputs.symbols, scores.to_host(),
+                                         provenance)
+    summary.columns = list(scores.columns)
+    summary.scores = scores
+    # One part trained now, the other from an earlier run: fuse from the store.
+    if FUSED_COLUMN not in scores.columns and ("hf" in kinds or "lf" in kinds) \
+            and update_fused(st, cfg):
         summary.columns.append(FUSED_COLUMN)
     summary.seconds = time.perf_counter() - t0
     if report:
@@ -402,7 +399,13 @@ def update_fused(store: Store, config: TrainConfig | None = None) -> bool:
     if hf_col not in cols or lf_col not in cols:
         return False
     fused = fuse_scores(cols[hf_col], cols[lf_col], cfg.fusion_hf_weight, cfg.fusion_lf_weight)
-    write_scores(store, dates, symbols, {FUSED_COLUMN: fused}, {FUSED_COLUMN: {
-        "kind": "fusion", "formula": f"{cfg.fusion_hf_weight} z({hf_col}) + "
-                                     f"{cfg.fusion_lf_weight} z({lf_col})"}})
+    write_scores(store, dates, symbols, {FUSED_COLUMN: fused},
+                 {FUSED_COLUMN: _fused_provenance(cfg)})
     return True
+
+
+def _fused_provenance(cfg: TrainConfig) -> dict[str, Any]:
+    """The ``fused`` column's manifest entry (its formula)."""
+    hf_col, lf_col = SCORE_COLUMNS["hf"], SCORE_COLUMNS["lf"]
+    return {"kind": "fusion", "formula": f"{cfg.fusion_hf_weight} z({hf_col}) + "
+                                         f"{cfg.fusion_lf_weight} z({lf_col})"}

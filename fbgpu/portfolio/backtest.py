@@ -35,8 +35,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -408,14 +410,17 @@ def backtest_index(
     store: Store,
     market: Market,
     index: str,
-    score_table: str,
-    score: str,
+    score_at: Callable[[dt.date, Market], np.ndarray],
     caps: tuple[float, ...],
     config: BacktestConfig,
     decision_idx: list[int],
     progress: bool = True,
 ) -> BacktestResult:
     """Run one benchmark's portfolios (one per cap) in lockstep over the market's dates.
+
+    ``score_at(date, market)`` gives the scores of a decision date aligned on the market's
+    symbols (NaN = no score): read from the store (:func:`read_scores`) or handed over in memory
+    (:meth:`fbgpu.models.ScorePanel.row_on`).
 
     One :class:`RebalanceSolver` per decision date serves all caps (same candidates, same
     matrix); each cap's solve is warm-started from its own previous date's duals.
@@ -461,7 +466,7 @@ def backtest_index(
                     book.drift(gross)
                     run.returns.append(book.nav / start - 1.0)
         if t in decisions and t < last:
-            scores = read_scores(store, score_table, score, market.dates[t], market)
+            scores = score_at(market.dates[t], market)
             held = np.zeros(S, dtype=bool)
             for book in books:
                 held |= book.weights > 0
@@ -585,6 +590,7 @@ def run_backtest(
     turnover: tuple[float, ...] = (0.3, 0.4, 0.5),
     config: BacktestConfig | dict | None = None,
     progress: bool = True,
+    scores: Any = None,
 ) -> list[BacktestResult]:
     """Run the index-enhancement backtest and write its outputs; see docs/portfolio.md.
 
@@ -593,6 +599,10 @@ def run_backtest(
     negates the column for a factor whose smaller values are better). ``index`` is an index name
     of the ``index_weights`` table or ``"all"``; ``turnover`` are the two-sided caps per
     rebalance.
+    ``scores``, an in-memory :class:`fbgpu.models.ScorePanel` holding the ``score`` column (e.g.
+    ``run_train(...).scores``, on the backend's device), is read instead of the store: one
+    date's vector crosses to the host per decision date, and nothing is read back from the
+    ``scores`` table. Both routes give the same portfolios.
     Writes ``reports/backtest/`` (tables as CSV + JSON, cumulative-excess figures) and the
     ``weights`` table (one partition per decision date, portfolios named ``<index>_to<cap%>``).
     """
@@ -609,11 +619,22 @@ def run_backtest(
         have = available_indices(store)
         if index not in have:
             raise BacktestError(f"index {index!r} is not in index_weights (it has {have})")
-    table = score_source(store, score)
+    name, sign = split_score(score)
+    if scores is not None and scores.has(name):
+        table = "scores (in memory)"
+        score_dates = set(scores.dates)
+
+        def score_at(d: dt.date, m: Market) -> np.ndarray:
+            return sign * scores.row_on(name, d, m.symbols, m.index)
+    else:
+        table = score_source(store, score)
+        score_dates = set(store.dates(table))
+
+        def score_at(d: dt.date, m: Market) -> np.ndarray:
+            return read_scores(store, table, score, d, m)
     all_dates = store.dates("daily")
     if not all_dates:
         raise BacktestError(f"store {store.root} has no daily table")
-    score_dates = set(store.dates(table))
     start = config.start or min(score_dates)
     end = config.end or all_dates[-1]
     dates = [d for d in all_dates if start <= d <= end]
@@ -624,7 +645,7 @@ def run_backtest(
     decision_idx = [t for t in range(first, len(dates) - 1, config.rebalance_every)
                     if dates[t] in score_dates]
     market = load_market(store, dates)
-    results = [backtest_index(store, market, ix, table, score, caps, config, decision_idx,
+    results = [backtest_index(store, market, ix, score_at, caps, config, decision_idx,
                               progress) for ix in indices]
     chash = config_hash({"config": config.model_dump(mode="json"), "score": score,
                          "caps": caps})
