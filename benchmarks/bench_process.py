@@ -15,14 +15,19 @@ Commands (all compute the 27 factors of one day from the same store files):
 * ``fbgpu``: ``python -m fbgpu factors --store S --start D --end D --backend cpu --no-progress``
   (writes the ``factors`` partition, as a user's run does; the partition is deleted, untimed,
   before each run, and the run must report "1 dates computed");
+* ``fbgpu_budget``: the same with ``--memory-gb B`` (``--budget-gb``, default 1): the day in
+  stock chunks;
 * ``polars``: :func:`bench_factors.compute_day_polars` (one lazy ``scan_parquet`` query);
 * ``pandas``: :func:`baseline_pandas.compute_day_pandas`.
 
 Also measured: the import time of ``fbgpu factors`` (a fresh ``python -c "import fbgpu.cli.factors,
-fbgpu.factors.compute"``, i.e. everything a CPU run imports before reading data), peak RSS of
-each child (``ru_maxrss``), and the bandwidth floor: the bytes of the columns the 27 factors
-read (each once, as stored in memory) divided by the measured large-copy bandwidth. The ratio
-``time / floor`` says how far a run is from merely touching its input once.
+fbgpu.factors.compute"``, i.e. everything a CPU run imports before reading data), and per child
+(``wait4`` rusage): peak RSS, user and system CPU seconds and minor page faults. CPU seconds are
+less sensitive than wall seconds to other processes on a shared machine (they still include
+cache and memory-bandwidth contention); the load average before and after the run is recorded.
+The bandwidth floor: the bytes of the columns the 27 factors read (each once, as stored in
+memory) divided by the measured large-copy bandwidth. The ratio ``time / floor`` says how far a
+run is from merely touching its input once.
 
 Writes ``bench_process.json``; timings are never asserted anywhere.
 """
@@ -56,13 +61,15 @@ def _peer_code(func: str, module: str, store: Path, date: dt.date) -> str:
     )
 
 
-def commands(store: Path, date: dt.date) -> dict[str, list[str]]:
+def commands(store: Path, date: dt.date, budget_gb: float = 1.0) -> dict[str, list[str]]:
     """The command line of each whole-process contender."""
     py = sys.executable
     d = date.isoformat()
+    fbgpu = [py, "-m", "fbgpu", "factors", "--store", str(store), "--start", d, "--end", d,
+             "--backend", "cpu", "--no-progress"]
     return {
-        "fbgpu": [py, "-m", "fbgpu", "factors", "--store", str(store), "--start", d, "--end", d,
-                  "--backend", "cpu", "--no-progress"],
+        "fbgpu": fbgpu,
+        "fbgpu_budget": [*fbgpu, "--memory-gb", str(budget_gb)],
         "polars": [py, "-c", _peer_code("compute_day_polars", "bench_factors", store, date)],
         "pandas": [py, "-c", _peer_code("compute_day_pandas", "baseline_pandas", store, date)],
         "import": [py, "-c", "import fbgpu.cli.factors, fbgpu.factors.compute"],
@@ -77,9 +84,9 @@ def drop_factors(store: Path, date: dt.date) -> None:
     shutil.rmtree(Store(store).partition_dir("factors", date), ignore_errors=True)
 
 
-def run_once(cmd: list[str], expect: str | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process; raises if it fails or its output
-    lacks ``expect``."""
+def run_once(cmd: list[str], expect: str | None = None) -> dict[str, float]:
+    """Wall seconds, peak RSS (MB), user/system CPU seconds and minor page faults of one child
+    process; raises if it fails or its output lacks ``expect``."""
     with tempfile.TemporaryFile("w+") as fo:
         t = time.perf_counter()
         p = subprocess.Popen(cmd, stdout=fo, stderr=subprocess.STDOUT,
@@ -93,7 +100,8 @@ def run_once(cmd: list[str], expect: str | None = None) -> tuple[float, float]:
         raise RuntimeError(f"{cmd[:4]} exited {p.returncode}: {text[-2000:]}")
     if expect is not None and expect not in text:
         raise RuntimeError(f"{cmd[:4]}: output lacks {expect!r}: {text[-2000:]}")
-    return wall, usage.ru_maxrss / 1024.0
+    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024.0, "user_s": usage.ru_utime,
+            "sys_s": usage.ru_stime, "minflt": float(usage.ru_minflt)}
 
 
 def floor_seconds(store: Path, date: dt.date) -> dict[str, float]:
@@ -115,50 +123,66 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--date", type=dt.date.fromisoformat, default=None)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", default="fbgpu,polars,pandas,import")
+    ap.add_argument("--only", default="fbgpu,fbgpu_budget,polars,pandas,import")
+    ap.add_argument("--budget-gb", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=Path("."))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from fbgpu.data.store import Store
 
     date = args.date or Store(args.store).dates("trades")[0]
-    cmds = {k: v for k, v in commands(args.store, date).items() if k in args.only.split(",")}
-    expect = {"fbgpu": "1 dates computed"}
+    only = args.only.split(",")
+    cmds = {k: v for k, v in commands(args.store, date, args.budget_gb).items() if k in only}
+    expect = {"fbgpu": "1 dates computed", "fbgpu_budget": "1 dates computed"}
+    load_before = os.getloadavg()
 
-    def one(name: str) -> tuple[float, float]:
-        if name == "fbgpu":
+    def one(name: str) -> dict[str, float]:
+        if name.startswith("fbgpu"):
             drop_factors(args.store, date)
         return run_once(cmds[name], expect.get(name))
 
     for name in cmds:  # warm-up: page cache, numba cache, .pyc
         one(name)
         log.info("warmed %s", name)
-    walls: dict[str, list[float]] = {k: [] for k in cmds}
-    rss: dict[str, list[float]] = {k: [] for k in cmds}
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in cmds}
     for _ in range(args.repeats):
         for name in cmds:
-            w, m = one(name)
-            walls[name].append(w)
-            rss[name].append(m)
-            log.info("%-7s %.3f s", name, w)
+            r = one(name)
+            runs[name].append(r)
+            log.info("%-12s %.3f s (cpu %.3f s, load %.1f)", name, r["wall_s"],
+                     r["user_s"] + r["sys_s"], os.getloadavg()[0])
     fl = floor_seconds(args.store, date)
-    rows = {
-        k: {"min_s": min(v), "median_s": statistics.median(v), "runs_s": v,
-            "peak_rss_mb_max": max((x for x in rss[k] if x == x), default=float("nan")),
-            "x_floor": min(v) / fl["floor_s"]}
-        for k, v in walls.items()
-    }
+    rows: dict[str, dict[str, Any]] = {}
+    for k, rr in runs.items():
+        v = [r["wall_s"] for r in rr]
+        cpu = [r["user_s"] + r["sys_s"] for r in rr]
+        rows[k] = {"min_s": min(v), "median_s": statistics.median(v), "runs_s": v,
+                   "cpu_s_min": min(cpu), "cpu_s_runs": cpu,
+                   "user_s_runs": [r["user_s"] for r in rr],
+                   "sys_s_runs": [r["sys_s"] for r in rr],
+                   "minflt_min": min(r["minflt"] for r in rr),
+                   "peak_rss_mb_max": max(r["rss_mb"] for r in rr),
+                   "x_floor": min(v) / fl["floor_s"]}
     if "fbgpu" in rows:
         for k in ("polars", "pandas"):
             if k in rows:
                 rows[k]["fbgpu_speedup"] = rows[k]["min_s"] / rows["fbgpu"]["min_s"]
+                rows[k]["fbgpu_speedup_cpu"] = rows[k]["cpu_s_min"] / rows["fbgpu"]["cpu_s_min"]
+        if "fbgpu_budget" in rows:
+            rows["fbgpu_budget"]["x_unbudgeted"] = (rows["fbgpu_budget"]["min_s"]
+                                                    / rows["fbgpu"]["min_s"])
+            rows["fbgpu_budget"]["x_unbudgeted_cpu"] = (rows["fbgpu_budget"]["cpu_s_min"]
+                                                        / rows["fbgpu"]["cpu_s_min"])
+            rows["fbgpu_budget"]["budget_gb"] = args.budget_gb
     res = {"store": str(args.store), "date": date.isoformat(), "repeats": args.repeats,
-           "cpus": os.cpu_count(), "floor": fl, "process": rows}
+           "cpus": os.cpu_count(), "loadavg_before": list(load_before),
+           "loadavg_after": list(os.getloadavg()), "floor": fl, "process": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_process.json").write_text(json.dumps(res, indent=2))
     for k, r in rows.items():
-        log.info("%-7s min %.3f s  median %.3f s  x_floor %.0f  speedup %s", k, r["min_s"],
-                 r["median_s"], r["x_floor"], r.get("fbgpu_speedup", "-"))
+        log.info("%-12s min %.3f s  median %.3f s  cpu %.3f s  rss %.0f MB  x_floor %.0f  "
+                 "speedup %s", k, r["min_s"], r["median_s"], r["cpu_s_min"],
+                 r["peak_rss_mb_max"], r["x_floor"], r.get("fbgpu_speedup", "-"))
     return res
 
 
