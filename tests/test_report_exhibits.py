@@ -163,3 +163,17 @@ def test_costs_in_basis_points_and_shares_in_percent() -> None:
     h = table_html(pd.DataFrame({"portfolio": ["a"], "cost": [0.0006],
                                  "share of oracle IC": [0.08], "t": [2.5]}))
     assert "<td>6.0 bp</td>" in h and "<td>8.00%</td>" in h and "<td>2.5000</td>" in h
+
+
+def test_truth_summary_states_the_recovered_share(tmp_path: Path) -> None:
+    from fbgpu.report.html import truth_summary
+
+    (tmp_path / "models").mkdir()
+    assert truth_summary(tmp_path) == ""  # not a synthetic store
+    pd.DataFrame({"RankIC mean": [0.2, 0.08, 0.18, 0.05], "t": [20.0, 9.0, 18.0, 3.2],
+                  "dates": [47, 47, 47, 47], "share of oracle IC": [1.0, 0.4, 0.9, 0.25]},
+                 index=pd.Index([ORACLE, ORACLE_Z, ORACLE_PI, "full-band fusion"],
+                                name="signal")).to_csv(tmp_path / "models" / "planted_truth.csv")
+    s = truth_summary(tmp_path)
+    assert "20.00% (t = 20.0, 47 test dates)" in s and "reaches 8.00%" in s
+    assert "full-band fusion 5.00% (t = 3.2), 25% of the oracle and 62% of its informed" in s
