@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fbgpu.config import (
+    STEP_SECTIONS,
     ConfigError,
     config_classes,
     config_markdown,
@@ -80,8 +81,41 @@ def test_other_sections_are_known_and_binary_files_named(tmp_path: Path) -> None
     p = tmp_path / "c.toml"
     p.write_text("[ingest]\nformat = 'x'\n[bench]\nquick = true\n")
     assert set(load_config_file(p)) == {"ingest", "bench"}
+    assert set(STEP_SECTIONS) == set(config_classes())
     p.write_bytes(b"\x00\xfe\xff")
     with pytest.raises(ConfigError, match=r"c\.toml is not UTF-8 text"):
         load_config_file(p)
     with pytest.raises(ConfigError, match="cannot be read"):
         load_config_file(tmp_path)  # a directory
+
+
+def _fbgpu(*args: str) -> tuple[int, str, str]:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "fbgpu", *args], capture_output=True, text=True,
+                       timeout=180)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize(("command", "section"), [("factors", "[factors]"),
+                                                  ("ingest", "[ingest]")])
+def test_help_keeps_section_names(command: str, section: str) -> None:
+    # rich markup used to swallow "[factors]" as a tag ("Also  modules in the config")
+    code, out, _ = _fbgpu(command, "--help")
+    assert code == 0
+    assert section in out and "\\[" not in out
+
+
+def test_report_takes_the_shared_config(tmp_path: Path) -> None:
+    # the option exists and the file is checked first: a good file gets as far as the store
+    # check (building a report is covered by the report tests), a bad one stops at the file
+    good = tmp_path / "all.toml"
+    good.write_text("[train]\nlr = 0.001\n[backtest]\n")
+    code, _, err = _fbgpu("report", "--store", str(tmp_path / "none"), "--config", str(good))
+    assert code == 1 and "does not exist" in err and "No such option" not in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[reprot]\n")
+    code, _, err = _fbgpu("report", "--store", str(tmp_path / "none"), "--config", str(bad))
+    assert code == 1 and "reprot" in err
+    assert not (tmp_path / "none").exists()

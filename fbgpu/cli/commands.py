@@ -22,3 +22,6 @@ def register(app: typer.Typer) -> None:
 
     for module in (demo, synth, ingest, factors, evaluate, train, backtest, report, bench):
         module.register(app)
+    # Help texts name TOML sections ("[factors]", "[evaluate]"): plain text, not rich markup,
+    # which would swallow them as tags. Read when the click command is built, after this.
+    app.rich_markup_mode = None

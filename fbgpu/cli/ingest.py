@@ -20,7 +20,7 @@ DATE_OPTION = typer.Option(None, "--date", help="Trading date YYYY-MM-DD, needed
                            "files carry no date.")
 MAPPING_OPTION = typer.Option(None, "--mapping", help="TOML mapping: column names, codes and "
                               "options (docs/ingest.md).")
-CONFIG_OPTION = typer.Option(None, "--config", help="TOML config; its \\[ingest] section is used "
+CONFIG_OPTION = typer.Option(None, "--config", help="TOML config; its [ingest] section is used "
                              "as the mapping when --mapping is not given.")
 INDEX_OPTION = typer.Option(None, "--index", help="Index name for index-weights files without "
                             "an index column (e.g. csi500).")
