@@ -18,7 +18,10 @@ Commands (all compute the 27 factors of one day from the same store files):
 * ``fbgpu_budget``: the same with ``--memory-gb B`` (``--budget-gb``, default 1): the day in
   stock chunks;
 * ``polars``: :func:`bench_factors.compute_day_polars` (one lazy ``scan_parquet`` query);
-* ``pandas``: :func:`baseline_pandas.compute_day_pandas`.
+* ``pandas``: :func:`baseline_pandas.compute_day_pandas_vec` (vectorised: wide minute frames,
+  masked columns and one ``groupby`` per statistic, no Python per stock);
+* ``pandas_notebook`` (not in the default ``--only``): :func:`baseline_pandas.compute_day_pandas`,
+  ``groupby("symbol").apply`` of a per-stock-day function, as in a research notebook.
 
 Also measured: the import time of ``fbgpu factors`` (a fresh ``python -c "import fbgpu.cli.factors,
 fbgpu.factors.compute"``, i.e. everything a CPU run imports before reading data), and per child
@@ -71,7 +74,9 @@ def commands(store: Path, date: dt.date, budget_gb: float = 1.0) -> dict[str, li
         "fbgpu": fbgpu,
         "fbgpu_budget": [*fbgpu, "--memory-gb", str(budget_gb)],
         "polars": [py, "-c", _peer_code("compute_day_polars", "bench_factors", store, date)],
-        "pandas": [py, "-c", _peer_code("compute_day_pandas", "baseline_pandas", store, date)],
+        "pandas": [py, "-c", _peer_code("compute_day_pandas_vec", "baseline_pandas", store, date)],
+        "pandas_notebook": [py, "-c", _peer_code("compute_day_pandas", "baseline_pandas", store,
+                                                 date)],
         "import": [py, "-c", "import fbgpu.cli.factors, fbgpu.factors.compute"],
     }
 
