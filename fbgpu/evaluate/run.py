@@ -39,11 +39,7 @@ from fbgpu.data.store import Store, StoreError
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.errors import ExitStatus
 from fbgpu.evaluate.composite import icir_weights, signed, weighted_composite
-from fbgpu.evaluate.correlation import (
-    extended_style_factors,
-    factor_correlation,
-    style_correlation,
-)
+from fbgpu.evaluate.correlation import factor_correlation, style_correlation
 from fbgpu.evaluate.single import SUMMARY_COLUMNS, FactorReport, evaluate_factor
 from fbgpu.evaluate.stats import rank_ic
 from fbgpu.panel.build import build_panel, factor_names, write_panel
@@ -327,8 +323,7 @@ def run_evaluate(
     all_names = [*names, *composites]
     stacked = xp.concatenate([sv, xp.stack(list(composites.values()), axis=2)], axis=2)
     fcorr = factor_correlation(stacked, all_names, pool)
-    styles_full = {**market.style_factors(cfg.style_window, cfg.beta_window),
-                   **extended_style_factors(market, cfg.style_window)}
+    styles_full = market.style_factors(cfg.style_window, cfg.beta_window)
     styles = {k: xp.asarray(v[rows]) for k, v in styles_full.items()}
     scorr = style_correlation(stacked, all_names, styles, pool)
 
