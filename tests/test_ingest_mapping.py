@@ -310,3 +310,30 @@ def test_same_input_twice_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="given twice"):
         ingest(tmp_path / "s", "sse-trade", [f, f], mapping={"seq_from": "row_order",
                                                              "side_rule": "order_numbers"})
+
+
+def test_unflagged_file_end_to_end_factor_is_nan_not_zero(tmp_path: Path) -> None:
+    """The issue's case: a file whose flag column is empty made early_active_buy_perc 0.0.
+    Now it is NaN for that stock-day; the order-number rule on the same file gives the value."""
+    import datetime as dt
+    import math
+
+    from fbgpu.factors import compute_factors
+
+    head = "SecurityID,MDDate,MDTime,ApplSeqNum,TradeBuyNo,TradeSellNo,TradeBSFlag,TradePrice," \
+        "TradeQty"
+    rows = [f"600000,20240102,09:{30 + i // 6:02d}:{i % 6 * 10:02d}.000,{i + 1},"
+            f"{100 + i if i % 3 else 10},{50 + i},,{8.00 + 0.01 * (i % 4):.2f},{100 * (i + 1)}"
+            for i in range(24)]
+    f = write(tmp_path / "t.csv", [head, *rows])
+    date = [dt.date(2024, 1, 2)]
+    name = "early_active_buy_perc"
+    ingest(tmp_path / "flagless", "sse-trade", [f])
+    v = compute_factors(Store(tmp_path / "flagless"), date, [name], backend="cpu").to_numpy()
+    assert math.isnan(float(v[0, 0, 0]))
+    ingest(tmp_path / "rule", "sse-trade", [f], mapping={"side_rule": "order_numbers"})
+    v = compute_factors(Store(tmp_path / "rule"), date, [name], backend="cpu").to_numpy()
+    # Buy number > sell number on 16 of the 24 trades (i % 3 != 0): their share of the amount.
+    amount = [(8.00 + 0.01 * (i % 4)) * 100 * (i + 1) for i in range(24)]
+    want = sum(a for i, a in enumerate(amount) if i % 3) / sum(amount)
+    assert math.isclose(float(v[0, 0, 0]), want, rel_tol=1e-9)
