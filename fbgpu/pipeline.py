@@ -9,22 +9,26 @@ recorded there as failed, with its error, and the error propagates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from fbgpu.data.runlog import record_step
 from fbgpu.data.store import Store
 from fbgpu.engine.backend import get_backend
+from fbgpu.engine.guard import device_sync_guard
 
 log = logging.getLogger(__name__)
 
 STAGES = ("synth", "factors", "evaluate", "train", "backtest", "report")
+#: The stages that run on the device before the OSQP step (the sync guard's scope).
+DEVICE_STAGES = ("factors", "evaluate", "train")
 
 
 class DemoConfig(BaseModel):
@@ -36,6 +40,10 @@ class DemoConfig(BaseModel):
     models: str = Field("all", description="Models to train (`fbgpu train --model`).")
     indices: str = Field("all", description="Benchmarks for the backtest: csi500, csi1000, all.")
     turnover: list[float] = Field([0.3, 0.4, 0.5], description="Turnover caps of the backtest.")
+    sync_guard: Literal["off", "warn", "error"] = Field(
+        "off", description="On a GPU, run the device stages (factors, evaluate, train) with "
+        "implicit torch device synchronisations raising (error) or warning (warn); the "
+        "sanctioned crossings are counted (fbgpu/engine/guard.py).")
 
 
 def stage_summary(result: Any) -> str:
@@ -49,12 +57,19 @@ def stage_summary(result: Any) -> str:
     return str(result)
 
 
-def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str) -> Any:
+def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str,
+               sync_guard: str = "off") -> Any:
     b = get_backend(backend)
     t0 = time.perf_counter()
     log.info("demo: stage %s ...", name)
+    guard = (device_sync_guard(b, sync_guard) if sync_guard != "off" and name in DEVICE_STAGES
+             else contextlib.nullcontext(None))
     try:
-        result = fn()
+        with guard as report:
+            result = fn()
+        if report is not None and report.active:
+            log.info("demo: stage %s ran under the sync guard (%s); sanctioned crossings %s",
+                     name, sync_guard, dict(report.sanctioned))
     except BaseException as e:  # recorded as failed (never as finished), then re-raised
         error = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
         try:
@@ -151,7 +166,7 @@ def run_demo(
         elif stage == "factors":
             fcfg = FactorConfig(**sc.get("factors", {}))
             summary = _run_stage(store, "factors", lambda c=fcfg: run_factors(
-                store, backend=backend, config=c, keep=True), backend)
+                store, backend=backend, config=c, keep=True), backend, cfg.sync_guard)
             # Freshly computed values go on to the evaluation in memory, on the backend's
             # device; when dates were skipped as current the evaluation reads the store.
             cube = getattr(summary, "cube", None)
@@ -159,13 +174,13 @@ def run_demo(
             _run_stage(store, "evaluate",
                        lambda c=cube: run_evaluate(store, config=sc.get("evaluate"),
                                                    backend=backend, factors=c),
-                       backend)
+                       backend, cfg.sync_guard)
         elif stage == "train":
             tcfg = load_train_config({"seeds": [cfg.seed], **sc.get("train", {})}, demo=True)
             ecfg = EvaluateConfig.from_dict(sc.get("evaluate", {}))
             trained = _run_stage(store, "train", lambda c=tcfg, e=ecfg, f=cube: run_train(
                 store, model=cfg.models, config=c, backend=backend, panel_config=e.panel,
-                pool_config=e.pool, factors=f), backend)
+                pool_config=e.pool, factors=f), backend, cfg.sync_guard)
             # This run's scores, on the backend's device, go on to the backtest in memory.
             scores = getattr(trained, "scores", None)
         elif stage == "backtest":

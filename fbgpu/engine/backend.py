@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fbgpu.engine.guard import sanctioned
 from fbgpu.errors import ExitStatus
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,14 @@ class Backend:
         return self.xp.asarray(a, dtype=dtype)
 
     def to_host(self, a: Any) -> np.ndarray:
-        """Copy ``a`` to a numpy array (a device->host transfer on the GPU)."""
+        """Copy ``a`` to a numpy array (a device->host transfer on the GPU).
+
+        The explicit crossing of the device path: sanctioned and counted
+        (:func:`fbgpu.engine.guard.sanctioned`).
+        """
         if self.is_gpu and hasattr(a, "get"):
-            return a.get()
+            with sanctioned("to_host"):
+                return a.get()
         return np.asarray(a)
 
 
@@ -125,10 +131,17 @@ def get_backend(name: BackendName | str = "auto") -> Backend:
             return gpu
         if name == "gpu":
             raise BackendError(f"GPU backend requested but unusable: {reason}")
-        cpu = _cpu_backend()
-        log.info("auto backend: using the CPU (%s)", reason)
-        return Backend(cpu.name, cpu.xp, cpu.device, cpu.info, note=f"GPU not used: {reason}")
+        return _auto_cpu_backend(reason)
     raise BackendError(f"unknown backend {name!r}: choose cpu, gpu or auto")
+
+
+@cache
+def _auto_cpu_backend(reason: str) -> Backend:
+    """The CPU backend that ``auto`` falls back to, logged once per process (every step of a
+    run asks for the backend; the demo used to log the same line eight times)."""
+    cpu = _cpu_backend()
+    log.info("auto backend: using the CPU (%s)", reason)
+    return Backend(cpu.name, cpu.xp, cpu.device, cpu.info, note=f"GPU not used: {reason}")
 
 
 def array_module(a: Any) -> ModuleType:

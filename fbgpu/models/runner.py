@@ -142,6 +142,16 @@ def array_fingerprint(inputs: ModelInputs, kind: str) -> Fingerprint | None:
     return fp
 
 
+def format_valid_ic(valid_ic: dict[int, list[float]]) -> str:
+    """Best validation RankIC per seed for a log line: ``seed 0 +0.0312, seed 1 +0.0250``.
+
+    A seed with several networks (``lf-separate``) shows them joined by ``/``; no seed -> ``-``.
+    """
+    parts = [f"seed {s} " + ("/".join(f"{v:+.4f}" for v in ics) or "-")
+             for s, ics in sorted(valid_ic.items())]
+    return ", ".join(parts) if parts else "-"
+
+
 def _progress_status(window: str, seed: int, net: int, n_nets: int) -> Callable[..., str]:
     tag = f"{window} seed {seed}" + (f" net {net + 1}/{n_nets}" if n_nets > 1 else "")
 
@@ -268,8 +278,7 @@ def train_rolling(
                     "seconds": rep.seconds,
                 })
             log.info("%s window %s: fit %d dates, valid %d, valid IC %s%s (%.1fs)", kind,
-                     w.name, rep.n_fit_dates, rep.n_valid_dates,
-                     {s: [round(v, 4) for v in ics] for s, ics in rep.valid_ic.items()},
+                     w.name, rep.n_fit_dates, rep.n_valid_dates, format_valid_ic(rep.valid_ic),
                      " (resumed)" if complete else "", rep.seconds)
             reports.append(rep)
     finally:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fbgpu.engine.guard import sanctioned
 from fbgpu.models.config import TrainConfig
 from fbgpu.models.datasets import DeviceSamples
 from fbgpu.models.device import cpu_threads
@@ -133,9 +134,11 @@ def fit_net(
             opt.step()
             loss_sum = loss_sum + loss.detach()
             n_batches += 1
-        # Two scalar syncs per epoch: the early-stopping decision needs them on the host.
-        train_loss = float((loss_sum / max(n_batches, 1)).item())
-        vic = float(validation_ic(net, data, valid_days).item())
+        # One scalar sync per epoch, sanctioned: the early-stopping decision is made on the host.
+        metrics = torch.cat([(loss_sum / max(n_batches, 1)).double().reshape(1),
+                             validation_ic(net, data, valid_days).double().reshape(1)])
+        with sanctioned("epoch metrics"):
+            train_loss, vic = (float(x) for x in metrics.tolist())
         history.append({"epoch": epoch, "train_loss": train_loss, "valid_ic": vic})
         if vic > best_ic:
             best_ic, best_epoch, stale = vic, epoch, 0

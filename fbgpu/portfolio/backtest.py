@@ -137,6 +137,34 @@ def load_market(store: Store, dates: list[dt.date]) -> Market:
     return Market(panel.dates, panel.symbols, panel.fields, panel.present)
 
 
+class WarningTally:
+    """Per-date problems of one kind, logged as one summary line instead of one line per date.
+
+    :meth:`add` logs the date's detail at DEBUG (``fbgpu -v``) and counts it; :meth:`flush` logs
+    one WARNING per kind: how many dates, the first and last, and the first detail. A backtest
+    over years used to print a warning per date (1,087 on one run).
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, list[tuple[dt.date, str]]] = {}
+
+    def add(self, kind: str, date: dt.date, detail: str) -> None:
+        log.debug("%s %s: %s", date, kind, detail)
+        self._seen.setdefault(kind, []).append((date, detail))
+
+    def counts(self) -> dict[str, int]:
+        """Dates per kind so far."""
+        return {k: len(v) for k, v in self._seen.items()}
+
+    def flush(self, of_dates: int) -> None:
+        """One WARNING per kind (``of_dates``: how many dates were looked at); then forget."""
+        for kind, items in self._seen.items():
+            (first, detail), last = items[0], items[-1][0]
+            log.warning("%s on %d of %d dates (%s .. %s; first: %s); per-date details with -v",
+                        kind, len(items), of_dates, first, last, detail)
+        self._seen.clear()
+
+
 def load_index_weights(store: Store, market: Market, index: str) -> np.ndarray:
     """``[dates, symbols]`` close weights of ``index``, normalized to 1 per date.
 
@@ -146,6 +174,7 @@ def load_index_weights(store: Store, market: Market, index: str) -> np.ndarray:
     have = set(store.dates("index_weights"))
     out = np.zeros((D, S))
     found = False
+    tally = WarningTally()
     for t, d in enumerate(market.dates):
         if d in have:
             tab = store.read("index_weights", d)
@@ -156,8 +185,9 @@ def load_index_weights(store: Store, market: Market, index: str) -> np.ndarray:
                 w = tab.column("weight").to_numpy(zero_copy_only=False)
                 pos = np.array([market.index.get(s, -1) for s in syms])
                 if (pos < 0).any():
-                    log.warning("index_weights/%s: %d %s members have no daily row; dropped",
-                                d, int((pos < 0).sum()), index)
+                    tally.add(f"index_weights: {index} members without a daily row dropped", d,
+                              f"{int((pos < 0).sum())} members, e.g. "
+                              f"{syms[int(np.flatnonzero(pos < 0)[0])]}")
                 bad = ~np.isfinite(w) | (w < 0)
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
@@ -174,6 +204,7 @@ def load_index_weights(store: Store, market: Market, index: str) -> np.ndarray:
         if t > 0 and out[t - 1].sum() > 0:
             drift = out[t - 1] * market.growth(t)
             out[t] = drift / drift.sum()
+    tally.flush(len(have))
     if not found:
         raise BacktestError(f"index_weights has no weights for index {index!r} in "
                             f"{market.dates[0]}..{market.dates[-1]}")
@@ -435,6 +466,7 @@ def backtest_index(
     last = len(market.dates) - 1
     decisions = set(decision_idx)
     bench_returns = []
+    tally = WarningTally()
     days = range(t0, last + 1)
     it = track(days, f"backtest {index}") if progress else days
     for t in it:
@@ -494,8 +526,9 @@ def backtest_index(
                     "message": sol.message,
                 })
                 if not sol.ok:
-                    log.warning("%s %s: %s (%s)", market.dates[t], run.name, sol.status,
-                                sol.message)
+                    tally.add(f"{run.name}: rebalance {sol.status}", market.dates[t],
+                              sol.message)
+    tally.flush(len([t for t in decision_idx if t < last]))
     dates = market.dates[t0 + 1 : last + 1]
     decision_dates = [market.dates[t] for t in decision_idx if t < last]
     return BacktestResult(index, dates, np.array(bench_returns), runs, decision_dates)

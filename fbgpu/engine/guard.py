@@ -1,0 +1,113 @@
+"""Implicit device synchronisations made errors on a real GPU, with the sanctioned ones allowed.
+
+The device path may cross to the host only where the design says so (docs/engine.md, "The
+device-resident pipeline"): persistence copies, the scores handed to OSQP, and scalars a human
+or a decision needs (per-epoch early-stopping metrics). Every such crossing runs inside
+:func:`sanctioned`, which names it and counts it in :data:`SANCTIONED`.
+
+:func:`device_sync_guard` runs a block with torch's CUDA sync debug mode set to ``"error"``
+(``torch.cuda.set_sync_debug_mode``): any torch operation that synchronises the device outside
+a sanctioned block (``.item()``, ``.cpu()``, boolean-mask indexing, ``nonzero``, ...) raises.
+Inside :func:`sanctioned` the mode is lifted and restored afterwards. CuPy has no such mode; its
+implicit crossings are caught in CI by the stand-in device (:mod:`fbgpu.engine.standin`), which
+raises on each of them, and on a GPU every explicit one goes through ``Backend.to_host``, which
+is sanctioned and counted.
+
+On the CPU backend, or where torch has no CUDA, the guard does nothing (there is no device to
+synchronise with) and says so in its report. The mode is process-wide in torch, so the guard is
+meant for one pipeline at a time (the demo, a benchmark, the device tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Sanctioned crossings by reason, over the process's lifetime (tests take differences).
+SANCTIONED: Counter[str] = Counter()
+_lock = threading.Lock()
+_active: list[str] = []  # the mode of each open guard (innermost last)
+
+
+@dataclass
+class GuardReport:
+    """What a :func:`device_sync_guard` block did: whether it was active, and its sanctioned
+    crossings by reason."""
+
+    active: bool
+    mode: str
+    reason: str = ""
+    sanctioned: Counter[str] = field(default_factory=Counter)
+
+
+def _set_mode(mode: str | int) -> None:
+    import torch
+
+    torch.cuda.set_sync_debug_mode(mode)
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except Exception:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@contextlib.contextmanager
+def device_sync_guard(backend: Any, mode: str = "error") -> Iterator[GuardReport]:
+    """Run the block with implicit torch device synchronisations raising (``mode="error"``) or
+    warning (``"warn"``); yields a :class:`GuardReport` filled in when the block ends.
+
+    Inactive (a no-op) on the CPU backend and where torch has no CUDA device.
+    """
+    if mode not in ("error", "warn"):
+        raise ValueError(f"sync guard mode must be 'error' or 'warn', got {mode!r}")
+    if not getattr(backend, "is_gpu", False) or not _torch_cuda():
+        yield GuardReport(False, mode, "no CUDA device: nothing to synchronise with")
+        return
+    import torch
+
+    before = Counter(SANCTIONED)
+    previous = torch.cuda.get_sync_debug_mode()
+    report = GuardReport(True, mode)
+    with _lock:
+        _active.append(mode)
+    _set_mode(mode)
+    try:
+        yield report
+    finally:
+        with _lock:
+            _active.pop()
+            outer = _active[-1] if _active else previous
+        _set_mode(outer)
+        report.sanctioned = Counter(SANCTIONED) - before
+        log.debug("sync guard (%s): sanctioned crossings %s", mode, dict(report.sanctioned))
+
+
+@contextlib.contextmanager
+def sanctioned(reason: str) -> Iterator[None]:
+    """A crossing the device path allows (``reason`` names it): counted in :data:`SANCTIONED`,
+    and run with an active :func:`device_sync_guard` lifted."""
+    with _lock:
+        SANCTIONED[reason] += 1
+        lift = bool(_active)
+        mode = _active[-1] if lift else None
+    if not lift:
+        yield
+        return
+    _set_mode(0)
+    try:
+        yield
+    finally:
+        with _lock:
+            still = bool(_active)
+        if still and mode is not None:
+            _set_mode(mode)
