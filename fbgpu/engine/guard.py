@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 SANCTIONED: Counter[str] = Counter()
 _lock = threading.Lock()
 _active: list[str] = []  # the mode of each open guard (innermost last)
+_local = threading.local()  # the reasons of the sanctioned blocks open in this thread
+
+
+def sanctioned_reason() -> str | None:
+    """The reason of the innermost :func:`sanctioned` block open in this thread, else None
+    (the CPU-side transfer guard, :class:`fbgpu.models.device.TransferGuard`, asks)."""
+    stack = getattr(_local, "reasons", None)
+    return stack[-1] if stack else None
 
 
 @dataclass
@@ -100,14 +108,18 @@ def sanctioned(reason: str) -> Iterator[None]:
         SANCTIONED[reason] += 1
         lift = bool(_active)
         mode = _active[-1] if lift else None
-    if not lift:
-        yield
-        return
-    _set_mode(0)
+    stack = getattr(_local, "reasons", None)
+    if stack is None:
+        stack = _local.reasons = []
+    stack.append(reason)
+    if lift:
+        _set_mode(0)
     try:
         yield
     finally:
-        with _lock:
-            still = bool(_active)
-        if still and mode is not None:
-            _set_mode(mode)
+        stack.pop()
+        if lift:
+            with _lock:
+                still = bool(_active)
+            if still and mode is not None:
+                _set_mode(mode)

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fbgpu.engine.guard import sanctioned_reason
+
 log = logging.getLogger(__name__)
 
 
@@ -71,12 +73,14 @@ def to_torch(a: Any, device: torch.device | None = None, dtype: torch.dtype | No
 
 @dataclass
 class TransferEvent:
-    """One guarded call: which API, how many elements, from which device, and where from."""
+    """One guarded call: which API, how many elements, from which device, where from, and
+    whether it was a sanctioned crossing."""
 
     api: str
     numel: int
     device: str
     where: str
+    sanctioned: str = ""  # the reason, when made inside fbgpu.engine.guard.sanctioned
 
 
 @dataclass
@@ -98,11 +102,18 @@ class TransferGuard:
 
     @property
     def array_transfers(self) -> list[TransferEvent]:
-        return [e for e in self.events if e.api != "torch.Tensor.item"]
+        """Unsanctioned array transfers (each one a defect of the device path)."""
+        return [e for e in self.events if e.api != "torch.Tensor.item" and not e.sanctioned]
 
     @property
     def scalar_syncs(self) -> list[TransferEvent]:
-        return [e for e in self.events if e.api == "torch.Tensor.item"]
+        """Unsanctioned ``.item()`` calls."""
+        return [e for e in self.events if e.api == "torch.Tensor.item" and not e.sanctioned]
+
+    @property
+    def sanctioned(self) -> list[TransferEvent]:
+        """Calls made inside :func:`fbgpu.engine.guard.sanctioned` (allowed, named crossings)."""
+        return [e for e in self.events if e.sanctioned]
 
     def _record(self, api: str, obj: Any) -> None:
         if self._depth:  # a guarded call made by another guarded call is one transfer
@@ -112,10 +123,11 @@ class TransferGuard:
             numel = int(np.prod(getattr(obj, "shape", ())))
         dev = str(getattr(obj, "device", "?"))
         frame = traceback.extract_stack(limit=4)[0]
-        ev = TransferEvent(api, numel, dev, f"{frame.filename}:{frame.lineno}")
+        ev = TransferEvent(api, numel, dev, f"{frame.filename}:{frame.lineno}",
+                           sanctioned_reason() or "")
         with self._lock:
             self.events.append(ev)
-        if self.strict and api != "torch.Tensor.item":
+        if self.strict and api != "torch.Tensor.item" and not ev.sanctioned:
             raise RuntimeError(f"device->host transfer inside a TransferGuard: {ev}")
 
     def _wrap_method(
