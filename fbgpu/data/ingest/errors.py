@@ -42,6 +42,9 @@ RULES: tuple[str, ...] = (
     "daily_vwap_unknown",
     "float_cap_unknown",
     "suspension_fill_skipped",
+    "rows_filtered_out",
+    "trades_side_unknown",
+    "stock_days_side_unknown",
 )
 
 

@@ -170,7 +170,6 @@ def count_side_unknown(trades: Rows, report: ValidationReport) -> None:
     cont = continuous(v["ts"])
     zero = cont & (v["side"] == 0)
     report.add("trades_side_unknown", int(zero.sum()))
-    report.add("stock_days_side_unknown", 0)
     if not zero.any():
         return
     key = v["date"].astype(np.int64) << 32 | v["symbol"].astype(np.int64)
