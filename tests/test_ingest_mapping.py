@@ -203,6 +203,8 @@ SZSE_ORDER = ["SecurityID,TransactTime,ApplSeqNum,Price,OrderQty,Side,OrdType",
               "000001,20240102093000010,3,10.00,100,1,2"]
 SSE_ORDER = ["MDDate,MDTime,SecurityID,ApplSeqNum,OrderNO,OrdType,OrderPrice,OrderQty,"
              "OrderBSFlag", "2024.01.02,09:30:00.000,600000,5,3,A,8.0,100,B"]
+SSE_TICK = ["MDDate,MDTime,SecurityID,BizIndex,Type,BuyOrderNO,SellOrderNO,Price,Qty,TickBSFlag",
+            "2024.01.02,09:30:00.000,600000,1,A,101,0,8.00,100,B"]
 
 
 @pytest.mark.parametrize(("lines", "fmt", "right"), [
@@ -211,8 +213,9 @@ SSE_ORDER = ["MDDate,MDTime,SecurityID,ApplSeqNum,OrderNO,OrdType,OrderPrice,Ord
     (SZSE_ORDER, "sse-order", "szse-order"),
     (SSE_ORDER, "szse-order", "sse-order"),    # fits szse-order by header; the rows are SSE
     (SZSE_ORDER, "szse-trade", "szse-order"),
+    (SSE_TICK, "sse-trade", "sse-tick"),
 ], ids=["szse trades as sse", "sse trades as szse", "szse orders as sse", "sse orders as szse",
-        "szse orders as trades"])
+        "szse orders as trades", "sse merged ticks as trades"])
 def test_hint_names_the_right_format(lines: list[str], fmt: str, right: str,
                                      tmp_path: Path) -> None:
     f = write(tmp_path / "x.csv", lines)
