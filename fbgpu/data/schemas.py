@@ -136,6 +136,17 @@ SECURITIES = pa.schema(
     ]
 )
 
+# Point-in-time security names (optional): each name holds from ``start_date`` until the next
+# row's; a null ``start_date`` means since the beginning. ST status on a date is read from the
+# name that held then (``fbgpu.data.ingest.vendor_bars.Master.st_on``).
+SECURITY_NAMES = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("start_date", pa.date32()),
+        ("name", pa.string()),
+    ]
+)
+
 WEIGHTS = pa.schema(
     [
         ("date", pa.date32()),
@@ -155,6 +166,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "daily": DAILY,
     "index_weights": INDEX_WEIGHTS,
     "securities": SECURITIES,
+    "security_names": SECURITY_NAMES,
     "weights": WEIGHTS,
 }
 
@@ -167,13 +179,14 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "daily": ("symbol",),
     "index_weights": ("index", "symbol"),
     "securities": ("symbol",),
+    "security_names": ("symbol", "start_date"),
     "weights": ("portfolio", "symbol"),
     "factors": ("symbol",),
     "scores": ("symbol",),
 }
 
 #: Tables stored as one file rather than partitioned by date.
-UNPARTITIONED = frozenset({"securities"})
+UNPARTITIONED = frozenset({"securities", "security_names"})
 
 
 def wide_schema(value_columns: list[str]) -> pa.Schema:

@@ -42,6 +42,7 @@ from fbgpu.data.ingest.reference import (
     duplicate_weight_check,
     index_weight_tables,
     securities_table,
+    security_names_table,
 )
 from fbgpu.data.ingest.ticks import (
     BUILDERS,
@@ -70,7 +71,8 @@ logger = logging.getLogger(__name__)
 EPOCH = dt.date(1970, 1, 1)
 REPORT_DIR = "ingest_reports"
 #: Tables in commit order: inputs before what is derived from them.
-COMMIT_ORDER = ("securities", "index_weights", "trades", "orders", "cancels", "minute", "daily")
+COMMIT_ORDER = ("securities", "security_names", "index_weights", "trades", "orders", "cancels",
+                "minute", "daily")
 
 
 def _day(days: int) -> dt.date:
@@ -190,6 +192,12 @@ class Staging:
                 m.list_date[s] = r["list_date"]
             if r["delist_date"]:
                 m.delist_date[s] = r["delist_date"]
+        names = self.final("security_names", None)
+        if names is not None:  # point-in-time names: ST on a date from the name then
+            for r in names.to_pylist():
+                m.name_history.setdefault(r["symbol"], []).append((r["start_date"], r["name"]))
+            for hist in m.name_history.values():
+                hist.sort(key=lambda x: (x[0] is not None, x[0] or dt.date.min))
         return m
 
     def commit(self) -> dict[str, int]:
@@ -484,6 +492,13 @@ class Ingest:
         ``float_cap_unknown``: rows without float shares (vendor or master): size
         neutralisation skips them and the portfolio's size constraint cannot use them.
         """
+        st_now = np.asarray(d.get("st_from_current_name", np.zeros(len(symbols), bool)))
+        if st_now.any():  # rows with no st column, no name history and no earlier row
+            self.report.add("st_from_current_name", int(st_now.sum()))
+            self.report.note("ST status inferred from the security master's current name (no st "
+                             "column, no name history) and carried forward to later days: not "
+                             "point-in-time; ingest a master with a name_start column "
+                             "(docs/ingest.md, 'ST and name history')")
         traded = np.asarray(d["volume"]) > 0
         no_vwap = traded & ~np.isfinite(np.asarray(d["vwap"], dtype=np.float64))
         no_cap = ~np.isfinite(np.asarray(d["float_cap"], dtype=np.float64))
@@ -591,6 +606,13 @@ class Ingest:
         t = securities_table(rows, self.report)
         self.report.add("rows_written", t.num_rows)
         self.stage.stage("securities", None, t, self.drop_for(_symbols(t)))
+        names = security_names_table(rows)
+        if names is not None:
+            self.stage.stage("security_names", None, names, self.drop_for(_symbols(names)))
+        else:
+            self.report.note("the security master has no name history (a name_start column): ST "
+                             "status of days without an st column is inferred from each stock's "
+                             "current name and carried forward, not point-in-time")
 
     # ------------------------------------------------------------------ cross checks
     def cross_checks(self) -> None:

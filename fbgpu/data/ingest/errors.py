@@ -45,6 +45,7 @@ RULES: tuple[str, ...] = (
     "rows_filtered_out",
     "trades_side_unknown",
     "stock_days_side_unknown",
+    "st_from_current_name",
 )
 
 

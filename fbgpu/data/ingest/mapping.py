@@ -265,9 +265,12 @@ _fmt(FormatSpec(
      F("industry", "str", ("industry", "SW1", "sw_l1", "行业", "申万一级"), required=False),
      F("float_shares", "float", ("float_shares", "floatShares", "float_share", "流通股本"),
        required=False),
-     F("category", "str", ("cat", "category", "type", "sec_type", "证券类别"), required=False)),
-    None, ("securities",),
-    "security master (one row per security; non-stocks skipped when a category column exists)",
+     F("category", "str", ("cat", "category", "type", "sec_type", "证券类别"), required=False),
+     F("name_start", "date", ("name_start", "start_date", "name_date", "名称起始日"),
+       required=False)),
+    None, ("securities", "security_names"),
+    "security master (one row per security; non-stocks skipped when a category column exists; "
+    "with a name_start column, one row per name: a point-in-time name history for ST status)",
 ))
 
 #: Formats whose trades' side can be set by ``side_rule`` (the others carry no trades).

@@ -20,7 +20,7 @@ from fbgpu.data.ingest.errors import IngestError, ValidationReport
 from fbgpu.data.ingest.mapping import DATE, FormatSpec, IngestConfig, SourceField
 from fbgpu.data.ingest.reader import Rows, Source, collect, read_header
 from fbgpu.data.ingest.values import is_stock, normalize_symbol
-from fbgpu.data.schemas import SECURITIES
+from fbgpu.data.schemas import SECURITIES, SECURITY_NAMES
 
 EPOCH = dt.date(1970, 1, 1)
 _CODE_COLUMN = re.compile(r"^\d{6}\.(XSHE|XSHG|XBSE|SZ|SH|SS|BJ)$", re.IGNORECASE)
@@ -160,6 +160,56 @@ def duplicate_weight_check(t: pa.Table, label: str) -> None:
             seen.add(k)
 
 
+def _latest_name_rows(rows: Rows, names: list[str | None], keep: np.ndarray,
+                      start: np.ndarray) -> np.ndarray:
+    """Of each kept symbol's rows, keep only the one with the latest ``name_start`` (a missing
+    start counts as the earliest); two rows with one symbol and one start are an error."""
+    best: dict[str, int] = {}
+    seen: set[tuple[str, int]] = set()
+    for i in np.flatnonzero(keep):
+        s, t = names[i], int(start[i])
+        assert s is not None
+        if (s, t) in seen:
+            raise rows.error(int(i), "name_start", f"{s} has two names starting on the same day")
+        seen.add((s, t))
+        if s not in best or t > int(start[best[s]]):
+            best[s] = int(i)
+    out = np.zeros(len(names), dtype=bool)
+    out[list(best.values())] = True
+    return out
+
+
+def _name_starts(rows: Rows) -> np.ndarray | None:
+    """The ``name_start`` days (-1 = since the beginning), or None when no row has one (the
+    column is absent or empty: no name history)."""
+    start = rows.values.get("name_start")
+    return start if start is not None and (np.asarray(start) >= 0).any() else None
+
+
+def security_names_table(rows: Rows) -> pa.Table | None:
+    """The point-in-time name history of a master with a ``name_start`` column (None without).
+
+    One row per (stock, name): the name holds from ``start_date`` (null = since the beginning)
+    until the next row's start. ST status on a date is read from the name then.
+    """
+    v = rows.values
+    start = _name_starts(rows)
+    if start is None:
+        return None
+    syms, starts, nms = [], [], []
+    name_col = v.get("name")
+    for i, c in enumerate(v["symbol"]):
+        s = rows.symbols[int(c)]
+        if s is None or not is_stock(s):
+            continue
+        syms.append(s)
+        starts.append(None if start[i] < 0 else EPOCH + dt.timedelta(days=int(start[i])))
+        nms.append(None if name_col is None else name_col[i])
+    return pa.table({"symbol": pa.array(syms, pa.string()),
+                     "start_date": pa.array(starts, pa.date32()),
+                     "name": pa.array(nms, pa.string())}, schema=SECURITY_NAMES)
+
+
 def securities_table(rows: Rows, report: ValidationReport) -> pa.Table:
     """The security master: stocks only (by category column when present, else by code)."""
     v = rows.values
@@ -175,6 +225,10 @@ def securities_table(rows: Rows, report: ValidationReport) -> pa.Table:
             keep.append(is_stock(n))
     k = np.array(keep, dtype=bool)
     report.add("non_stock_rows_skipped", int((~k).sum()))
+    start = _name_starts(rows)
+    if start is not None:  # a name history: one row per (symbol, name); keep each one's latest
+        k = _latest_name_rows(rows, names, k, start)
+        keep = list(k)
     syms = [n for n, kk in zip(names, keep, strict=True) if kk]
     if len(set(syms)) != len(syms):
         seen: set[str] = set()

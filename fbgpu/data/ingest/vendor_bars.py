@@ -74,6 +74,9 @@ class Master:
     float_shares: dict[str, float] = field(default_factory=dict)
     list_date: dict[str, dt.date] = field(default_factory=dict)
     delist_date: dict[str, dt.date] = field(default_factory=dict)
+    #: Point-in-time names (the ``security_names`` table): per symbol, ``(start, name)`` sorted
+    #: by start (None = since the beginning). Empty when the input had no name history.
+    name_history: dict[str, list[tuple[dt.date | None, str]]] = field(default_factory=dict)
 
     def __contains__(self, symbol: str) -> bool:
         return symbol in self.name
@@ -86,9 +89,28 @@ class Master:
         return (lo is None or lo <= date) and (hi is None or date < hi)
 
     def st_by_name(self, symbol: str) -> bool:
-        """ST by name (``ST``/``*ST`` prefix or a ``退`` delisting-arrangement suffix)."""
-        n = self.name.get(symbol) or ""
-        return "ST" in n.upper() or n.endswith("退")
+        """ST by the symbol's *current* name (:func:`is_st_name`); not point-in-time."""
+        return is_st_name(self.name.get(symbol) or "")
+
+    def name_on(self, symbol: str, date: dt.date) -> str | None:
+        """The name that held on ``date`` by the name history; None without one (or before its
+        first dated entry)."""
+        name = None
+        for start, n in self.name_history.get(symbol, ()):
+            if start is not None and start > date:
+                break
+            name = n
+        return name
+
+    def st_on(self, symbol: str, date: dt.date) -> bool | None:
+        """ST on ``date`` by the name that held then (point-in-time); None without a history."""
+        n = self.name_on(symbol, date)
+        return None if n is None else is_st_name(n)
+
+
+def is_st_name(name: str) -> bool:
+    """ST by name: ``ST``/``*ST`` (anywhere, any case) or a ``退`` delisting-arrangement suffix."""
+    return "ST" in name.upper() or name.endswith("退")
 
 
 def limit_pct(symbol: str, st: bool, date: dt.date) -> float:
@@ -264,8 +286,10 @@ def complete_daily(date: dt.date, symbols: list[str], d: dict[str, np.ndarray],
     limit_up, limit_down, suspended, st, float_cap, float_shares, industry it lacks (or holds as
     NaN/None) are filled: pre_close from the previous daily row, vwap = amount / volume,
     adj_factor from the previous row (1.0 for a symbol's first row), limits from pre_close and the
-    board, suspended = no volume, st from the previous row or the master's name, float_cap =
-    float shares (vendor, else master) x close, industry from the master.
+    board, suspended = no volume, st from the name that held on ``date`` (the master's name
+    history, point-in-time), else the previous row, else the master's current name (counted:
+    the returned ``st_from_current_name`` marks those rows), float_cap = float shares (vendor,
+    else master) x close, industry from the master.
     """
     S = len(symbols)
     out = dict(d)
@@ -288,9 +312,17 @@ def complete_daily(date: dt.date, symbols: list[str], d: dict[str, np.ndarray],
     adj = col("adj_factor")
     adj = np.where(np.isfinite(adj), adj, prev_adj)
     st_in = out.get("st")
+    st_now = np.zeros(S, dtype=bool)  # rows whose ST came from the current name
     if st_in is None:
-        st = np.array([p.st if p.st is not None else master.st_by_name(s)
-                       for s, p in zip(symbols, pv, strict=True)], dtype=bool)
+        # point-in-time name history, else the previous row, else the current name
+        st_list = []
+        for i, (s, p) in enumerate(zip(symbols, pv, strict=True)):
+            hist = master.st_on(s, date)
+            if hist is None and p.st is None:
+                st_now[i] = True
+            st_list.append(hist if hist is not None else
+                           p.st if p.st is not None else master.st_by_name(s))
+        st = np.array(st_list, dtype=bool)
     else:
         st = np.asarray(st_in).astype(bool)
     up, down = limit_prices(symbols, pre_close, st, date)
@@ -310,7 +342,7 @@ def complete_daily(date: dt.date, symbols: list[str], d: dict[str, np.ndarray],
     return {"open": col("open"), "high": col("high"), "low": col("low"), "close": close,
             "pre_close": pre_close, "vwap": vwap, "volume": volume, "amount": amount,
             "adj_factor": adj, "limit_up": up, "limit_down": down, "suspended": suspended,
-            "st": st, "float_cap": fcap, "industry": industry}
+            "st": st, "float_cap": fcap, "industry": industry, "st_from_current_name": st_now}
 
 
 def suspended_arrays(date: dt.date, symbols: list[str], prev: dict[str, PrevDay],
