@@ -275,6 +275,10 @@ def test_real_universe_from_weights_and_date_range(tmp_path: Path) -> None:
     assert s5["close"].iloc[0] == pytest.approx(close[39] / 2.0, rel=1e-6)
     assert rep.counts["qlib_suspended_rows"] == 4  # days 41..44
     assert rep.counts["qlib_symbols_missing"] == 1  # 600000.XSHG has no feature directory
+    import json
+    on_disk = json.loads(Path(rep.path).read_text())  # the written report has the qlib counts
+    assert on_disk["counts"]["qlib_symbols_missing"] == 1
+    assert any("qlib" in n and "volume" in n for n in on_disk["notes"])
     bad = tmp_path / "bad.toml"
     bad.write_text('[qlib]\nstart = "2022-13-01"\n')
     before = _digest(tmp_path / "s")

@@ -64,7 +64,7 @@ import pyarrow.csv as pacsv
 
 from fbgpu.data.ingest.api import ingest
 from fbgpu.data.ingest.errors import IngestError, ValidationReport
-from fbgpu.data.store import Store
+from fbgpu.data.store import Store, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -442,6 +442,8 @@ def ingest_qlib(store: Store | str | os.PathLike[str], root: str | os.PathLike[s
         report.add(k, counts.counts.get(k, 0))
     for n in getattr(counts, "notes", []):
         report.note(n)
+    if report.path:  # the daily-bars report on disk, now with the qlib counts and notes
+        atomic_write_bytes(Path(report.path), report.to_json().encode())
     return report
 
 
