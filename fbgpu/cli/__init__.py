@@ -114,9 +114,7 @@ def _invoke(argv: list[str]) -> tuple[int, str]:
         return _exit_code(e.code)
     except typer.TyperException as e:  # usage errors, BadParameter, ClickException
         show = getattr(e, "show", None)
-        if type(e).__name__ == "NoArgsIsHelpError":
-            pass  # the help has been printed already
-        elif callable(show):
+        if callable(show):  # a usage error, or the help when no command is given
             show()
         else:
             print(f"Error: {e.format_message()}", file=sys.stderr)

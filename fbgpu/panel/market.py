@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,9 @@ class Market:
         date counts from its first row, except that a stock present on the first date is
         assumed seasoned (listed long before the data start).
         """
+        if "listing_dates" in self.meta and not self.meta.get("listing_dates_said"):
+            log.warning("%s: listing dates inferred from daily rows", self.meta["listing_dates"])
+            self.meta["listing_dates_said"] = True
         D, S = self.shape
         cal = np.array(self.dates, dtype="datetime64[D]")
         first_row = np.where(self.present.any(axis=0), self.present.argmax(axis=0), D)
@@ -230,6 +234,56 @@ class Market:
             r = np.where(pool, r, np.nan)
         return zscore(r, min_stocks=2)
 
+    # ------------------------------------------------------------------ execution (backtest)
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Symbol -> position on the stock axis."""
+        return {str(s): i for i, s in enumerate(self.symbols)}
+
+    @cached_property
+    def halted(self) -> np.ndarray:
+        """``[D, S]`` bool: cannot trade on the day (suspended, or no row: not listed)."""
+        return self.suspended | ~self.present
+
+    @cached_property
+    def close_adj(self) -> np.ndarray:
+        """``[D, S]`` close * adj_factor (NaN without a row)."""
+        return self["close"] * self["adj_factor"]
+
+    @cached_property
+    def vwap_adj(self) -> np.ndarray:
+        """``[D, S]`` vwap * adj_factor (NaN without a row)."""
+        return self["vwap"] * self["adj_factor"]
+
+    def growth(self, t: int) -> np.ndarray:
+        """Close-to-close gross return ``close_adj[t] / close_adj[t-1]`` of every stock on day
+        ``t`` (1 where undefined); known at the close of ``t``."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g = self.close_adj[t] / self.close_adj[t - 1]
+        return np.where(np.isfinite(g) & (g > 0), g, 1.0)
+
+    def growth_to_vwap(self, t: int) -> np.ndarray:
+        """Close ``t-1`` to vwap ``t`` gross return (1 for halted or missing stocks): the drift
+        of a position up to the moment a rebalance executes at ``t``'s vwap."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            g = self.vwap_adj[t] / self.close_adj[t - 1]
+        return np.where(np.isfinite(g) & (g > 0) & ~self.halted[t], g, 1.0)
+
+    def tradability(self, t: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(can_buy, can_sell)`` on day ``t``: not halted, and not opening at the limit
+        (``open >= limit_up - tol`` blocks buying, ``open <= limit_down + tol`` selling)."""
+        ok = ~self.halted[t]
+        with np.errstate(invalid="ignore"):
+            at_up = self["open"][t] >= self["limit_up"][t] - tol
+            at_down = self["open"][t] <= self["limit_down"][t] + tol
+        return ok & ~at_up, ok & ~at_down
+
+    def industry_names(self, t: int, stocks: np.ndarray) -> np.ndarray:
+        """Industry names of ``stocks`` (positions) on day ``t``; ``"unknown"`` where none."""
+        codes = self.industry[t][stocks]
+        names = np.array([*self.industries, "unknown"], dtype=object)
+        return names[np.where(codes >= 0, codes, len(self.industries))]
+
     # ------------------------------------------------------------------ exposures
     def log_cap(self) -> np.ndarray:
         """``[D, S]`` log float market cap (NaN where absent or non-positive)."""
@@ -323,6 +377,7 @@ def load_market(
     di, si = np.nonzero(present)
     industry[di, si] = [lookup.get(s, -1) if s is not None else -1 for s in ind_raw[di, si]]
     list_date = np.full(len(panel.symbols), np.datetime64("NaT"), dtype="datetime64[D]")
+    meta: dict[str, Any] = {}
     if store.has("securities"):
         sec = store.read("securities", None, ["symbol", "list_date"]).to_pandas()
         ld = dict(zip(sec["symbol"].astype(str), sec["list_date"], strict=True))
@@ -330,9 +385,8 @@ def load_market(
             v = ld.get(s)
             if v is not None and v == v:
                 list_date[i] = np.datetime64(v, "D")
-    else:
-        log.warning("store %s has no securities table: listing dates inferred from daily rows",
-                    store.root)
+    else:  # said when the listing dates are used (Market.listed_days), not on every load
+        meta["listing_dates"] = f"store {store.root} has no securities table"
     return Market(
         dates=list(panel.dates),
         symbols=panel.symbols,
@@ -343,4 +397,5 @@ def load_market(
         industry=industry,
         industries=names,
         list_date=list_date,
+        meta=meta,
     )

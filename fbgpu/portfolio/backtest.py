@@ -45,16 +45,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from fbgpu.data.store import Store, StoreError, atomic_write_bytes, config_hash
+from fbgpu.data.store import Store, atomic_write_bytes, config_hash
 from fbgpu.errors import ExitStatus
+from fbgpu.panel.market import Market, load_market
 from fbgpu.portfolio.analytics import TRADING_DAYS, performance, yearly_returns
 from fbgpu.portfolio.optimizer import OptimizerConfig, RebalanceProblem, RebalanceSolver, Solution
 from fbgpu.progress import track
 
 log = logging.getLogger(__name__)
-
-DAILY_COLUMNS = ["open", "close", "vwap", "adj_factor", "limit_up", "limit_down", "suspended",
-                 "st", "float_cap", "industry"]
 
 
 class BacktestError(ValueError):
@@ -87,56 +85,6 @@ class BacktestConfig(BaseModel):
 
 
 # ---------------------------------------------------------------------------- market data
-@dataclass
-class Market:
-    """Dense ``[dates, symbols]`` daily data the backtest needs (NaN where no row)."""
-
-    dates: list[dt.date]
-    symbols: np.ndarray
-    fields: dict[str, np.ndarray]
-    present: np.ndarray
-
-    def __post_init__(self) -> None:
-        adj = self.fields["adj_factor"]
-        self.close_adj = self.fields["close"] * adj
-        self.vwap_adj = self.fields["vwap"] * adj
-        susp = np.nan_to_num(self.fields["suspended"], nan=1.0) > 0
-        self.suspended = susp | ~self.present
-        self.index = {s: i for i, s in enumerate(self.symbols)}
-
-    def growth(self, t: int) -> np.ndarray:
-        """Close-to-close gross return of every stock on day ``t`` (1 where undefined)."""
-        g = self.close_adj[t] / self.close_adj[t - 1]
-        return np.where(np.isfinite(g) & (g > 0), g, 1.0)
-
-    def growth_to_vwap(self, t: int) -> np.ndarray:
-        """Close ``t-1`` to vwap ``t`` gross return (1 for suspended/missing stocks)."""
-        g = self.vwap_adj[t] / self.close_adj[t - 1]
-        return np.where(np.isfinite(g) & (g > 0) & ~self.suspended[t], g, 1.0)
-
-    def tradability(self, t: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(can_buy, can_sell)`` on day ``t``: not suspended, and not opening at the limit."""
-        f = self.fields
-        ok = ~self.suspended[t]
-        at_up = f["open"][t] >= f["limit_up"][t] - tol
-        at_down = f["open"][t] <= f["limit_down"][t] + tol
-        return ok & ~np.nan_to_num(at_up, nan=0).astype(bool), \
-            ok & ~np.nan_to_num(at_down, nan=0).astype(bool)
-
-
-def load_market(store: Store, dates: list[dt.date]) -> Market:
-    """The daily table over ``dates`` as dense arrays; a clear error for missing columns."""
-    try:
-        first = store.read("daily", dates[0])
-    except StoreError as e:
-        raise BacktestError(f"backtest needs the daily table: {e}") from e
-    missing = [c for c in DAILY_COLUMNS if c not in first.column_names]
-    if missing:
-        raise BacktestError(f"daily/{dates[0]}: missing columns {missing}")
-    panel = store.read_panel("daily", dates, DAILY_COLUMNS)
-    return Market(panel.dates, panel.symbols, panel.fields, panel.present)
-
-
 class WarningTally:
     """Per-date problems of one kind, logged as one summary line instead of one line per date.
 
@@ -299,8 +247,7 @@ def build_problem(
     """
     f = market.fields
     listed = market.present[t]
-    st = np.nan_to_num(f["st"][t], nan=0.0) > 0
-    pool = listed & ~st & np.isfinite(scores)
+    pool = listed & ~market.st[t] & np.isfinite(scores)
     cand_mask = pool | (bench > 0) | held
     cand = np.flatnonzero(cand_mask)
     cap = f["float_cap"][t]
@@ -309,9 +256,7 @@ def build_problem(
     mu = standardize(np.nan_to_num(scores), pool, config.winsorize)
     can_buy, can_sell = market.tradability(t + 1, config.limit_tolerance)
     can_buy &= pool
-    industry_raw = np.array([s if isinstance(s, str) else "unknown"
-                             for s in f["industry"][t][cand]], dtype=object)
-    names, codes = np.unique(industry_raw, return_inverse=True)
+    names, codes = np.unique(market.industry_names(t, cand), return_inverse=True)
     b = bench[cand]
     if b.sum() <= 0:
         raise BacktestError(f"{market.dates[t]}: the benchmark has no constituent with data")
@@ -475,7 +420,7 @@ def backtest_index(
             if pending is not None:
                 can_buy, can_sell = market.tradability(t, config.limit_tolerance)
                 to_vwap = market.growth_to_vwap(t)
-                to_close = np.where(market.suspended[t], 1.0,
+                to_close = np.where(market.halted[t], 1.0,
                                     market.close_adj[t] / market.vwap_adj[t])
                 to_close = np.where(np.isfinite(to_close) & (to_close > 0), to_close, 1.0)
                 for run, book, target in zip(runs, books, pending, strict=True):
