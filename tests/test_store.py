@@ -316,3 +316,30 @@ def test_read_ticks_rejects_an_unsorted_partition(tmp_path: Path) -> None:
     path.write_bytes(b"not parquet")
     with pytest.raises(StoreError, match="cannot read"):
         store.read_ticks("trades", D1, ["price"])
+
+
+def test_symbol_counts_and_budget_chunks_by_per_stock_rows(tmp_path: Path) -> None:
+    """symbol_counts gives each stock's rows from the symbol column; stock_chunks fills chunks
+    greedily from them: every chunk fits the budget unless it is one stock that alone does not,
+    the chunks cover the universe in order, and a budget that fits the day gives no chunks."""
+    from fbgpu.factors.compute import WORKING_BYTES_PER_ROW, stock_chunks
+
+    store = Store(tmp_path)
+    rng = np.random.default_rng(3)
+    names = [f"{600000 + i}.SH" for i in range(12)]
+    counts = rng.integers(1, 60, len(names))
+    counts[4] = 400  # one heavy stock
+    syms = list(np.repeat(names, counts))
+    store.write("trades", D1, _trades(D1, syms, list(range(len(syms)))))
+    got_names, got_rows = store.symbol_counts("trades", D1)
+    assert list(got_names) == names and list(got_rows) == list(counts)
+    need = counts * WORKING_BYTES_PER_ROW["trades"]
+    assert stock_chunks(store, D1, float(need.sum())) is None
+    budget = float(need[4] - 1)  # below the heavy stock alone
+    chunks = stock_chunks(store, D1, budget)
+    assert chunks is not None
+    assert [s for c in chunks for s in c] == names
+    by = dict(zip(names, need, strict=True))
+    for c in chunks:
+        assert sum(by[s] for s in c) <= budget or len(c) == 1
+    assert [names[4]] in [list(c) for c in chunks]

@@ -29,7 +29,6 @@ import pyarrow as pa
 from fbgpu.data.store import DayTicks, MinuteDay, Store, StoreError, config_hash
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.engine.segments import SegmentOps, check_offsets, segment_ops
-from fbgpu.errors import ExitStatus
 from fbgpu.factors.config import FactorConfig
 from fbgpu.factors.context import CancelTicks, MinuteContext, OrderContext, TradeContext
 from fbgpu.factors.registry import FACTORS, FactorSpec, resolve_names
@@ -471,12 +470,6 @@ def memory_budget_for(budget: float | str | None, backend: Backend) -> float | N
     return 0.5 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-class MemoryBudgetError(ValueError):
-    """The memory budget is below what one stock-day needs (a usage error: exit status 1)."""
-
-    exit_status = ExitStatus.USAGE
-
-
 def stock_chunks(store: Store, date: dt.date | str,
                  memory_budget: float) -> list[np.ndarray] | None:
     """Split a day's stocks (sorted) into consecutive chunks whose working memory fits
@@ -485,8 +478,8 @@ def stock_chunks(store: Store, date: dt.date | str,
     A stock-day's working memory is ``sum over sources of rows x WORKING_BYTES_PER_ROW``, from
     each partition's per-stock row counts (:meth:`Store.symbol_counts`, the ``symbol`` column
     only); chunks are filled greedily in symbol order, so a heavy stock cannot overflow a chunk
-    sized by the average. Raises :class:`MemoryBudgetError` naming the stock when a single
-    stock-day alone needs more than the budget.
+    sized by the average. A stock-day that alone needs more than the budget gets a chunk of its
+    own and a logged warning naming it (stock-days cannot be split).
     """
     d = _as_date(date)
     present = [t for t in SOURCES if store.has(t, d)]
@@ -500,15 +493,16 @@ def stock_chunks(store: Store, date: dt.date | str,
         need[_positions(universe, names)] += rows * float(WORKING_BYTES_PER_ROW[t])
     if need.sum() <= memory_budget:
         return None
-    worst = int(np.argmax(need))
-    if need[worst] > memory_budget:
-        raise MemoryBudgetError(
-            f"memory budget {memory_budget / 2**20:.1f} MB is below what one stock-day needs: "
-            f"{universe[worst]} on {d} needs ~{need[worst] / 2**20:.1f} MB; raise --memory-gb")
+    over = np.flatnonzero(need > memory_budget)
+    if over.size:
+        worst = int(over[np.argmax(need[over])])
+        log.warning("%s: memory budget %.1f MB is below what %d stock-day(s) need alone (most: "
+                    "%s, ~%.1f MB); each is processed as a chunk of its own", d,
+                    memory_budget / 2**20, over.size, universe[worst], need[worst] / 2**20)
     chunks: list[np.ndarray] = []
     start, used = 0, 0.0
     for i, b in enumerate(need.tolist()):
-        if used + b > memory_budget:
+        if used + b > memory_budget and i > start:
             chunks.append(universe[start:i])
             start, used = i, 0.0
         used += b
