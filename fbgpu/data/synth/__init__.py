@@ -21,8 +21,9 @@ Planted structure (what the research pipeline should find; signs are for *this* 
 
 1. **Informed flow** ``z`` (``synth_truth.informed_state``): per stock, AR(1) over days,
    ``z_t = 0.9 z_{t-1} + sqrt(1 - 0.9^2) e_t``, stationary N(0, 1). It moves the efficient price
-   of the *next* day by ``informed_drift * z_t`` (0.10% per unit), so the forward 5-day return
-   from T+1 VWAP has RankIC ~ +0.08 with ``z_T``. On day ``t`` informed traders, who know
+   of the *next* day by ``informed_drift * z_t`` (0.10% per unit; 0.30% in the ``demo``
+   preset), so the forward 5-day return from T+1 VWAP has RankIC ~ +0.08 with ``z_T`` (at
+   0.10%). On day ``t`` informed traders, who know
    ``z_t``, send extra orders ``~ Poisson(0.12 x uninformed orders x (z+ + 0.5 z-))`` (selling is
    half as intense: short-sale constraint), on the side of ``sign(z)`` 90% of the time, 4x
    larger, arriving early (exponential decay from 09:30, 40 min), 75% marketable (sweeping up to

@@ -170,7 +170,9 @@ PRESETS: dict[str, SynthConfig] = {
                         mid_listing_share=0.05, min_st=1, min_suspensions=1, min_dividends=2,
                         min_limit_events=2, chunk_stocks=8),
     "small": SynthConfig(n_stocks=180, n_days=120, orders_per_day=300),
-    "demo": SynthConfig(n_stocks=300, n_days=500, orders_per_day=450),
+    # demo: the informed drift the model tests plant (3x the default, docs/synth.md "The demo's
+    # planted strength"), so 47 weekly test dates can show what the models recover
+    "demo": SynthConfig(n_stocks=300, n_days=500, orders_per_day=450, informed_drift=0.003),
     "full-day": SynthConfig(n_stocks=5000, n_days=1, orders_per_day=2600, orders_log_sd=0.7,
                             index_bands={"csi500": (300 / 5000, 800 / 5000),
                                          "csi1000": (800 / 5000, 1800 / 5000)},
