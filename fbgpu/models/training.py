@@ -113,7 +113,7 @@ def fit_net(
     on_epoch: Callable[[int, float, float, float], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], int, float, list[dict[str, float]]]:
     """Train ``net`` in place; return (best state, best epoch, best validation IC, history)."""
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_ic, best_epoch, stale = -np.inf, -1, 0
     best_state = copy.deepcopy(net.state_dict())
     history: list[dict[str, float]] = []
