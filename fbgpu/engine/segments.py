@@ -40,8 +40,17 @@ from typing import Any
 
 import numpy as np
 
-from fbgpu.engine import cpu_kernels
 from fbgpu.engine.backend import Backend
+
+
+@functools.cache
+def _cpu_kernels() -> ModuleType:
+    """:mod:`.cpu_kernels`, imported on the first CPU kernel call: importing numba costs
+    ~0.3 s, which commands that never run a kernel (``--help``, GPU runs, a day that is up to
+    date) should not pay. The kernels are ``cache=True``, so this loads compiled code."""
+    from fbgpu.engine import cpu_kernels
+
+    return cpu_kernels
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 
@@ -392,16 +401,16 @@ class CpuSegmentOps(SegmentOps):
             numba.set_num_threads(threads)
 
     def _sum(self, offsets, x, m, use):
-        return self._run(cpu_kernels.seg_sum, x.shape[0], offsets, x, m, use)
+        return self._run(_cpu_kernels().seg_sum, x.shape[0], offsets, x, m, use)
 
     def _moments(self, offsets, x, m, use):
-        return self._run(cpu_kernels.seg_moments, 2 * x.shape[0], offsets, x, m, use)
+        return self._run(_cpu_kernels().seg_moments, 2 * x.shape[0], offsets, x, m, use)
 
     def _corr(self, offsets, x, y, m, use):
-        return self._run(cpu_kernels.seg_corr, 2 * x.shape[0], offsets, x, y, m, use)
+        return self._run(_cpu_kernels().seg_corr, 2 * x.shape[0], offsets, x, y, m, use)
 
     def _bin_sum(self, offsets, bins, x, m, use, n_bins):
-        return self._run(cpu_kernels.seg_bin_sum, x.shape[0], offsets, bins, x, m, use, n_bins)
+        return self._run(_cpu_kernels().seg_bin_sum, x.shape[0], offsets, bins, x, m, use, n_bins)
 
     # Per-element outputs are allocated here, by numpy: it asks the kernel for transparent huge
     # pages on large arrays, so first touching them costs a fraction of what the 4 KiB page
@@ -410,17 +419,17 @@ class CpuSegmentOps(SegmentOps):
         totals = np.empty(x.shape[0], dtype=np.float64)
         first = np.empty(x.shape[0], dtype=bool)
         # Grouping costs several times a plain pass: parallel from a quarter of the size.
-        self._run(cpu_kernels.seg_group_sum, 4 * x.shape[0], offsets, keys, x, totals, first)
+        self._run(_cpu_kernels().seg_group_sum, 4 * x.shape[0], offsets, keys, x, totals, first)
         return totals, first
 
     def _topk(self, offsets, x, valid, k):
         out = np.empty(x.shape[0], dtype=bool)
-        self._run(cpu_kernels.seg_topk_mask, 4 * x.shape[0], offsets, x, valid, k, out)
+        self._run(_cpu_kernels().seg_topk_mask, 4 * x.shape[0], offsets, x, valid, k, out)
         return out
 
     def _threshold(self, offsets, x, thr, always):
         out = np.empty(x.shape[0], dtype=bool)
-        self._run(cpu_kernels.seg_threshold_mask, x.shape[0], offsets, x, thr, always, out)
+        self._run(_cpu_kernels().seg_threshold_mask, x.shape[0], offsets, x, thr, always, out)
         return out
 
 
