@@ -138,8 +138,21 @@ def _perturb_after(src: Store, dst: Path, T: int, stock_susp: int, stock_limit: 
     return out
 
 
-def _stages(store: Store, T: int, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Every date-indexed output of ``store``, as ``[days, ...]`` arrays on the full calendar."""
+def _truncate_after(src: Store, dst: Path, T: int) -> Store:
+    """Copy the inputs of ``src`` up to day ``T``: everything after T deleted."""
+    out = Store(dst)
+    shutil.copytree(src.root / "securities", dst / "securities")
+    for table in ("daily", "factors", "index_weights"):
+        for d in src.dates(table)[: T + 1]:
+            shutil.copytree(src.partition_path(table, d).parent,
+                            out.partition_path(table, d).parent)
+    return out
+
+
+def _stages(store: Store, T: int, rows: np.ndarray,
+            models: bool = True) -> dict[str, np.ndarray]:
+    """Every date-indexed output of ``store``, as ``[days, ...]`` arrays on the full calendar
+    (``models=False``: the data stages only, without training and the backtest)."""
     be = get_backend("cpu")
     m = load_market(store)
     out: dict[str, np.ndarray] = {
@@ -164,8 +177,11 @@ def _stages(store: Store, T: int, rows: np.ndarray) -> dict[str, np.ndarray]:
     data = DeviceSamples(inputs, cfg.model_copy(update={"lf_cache_bytes": 0}),
                          torch_device("cpu"), ("hf", *LF_SOURCES))
     lf = np.full((len(m.dates), S, 17, 6), np.nan)
-    lf[: T + 4] = data.lf_features(np.arange(T + 4)).numpy()  # 3 days after T: the control
+    upto = min(T + 4, len(m.dates))  # 3 days after T: the control
+    lf[:upto] = data.lf_features(np.arange(upto)).numpy()
     out["lf_inputs"] = lf
+    if not models:
+        return out
     run_train(store, ["hf", "lf"], cfg, backend="cpu", progress=False, report=False)
     dates, syms, cols = read_scores(store, list(SCORES))
     sym_pos = {s: i for i, s in enumerate(m.symbols)}
@@ -191,11 +207,11 @@ def probe(tmp_path_factory: pytest.TempPathFactory):
     pool_T = np.flatnonzero(m.pool()[T] & m.scoring_pool()[T])
     changed = _perturb_after(base, tmp_path_factory.mktemp("changed"), T, int(pool_T[0]),
                              int(pool_T[1]))
-    return T, _stages(base, T, rows), _stages(changed, T, rows)
+    return T, _stages(base, T, rows), _stages(changed, T, rows), base, rows
 
 
 def test_nothing_at_or_before_t_changes(probe) -> None:
-    T, a, b = probe
+    T, a, b, _, _ = probe
     assert np.isfinite(a["fused"][T]).sum() >= 10  # T is scored, by every model
     for name in a:
         if name in ("pool", "weights"):
@@ -217,7 +233,19 @@ def test_nothing_at_or_before_t_changes(probe) -> None:
 
 
 def test_the_probe_can_fail(probe) -> None:
-    T, a, b = probe
+    T, a, b, _, _ = probe
     for name in ("panel", "composite_icir", "lf_inputs",
                  "hf_gru", "lf_mtl", "fused", "weights", "scoring_pool"):
         assert not np.array_equal(a[name][T + 1:], b[name][T + 1:], equal_nan=True), name
+
+
+def test_deleting_everything_after_t_changes_nothing_at_t(probe, tmp_path: Path) -> None:
+    """The data stages on a store that ends at T equal those of the full store up to T: the
+    scores' cross-section at T exists although T+1 does not (the report's pool is empty there)."""
+    T, a, _, base, rows = probe
+    cut = _stages(_truncate_after(base, tmp_path / "cut", T), T, rows, models=False)
+    for name in ("universe", "scoring_pool", "panel", "lf_inputs",
+                 *(k for k in cut if k.startswith("style_"))):
+        np.testing.assert_array_equal(cut[name][: T + 1], a[name][: T + 1], err_msg=name)
+    assert cut["scoring_pool"][T].sum() >= 10
+    assert not cut["pool"][T].any() and a["pool"][T].any()  # the T+1 filter needs T+1
