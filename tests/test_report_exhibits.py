@@ -177,3 +177,21 @@ def test_truth_summary_states_the_recovered_share(tmp_path: Path) -> None:
     s = truth_summary(tmp_path)
     assert "20.00% (t = 20.0, 47 test dates)" in s and "reaches 8.00%" in s
     assert "full-band fusion 5.00% (t = 3.2), 25% of the oracle and 62% of its informed" in s
+
+
+def test_factor_truth_table_signs_the_planted_states(tiny_store: Store) -> None:
+    """The planted states themselves, used as factors: z carries the informed part (rank corr
+    1, planted direction +1) and pi the pressure part with the reversal sign (-1)."""
+    from fbgpu.evaluate.truth import factor_truth_table
+
+    market = load_market(tiny_store)
+    rows = np.arange(5, len(market.dates) - 7)
+    p = tiny_store.read_panel("synth_truth", [market.dates[i] for i in rows],
+                              ["informed_state", "pressure"], symbols=list(market.symbols))
+    values = np.stack([p["informed_state"], p["pressure"]], axis=2)
+    pool = market.pool()[rows]
+    t = factor_truth_table(tiny_store, market, rows, pool, values, ["z", "pi"], {"pi": -1}, {})
+    assert t.loc["z", "corr with informed part"] == pytest.approx(1.0)
+    assert t.loc["pi", "corr with pressure part"] == pytest.approx(-1.0)
+    assert t.loc["z", "planted direction"] == 1 and t.loc["pi", "planted direction"] == -1
+    assert list(t["paper direction"]) == [1, -1]
