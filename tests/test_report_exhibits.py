@@ -162,7 +162,7 @@ def test_costs_in_basis_points_and_shares_in_percent() -> None:
 
     h = table_html(pd.DataFrame({"portfolio": ["a"], "cost": [0.0006],
                                  "share of oracle IC": [0.08], "t": [2.5]}))
-    assert "<td>6.0 bp</td>" in h and "<td>8.00%</td>" in h and "<td>2.5000</td>" in h
+    assert "<td>6.0 bp</td>" in h and "<td>8.00%</td>" in h and "<td>2.50</td>" in h
 
 
 def test_truth_summary_states_the_recovered_share(tmp_path: Path) -> None:

@@ -138,6 +138,17 @@ def _is_bp(column: str) -> bool:
     return any(h.lower() in column.lower() for h in BP_HINTS)
 
 
+def _is_stat(column: str) -> bool:
+    """t-statistics and information ratios (``t``, ``IC_IR``, ``TOP IR``...): two decimals."""
+    return column == "t" or column.endswith("IR") or column.endswith("ratio")
+
+
+def _fmt_stat(v: Any) -> str:
+    if isinstance(v, float | int) and not isinstance(v, bool):
+        return "" if v != v else f"{float(v):.2f}"
+    return _fmt(v)
+
+
 def _fmt_bp(v: Any) -> str:
     """A fraction in basis points with one decimal (0.0006 -> 6.0 bp)."""
     if isinstance(v, float | int) and not isinstance(v, bool):
@@ -158,8 +169,8 @@ def table_html(df: pd.DataFrame, max_rows: int = MAX_ROWS, link: str | None = No
     Wrapped in a horizontally scrolling box so no table is wider than the page."""
     more = len(df) - max_rows
     df = df.head(max_rows)
-    fmts = [_fmt_bp if _is_bp(str(c)) else _fmt_pct if _is_percent(str(c)) else _fmt
-            for c in df.columns]
+    fmts = [_fmt_bp if _is_bp(str(c)) else _fmt_pct if _is_percent(str(c))
+            else _fmt_stat if _is_stat(str(c)) else _fmt for c in df.columns]
     head = "".join(f"<th>{_header(c)}</th>" for c in df.columns)
     rows = "".join(
         "<tr>" + "".join(
