@@ -299,15 +299,14 @@ def _ratio_v(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where((den != 0) & np.isfinite(den), num / den, np.nan)
 
 
-def _wide(bars: pd.DataFrame, col: str) -> np.ndarray:
-    return bars.pivot(index="symbol", columns="minute", values=col).to_numpy(dtype=float)
 
 
 def minute_frame_vec(bars: pd.DataFrame, cfg: FactorConfig) -> tuple[pd.DataFrame, np.ndarray]:
     """The 15 minute factors of every stock (wide frames) and the ``[stocks, 240]`` returns."""
-    syms = np.sort(bars["symbol"].unique())
-    o, h, lo, c = (_wide(bars, k) for k in ("open", "high", "low", "close"))
-    v, amt, nt = (_wide(bars, k) for k in ("volume", "amount", "num_trades"))
+    fields = ["open", "high", "low", "close", "volume", "amount", "num_trades"]
+    wide = bars.pivot(index="symbol", columns="minute", values=fields)  # one pivot, sorted
+    syms = wide.index.to_numpy()
+    o, h, lo, c, v, amt, nt = (wide[k].to_numpy(dtype=float) for k in fields)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.empty_like(c)
         r[:, 0] = c[:, 0] / o[:, 0] - 1.0
@@ -354,57 +353,53 @@ def minute_frame_vec(bars: pd.DataFrame, cfg: FactorConfig) -> tuple[pd.DataFram
     return pd.DataFrame(out, index=pd.Index(syms, name="symbol")), r
 
 
-def _group_moments(x: pd.Series, key: pd.Series) -> pd.DataFrame:
-    """Per group ``n, mean, m2, m3, m4, min, max`` of the non-NaN ``x`` (two-pass)."""
-    g = x.groupby(key, sort=True)
-    mean = g.transform("mean")
-    d = x - mean
-    dg = pd.DataFrame({"d2": d**2, "d3": d**3, "d4": d**4}).groupby(key, sort=True).mean()
-    return pd.DataFrame({"n": g.count(), "mean": g.mean(), "m2": dg["d2"], "m3": dg["d3"],
-                         "m4": dg["d4"], "min": g.min(), "max": g.max()})
-
-
-def _stat_ok(m: pd.DataFrame, min_obs: int) -> pd.Series:
-    return (m["n"] >= min_obs) & (m["min"] < m["max"])
-
-
-def _g_skew(x: pd.Series, key: pd.Series, min_obs: int) -> pd.Series:
-    m = _group_moments(x, key)
-    return (m["m3"] / m["m2"] ** 1.5).where(_stat_ok(m, min_obs))
-
-
-def _g_kurt(x: pd.Series, key: pd.Series, min_obs: int) -> pd.Series:
-    m = _group_moments(x, key)
-    return (m["m4"] / m["m2"] ** 2 - 3.0).where(_stat_ok(m, min_obs))
-
-
-def _g_corr(x: pd.Series, y: pd.Series, key: pd.Series, min_obs: int) -> pd.Series:
-    ok = x.notna() & y.notna() & np.isfinite(x) & np.isfinite(y)
-    x, y = x.where(ok), y.where(ok)
-    mx, my = _group_moments(x, key), _group_moments(y, key)
-    dx = x - x.groupby(key).transform("mean")
-    dy = y - y.groupby(key).transform("mean")
-    cov = (dx * dy).groupby(key, sort=True).mean()
-    c = cov / np.sqrt(mx["m2"] * my["m2"])
-    return c.where(_stat_ok(mx, min_obs) & (my["min"] < my["max"]))
+def _frame_moments(frame: pd.DataFrame, key: pd.Series) -> dict[str, pd.DataFrame]:
+    """Per group and column of ``frame``: ``n, mean, m2, m3, m4, min, max`` of the non-NaN
+    values (two-pass central moments), from one ``groupby`` (its group ids are computed once);
+    ``cov`` of the ``(vc, pc)`` pair when present."""
+    g = frame.groupby(key, sort=True, observed=True)
+    d = frame - g.transform("mean")
+    parts = {"m2": d**2, "m3": d**3, "m4": d**4}
+    if "vc" in frame and "pc" in frame:
+        parts["cov"] = (d["vc"] * d["pc"]).to_frame("vc")
+    central = pd.concat(parts, axis=1).groupby(key, sort=True, observed=True).mean()
+    out = {k: central[k] for k in parts}
+    out.update(n=g.count(), mean=g.mean(), min=g.min(), max=g.max())
+    return out
 
 
 def order_frame_vec(orders: pd.DataFrame, cfg: FactorConfig) -> pd.DataFrame:
-    """The 4 order factors of every stock: masked columns, grouped moments."""
+    """The 4 order factors of every stock: the selections as masked columns (NaN outside),
+    their moments from one grouped pass (:func:`_frame_moments`)."""
     ts, side, key = orders["ts"], orders["side"], orders["symbol"]
     vol = orders["volume"].astype(float)
+    price = orders["price"].astype(float)
     ok = (ts >= T_0915) & (ts <= T_1500) & np.isfinite(vol)
-    day = cfg.min_obs_day
-    vb, vs = vol.where(ok & (side == 1)), vol.where(ok & (side == -1))
-    limit = ok & (side == 1) & (orders["order_type"] == 0)
+    limit = ok & (side == 1) & (orders["order_type"] == 0) & np.isfinite(price)
+    frame = pd.DataFrame({
+        "vb": vol.where(ok & (side == 1)), "vs": vol.where(ok & (side == -1)),
+        "ve": vol.where(ok & (ts >= T_0930) & (ts < T_1000)),
+        "vc": vol.where(limit), "pc": price.where(limit),
+    })
+    m = _frame_moments(frame, key)
+    day, win = cfg.min_obs_day, cfg.min_obs_window
+
+    def ok_(c: str, min_obs: int) -> pd.Series:
+        return (m["n"][c] >= min_obs) & (m["min"][c] < m["max"][c])
+
+    def skew(c: str) -> pd.Series:
+        return (m["m3"][c] / m["m2"][c] ** 1.5).where(ok_(c, day))
+
+    def kurt(c: str, min_obs: int) -> pd.Series:
+        return (m["m4"][c] / m["m2"][c] ** 2 - 3.0).where(ok_(c, min_obs))
+
+    corr = (m["cov"]["vc"] / np.sqrt(m["m2"]["vc"] * m["m2"]["pc"])).where(
+        ok_("vc", day) & (m["min"]["pc"] < m["max"]["pc"]))
     return pd.DataFrame({
-        "skew_order_diff": _g_skew(vb, key, day) - _g_skew(vs, key, day),
-        "kurt_order_diff": _g_kurt(vb, key, day) - _g_kurt(vs, key, day),
-        "early_kurt_order": _g_kurt(vol.where(ok & (ts >= T_0930) & (ts < T_1000)), key,
-                                    cfg.min_obs_window),
-        "corr_buyorder_volume_price": _g_corr(vol.where(limit),
-                                              orders["price"].astype(float).where(limit), key,
-                                              day),
+        "skew_order_diff": skew("vb") - skew("vs"),
+        "kurt_order_diff": kurt("vb", day) - kurt("vs", day),
+        "early_kurt_order": kurt("ve", win),
+        "corr_buyorder_volume_price": corr,
     })
 
 
@@ -415,35 +410,38 @@ def trade_frame_vec(trades: pd.DataFrame, ret: pd.DataFrame | None,
     t = trades.sort_values(["symbol", "seq"], kind="stable")
     key = t["symbol"]
     a = t["amount"].astype(float)
-    buy = a.groupby([key, t["buy_order_id"]], sort=False).sum()
-    sell = a.groupby([key, t["sell_order_id"]], sort=False).sum()
+    buy = a.groupby([key, t["buy_order_id"]], sort=False, observed=True).sum()
+    sell = a.groupby([key, t["sell_order_id"]], sort=False, observed=True).sum()
     if cfg.big_order_rule == "fixed_notional":
-        thr = pd.Series(cfg.big_order_notional, index=pd.Index(key.unique()))
+        thr = pd.Series(cfg.big_order_notional, index=key.cat.categories)
         eq = pd.Series(False, index=thr.index)
     else:
         every = pd.concat([buy, sell])
-        g = every.groupby(level=0, sort=True)
+        g = every.groupby(level=0, sort=True, observed=True)
         thr = g.mean() + cfg.big_order_k * g.std(ddof=0)
         eq = g.min() == g.max()
-    thr_t, eq_t = key.map(thr).to_numpy(), key.map(eq).to_numpy(dtype=bool)
-    tb = ((a.groupby([key, t["buy_order_id"]]).transform("sum").to_numpy() >= thr_t) | eq_t)
-    ts_ = ((a.groupby([key, t["sell_order_id"]]).transform("sum").to_numpy() >= thr_t) | eq_t)
+    cats, codes = key.cat.categories, key.cat.codes.to_numpy()
+    thr_t = thr.reindex(cats).to_numpy()[codes]
+    eq_t = eq.reindex(cats).to_numpy(dtype=bool)[codes]
+    per_b = a.groupby([key, t["buy_order_id"]], observed=True).transform("sum").to_numpy()
+    per_s = a.groupby([key, t["sell_order_id"]], observed=True).transform("sum").to_numpy()
+    tb, ts_ = (per_b >= thr_t) | eq_t, (per_s >= thr_t) | eq_t
     lvl_b, lvl_s = buy.index.get_level_values(0), sell.index.get_level_values(0)
     big_buy = (buy >= thr.reindex(lvl_b).to_numpy()) | eq.reindex(lvl_b).to_numpy(dtype=bool)
     big_sell = (sell >= thr.reindex(lvl_s).to_numpy()) | eq.reindex(lvl_s).to_numpy(dtype=bool)
     early = ((t["ts"] >= T_0930) & (t["ts"] < T_1000)).to_numpy()
     side = t["side"].to_numpy()
-    dlogp = np.log(t["price"].astype(float)).groupby(key).diff().fillna(0.0)
+    dlogp = np.log(t["price"].astype(float)).groupby(key, observed=True).diff().fillna(0.0)
     active_big = ((side == 1) & tb) | ((side == -1) & ts_)
     cols = pd.DataFrame({
         "T": a, "a_buy": a.where(early & tb, 0.0), "a_sell": a.where(early & ts_, 0.0),
         "ret2": dlogp.where(tb | ts_, 0.0), "active": dlogp.where(early & active_big, 0.0),
         "e_buy": a.where(early & (side == 1), 0.0), "e_all": a.where(early, 0.0),
-    }).groupby(key, sort=True).sum()
-    bb = buy.where(big_buy, 0.0).groupby(level=0).sum()
-    sb = sell.where(big_sell, 0.0).groupby(level=0).sum()
-    b2 = (buy**2).groupby(level=0).sum()
-    s2 = (sell**2).groupby(level=0).sum()
+    }).groupby(key, sort=True, observed=True).sum()
+    bb = buy.where(big_buy, 0.0).groupby(level=0, observed=True).sum()
+    sb = sell.where(big_sell, 0.0).groupby(level=0, observed=True).sum()
+    b2 = (buy**2).groupby(level=0, observed=True).sum()
+    s2 = (sell**2).groupby(level=0, observed=True).sum()
     T = cols["T"].to_numpy()
     out = pd.DataFrame(index=cols.index)
     out["bigorder_amt_perc"] = _ratio_v((bb + sb).reindex(out.index).to_numpy(), 2 * T)
@@ -455,7 +453,7 @@ def trade_frame_vec(trades: pd.DataFrame, ret: pd.DataFrame | None,
                                  - _ratio_v(s2.reindex(out.index).to_numpy(), T**2))
     out["early_active_buy_perc"] = _ratio_v(cols["e_buy"].to_numpy(), cols["e_all"].to_numpy())
     signed = a * t["side"].astype(float)
-    nab = (signed.groupby([key, minute_of(t["ts"])]).sum().unstack(fill_value=0.0)
+    nab = (signed.groupby([key, minute_of(t["ts"])], observed=True).sum().unstack(fill_value=0.0)
            .reindex(index=out.index, columns=range(240), fill_value=0.0).to_numpy())
     r = (ret.reindex(out.index).to_numpy() if ret is not None
          else np.full((len(out), 240), np.nan))
@@ -490,8 +488,9 @@ def compute_day_pandas_vec(
     for t, c in cols.items():
         if store.has(t, day):
             df = store.read(t, day, c).to_pandas()
-            df["symbol"] = df["symbol"].astype(str)
-            symbols.update(df["symbol"].unique())
+            # categorical: every groupby works on integer codes, not on Python strings
+            df["symbol"] = df["symbol"].astype(str).astype("category")
+            symbols.update(df["symbol"].cat.categories)
             tables[t] = df
     frames: list[pd.DataFrame] = []
     ret = None
@@ -504,6 +503,8 @@ def compute_day_pandas_vec(
         frames.append(trade_frame_vec(tables["trades"], ret, cfg))
     if "order" in families and "orders" in tables:
         frames.append(order_frame_vec(tables["orders"], cfg))
+    for f in frames:
+        f.index = pd.Index(f.index.astype(str), name="symbol")
     out = pd.concat(frames, axis=1) if frames else pd.DataFrame()
     out = out.reindex(index=sorted(symbols), columns=names).astype(float)
     out.index.name = "symbol"
