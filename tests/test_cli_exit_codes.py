@@ -147,7 +147,7 @@ def test_gpu_requested_without_gpu_exits_1(ingested: tuple[Path, Path]) -> None:
             pytest.skip("a GPU is usable here")
     except Exception:
         pass
-    root, store = ingested
+    _, store = ingested
     before = digest(store)
     res = fbgpu("factors", "--store", str(store), "--backend", "gpu", "--no-progress")
     assert res.returncode == 1, res.stdout + res.stderr
