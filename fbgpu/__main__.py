@@ -1,5 +1,5 @@
 """``python -m fbgpu``: the ``fbgpu`` command line (same as the ``fbgpu`` console script)."""
 
-from fbgpu.cli import main
+from fbgpu.cli import run
 
-raise SystemExit(main())
+run()

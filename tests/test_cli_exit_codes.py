@@ -240,3 +240,29 @@ def test_report_shows_a_failed_step_as_failed(tmp_path: Path) -> None:
     run = page[page.index("<h2>Run</h2>"):]
     assert "<th>status</th>" in run and "<th>finished</th>" not in run
     assert "<td>failed</td>" in run and "StoreError: no daily table" in run
+
+
+def _run_entry(body: str) -> subprocess.CompletedProcess[str]:
+    """``fbgpu.cli.run`` in a fresh interpreter, with ``main`` replaced by ``body``'s ``fake``."""
+    code = ("import atexit, sys\nfrom fbgpu import cli\n"
+            "atexit.register(lambda: print('atexit handler ran', flush=True))\n"
+            f"{body}\ncli.main = fake\nprint('before', end='')\ncli.run()\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize("status", [0, 2, 4])
+def test_entry_point_exits_with_mains_status_after_python_cleanup(status: int) -> None:
+    """``run`` leaves by ``os._exit`` (no native static destructors, which can abort a finished
+    command with SIGABRT), yet keeps main's status, unflushed stdout and the atexit handlers."""
+    res = _run_entry(f"def fake():\n    return {status}")
+    assert res.returncode == status, res.stderr
+    assert res.stdout.startswith("before")
+    assert "atexit handler ran" in res.stdout
+
+
+def test_entry_point_turns_an_escaped_exception_into_3_with_traceback() -> None:
+    res = _run_entry("def fake():\n    raise RuntimeError('escaped from main')")
+    assert res.returncode == 3
+    assert "RuntimeError: escaped from main" in res.stderr
+    assert "Traceback" in res.stderr

@@ -9,10 +9,16 @@ statuses).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import gc
 import logging
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.logging import RichHandler
@@ -150,3 +156,34 @@ def main(argv: list[str] | None = None) -> int:
     code, error = _invoke(argv)
     _record(argv, time.perf_counter() - t0, code, error)
     return code
+
+
+def run() -> NoReturn:
+    """Process entry point (``fbgpu`` script, ``python -m fbgpu``): :func:`main`, then leave.
+
+    The process ends with ``os._exit`` after Python's own clean-up (garbage collection, which
+    joins Arrow's scanner threads while Arrow is still alive; ``atexit`` handlers; logging and
+    stdio flushed). Why: Arrow's (and other native libraries') thread pools are C++ statics
+    whose destructors can run while a worker thread is still joinable, and ``std::terminate``
+    then aborts an otherwise finished command with SIGABRT ("terminate called without an active
+    exception", exit -6; apache/arrow#34314). Skipping the native static destructors keeps the
+    exit status the one :func:`main` returned. Every file the store writes is closed (and
+    fsynced where durability matters) before ``main`` returns, and the store lock is released
+    by the kernel with the process.
+    """
+    code: int = ExitStatus.FAILED
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("fbgpu: interrupted", file=sys.stderr)
+        code = ExitStatus.INTERRUPTED
+    except BaseException:  # shown, then the failed status
+        traceback.print_exc()
+    finally:
+        gc.collect()
+        atexit._run_exitfuncs()  # Python's handlers, once, here
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to add
+                stream.flush()
+        os._exit(int(code))
