@@ -22,13 +22,13 @@ can fail), and the report's T+1 pool at T does change (it is *not* known at T).
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from planted import write_planted_store
 
 from fbgpu.data.store import Store
 from fbgpu.engine.backend import get_backend
@@ -51,57 +51,12 @@ TRAIN = {
 SCORES = ("hf_gru", "lf_mtl", "fused")
 
 
-def _weekdays(n: int) -> list[dt.date]:
-    out, d = [], dt.date(2021, 1, 4)
-    while len(out) < n:
-        if d.weekday() < 5:
-            out.append(d)
-        d += dt.timedelta(1)
-    return out
-
-
 def _write(root: Path) -> Store:
     """Planted market: f0 sees a persistent state that drives next-day returns; 1% suspensions,
     one ST stock, three industries, and an equal-weight index of every stock."""
-    rng = np.random.default_rng(3)
-    st = Store(root)
-    dates = _weekdays(D)
-    syms = [f"{600000 + i}.SH" for i in range(S)]
-    z = np.zeros((D, S))
-    z[0] = rng.standard_normal(S)
-    for t in range(1, D):
-        z[t] = 0.9 * z[t - 1] + 0.44 * rng.standard_normal(S)
-    r = np.zeros((D, S))
-    r[1:] = 0.004 * z[:-1] + 0.01 * rng.standard_normal((D - 1, S))
-    close = 10 * np.exp(np.cumsum(r, 0))
-    industries = [f"ind{i % 3}" for i in range(S)]
-    cap = np.exp(rng.normal(22, 1, S))
-    susp = rng.random((D, S)) < 0.01
-    st.write("securities", None, pa.table({
-        "symbol": syms, "name": syms, "board": ["main"] * S,
-        "list_date": [dt.date(2010, 1, 4)] * S, "delist_date": pa.array([None] * S, pa.date32()),
-        "industry": industries, "float_shares": cap / 10,
-    }))
-    for t, day in enumerate(dates):
-        c = np.round(close[t], 2)
-        pre = np.round(close[t - 1], 2) if t else c
-        vol = np.where(susp[t], 0, rng.integers(10_000, 90_000, S))
-        st.write("daily", day, pa.table({
-            "date": [day] * S, "symbol": syms, "open": pre, "high": np.maximum(pre, c) * 1.01,
-            "low": np.minimum(pre, c) * 0.99, "close": c, "pre_close": pre, "vwap": c,
-            "volume": vol, "amount": c * vol, "adj_factor": np.ones(S),
-            "limit_up": np.round(pre * 1.1, 2), "limit_down": np.round(pre * 0.9, 2),
-            "suspended": susp[t], "st": np.arange(S) == 5, "float_cap": cap * c / 10,
-            "industry": industries,
-        }))
-        f = rng.standard_normal((S, F))
-        f[:, 0] = z[t] + 1.5 * rng.standard_normal(S)
-        st.write("factors", day, pa.table({"date": [day] * S, "symbol": syms,
-                                           **{f"f{j}": f[:, j] for j in range(F)}}))
-        st.write("index_weights", day, pa.table({
-            "date": [day] * S, "index": ["idx"] * S, "symbol": syms,
-            "weight": np.full(S, 1.0 / S)}))
-    return st
+    return write_planted_store(root, D=D, S=S, F=F, seed=3, rho=0.9, shock=0.44,
+                               factor_noise=1.5, suspension_rate=0.01, st_stock=5,
+                               amount_from_volume=True, index_weights=True)
 
 
 def _perturb_after(src: Store, dst: Path, T: int, stock_susp: int, stock_limit: int) -> Store:

@@ -12,9 +12,9 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import typer
+from planted import write_planted_store
 from typer.testing import CliRunner
 
 from fbgpu.data.store import Store, StoreError
@@ -35,44 +35,8 @@ CFG = {
 
 
 def _write_planted_store(root: Path, D: int = 200, S: int = 30, F: int = 4) -> Store:
-    rng = np.random.default_rng(7)
-    st = Store(root)
-    dates, d = [], dt.date(2021, 1, 4)
-    while len(dates) < D:
-        if d.weekday() < 5:
-            dates.append(d)
-        d += dt.timedelta(1)
-    syms = [f"{600000 + i}.SH" for i in range(S)]
-    z = np.zeros((D, S))
-    z[0] = rng.standard_normal(S)
-    for t in range(1, D):
-        z[t] = 0.95 * z[t - 1] + 0.31 * rng.standard_normal(S)
-    r = np.zeros((D, S))
-    r[1:] = 0.004 * z[:-1] + 0.01 * rng.standard_normal((D - 1, S))
-    close = 10 * np.exp(np.cumsum(r, 0))
-    industries = [f"ind{i % 3}" for i in range(S)]
-    cap = np.exp(rng.normal(22, 1, S))
-    st.write("securities", None, pa.table({
-        "symbol": syms, "name": syms, "board": ["main"] * S,
-        "list_date": [dt.date(2010, 1, 4)] * S, "delist_date": pa.array([None] * S, pa.date32()),
-        "industry": industries, "float_shares": cap / 10,
-    }))
-    for t, day in enumerate(dates):
-        c = np.round(close[t], 2)
-        pre = np.round(close[t - 1], 2) if t else c
-        st.write("daily", day, pa.table({
-            "date": [day] * S, "symbol": syms, "open": pre, "high": np.maximum(pre, c) * 1.01,
-            "low": np.minimum(pre, c) * 0.99, "close": c, "pre_close": pre, "vwap": c,
-            "volume": rng.integers(10_000, 90_000, S), "amount": c * 50_000.0,
-            "adj_factor": np.ones(S), "limit_up": np.round(pre * 1.1, 2),
-            "limit_down": np.round(pre * 0.9, 2), "suspended": np.zeros(S, bool),
-            "st": np.zeros(S, bool), "float_cap": cap * c / 10, "industry": industries,
-        }))
-        f = rng.standard_normal((S, F))
-        f[:, 0] = z[t] + 2.0 * rng.standard_normal(S)
-        st.write("factors", day, pa.table({"date": [day] * S, "symbol": syms,
-                                           **{f"f{j}": f[:, j] for j in range(F)}}))
-    return st
+    return write_planted_store(root, D=D, S=S, F=F, seed=7, rho=0.95, shock=0.31,
+                               factor_noise=2.0)
 
 
 @pytest.fixture(scope="module")
