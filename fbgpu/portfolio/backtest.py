@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fbgpu.data.store import Store, atomic_write_bytes, config_hash
 from fbgpu.errors import ExitStatus
 from fbgpu.panel.market import Market, load_market
+from fbgpu.panel.preprocess import zscore
 from fbgpu.portfolio.analytics import TRADING_DAYS, performance, yearly_returns
 from fbgpu.portfolio.optimizer import OptimizerConfig, RebalanceProblem, RebalanceSolver, Solution
 from fbgpu.progress import track
@@ -221,16 +222,12 @@ def read_scores(store: Store, table: str, score: str, date: dt.date,
 
 
 def standardize(x: np.ndarray, mask: np.ndarray, clip: float | None) -> np.ndarray:
-    """``(x - mean) / std`` over ``mask`` (ddof 0), clipped at ``+-clip``; 0 outside the mask."""
-    out = np.zeros_like(x, dtype=np.float64)
-    vals = x[mask]
-    if vals.size < 2 or not np.std(vals) > 0:
-        return out
-    z = (vals - vals.mean()) / vals.std()
+    """The cross-sectional z-score of ``x`` over ``mask`` (:func:`fbgpu.panel.preprocess.zscore`,
+    ddof 0), clipped at ``+-clip``; 0 outside the mask and when fewer than 2 values or no spread."""
+    z = zscore(np.where(mask, x, np.nan)[None, :])[0]
     if clip is not None:
         z = np.clip(z, -clip, clip)
-    out[mask] = z
-    return out
+    return np.nan_to_num(z, nan=0.0)
 
 
 def build_problem(
