@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +13,17 @@ from fbgpu.data.store import atomic_write_bytes
 
 if TYPE_CHECKING:
     from fbgpu.portfolio.backtest import BacktestResult
+
+
+def _save_png(fig: Any, path: Path) -> Path:
+    """Render ``fig`` to PNG, close it, and write the bytes atomically to ``path``."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def cumulative_excess_figure(result: BacktestResult, path: Path) -> Path:
@@ -32,11 +43,7 @@ def cumulative_excess_figure(result: BacktestResult, path: Path) -> Path:
     ax.legend(loc="upper left", frameon=False)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return _save_png(fig, path)
 
 
 def tearsheet_figure(daily: pd.DataFrame, exposures: pd.DataFrame, mean_industry: pd.DataFrame,
@@ -101,8 +108,4 @@ def tearsheet_figure(daily: pd.DataFrame, exposures: pd.DataFrame, mean_industry
             lbl.set_rotation(30)
     fig.suptitle(f"{index} enhancement: tear sheet", fontsize=12)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return _save_png(fig, path)
