@@ -2,9 +2,17 @@
 -> index enhancement -> report, each stage reading from and writing to one store.
 
 Every stage is resumable: it skips work whose outputs are current (manifests), so re-running the
-demo after an interruption continues where it stopped. Stage wall times, backend and device are
-recorded in the store's run record and shown in the report's run section; a stage that raises is
-recorded there as failed, with its error, and the error propagates.
+demo after an interruption continues where it stopped.
+
+The stages hand each other their results in memory, on the backend's device (the factor cube,
+the score panel), and the store is written behind the compute by one background writer
+(:class:`fbgpu.data.writebehind.StoreWriteBehind`: the factors partitions, the scores table).
+Each stage ends by waiting for its writes (the next stage's fingerprints and the report read
+them); a failed write fails the stage with the table named (exit status 3 from ``fbgpu demo``).
+
+Stage wall times, backend and device are recorded in the store's run record and shown in the
+report's run section; a stage that raises is recorded there as failed, with its error, and the
+error propagates.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from fbgpu.data.runlog import record_step
 from fbgpu.data.store import Store
+from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.backend import get_backend
 from fbgpu.engine.guard import device_sync_guard
 
@@ -58,7 +67,9 @@ def stage_summary(result: Any) -> str:
 
 
 def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str,
-               sync_guard: str = "off") -> Any:
+               sync_guard: str = "off", writer: StoreWriteBehind | None = None) -> Any:
+    """Run stage ``name`` (``fn``), timed and recorded in the run record; with ``writer``, the
+    stage ends when its write-behind jobs have run (their failure is the stage's)."""
     b = get_backend(backend)
     t0 = time.perf_counter()
     log.info("demo: stage %s ...", name)
@@ -67,6 +78,8 @@ def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str,
     try:
         with guard as report:
             result = fn()
+        if writer is not None:
+            writer.flush()
         if report is not None and report.active:
             log.info("demo: stage %s ran under the sync guard (%s); sanctioned crossings %s",
                      name, sync_guard, dict(report.sanctioned))
@@ -135,6 +148,20 @@ def run_demo(
     ``[evaluate]``, ``[train]``, ``[backtest]``); the demo's training runs with the documented
     demo override (:data:`fbgpu.models.DEMO_OVERRIDES`) under any ``[train]`` keys given.
     """
+    store = store if isinstance(store, Store) else Store(store)
+    cfg = config or DemoConfig()
+    sc = stage_config or {}
+    for stage in cfg.stages:
+        if stage not in STAGES:
+            raise ValueError(f"unknown demo stage {stage!r}; stages are {', '.join(STAGES)}")
+    writer = StoreWriteBehind(store, get_backend(backend).to_host_async, name="demo")
+    with writer:
+        return _run_stages(store, backend, cfg, sc, writer)
+
+
+def _run_stages(store: Store, backend: str, cfg: DemoConfig, sc: dict[str, dict[str, Any]],
+                writer: StoreWriteBehind) -> Path:
+    """The stages of :func:`run_demo`, in order, with ``writer`` persisting behind them."""
     from fbgpu.data.synth import generate_market, resolve_config
     from fbgpu.evaluate import EvaluateConfig, run_evaluate
     from fbgpu.factors import FactorConfig, run_factors
@@ -142,12 +169,6 @@ def run_demo(
     from fbgpu.portfolio import run_backtest
     from fbgpu.report import build_report
 
-    store = store if isinstance(store, Store) else Store(store)
-    cfg = config or DemoConfig()
-    sc = stage_config or {}
-    for stage in cfg.stages:
-        if stage not in STAGES:
-            raise ValueError(f"unknown demo stage {stage!r}; stages are {', '.join(STAGES)}")
     report_path: Path | None = None
     cube = None  # the factor cube handed from the factors stage to the evaluation, in memory
     scores = None  # the scores handed from training to the backtest, in memory
@@ -166,7 +187,8 @@ def run_demo(
         elif stage == "factors":
             fcfg = FactorConfig(**sc.get("factors", {}))
             summary = _run_stage(store, "factors", lambda c=fcfg: run_factors(
-                store, backend=backend, config=c, keep=True), backend, cfg.sync_guard)
+                store, backend=backend, config=c, keep=True, writer=writer), backend,
+                cfg.sync_guard, writer)
             # Freshly computed values go on to the evaluation in memory, on the backend's
             # device; when dates were skipped as current the evaluation reads the store.
             cube = getattr(summary, "cube", None)
@@ -180,7 +202,7 @@ def run_demo(
             ecfg = EvaluateConfig.from_dict(sc.get("evaluate", {}))
             trained = _run_stage(store, "train", lambda c=tcfg, e=ecfg, f=cube: run_train(
                 store, model=cfg.models, config=c, backend=backend, panel_config=e.panel,
-                pool_config=e.pool, factors=f), backend, cfg.sync_guard)
+                pool_config=e.pool, factors=f, writer=writer), backend, cfg.sync_guard, writer)
             # This run's scores, on the backend's device, go on to the backtest in memory.
             scores = getattr(trained, "scores", None)
         elif stage == "backtest":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from types import ModuleType
@@ -59,6 +60,51 @@ class Backend:
             with sanctioned("to_host"):
                 return a.get()
         return np.asarray(a)
+
+    def to_host_async(self, a: Any) -> Callable[[], np.ndarray]:
+        """Start copying ``a`` to the host; the returned function waits for it and returns it.
+
+        The persistence crossing of write-behind (:mod:`fbgpu.data.writebehind`), sanctioned
+        and counted as ``to_host`` when it starts:
+
+        * cupy: a copy into page-locked (pinned) host memory on a side stream, which first
+          waits for the work queued so far on the current stream (the producer of ``a``); the
+          caller's stream never waits for the copy. The device array is kept alive until the
+          copy has landed. Waiting (in the writer's thread) synchronises on that copy alone.
+        * the CPU stand-in device: the sanctioned ``.get()``, at once;
+        * numpy: ``a`` itself, no copy.
+        """
+        if not (self.is_gpu and hasattr(a, "get")):
+            host = np.asarray(a)
+            return lambda: host
+        if not type(a).__module__.startswith("cupy"):  # the stand-in: a host copy now
+            host = self.to_host(a)
+            return lambda: host
+        import cupy
+        import cupyx
+
+        with sanctioned("to_host"):
+            src = cupy.ascontiguousarray(a)
+            stream = _side_stream()
+            stream.wait_event(cupy.cuda.get_current_stream().record())
+            out = cupyx.empty_pinned(src.shape, src.dtype)
+            src.get(stream=stream, out=out, blocking=False)
+            done = stream.record()
+
+        def wait() -> np.ndarray:
+            done.synchronize()
+            _ = src  # alive until the copy has landed (the pool may not reuse it before)
+            return out
+
+        return wait
+
+
+@cache
+def _side_stream() -> Any:
+    """The non-blocking CUDA stream of the persistence copies (one per process)."""
+    import cupy
+
+    return cupy.cuda.Stream(non_blocking=True)
 
 
 @cache

@@ -14,11 +14,12 @@ partitions only, never on another day):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from fbgpu.data.store import DayTicks, MinuteDay, Store, StoreError, config_hash
+from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.engine.segments import SegmentOps, check_offsets, segment_ops
 from fbgpu.factors.config import FactorConfig
@@ -657,6 +659,26 @@ def _merge_stored(store: Store, d: dt.date, day: DayFactors, computed: list[str]
     return DayFactors(day.date, day.symbols, values)
 
 
+def _partition_writer(store: Store, d: dt.date, symbols: list[str], names: list[str],
+                      chash: str, inputs: dict[str, str], extra: dict[str, Any]
+                      ) -> Callable[[list[np.ndarray]], None]:
+    """The write-behind job of one date's ``factors`` partition: ``[S, F]`` host values ->
+    ``date, symbol`` and one float64 column per factor, with its manifest."""
+
+    def write(host: list[np.ndarray]) -> None:
+        values = host[0]
+        cols: dict[str, Any] = {
+            "date": pa.array([d] * len(symbols), pa.date32()),
+            "symbol": pa.array(symbols, pa.string()),
+        }
+        for j, n in enumerate(names):
+            cols[n] = pa.array(values[:, j], pa.float64())
+        store.write(FACTORS_TABLE, d, pa.table(cols), config_hash_=chash, inputs=inputs,
+                    extra=extra)
+
+    return write
+
+
 def input_dates(store: Store, start: dt.date | str | None, end: dt.date | str | None
                 ) -> list[dt.date]:
     """Dates in ``[start, end]`` with a minute, trades or orders partition."""
@@ -680,6 +702,7 @@ def run_factors(
     progress: bool = True,
     memory_budget: float | str | None = None,
     keep: bool = False,
+    writer: StoreWriteBehind | None = None,
 ) -> FactorRunSummary:
     """Compute and store the ``factors`` table for every input date in ``[start, end]``.
 
@@ -687,6 +710,14 @@ def run_factors(
     processes a day in stock chunks that fit it (:func:`stock_chunks`); the values do not depend
     on it, so it is not part of the config hash. ``keep`` also returns the computed values in
     memory (``summary.cube``, on the backend's device) when no date was skipped.
+
+    Partitions are written behind the compute (:mod:`fbgpu.data.writebehind`): a day's values
+    start their copy to the host (``Backend.to_host_async``, the sanctioned crossing) and are
+    encoded and written by a background thread while the next day computes. With ``writer``
+    (the demo's) they are submitted to it and the caller flushes it; without, the call makes its
+    own and waits for it before returning (a failed write raises
+    :class:`fbgpu.data.writebehind.WriteBehindError` naming the table and date, after the other
+    dates were written).
 
     One partition per date: ``date, symbol`` and one float64 column per factor, with a manifest
     holding the config hash (configuration + factor selection) and the content hashes of the
@@ -711,36 +742,33 @@ def run_factors(
     extra_meta = {"columns": col_hashes, "user_factors": user_factor_meta(names)}
     summary = FactorRunSummary(factors=len(names), backend=b.name)
     kept: list[DayFactors] = []
-    for d in track(dates, "factors") if progress else dates:
-        has_cancels = any(FACTORS[n].cancels for n in names) and store.has("cancels", d)
-        inputs = store.fingerprints([(t, d) for t in (*SOURCES, "cancels")
-                                     if store.has(t, d) and (t != "cancels" or has_cancels)])
-        if store.is_current(FACTORS_TABLE, d, config_hash_=chash, inputs=inputs):
-            summary.dates_skipped.append(d)
-            continue
-        reuse = _current_columns(store, d, inputs, col_hashes)
-        todo = [n for n in names if n not in reuse]
-        if todo:
-            day = compute_day(store, d, todo, b, cfg, ops, memory_budget_for(memory_budget, b))
-        else:  # only the selection's order or membership changed: nothing to compute
-            syms = store.read(FACTORS_TABLE, d, ["symbol"]).column("symbol").to_pylist()
-            day = DayFactors(d, np.asarray(syms, dtype=object), b.xp.empty((len(syms), 0)))
-        if reuse:
-            day = _merge_stored(store, d, day, todo, names, reuse, b)
-            log.info("%s: %d column(s) recomputed, %d reused", d, len(todo), len(reuse))
-        host = b.to_host(day.values)
-        cols: dict[str, Any] = {
-            "date": pa.array([d] * len(day.symbols), pa.date32()),
-            "symbol": pa.array(list(day.symbols), pa.string()),
-        }
-        for j, n in enumerate(names):
-            cols[n] = pa.array(host[:, j], pa.float64())
-        store.write(FACTORS_TABLE, d, pa.table(cols), config_hash_=chash, inputs=inputs,
-                    extra={"backend": b.name, "device": b.device, **extra_meta})
-        summary.dates_computed.append(d)
-        summary.stock_days += len(day.symbols)
-        if keep:
-            kept.append(day)
+    own = writer is None
+    w = writer if writer is not None else StoreWriteBehind(store, b.to_host_async, name="factors")
+    with w if own else contextlib.nullcontext(w):  # own writer: every write waited for here
+        for d in track(dates, "factors") if progress else dates:
+            has_cancels = any(FACTORS[n].cancels for n in names) and store.has("cancels", d)
+            inputs = store.fingerprints([(t, d) for t in (*SOURCES, "cancels")
+                                         if store.has(t, d) and (t != "cancels" or has_cancels)])
+            if store.is_current(FACTORS_TABLE, d, config_hash_=chash, inputs=inputs):
+                summary.dates_skipped.append(d)
+                continue
+            reuse = _current_columns(store, d, inputs, col_hashes)
+            todo = [n for n in names if n not in reuse]
+            if todo:
+                day = compute_day(store, d, todo, b, cfg, ops, memory_budget_for(memory_budget, b))
+            else:  # only the selection's order or membership changed: nothing to compute
+                syms = store.read(FACTORS_TABLE, d, ["symbol"]).column("symbol").to_pylist()
+                day = DayFactors(d, np.asarray(syms, dtype=object), b.xp.empty((len(syms), 0)))
+            if reuse:
+                day = _merge_stored(store, d, day, todo, names, reuse, b)
+                log.info("%s: %d column(s) recomputed, %d reused", d, len(todo), len(reuse))
+            w.submit(FACTORS_TABLE, d, [day.values], _partition_writer(
+                store, d, list(day.symbols), names, chash, inputs,
+                {"backend": b.name, "device": b.device, **extra_meta}))
+            summary.dates_computed.append(d)
+            summary.stock_days += len(day.symbols)
+            if keep:
+                kept.append(day)
     if keep and kept and not summary.dates_skipped:
         summary.cube = assemble_cube(kept, names, b)
     summary.seconds = time.perf_counter() - t0

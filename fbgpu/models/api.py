@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from fbgpu.data.store import Store, StoreError
+from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.models.config import (
     FUSED_COLUMN,
@@ -87,26 +88,29 @@ class TrainSummary:
 
 
 # --------------------------------------------------------------------------- inputs
-def lf_bars(store: Store, market: Market) -> np.ndarray:
+def lf_bars(store: Store, market: Market) -> Any:
     """``[D, S, 6]`` adjusted open, high, low, close, vwap and volume of days with trading.
 
     Prices times ``adj_factor``; NaN on days without a row or without trading (suspended:
-    volume 0 is kept, prices NaN, so a suspension is a gap, not a flat bar).
+    volume 0 is kept, prices NaN, so a suspension is a gap, not a flat bar). Computed where the
+    market's arrays live (:meth:`Market.on`): on a device, the daily ``high`` and ``low`` (raw
+    inputs, read from the store) are its only uploads.
     """
+    xp = market.xp
     extra = store.read_panel("daily", market.dates, columns=["high", "low"],
                              symbols=list(market.symbols))
     adj = market["adj_factor"]
     traded = market.traded()
     px = {
-        "open": market["open"], "high": extra["high"], "low": extra["low"],
-        "close": market["close"], "vwap": market["vwap"],
+        "open": market["open"], "high": xp.asarray(extra["high"]),
+        "low": xp.asarray(extra["low"]), "close": market["close"], "vwap": market["vwap"],
     }
-    out = np.full((*market.shape, len(LF_BAR_FIELDS)), np.nan)
+    out = xp.full((*market.shape, len(LF_BAR_FIELDS)), np.nan)
     for k, name in enumerate(LF_BAR_FIELDS):
         if name == "volume":
-            out[..., k] = np.where(market.present, market["volume"], np.nan)
+            out[..., k] = xp.where(market.present, market["volume"], np.nan)
         else:
-            out[..., k] = np.where(traded, px[name] * adj, np.nan)
+            out[..., k] = xp.where(traded, px[name] * adj, np.nan)
     return out
 
 
@@ -137,7 +141,9 @@ def load_model_inputs(
     :func:`fbgpu.panel.build_panel`).
     """
     srcs = {s for k in kinds for s in sources_for(k)}
-    market = market if market is not None else load_market(store)
+    # The daily inputs cross to the device once (Market.on: raw inputs, uploaded); pool, labels,
+    # panel alignment and LF bars are then computed there, and nothing comes back.
+    market = (market if market is not None else load_market(store)).on(backend)
     xp = backend.xp
     # Scores at T may know only the close of T: the samples' cross-section is the scoring pool;
     # the T+1 pool (tradable next day) shapes only the labels, which are future by definition.
@@ -162,12 +168,12 @@ def load_model_inputs(
         hf_panel, names = xp.asarray(fp.values, dtype=xp.float32), tuple(fp.names)
     bars = None
     if any(s in LF_SOURCES for s in srcs):
-        bars = xp.asarray(lf_bars(store, market), dtype=xp.float32)
+        bars = lf_bars(store, market).astype(xp.float32)
     return ModelInputs(
         dates=list(market.dates),
         symbols=np.asarray(market.symbols),
-        pool=xp.asarray(pool),
-        label=xp.asarray(label, dtype=xp.float32),
+        pool=pool,
+        label=label.astype(xp.float32),
         hf_panel=hf_panel,
         bars=bars,
         factor_names=names,
@@ -312,6 +318,7 @@ def run_train(
     panel_config: PanelConfig | None = None,
     pool_config: PoolConfig | None = None,
     factors: Any = None,
+    writer: StoreWriteBehind | None = None,
 ) -> TrainSummary:
     """Train ``model`` (a kind of :data:`MODEL_KINDS`, or ``"all"``) on rolling windows.
 
@@ -326,6 +333,12 @@ def run_train(
     :class:`fbgpu.factors.FactorCube` on the backend's device) is the HF panel's source instead
     of the store's ``factors`` table, as in :func:`load_model_inputs`; checkpoints still name the
     stored partitions as their inputs, so pass only a cube whose values were also stored.
+
+    The ``scores`` table is written behind (:mod:`fbgpu.data.writebehind`) from the device
+    columns (``Backend.to_host_async``, one crossing per column): by ``writer`` when given (the
+    demo's; ``summary.dates_written`` is set when the write has run, i.e. after the caller's
+    flush), else at once. Before anything reads the table back (the exhibits, a ``fused`` from
+    the store) the writer is flushed.
     """
     t0 = time.perf_counter()
     st = store if isinstance(store, Store) else Store(store)
@@ -334,7 +347,7 @@ def run_train(
     cfg = config if isinstance(config, TrainConfig) else load_train_config(dict(config or {}))
     kinds = _resolve_kinds(model)
     be = backend if isinstance(backend, Backend) else get_backend(backend)
-    device = torch_device(be.name)
+    device = torch_device(be)
     inputs = load_model_inputs(st, cfg, be, kinds, panel_config=panel_config,
                                pool_config=pool_config, factors=factors)
     srcs: list[str] = []
@@ -370,16 +383,26 @@ def run_train(
             scores.columns[hf_col], scores.columns[lf_col], cfg.fusion_hf_weight,
             cfg.fusion_lf_weight))
         provenance[FUSED_COLUMN] = _fused_provenance(cfg)
-    summary.dates_written = write_scores(st, pred_dates, inputs.symbols, scores.to_host(),
-                                         provenance)
+    names = list(scores.columns)
+
+    def persist(host: list[np.ndarray]) -> None:
+        summary.dates_written = write_scores(st, pred_dates, inputs.symbols,
+                                             dict(zip(names, host, strict=True)), provenance)
+
+    w = writer if writer is not None else StoreWriteBehind(st, be.to_host_async, name="scores")
+    w.submit(SCORES_TABLE, None, [scores.columns[n] for n in names], persist)
+    if writer is None:
+        w.close()
     summary.columns = list(scores.columns)
     summary.scores = scores
     # One part trained now, the other from an earlier run: fuse from the store.
-    if FUSED_COLUMN not in scores.columns and ("hf" in kinds or "lf" in kinds) \
-            and update_fused(st, cfg):
-        summary.columns.append(FUSED_COLUMN)
+    if FUSED_COLUMN not in scores.columns and ("hf" in kinds or "lf" in kinds):
+        w.flush()  # the table is read back
+        if update_fused(st, cfg):
+            summary.columns.append(FUSED_COLUMN)
     summary.seconds = time.perf_counter() - t0
     if report:
+        w.flush()  # the exhibits read the scores table
         from fbgpu.models.exhibits import evaluate_models
 
         try:

@@ -27,9 +27,20 @@ from fbgpu.engine.guard import sanctioned_reason
 log = logging.getLogger(__name__)
 
 
-def torch_device(backend_name: str) -> torch.device:
-    """``cuda`` for the GPU backend, ``cpu`` otherwise."""
-    return torch.device("cuda" if backend_name == "gpu" else "cpu")
+def torch_device(backend: Any) -> torch.device:
+    """``cuda`` for the GPU backend, ``cpu`` otherwise.
+
+    ``backend`` is a :class:`fbgpu.engine.backend.Backend` or its name. The CPU stand-in device
+    (:func:`fbgpu.engine.standin.standin_backend`, a ``gpu`` backend whose arrays are host
+    memory) trains with torch on the CPU, so that CI runs the GPU backend's device path end to
+    end: its arrays reach torch by DLPack as cupy's do.
+    """
+    from fbgpu.engine.standin import is_host_namespace
+
+    name = getattr(backend, "name", backend)
+    if name == "gpu" and not is_host_namespace(getattr(backend, "xp", None)):
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 @contextlib.contextmanager

@@ -33,12 +33,24 @@ runs over ``universe`` (known at T), and the T+1 filter is applied only where a 
 or evaluated. Every score-side cross-section (model input normalisation, the stocks a model
 scores, score z-scores, fused and composite scores) runs over ``scoring_pool`` (known at the close
 of T); ``pool`` is used only for labels (future by definition), evaluation and execution.
+
+**On a device.** :func:`load_market` reads the store into host numpy arrays.
+:meth:`Market.on` gives the same market on a backend's device (cupy on a GPU, the CPU stand-in
+in the tests): the ``[D, S]`` arrays are uploaded through the backend's namespace (``present``,
+``suspended``, ``st`` and ``industry`` at once, each price field the first time it is used, the
+per-stock listing offsets once), and the pool, the labels, the traded mask, prices and returns,
+``log_cap`` and ``universe`` are then computed there by the same code (``xp`` is the arrays'
+namespace), with no host round trip: one definition of each, on either device. The calendar,
+symbols and listing dates stay host metadata. The execution helpers of the backtest
+(``growth``, ``tradability``, ...) and ``style_factors`` are host-side (run them on
+:func:`load_market`'s market).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -46,7 +58,8 @@ from typing import Any
 import numpy as np
 
 from fbgpu.data.store import Store, StoreError
-from fbgpu.panel.preprocess import quiet_nan_warnings, trailing_mean, trailing_sum
+from fbgpu.engine.backend import Backend, array_module
+from fbgpu.panel.preprocess import quiet_nan_warnings, trailing_mean, trailing_sum, zscore
 
 log = logging.getLogger(__name__)
 
@@ -79,28 +92,72 @@ class PoolConfig:
             raise ValueError(f"pool.min_listed_days must be >= 0, got {self.min_listed_days}")
 
 
+class _Uploaded(Mapping[str, Any]):
+    """Host ``[D, S]`` fields uploaded to a device by ``xp.asarray`` on first access, each once
+    (a model run that needs four price fields uploads four, not nine)."""
+
+    def __init__(self, host: Mapping[str, np.ndarray], xp: Any) -> None:
+        self._host, self._xp, self._dev = host, xp, {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._dev:
+            self._dev[name] = self._xp.asarray(self._host[name])
+        return self._dev[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._host)
+
+    def __len__(self) -> int:
+        return len(self._host)
+
+
 @dataclass
 class Market:
     """Dense daily market data on the trading calendar; see the module docstring.
 
     Float fields are NaN where a stock has no row; ``suspended``/``st`` are False there.
     ``industry`` holds codes into ``industries`` (-1 = unknown/absent). ``list_date`` is
-    ``datetime64[D]`` per symbol (NaT = unknown).
+    ``datetime64[D]`` per symbol (NaT = unknown). The ``[D, S]`` arrays are numpy (from
+    :func:`load_market`) or all on one device (:meth:`on`).
     """
 
     dates: list[dt.date]
     symbols: np.ndarray
-    present: np.ndarray
-    fields: dict[str, np.ndarray]
-    suspended: np.ndarray
-    st: np.ndarray
-    industry: np.ndarray
+    present: Any
+    fields: Mapping[str, Any]
+    suspended: Any
+    st: Any
+    industry: Any
     industries: list[str]
     list_date: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def __getitem__(self, name: str) -> Any:
         return self.fields[name]
+
+    @property
+    def xp(self) -> Any:
+        """The array namespace of the ``[D, S]`` arrays (numpy, cupy or the stand-in's)."""
+        return array_module(self.present)
+
+    def on(self, backend: Backend) -> Market:
+        """This market with its ``[D, S]`` arrays on ``backend``'s device (the module doc's
+        "On a device"); ``self`` when they are there already (always on the CPU backend).
+
+        The uploads are the raw inputs' one crossing: ``present``, ``suspended``, ``st`` and
+        ``industry`` now, the price fields lazily (:class:`_Uploaded`), each at most once per
+        returned market.
+        """
+        xp = backend.xp
+        if self.xp is xp:
+            return self
+        if xp is not np and self.xp is not np:
+            raise ValueError("Market.on: the market is on another device already")
+        return Market(
+            dates=self.dates, symbols=self.symbols, present=xp.asarray(self.present),
+            fields=_Uploaded(self.fields, xp), suspended=xp.asarray(self.suspended),
+            st=xp.asarray(self.st), industry=xp.asarray(self.industry),
+            industries=self.industries, list_date=self.list_date, meta=self.meta)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -126,26 +183,34 @@ class Market:
         if "listing_dates" in self.meta and not self.meta.get("listing_dates_said"):
             log.warning("%s: listing dates inferred from daily rows", self.meta["listing_dates"])
             self.meta["listing_dates_said"] = True
-        D, S = self.shape
+        xp = self.xp
+        D = self.shape[0]
+        start, before, unknown = self._listing
+        first_row = xp.where(self.present.any(axis=0), self.present.argmax(axis=0), D)
+        # Unknown listing date: from the first row, or seasoned if present from the start.
+        seasoned = unknown & (first_row == 0)
+        start = xp.where(unknown, first_row, start)
+        before = xp.where(seasoned, 10**6, before)
+        t = xp.arange(D, dtype=xp.int64)[:, None]
+        return xp.maximum(t - start[None, :] + 1 + before[None, :], 0).astype(xp.int64)
+
+    @cached_property
+    def _listing(self) -> tuple[Any, Any, Any]:
+        """Per stock, from the listing dates and the calendar (host metadata, uploaded once):
+        the calendar row of the listing date (0 before the data), the trading days counted
+        before the data (weekdays, ``numpy.busday_count``), and whether the date is unknown."""
         cal = np.array(self.dates, dtype="datetime64[D]")
-        first_row = np.where(self.present.any(axis=0), self.present.argmax(axis=0), D)
         ld = self.list_date.astype("datetime64[D]")
         known = ~np.isnat(ld)
-        days = np.empty((D, S), dtype=np.int64)
-        t = np.arange(D)[:, None]
         # Listed inside the calendar: count calendar rows from the listing date.
-        start = np.searchsorted(cal, np.where(known, ld, cal[0]), side="left")
-        before = np.zeros(S, dtype=np.int64)
+        start = np.searchsorted(cal, np.where(known, ld, cal[0]), side="left").astype(np.int64)
+        before = np.zeros(len(ld), dtype=np.int64)
         early = known & (ld < cal[0])
         if early.any():
             before[early] = np.busday_count(ld[early], cal[0])
         start = np.where(early, 0, start)
-        # Unknown listing date: from the first row, or seasoned if present from the start.
-        seasoned = ~known & (first_row == 0)
-        start = np.where(~known, first_row, start)
-        before = np.where(seasoned, 10**6, before)
-        days[:] = t - start[None, :] + 1 + before[None, :]
-        return np.maximum(days, 0)
+        xp = self.xp
+        return xp.asarray(start), xp.asarray(before), xp.asarray(~known)
 
     def universe(self, config: PoolConfig | None = None) -> np.ndarray:
         """``[D, S]`` bool: the cross-section of day T, known at the close of T."""
@@ -158,9 +223,10 @@ class Market:
     def tradable_next(self, config: PoolConfig | None = None) -> np.ndarray:
         """``[D, S]`` bool: buyable on T+1 (known at the open of T+1); False on the last day."""
         cfg = config or PoolConfig()
+        xp = self.xp
         D, S = self.shape
-        ok = np.zeros((D, S), dtype=bool)
-        nxt = np.ones((D - 1, S), dtype=bool) if D > 1 else np.zeros((0, S), dtype=bool)
+        ok = xp.zeros((D, S), dtype=bool)
+        nxt = xp.ones((D - 1, S), dtype=bool) if D > 1 else xp.zeros((0, S), dtype=bool)
         if cfg.exclude_suspended_next:
             nxt &= self.present[1:] & ~self.suspended[1:]
         else:
@@ -195,17 +261,18 @@ class Market:
         """``[D, S]`` bool: traded on the day (a row, not suspended, volume and vwap > 0)."""
         with np.errstate(invalid="ignore"):
             return (self.present & ~self.suspended & (self["volume"] > 0)
-                    & np.isfinite(self["vwap"]) & (self["vwap"] > 0))
+                    & self.xp.isfinite(self["vwap"]) & (self["vwap"] > 0))
 
     def trade_price(self) -> np.ndarray:
         """``[D, S]`` adjusted price ``P_t`` (see the module docstring)."""
+        xp = self.xp
         adj = self["adj_factor"]
-        px = np.where(self.traded(), self["vwap"] * adj, self["close"] * adj)
-        return np.where(self.present, px, np.nan)
+        px = xp.where(self.traded(), self["vwap"] * adj, self["close"] * adj)
+        return xp.where(self.present, px, xp.nan)
 
     def adjusted_close(self) -> np.ndarray:
         """``[D, S]`` close * adj_factor (NaN without a row)."""
-        return np.where(self.present, self["close"] * self["adj_factor"], np.nan)
+        return self.xp.where(self.present, self["close"] * self["adj_factor"], self.xp.nan)
 
     def forward_returns(self, start: int = 1, end: int = 6) -> np.ndarray:
         """``[D, S]`` return bought at ``P_{T+start}``, valued at ``P_{T+end}``; known at T+end.
@@ -216,7 +283,7 @@ class Market:
             raise ValueError(f"need 0 <= start < end, got start={start}, end={end}")
         px = self.trade_price()
         D = px.shape[0]
-        out = np.full_like(px, np.nan)
+        out = self.xp.full_like(px, np.nan)
         if end < D:
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[: D - end] = px[end:] / px[start: D - end + start] - 1.0
@@ -226,12 +293,12 @@ class Market:
         """``[D, S]`` training label: the ``start..end`` return z-scored over ``pool`` per date.
 
         Known at the close of T+end: a model trained at R may use samples with T + end < R.
+        The z-score is :func:`fbgpu.panel.preprocess.zscore` (population std, at least 2
+        stocks); computed where the market's arrays live (:meth:`on`).
         """
-        from fbgpu.panel.preprocess import zscore
-
         r = self.forward_returns(start, end)
         if pool is not None:
-            r = np.where(pool, r, np.nan)
+            r = self.xp.where(pool, r, np.nan)
         return zscore(r, min_stocks=2)
 
     # ------------------------------------------------------------------ execution (backtest)
@@ -287,9 +354,10 @@ class Market:
     # ------------------------------------------------------------------ exposures
     def log_cap(self) -> np.ndarray:
         """``[D, S]`` log float market cap (NaN where absent or non-positive)."""
+        xp = self.xp
         cap = self["float_cap"]
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(cap > 0, np.log(cap), np.nan)
+            return xp.where(cap > 0, xp.log(cap), np.nan)
 
     def style_factors(self, window: int = 20, beta_window: int = 60,
                       min_valid: int = 10, beta_min_obs: int = 20) -> dict[str, np.ndarray]:
