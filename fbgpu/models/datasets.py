@@ -36,6 +36,7 @@ import torch
 from fbgpu.errors import ExitStatus
 from fbgpu.models.config import TrainConfig
 from fbgpu.models.device import cpu_threads, to_torch
+from fbgpu.panel.market import zscored_return
 
 #: Daily bar features of the LF models, in tensor order.
 LF_BAR_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "vwap", "volume")
@@ -108,41 +109,15 @@ class ModelInputs:
 
 
 # --------------------------------------------------------------------------- labels (any xp)
-def zscore_per_date(x: Any, mask: Any, xp: Any = np) -> Any:
-    """Cross-sectional z-score of ``x [D, S]`` over ``mask & finite`` per row; NaN elsewhere.
+def make_labels(vwap: Any, pool: Any, horizon: int = 10, xp: Any = None) -> Any:
+    """Training label ``[D, S]``: ``vwap[T+1+h] / vwap[T+1] - 1`` z-scored over the pool of T.
 
-    ``z = (x - mean) / std`` with the population std; rows with std 0 or < 2 values are NaN.
+    :func:`fbgpu.panel.market.zscored_return` (the one label definition, which
+    :meth:`~fbgpu.panel.market.Market.labels` applies to adjusted trade prices) of a bare
+    ``[D, S]`` vwap panel; runs where ``vwap`` lives (``xp`` is accepted for compatibility and
+    not needed).
     """
-    m = mask & xp.isfinite(x)
-    cnt = m.sum(axis=1, keepdims=True)
-    xs = xp.where(m, x, 0.0)
-    mean = xs.sum(axis=1, keepdims=True) / xp.maximum(cnt, 1)
-    var = (xp.where(m, x - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / xp.maximum(cnt, 1)
-    ok = (cnt >= 2) & (var > 0)
-    std = xp.sqrt(xp.where(ok, var, 1.0))
-    return xp.where(m & ok, (x - mean) / std, xp.nan)
-
-
-def forward_vwap_return(vwap: Any, start: int, horizon: int, xp: Any = np) -> Any:
-    """``vwap[T+start+horizon] / vwap[T+start] - 1`` per day T (NaN where T+... is past the end).
-
-    ``vwap`` is ``[D, S]`` adjusted vwap; the value at row T is known at the close of
-    T+start+horizon.
-    """
-    D = vwap.shape[0]
-    out = xp.full(vwap.shape, xp.nan, dtype=xp.float64)
-    n = D - start - horizon
-    if n > 0:
-        buy = vwap[start : start + n]
-        sell = vwap[start + horizon : start + horizon + n]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[:n] = xp.where(buy > 0, sell / buy - 1.0, xp.nan)
-    return out
-
-
-def make_labels(vwap: Any, pool: Any, horizon: int = 10, xp: Any = np) -> Any:
-    """Training label ``[D, S]``: ``vwap[T+1+h] / vwap[T+1] - 1`` z-scored over the pool of T."""
-    return zscore_per_date(forward_vwap_return(vwap, 1, horizon, xp), pool, xp)
+    return zscored_return(vwap, pool, 1, 1 + horizon)
 
 
 # --------------------------------------------------------------------------- calendar indices

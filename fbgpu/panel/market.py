@@ -277,29 +277,19 @@ class Market:
     def forward_returns(self, start: int = 1, end: int = 6) -> np.ndarray:
         """``[D, S]`` return bought at ``P_{T+start}``, valued at ``P_{T+end}``; known at T+end.
 
-        NaN where either price is missing or ``T + end`` is past the last date.
+        NaN where either price is missing or ``T + end`` is past the last date
+        (:func:`forward_return` of :meth:`trade_price`).
         """
-        if not 0 <= start < end:
-            raise ValueError(f"need 0 <= start < end, got start={start}, end={end}")
-        px = self.trade_price()
-        D = px.shape[0]
-        out = self.xp.full_like(px, np.nan)
-        if end < D:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[: D - end] = px[end:] / px[start: D - end + start] - 1.0
-        return out
+        return forward_return(self.trade_price(), start, end)
 
     def labels(self, pool: np.ndarray | None = None, start: int = 1, end: int = 11) -> np.ndarray:
         """``[D, S]`` training label: the ``start..end`` return z-scored over ``pool`` per date.
 
         Known at the close of T+end: a model trained at R may use samples with T + end < R.
-        The z-score is :func:`fbgpu.panel.preprocess.zscore` (population std, at least 2
-        stocks); computed where the market's arrays live (:meth:`on`).
+        :func:`zscored_return` of :meth:`trade_price`; computed where the market's arrays live
+        (:meth:`on`).
         """
-        r = self.forward_returns(start, end)
-        if pool is not None:
-            r = self.xp.where(pool, r, np.nan)
-        return zscore(r, min_stocks=2)
+        return zscored_return(self.trade_price(), pool, start, end)
 
     # ------------------------------------------------------------------ execution (backtest)
     @cached_property
@@ -402,6 +392,37 @@ class Market:
         beta = np.where((n >= beta_min_obs) & (var > 0), beta, np.nan)
         return {"reversal": rev, "size": self.log_cap(), "amount": amount,
                 "turnover": turnover, "beta": beta}
+
+
+def forward_return(px: Any, start: int, end: int) -> Any:
+    """``[D, S]`` return ``px[T+end] / px[T+start] - 1`` of prices ``px [D, S]``, known at T+end.
+
+    NaN where either price is missing and where ``T + end`` is past the last row. Any ``xp``
+    (the result lives where ``px`` does).
+    """
+    if not 0 <= start < end:
+        raise ValueError(f"need 0 <= start < end, got start={start}, end={end}")
+    D = px.shape[0]
+    out = array_module(px).full_like(px, np.nan)
+    if end < D:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[: D - end] = px[end:] / px[start: D - end + start] - 1.0
+    return out
+
+
+def zscored_return(px: Any, pool: Any | None, start: int = 1, end: int = 11) -> Any:
+    """The training label: :func:`forward_return` z-scored over ``pool`` per date (row).
+
+    ``z = (r - mean) / std`` over the stocks of ``pool[T]`` with a finite return (population
+    std, :func:`fbgpu.panel.preprocess.zscore` with at least 2 stocks); NaN elsewhere and on
+    dates whose std is 0. Known at the close of T+end. The one label of the project
+    (:meth:`Market.labels` on adjusted trade prices; :func:`fbgpu.models.make_labels` on a
+    bare vwap panel).
+    """
+    r = forward_return(px, start, end)
+    if pool is not None:
+        r = array_module(r).where(pool, r, np.nan)
+    return zscore(r, min_stocks=2)
 
 
 def rebalance_indices(n_dates: int, every: int = 5, offset: int = 0) -> np.ndarray:
