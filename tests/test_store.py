@@ -1,4 +1,5 @@
-"""The Parquet store: round trip, canonical sort, CSR readers, atomicity, manifests, errors."""
+"""The store: round trip, canonical sort, CSR readers, atomicity, manifests, errors, and the
+on-disk formats of the hot tables (memory-mapped Arrow IPC by default, Parquet for old stores)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from fbgpu.data.schemas import MINUTES_PER_DAY, SCHEMAS
-from fbgpu.data.store import Store, StoreError, conform
+from fbgpu.data.store import PART_NAMES, Store, StoreError, conform
 
 D1 = dt.date(2024, 1, 2)
 D2 = dt.date(2024, 1, 3)
@@ -47,8 +48,9 @@ def _store_digest(root: Path) -> dict[str, str]:
     }
 
 
-def test_round_trip_sorts_and_builds_csr(tmp_path: Path) -> None:
-    s = Store(tmp_path)
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_round_trip_sorts_and_builds_csr(tmp_path: Path, fmt: str) -> None:
+    s = Store(tmp_path, fmt)
     t = _trades(D1, ["B.SZ", "A.SH", "B.SZ", "A.SH", "C.SZ"], [2, 5, 1, 3, 7])
     man = s.write("trades", D1, t)
     assert man.rows == 5 and s.dates("trades") == [D1] and s.tables() == ["trades"]
@@ -147,7 +149,7 @@ def test_rewrite_is_idempotent(tmp_path: Path) -> None:
     assert _store_digest(tmp_path) == before
 
 
-def _slow_writer(root: str, started: mp.Event) -> None:  # pragma: no cover - child process
+def _slow_writer(root: str, started: mp.Event, fmt: str) -> None:  # pragma: no cover - child
     import fbgpu.data.store as store_mod
 
     real = store_mod.os.fsync
@@ -159,17 +161,19 @@ def _slow_writer(root: str, started: mp.Event) -> None:  # pragma: no cover - ch
 
     store_mod.os.fsync = slow_fsync
     n = 200_000
-    Store(root).write("trades", D1, _trades(D1, ["A.SH"] * n, list(range(n))))
+    Store(root, fmt).write("trades", D1, _trades(D1, ["A.SH"] * n, list(range(n))))
 
 
-def test_write_killed_midway_leaves_previous_partition_intact(tmp_path: Path) -> None:
-    s = Store(tmp_path)
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_write_killed_midway_leaves_previous_partition_intact(tmp_path: Path, fmt: str) -> None:
+    s = Store(tmp_path, fmt)
+    part = PART_NAMES[fmt]
     old = _trades(D1, ["A.SH"], [1])
     s.write("trades", D1, old)
     before = s.read("trades", D1)
     ctx = mp.get_context("fork")
     started = ctx.Event()
-    p = ctx.Process(target=_slow_writer, args=(str(tmp_path), started))
+    p = ctx.Process(target=_slow_writer, args=(str(tmp_path), started, fmt))
     p.start()
     assert started.wait(60), "writer never reached fsync"
     os.kill(p.pid, signal.SIGKILL)
@@ -178,13 +182,13 @@ def test_write_killed_midway_leaves_previous_partition_intact(tmp_path: Path) ->
     assert s.read("trades", D1).equals(before)
     assert s.dates("trades") == [D1]
     leftovers = [q.name for q in (tmp_path / "trades" / "date=2024-01-02").iterdir()]
-    assert all(n.startswith(".") or n in ("part-0.parquet", "_manifest.json") for n in leftovers)
+    assert all(n.startswith(".") or n in (part, "_manifest.json") for n in leftovers)
 
     # a first-ever write killed midway leaves no partition that reads as complete
-    p = ctx.Process(target=_slow_writer, args=(str(tmp_path / "fresh"), ctx.Event()))
+    p = ctx.Process(target=_slow_writer, args=(str(tmp_path / "fresh"), ctx.Event(), fmt))
     p.start()
     time.sleep(1.0)
-    while not list((tmp_path / "fresh").rglob(".part-0.parquet.*.tmp")) and p.is_alive():
+    while not list((tmp_path / "fresh").rglob(f".{part}.*.tmp")) and p.is_alive():
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.join()
@@ -192,8 +196,9 @@ def test_write_killed_midway_leaves_previous_partition_intact(tmp_path: Path) ->
     assert fresh.dates("trades") == [] and not fresh.has("trades", D1)
 
 
-def test_partition_writer_streams_chunks_atomically(tmp_path: Path) -> None:
-    s = Store(tmp_path)
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_partition_writer_streams_chunks_atomically(tmp_path: Path, fmt: str) -> None:
+    s = Store(tmp_path, fmt)
     s.write("trades", D1, _trades(D1, ["A.SH"], [1]))
     old = s.read("trades", D1)
     chunks = [conform(_trades(D1, ["A.SH", "A.SH"], [1, 2]), "trades"),
@@ -213,8 +218,14 @@ def test_partition_writer_streams_chunks_atomically(tmp_path: Path) -> None:
     assert list(day.symbols) == ["A.SH", "B.SZ"] and day.offsets.tolist() == [0, 2, 3]
     man = s.manifest("trades", D1)
     assert man.rows == 3 and man.config_hash == "c"
-    blob = (tmp_path / "trades" / "date=2024-01-02" / "part-0.parquet").read_bytes()
+    blob = (tmp_path / "trades" / "date=2024-01-02" / PART_NAMES[fmt]).read_bytes()
     assert man.sha256 == hashlib.sha256(blob).hexdigest()
+    assert sorted(q.name for q in (tmp_path / "trades" / "date=2024-01-02").iterdir()) == \
+        sorted([PART_NAMES[fmt], "_manifest.json"])  # no spool or temporary file is left
+    # a chunked write reads back exactly as the same rows written at once
+    whole = Store(tmp_path / "whole", fmt)
+    whole.write("trades", D1, pa.concat_tables(chunks))
+    assert s.read("trades", D1).to_pydict() == whole.read("trades", D1).to_pydict()
 
 
 def _sorted_ticks_file(path: Path, rng: np.random.Generator, n_sym: int, row_group: int,
@@ -303,17 +314,25 @@ def test_stock_selection_decodes_only_overlapping_row_groups(tmp_path: Path,
     assert calls == [2, 3]
 
 
-def test_read_ticks_rejects_an_unsorted_partition(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_read_ticks_rejects_an_unsorted_partition(tmp_path: Path, fmt: str) -> None:
     import pyarrow.parquet as pq
 
-    store = Store(tmp_path)
+    from fbgpu.data.store import ipc_bytes
+
+    store = Store(tmp_path, fmt)
     store.write("trades", D1, _trades(D1, ["600000.SH", "600001.SH"], [1, 2]))
     path = store.partition_path("trades", D1)
-    t = pq.read_table(path)
-    pq.write_table(pa.concat_tables([t, t.slice(0, 1)]), path)  # 600000.SH again at the end
+    assert path.name == PART_NAMES[fmt]
+    t = store.read("trades", D1)
+    bad = pa.concat_tables([t, t.slice(0, 1)])  # 600000.SH again at the end
+    if fmt == "arrow":
+        path.write_bytes(ipc_bytes(bad).to_pybytes())
+    else:
+        pq.write_table(bad, path)
     with pytest.raises(StoreError, match="not sorted by symbol"):
         store.read_ticks("trades", D1, ["price"])
-    path.write_bytes(b"not parquet")
+    path.write_bytes(b"not a partition")
     with pytest.raises(StoreError, match="cannot read"):
         store.read_ticks("trades", D1, ["price"])
 
@@ -343,3 +362,141 @@ def test_symbol_counts_and_budget_chunks_by_per_stock_rows(tmp_path: Path) -> No
     for c in chunks:
         assert sum(by[s] for s in c) <= budget or len(c) == 1
     assert [names[4]] in [list(c) for c in chunks]
+
+
+# ------------------------------------------------------------------ on-disk formats (issue 16)
+
+
+def _ipc_file(path: Path, table: pa.Table, batch_rows: int | None) -> None:
+    """``table`` as an Arrow IPC file with record batches of ``batch_rows`` (None: one)."""
+    table = table.combine_chunks()
+    with pa.ipc.new_file(str(path), table.schema) as w:
+        if table.num_rows:
+            w.write_table(table, max_chunksize=batch_rows or table.num_rows)
+
+
+@pytest.mark.parametrize("batch_rows", [None, 7])
+def test_read_runs_ipc_matches_arrow_for_every_selection(tmp_path: Path,
+                                                         batch_rows: int | None) -> None:
+    """The memory-mapped IPC read returns exactly what a whole read + filter returns (stocks,
+    offsets, values with NaN, dtypes) for one-batch files (the store's layout) and multi-batch
+    files (runs straddling batches), whole and for random selections; with one batch, the whole
+    file and any run of consecutive stocks are read-only views of the mapped file (no copy)."""
+    import pyarrow.compute as pc
+
+    from fbgpu.data.tickread import read_runs
+
+    rng = np.random.default_rng(11)
+    for k in range(6):
+        n_sym = int(rng.integers(1, 60))
+        _sorted_ticks_file(tmp_path / "x.parquet", rng, n_sym, 50, dictionary=True)
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(tmp_path / "x.parquet")
+        table = table.set_column(0, "symbol", pc.dictionary_encode(
+            table.column("symbol").cast(pa.string())))
+        path = tmp_path / f"t{k}.arrow"
+        _ipc_file(path, table, batch_rows)
+        all_syms = np.array(sorted(set(table.column("symbol").to_pylist())), dtype=object)
+        contiguous = list(all_syms[1:4])
+        selections = [None, contiguous, list(all_syms[::3]), ["000000.XX"],
+                      [*rng.permutation(all_syms)[: max(1, len(all_syms) // 2)], "9.X"]]
+        for sel in selections:
+            syms, offsets, cols = read_runs(path, ["ts", "price", "volume", "side"], sel)
+            keep = np.ones(table.num_rows, dtype=bool) if sel is None else np.isin(
+                np.array(table.column("symbol").to_pylist(), dtype=object), sel)
+            ref = table.filter(pa.array(keep))
+            ref_sym = np.array(ref.column("symbol").to_pylist(), dtype=object)
+            want = sorted(set(ref_sym))
+            assert list(syms) == want
+            np.testing.assert_array_equal(np.diff(offsets),
+                                          [int((ref_sym == s).sum()) for s in want])
+            for c in ("ts", "price", "volume", "side"):
+                r = ref.column(c).to_numpy()
+                assert cols[c].dtype == r.dtype and cols[c].flags.c_contiguous
+                np.testing.assert_array_equal(cols[c], r)
+                if batch_rows is None and (sel is None or sel is contiguous) and len(r):
+                    # a view of the mapped file: not owned, not writable
+                    assert not cols[c].flags.owndata and not cols[c].flags.writeable
+
+
+def test_default_format_setting_and_old_parquet_stores(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new store writes its hot tables as Arrow IPC and other tables as Parquet and records
+    the setting; a store holding Parquet hot partitions from before the setting keeps writing
+    Parquet and stays readable; FBGPU_STORE_FORMAT chooses for a new store; a bad setting is a
+    clear error naming the file."""
+    monkeypatch.delenv("FBGPU_STORE_FORMAT", raising=False)
+    new = Store(tmp_path / "new")
+    new.write("trades", D1, _trades(D1, ["A.SH"], [1]))
+    new.write("daily_probe", D1, pa.table({"date": [D1], "symbol": ["A.SH"], "x": [1.0]}))
+    assert new.partition_path("trades", D1).name == "part-0.arrow"
+    assert new.partition_path("daily_probe", D1).name == "part-0.parquet"
+    assert Store(tmp_path / "new").hot_format == "arrow"  # recorded in store.json
+    assert new.tables() == ["daily_probe", "trades"] and new.dates("trades") == [D1]
+
+    old = Store(tmp_path / "old", "parquet")
+    old.write("trades", D1, _trades(D1, ["A.SH"], [1]))
+    (tmp_path / "old" / "store.json").unlink()  # as written before the setting existed
+    again = Store(tmp_path / "old")
+    assert again.hot_format == "parquet"
+    again.write("trades", D2, _trades(D2, ["B.SZ"], [1]))
+    assert again.partition_path("trades", D2).name == "part-0.parquet"
+    assert again.dates("trades") == [D1, D2]
+    assert list(again.read_ticks("trades", D2).symbols) == ["B.SZ"]
+
+    monkeypatch.setenv("FBGPU_STORE_FORMAT", "parquet")
+    assert Store(tmp_path / "env").hot_format == "parquet"
+    monkeypatch.setenv("FBGPU_STORE_FORMAT", "csv")
+    with pytest.raises(StoreError, match="FBGPU_STORE_FORMAT.*unknown store format"):
+        _ = Store(tmp_path / "env2").hot_format
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "store.json").write_text("{not json")
+    with pytest.raises(StoreError, match="store.json"):
+        _ = Store(tmp_path / "bad").hot_format
+
+
+def test_convert_rewrites_hot_partitions_with_the_same_values(tmp_path: Path) -> None:
+    """Store.convert rewrites every hot partition in the other format (values, schema and
+    manifest provenance unchanged, sha256 of the new file), leaves no old file behind, and is a
+    no-op the second time; converting back gives the same values again."""
+    s = Store(tmp_path, "parquet")
+    syms = ["B.SZ", "A.SH", "B.SZ", "C.SZ"]
+    s.write("trades", D1, _trades(D1, syms, [2, 5, 1, 7]), config_hash_="h",
+            inputs={"x/1": "abc"})
+    s.write("trades", D2, _trades(D2, syms[:2], [1, 2]))
+    before = {d: s.read("trades", d).to_pydict() for d in (D1, D2)}
+    old_man = s.manifest("trades", D1)
+    s2 = Store(tmp_path)
+    assert s2.convert("arrow") == 2 and s2.convert("arrow") == 0
+    for d in (D1, D2):
+        assert s2.partition_path("trades", d).name == "part-0.arrow"
+        assert not (s2.partition_dir("trades", d) / "part-0.parquet").exists()
+        assert s2.read("trades", d).to_pydict() == before[d]
+        assert s2.read("trades", d).schema == SCHEMAS["trades"]
+    man = s2.manifest("trades", D1)
+    blob = s2.partition_path("trades", D1).read_bytes()
+    assert man.sha256 == hashlib.sha256(blob).hexdigest() != old_man.sha256
+    assert (man.config_hash, man.inputs, man.code_version) == \
+        (old_man.config_hash, old_man.inputs, old_man.code_version)
+    assert Store(tmp_path).hot_format == "arrow"
+    assert Store(tmp_path).convert("parquet") == 2
+    assert Store(tmp_path).read("trades", D1).to_pydict() == before[D1]
+
+
+def test_arrow_partitions_are_read_by_pandas_and_polars(tmp_path: Path) -> None:
+    """An arrow partition is a plain Feather v2 file: pandas and polars read the same rows."""
+    import pandas as pd
+    import polars as pl
+
+    s = Store(tmp_path)
+    s.write("trades", D1, _trades(D1, ["B.SZ", "A.SH", "B.SZ"], [2, 5, 1]))
+    path = s.partition_path("trades", D1)
+    want = s.read("trades", D1)
+    pdf = pd.read_feather(path)
+    assert pdf["symbol"].astype(str).tolist() == want.column("symbol").to_pylist()
+    np.testing.assert_array_equal(pdf["price"].to_numpy(), want.column("price").to_numpy())
+    plf = pl.read_ipc(path)
+    assert plf["seq"].to_list() == want.column("seq").to_pylist()
+    assert plf["symbol"].cast(pl.Utf8).to_list() == want.column("symbol").to_pylist()
+    assert s.read_schema("trades", D1) == SCHEMAS["trades"]

@@ -1,17 +1,29 @@
-"""The Parquet store: every table of every stage, partitioned by table and date.
+"""The store: every table of every stage, partitioned by table and date.
 
 Layout (spec/data.md "The store")::
 
     <root>/<table>/date=YYYY-MM-DD/part-0.parquet      one partition = one table x one date
+    <root>/<table>/date=YYYY-MM-DD/part-0.arrow        ... of a hot table in an "arrow" store
     <root>/<table>/date=YYYY-MM-DD/_manifest.json      what produced it (see :class:`Manifest`)
     <root>/securities/part-0.parquet                   unpartitioned tables
     <root>/reports/...                                 report outputs (tables, figures, HTML)
+    <root>/store.json                                  the store's settings (``hot_format``)
+
+**On-disk format.** The *hot* tables a factor run reads every day (:data:`HOT_TABLES`: trades,
+orders, cancels, minute bars) are written in the store's ``hot_format``: ``"arrow"`` (the
+default for a new store: an uncompressed Arrow IPC file, Feather v2, holding one record batch,
+which readers memory-map and view as numpy arrays without copying or decoding) or
+``"parquet"`` (LZ4, 4.5x smaller on disk, decoded on every read). Every other table is
+Parquet. A partition is read in whatever format its file has, so stores written before the
+setting existed (all Parquet) stay readable, and a store may mix formats while it is being
+converted (:meth:`Store.convert`). Both formats are read directly by pyarrow, pandas
+(``read_feather``/``read_parquet``) and polars (``read_ipc``/``read_parquet``).
 
 Guarantees:
 
 * **Atomic partitions.** A partition is written to a hidden temporary file in its directory,
-  flushed and fsync'ed, then renamed over ``part-0.parquet`` (``os.replace`` is atomic on POSIX)
-  and the directory is fsync'ed. Readers only ever look at ``part-*.parquet``; a write killed
+  flushed and fsync'ed, then renamed over ``part-0.<ext>`` (``os.replace`` is atomic on POSIX)
+  and the directory is fsync'ed. Readers only ever look at ``part-0.<ext>``; a write killed
   midway leaves at most a ``.tmp`` file that no reader takes as data, and the previous version of
   the partition (if any) stays intact. The next writer removes such debris when it takes the
   store's write lock (:mod:`fbgpu.data.lock`: one writing command per store at a time).
@@ -31,6 +43,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterable, Sequence
@@ -47,7 +60,21 @@ from fbgpu.data.lock import claim as claim_store_lock
 from fbgpu.data.schemas import MINUTES_PER_DAY, SORT_KEYS, UNPARTITIONED, schema_for
 from fbgpu.errors import ExitStatus
 
+log = logging.getLogger(__name__)
+
 PART_NAME = "part-0.parquet"
+#: A partition's file name per on-disk format.
+PART_NAMES = {"parquet": PART_NAME, "arrow": "part-0.arrow"}
+#: The tables written in the store's ``hot_format`` (what a factor run reads every day).
+HOT_TABLES = frozenset({"trades", "orders", "cancels", "minute"})
+#: ``hot_format`` of a new store: the memory-mapped Arrow IPC layout, the only one measured at
+#: the bandwidth floor (docs/data.md, "The on-disk format"); ``FBGPU_STORE_FORMAT=parquet`` at
+#: a store's creation chooses the 4.5x smaller Parquet LZ4 files instead.
+DEFAULT_HOT_FORMAT = "arrow"
+#: The store's settings file (``{"hot_format": ...}``), written with its first hot partition.
+SETTINGS_NAME = "store.json"
+#: Arrow IPC files are written uncompressed: an LZ4 IPC file decodes as slowly as Parquet LZ4.
+IPC_WRITE_OPTIONS = None  # pyarrow's default IpcWriteOptions: no compression
 MANIFEST_NAME = "_manifest.json"
 #: Parquet codec of every partition. LZ4 (LZ4_RAW, read by pyarrow, pandas, polars, duckdb):
 #: on a full-market day's orders + trades files (full-day preset, dictionary encoding on) it
@@ -190,7 +217,7 @@ def _publish(tmp: Path, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes | pa.Buffer) -> None:
     """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
@@ -248,14 +275,131 @@ def conform(table: pa.Table, table_name: str) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-class Store:
-    """A directory of Parquet partitions; see the module docstring for layout and guarantees."""
+def _check_format(fmt: str, where: str) -> str:
+    if fmt not in PART_NAMES:
+        raise StoreError(f"{where}: unknown store format {fmt!r} (one of {sorted(PART_NAMES)})")
+    return fmt
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+
+def ipc_bytes(table: pa.Table) -> pa.Buffer:
+    """``table`` as an uncompressed Arrow IPC file (Feather v2) with one record batch (its
+    columns combined into one chunk each), so a reader can view each column as one array."""
+    table = table.combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=IPC_WRITE_OPTIONS) as w:
+        if table.num_rows:
+            w.write_table(table, max_chunksize=table.num_rows)
+    return sink.getvalue()
+
+
+def read_ipc(path: str | os.PathLike[str]) -> pa.Table:
+    """An Arrow IPC file, memory-mapped: the table's buffers are the file's pages (no copy, no
+    decoding; an LZ4-compressed file is decompressed). Partitions are replaced by rename, never
+    rewritten in place, so a mapped file never changes under a reader."""
+    return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+
+
+def _iter_batches(path: Path) -> Iterable[pa.RecordBatch]:
+    """A partition's record batches (Parquet: one row group at a time; IPC: memory-mapped)."""
+    if path.name == PART_NAMES["arrow"]:
+        yield from read_ipc(path).to_batches()
+    else:
+        yield from pq.ParquetFile(path).iter_batches(batch_size=1 << 20)
+
+
+class Store:
+    """A directory of partitions; see the module docstring for layout, format and guarantees.
+
+    ``hot_format`` (``"arrow"`` or ``"parquet"``) overrides the format of the hot tables'
+    partitions written from now on (and is recorded in ``store.json`` with the next such
+    write); by default it is the store's recorded setting, else ``"parquet"`` for a store that
+    already holds Parquet hot partitions (written before the setting existed), else
+    ``$FBGPU_STORE_FORMAT`` or :data:`DEFAULT_HOT_FORMAT`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], hot_format: str | None = None) -> None:
         self.root = Path(root)
+        self._hot_format = (_check_format(hot_format, f"store {self.root}")
+                            if hot_format is not None else None)
+        self._explicit_format = hot_format is not None
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
+
+    # ---------------------------------------------------------------- format
+    @property
+    def hot_format(self) -> str:
+        """The format new partitions of :data:`HOT_TABLES` are written in (see the class)."""
+        if self._hot_format is None:
+            self._hot_format = self._resolve_format()
+        return self._hot_format
+
+    def _resolve_format(self) -> str:
+        path = self.root / SETTINGS_NAME
+        if path.exists():
+            try:
+                fmt = json.loads(path.read_text()).get("hot_format", "")
+            except (json.JSONDecodeError, AttributeError, OSError) as e:
+                raise StoreError(f"{path}: unreadable store settings: {e}") from e
+            return _check_format(fmt, str(path))
+        for t in HOT_TABLES:
+            if (self.root / t).is_dir() and any((self.root / t).glob(f"date=*/{PART_NAME}")):
+                return "parquet"  # a store written before the setting existed
+        env = os.environ.get("FBGPU_STORE_FORMAT")
+        return _check_format(env, "FBGPU_STORE_FORMAT") if env else DEFAULT_HOT_FORMAT
+
+    def _record_format(self) -> None:
+        """Write ``store.json`` when it is missing or an explicit format changes it."""
+        path = self.root / SETTINGS_NAME
+        if path.exists() and not self._explicit_format:
+            return
+        want = json.dumps({"hot_format": self.hot_format}, indent=1).encode()
+        if not path.exists() or path.read_bytes() != want:
+            atomic_write_bytes(path, want)
+
+    def _target_path(self, table: str, date: dt.date | str | None) -> Path:
+        """Where a new partition of ``table`` is written (the store's format for a hot table)."""
+        fmt = self.hot_format if table in HOT_TABLES else "parquet"
+        return self.partition_dir(table, date) / PART_NAMES[fmt]
+
+    @staticmethod
+    def _drop_other_formats(path: Path) -> None:
+        """Remove the partition's file in the other format (after ``path`` is published)."""
+        for name in PART_NAMES.values():
+            if name != path.name:
+                with contextlib.suppress(FileNotFoundError):
+                    (path.parent / name).unlink()
+
+    def convert(self, hot_format: str, tables: Iterable[str] = HOT_TABLES) -> int:
+        """Rewrite every partition of the hot ``tables`` whose file is not in ``hot_format``
+        (streamed batch by batch through :class:`PartitionWriter`, atomically, one partition
+        at a time) and make ``hot_format`` the store's setting; the number of partitions
+        rewritten. Values are unchanged. Each manifest keeps its code version, config hash and
+        inputs with the new file's sha256, so results derived from a converted partition
+        (whose manifests name the old sha256) are recomputed by their next run.
+        """
+        fmt = _check_format(hot_format, f"store {self.root}")
+        self._hot_format, self._explicit_format = fmt, True
+        self._record_format()
+        done = 0
+        for t in sorted(set(tables) & HOT_TABLES):
+            for d in self.dates(t):
+                path = self.partition_path(t, d)
+                if path.name == PART_NAMES[fmt]:
+                    continue
+                old = self.manifest(t, d)
+                with self.open_writer(t, d) as w:
+                    for batch in _iter_batches(path):
+                        w.write(conform(pa.Table.from_batches([batch]), t))
+                man = self.manifest(t, d)
+                if old is not None and man is not None:
+                    self._write_manifest(t, d, man.rows, man.sha256,
+                                         code_version_=old.code_version,
+                                         config_hash_=old.config_hash, inputs=old.inputs,
+                                         extra=old.extra)
+                log.info("%s/%s: %s -> %s", t, d, path.name, PART_NAMES[fmt])
+                done += 1
+        return done
 
     # ---------------------------------------------------------------- paths
     def partition_dir(self, table: str, date: dt.date | str | None) -> Path:
@@ -265,7 +409,16 @@ class Store:
         return self.root / table / f"date={d.isoformat()}"
 
     def partition_path(self, table: str, date: dt.date | str | None) -> Path:
-        return self.partition_dir(table, date) / PART_NAME
+        """The partition's file: the existing one (either format; the store's own format first),
+        else where a write would put it."""
+        target = self._target_path(table, date)
+        if target.exists():
+            return target
+        for name in PART_NAMES.values():
+            p = target.parent / name
+            if p.exists():
+                return p
+        return target
 
     @property
     def report_dir(self) -> Path:
@@ -277,7 +430,8 @@ class Store:
             return []
         out = []
         for p in sorted(self.root.iterdir()):
-            if p.is_dir() and ((p / PART_NAME).exists() or any(p.glob(f"date=*/{PART_NAME}"))):
+            if p.is_dir() and any((p / n).exists() or any(p.glob(f"date=*/{n}"))
+                                  for n in PART_NAMES.values()):
                 out.append(p.name)
         return out
 
@@ -288,7 +442,7 @@ class Store:
             return []
         out = []
         for p in base.glob("date=*"):
-            if (p / PART_NAME).exists():
+            if any((p / n).exists() for n in PART_NAMES.values()):
                 out.append(dt.date.fromisoformat(p.name[5:]))
         return sorted(out)
 
@@ -330,11 +484,18 @@ class Store:
         claim_store_lock(self.root)  # fbgpu.data.lock: a command's lock on a store it creates
         # Re-encode dictionaries so each file carries only the symbols it uses, in sorted order.
         data = data.unify_dictionaries().combine_chunks()
-        buf = io.BytesIO()
-        pq.write_table(data, buf, compression=PARQUET_COMPRESSION, row_group_size=1 << 20)
-        blob = buf.getvalue()
-        path = self.partition_path(table_name, d)
+        path = self._target_path(table_name, d)
+        blob: bytes | pa.Buffer
+        if path.name == PART_NAMES["arrow"]:
+            blob = ipc_bytes(data)
+        else:
+            buf = io.BytesIO()
+            pq.write_table(data, buf, compression=PARQUET_COMPRESSION, row_group_size=1 << 20)
+            blob = buf.getvalue()
         atomic_write_bytes(path, blob)
+        self._drop_other_formats(path)
+        if table_name in HOT_TABLES:
+            self._record_format()
         return self._write_manifest(
             table_name, d, data.num_rows, hashlib.sha256(blob).hexdigest(),
             code_version_=code_version_, config_hash_=config_hash_, inputs=inputs, extra=extra,
@@ -432,9 +593,27 @@ class Store:
         """
         path = self._existing_path(table, date)
         try:
+            if path.name == PART_NAMES["arrow"]:
+                t = read_ipc(path)
+                if columns:
+                    t = t.select(list(columns))
+                if symbols is not None:
+                    t = t.filter(pc.is_in(t.column("symbol"),
+                                          value_set=pa.array(list(symbols), pa.string())))
+                return t
             filters = [("symbol", "in", list(symbols))] if symbols is not None else None
             return pq.read_table(path, columns=list(columns) if columns else None,
                                  filters=filters)
+        except (pa.ArrowInvalid, KeyError, OSError) as e:
+            raise StoreError(f"cannot read {path}: {e}") from e
+
+    def read_schema(self, table: str, date: dt.date | str | None = None) -> pa.Schema:
+        """The Arrow schema of a partition (either format), without reading its data."""
+        path = self._existing_path(table, date)
+        try:
+            if path.name == PART_NAMES["arrow"]:
+                return pa.ipc.open_file(pa.memory_map(str(path), "r")).schema
+            return pq.read_schema(path)
         except (pa.ArrowInvalid, OSError) as e:
             raise StoreError(f"cannot read {path}: {e}") from e
 
@@ -563,11 +742,20 @@ class PartitionWriter:
     """Append canonical-schema chunks to one partition; :meth:`close` publishes it atomically.
 
     For partitions too large to hold in memory (a full-market day of ticks): each chunk (already
-    in canonical order, chunks in sort-key order) is appended as row groups to a hidden temporary
-    file in the partition directory; :meth:`close` fsyncs it, renames it over ``part-0.parquet``
-    and writes the manifest, with the same layout and atomicity as :meth:`Store.write`.
-    :meth:`abort` (or an exception inside a ``with`` block) drops the temporary file and leaves
-    the previous partition, if any, intact.
+    in canonical order, chunks in sort-key order) is appended to hidden temporary files in the
+    partition directory; :meth:`close` finishes the file, fsyncs it, renames it over the
+    partition's file and writes the manifest, with the same layout and atomicity as
+    :meth:`Store.write`. :meth:`abort` (or an exception inside a ``with`` block) drops the
+    temporary files and leaves the previous partition, if any, intact.
+
+    * Parquet: the chunks are appended as row groups of the temporary file.
+    * Arrow (a hot table of an ``"arrow"`` store): each column's values are appended to a
+      spool file of raw values (the ``symbol`` column as int32 codes into the symbols the
+      chunks use, in order of first appearance, i.e. sorted for sorted chunks); ``close``
+      memory-maps the spools and writes them as the one record batch of an uncompressed Arrow
+      IPC file, so a chunked write gives the same single-batch layout as :meth:`Store.write`
+      without holding the partition in memory. Null values are refused (canonical tick
+      tables have none: a missing price is NaN).
     """
 
     def __init__(self, store: Store, table: str, date: dt.date, *, config_hash_: str = "",
@@ -578,12 +766,22 @@ class PartitionWriter:
         self.schema = schema_for(table)
         self.config_hash = config_hash_
         self.extra = dict(extra or {})
-        self.path = store.partition_path(table, date)
+        self.path = store._target_path(table, date)
         claim_store_lock(store.root)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = _temp_name(self.path)
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._tmp, self.schema, compression=PARQUET_COMPRESSION)
+        self._arrow = self.path.name == PART_NAMES["arrow"]
+        self._writer: pq.ParquetWriter | None = None
+        self._spools: dict[str, tuple[Path, io.BufferedWriter]] = {}
+        self._symbols: dict[str, int] = {}
+        self._open = True
+        if self._arrow:
+            for f in self.schema:
+                sp = self.path.parent / f".{self.path.name}.{f.name}.{uuid.uuid4().hex}.tmp"
+                self._spools[f.name] = (sp, open(sp, "wb"))  # noqa: SIM115 (closed in close)
+        else:
+            self._writer = pq.ParquetWriter(self._tmp, self.schema,
+                                            compression=PARQUET_COMPRESSION)
         self.rows = 0
 
     def __enter__(self) -> PartitionWriter:
@@ -591,44 +789,113 @@ class PartitionWriter:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            if self._writer is not None:
+            if self._open:
                 self.close()
         else:
             self.abort()
 
     def write(self, chunk: pa.Table) -> None:
         """Append rows (they must already carry the canonical schema and order)."""
-        if self._writer is None:
+        if not self._open:
             raise StoreError(f"{self.table}/{self.date}: writer already closed")
         if chunk.schema != self.schema:
             raise StoreError(f"{self.table}/{self.date}: chunk schema {chunk.schema} is not "
                              f"the canonical {self.schema}")
-        if chunk.num_rows:
+        if not chunk.num_rows:
+            return
+        if self._writer is not None:
             self._writer.write_table(chunk, row_group_size=1 << 20)
-            self.rows += chunk.num_rows
+        else:
+            self._spool(chunk)
+        self.rows += chunk.num_rows
+
+    def _spool(self, chunk: pa.Table) -> None:
+        for f in self.schema:
+            col = chunk.column(f.name).combine_chunks()
+            if col.null_count:
+                raise StoreError(f"{self.table}/{self.date}: column {f.name!r} has "
+                                 f"{col.null_count} null value(s); an arrow partition "
+                                 "written in chunks cannot hold nulls")
+            out = self._spools[f.name][1]
+            if pa.types.is_dictionary(f.type):
+                codes = col.indices.to_numpy(zero_copy_only=False)
+                first = codes[np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])]
+                names = col.dictionary.to_pylist()
+                remap = np.full(len(names), -1, dtype=np.int32)
+                for k in dict.fromkeys(first.tolist()):  # used codes, in order of appearance
+                    remap[k] = self._symbols.setdefault(names[k], len(self._symbols))
+                out.write(remap[codes].data)
+            elif f.type.bit_width % 8 == 0:  # fixed width: the raw values buffer
+                width = f.type.bit_width // 8
+                data = memoryview(col.buffers()[1])  # type: ignore[arg-type]
+                out.write(data[col.offset * width:(col.offset + len(col)) * width])
+            else:
+                raise StoreError(f"{self.table}/{self.date}: column {f.name!r} ({f.type}) "
+                                 "cannot be written to an arrow partition in chunks")
+
+    def _finish_ipc(self) -> None:
+        """The spools as the one record batch of the IPC file ``self._tmp``."""
+        arrays = []
+        for f in self.schema:
+            sp, fh = self._spools[f.name]
+            fh.close()
+            if not self.rows:
+                arrays.append(pa.array([], f.type))
+                continue
+            buf = pa.memory_map(str(sp), "r").read_buffer()
+            if pa.types.is_dictionary(f.type):
+                codes = pa.Array.from_buffers(pa.int32(), self.rows, [None, buf])
+                arrays.append(pa.DictionaryArray.from_arrays(
+                    codes, pa.array(list(self._symbols), f.type.value_type)))
+            else:
+                arrays.append(pa.Array.from_buffers(f.type, self.rows, [None, buf]))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        with pa.OSFile(str(self._tmp), "wb") as sink, \
+                pa.ipc.new_file(sink, self.schema, options=IPC_WRITE_OPTIONS) as w:
+            if self.rows:
+                w.write_batch(batch)
+        del batch, arrays
+        self._drop_spools()
+
+    def _drop_spools(self) -> None:
+        for sp, fh in self._spools.values():
+            with contextlib.suppress(Exception):
+                fh.close()
+            with contextlib.suppress(FileNotFoundError):
+                sp.unlink()
+        self._spools = {}
 
     def close(self) -> Manifest:
         """Finish the file, fsync, rename into place, write the manifest; return it."""
-        if self._writer is None:
+        if not self._open:
             raise StoreError(f"{self.table}/{self.date}: writer already closed")
-        if self.rows == 0:
-            self._writer.write_table(self.schema.empty_table())
-        self._writer.close()
-        self._writer = None
+        self._open = False
+        if self._writer is not None:
+            if self.rows == 0:
+                self._writer.write_table(self.schema.empty_table())
+            self._writer.close()
+            self._writer = None
+        else:
+            self._finish_ipc()
         h = hashlib.sha256()
         with open(self._tmp, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 h.update(block)
             os.fsync(f.fileno())
         _publish(self._tmp, self.path)
+        self.store._drop_other_formats(self.path)
+        if self.table in HOT_TABLES:
+            self.store._record_format()
         return self.store._write_manifest(self.table, self.date, self.rows, h.hexdigest(),
                                           config_hash_=self.config_hash, extra=self.extra)
 
     def abort(self) -> None:
-        """Drop the temporary file (the previous partition, if any, stays intact)."""
+        """Drop the temporary files (the previous partition, if any, stays intact)."""
+        self._open = False
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
             self._writer = None
+        self._drop_spools()
         with contextlib.suppress(FileNotFoundError):
             self._tmp.unlink()

@@ -21,6 +21,14 @@ The ``symbol`` column is read first (dictionary codes only, 4 bytes a row) to fi
 the CSR ``offsets`` follow from the run lengths. Columns that contain nulls (none of the tick
 schemas' columns do in a conformed store) are converted as ``pyarrow`` does (integers with nulls
 become float64 with NaN), so values are the same as ``Table.column(c).to_numpy()``.
+
+An **Arrow IPC partition** (``part-0.arrow``, the store's default hot format) is read by
+:func:`read_runs_ipc`: the file is memory-mapped and its one record batch's columns are viewed
+as numpy arrays (``to_numpy(zero_copy_only=True)``): no decoding, no copy, no allocation; the
+arrays are the file's pages in the page cache (read-only). A stock selection that is one
+contiguous row range (a memory-budget chunk: consecutive symbols) is a zero-copy slice too;
+only a scattered selection, a multi-batch file (one written by another tool) or a column with
+nulls is copied, once, into contiguous arrays.
 """
 
 from __future__ import annotations
@@ -92,12 +100,28 @@ def _symbol_runs(chunks: Sequence[pa.Array]) -> tuple[list[str], list[int]]:
     return names, starts
 
 
+def is_ipc(path: str | Path) -> bool:
+    """Whether ``path`` is an Arrow IPC partition (by its name, ``*.arrow``)."""
+    return str(path).endswith(".arrow")
+
+
+def _ipc_batches(path: str | Path) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    """The record batches of a memory-mapped Arrow IPC file (views of its pages)."""
+    reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+    return reader.schema, [reader.get_batch(i) for i in range(reader.num_record_batches)]
+
+
 def symbol_counts(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(symbols, rows)`` of a symbol-sorted partition: each stock's row count, from the
     ``symbol`` column alone (dictionary codes; no other column is decoded)."""
-    f = pq.ParquetFile(path)
-    sym = f.read(columns=["symbol"]).column("symbol")
-    names, starts = _symbol_runs(sym.chunks)
+    if is_ipc(path):
+        schema, batches = _ipc_batches(path)
+        if "symbol" not in schema.names:
+            raise TickReadError(f"{path}: no symbol column")
+        names, starts = _symbol_runs([b.column("symbol") for b in batches])
+    else:
+        sym = pq.ParquetFile(path).read(columns=["symbol"]).column("symbol")
+        names, starts = _symbol_runs(sym.chunks)
     if len(set(names)) != len(names):
         raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
                             "contiguous")
@@ -145,19 +169,14 @@ def read_runs(
 
     Raises :class:`TickReadError` when the file is not sorted by symbol, and lets ``pyarrow``'s
     ``ArrowInvalid``/``OSError`` through for an unreadable file (the store wraps them).
+    An Arrow IPC file (``*.arrow``) is read by :func:`read_runs_ipc`.
     """
+    if is_ipc(path):
+        return read_runs_ipc(path, columns, symbols)
     f = pq.ParquetFile(path)
     md = f.metadata
     schema = f.schema_arrow
-    if "symbol" not in schema.names:
-        raise TickReadError(f"{path}: no symbol column")
-    cols = ([c for c in schema.names if c not in ("date", "symbol")] if columns is None
-            else [c for c in columns if c not in ("date", "symbol")])
-    missing = [c for c in cols if c not in schema.names]
-    if missing:
-        raise TickReadError(f"{path}: no column(s) {missing}")
-    want = (np.unique(np.asarray(list(symbols), dtype=object).astype(str)).astype(object)
-            if symbols is not None else None)
+    cols, want = _selection(path, schema, columns, symbols)
     sym_col = md.schema.to_arrow_schema().get_field_index("symbol")
     groups = _row_groups(md, sym_col, want)
     sym = f.read_row_groups(groups, columns=["symbol"]).column("symbol") if groups else None
@@ -199,3 +218,71 @@ def read_runs(
         base += n_g
     return run_names[keep], offsets, out
 
+
+
+def _selection(path: str | Path, schema: pa.Schema, columns: Sequence[str] | None,
+               symbols: Sequence[str] | None) -> tuple[list[str], np.ndarray | None]:
+    """The value columns to read (checked against ``schema``) and the sorted unique symbols
+    wanted (None = all)."""
+    if "symbol" not in schema.names:
+        raise TickReadError(f"{path}: no symbol column")
+    cols = ([c for c in schema.names if c not in ("date", "symbol")] if columns is None
+            else [c for c in columns if c not in ("date", "symbol")])
+    missing = [c for c in cols if c not in schema.names]
+    if missing:
+        raise TickReadError(f"{path}: no column(s) {missing}")
+    want = (np.unique(np.asarray(list(symbols), dtype=object).astype(str)).astype(object)
+            if symbols is not None else None)
+    return cols, want
+
+
+def _as_numpy(arr: pa.Array) -> np.ndarray:
+    """A view of ``arr``'s values when it has no nulls (read-only: the file's pages), else the
+    converted copy ``pyarrow`` makes (integers with nulls become float64 with NaN)."""
+    if arr.null_count == 0:
+        return arr.to_numpy(zero_copy_only=True)
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def read_runs_ipc(
+    path: str | Path, columns: Sequence[str] | None = None,
+    symbols: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """:func:`read_runs` of a symbol-sorted Arrow IPC file, memory-mapped.
+
+    With one record batch (what the store writes) and a selection that is one contiguous row
+    range (all stocks, or consecutive ones), each returned array is a read-only zero-copy view
+    of the mapped file; otherwise the selected rows are copied once into contiguous arrays.
+    """
+    schema, batches = _ipc_batches(path)
+    cols, want = _selection(path, schema, columns, symbols)
+    names, starts_l = _symbol_runs([b.column("symbol") for b in batches])
+    if len(set(names)) != len(names):
+        raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
+                            "contiguous")
+    run_names = np.asarray(names, dtype=object)
+    starts = np.asarray(starts_l, dtype=np.int64)
+    keep = (np.ones(len(names), dtype=bool) if want is None
+            else np.isin(run_names.astype(str), want.astype(str)))
+    counts = np.diff(starts)[keep]
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    spans = _spans(keep, starts)
+    out: dict[str, np.ndarray] = {}
+    if len(batches) == 1 and len(spans) <= 1:
+        a, b = (spans[0][0], spans[0][1]) if spans else (0, 0)
+        for c in cols:
+            out[c] = _as_numpy(batches[0].column(c).slice(a, b - a))
+        return run_names[keep], offsets, out
+    n_out = int(offsets[-1])
+    span_ends = [s[1] for s in spans]
+    for c in cols:
+        out[c] = np.empty(n_out, dtype=schema.field(c).type.to_pandas_dtype())
+        c0 = 0
+        for bt in batches:
+            arr = _as_numpy(bt.column(c))
+            if arr.dtype != out[c].dtype:
+                out[c] = out[c].astype(arr.dtype)  # ints with nulls become float
+            _copy_chunk(out[c], arr, c0, spans, span_ends)
+            c0 += len(arr)
+    return run_names[keep], offsets, out

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from fbgpu.data.bars import minute_bars_from_trades
 from fbgpu.data.ingest.calendar_cn import not_a_trading_day, trading_days_between
@@ -64,7 +63,7 @@ from fbgpu.data.ingest.vendor_bars import (
     suspended_arrays,
 )
 from fbgpu.data.schemas import MINUTES_PER_DAY, SCHEMAS
-from fbgpu.data.store import Store, atomic_write_bytes, config_hash
+from fbgpu.data.store import Store, StoreError, atomic_write_bytes, config_hash
 from fbgpu.progress import track
 
 logger = logging.getLogger(__name__)
@@ -245,8 +244,8 @@ def _check_schema(store: Store, table: str, date: dt.date | None) -> None:
     """An existing partition must have the canonical schema, or the ingest stops."""
     path = store.partition_path(table, date)
     try:
-        have = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as e:
+        have = store.read_schema(table, date)  # either on-disk format
+    except StoreError as e:
         raise IngestError(path, None, None, f"existing partition is unreadable: {e}") from e
     want = SCHEMAS[table]
     for f in want:
