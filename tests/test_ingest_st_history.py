@@ -88,4 +88,4 @@ def test_two_names_starting_the_same_day_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="two names starting on the same day") as e:
         ingest(store, "securities", [m])
     assert e.value.row == 2 and e.value.column == "name_start"
-    assert not store.root.exists() or not any(store.root.rglob("*.parquet"))
+    assert not store.root.exists() or not any(store.root.rglob("part-0.*"))
