@@ -280,7 +280,8 @@ def polars_frames(store: Store, date: dt.date) -> dict[str, pl.DataFrame]:
     out = {}
     for t in ("minute", "trades", "orders"):
         if store.has(t, date):
-            df = pl.read_parquet(store.partition_path(t, date))
+            path = store.partition_path(t, date)
+            df = pl.read_ipc(path) if path.suffix == ".arrow" else pl.read_parquet(path)
             out[t] = df.with_columns(pl.col("symbol").cast(pl.String))
     return out
 
@@ -295,11 +296,15 @@ POLARS_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def polars_scans(store: Store, date: dt.date) -> dict[str, pl.LazyFrame]:
-    """The day's partitions as lazy ``scan_parquet`` frames, projected to the used columns."""
+    """The day's partitions as lazy frames projected to the used columns: ``scan_ipc`` of an
+    Arrow IPC partition (the store's default hot format, memory-mapped by polars as by fbgpu),
+    ``scan_parquet`` of a Parquet one, so the peer reads the same files fbgpu reads."""
     out = {}
     for t, cols in POLARS_COLUMNS.items():
         if store.has(t, date):
-            lf = pl.scan_parquet(store.partition_path(t, date)).select(cols)
+            path = store.partition_path(t, date)
+            scan = pl.scan_ipc if path.suffix == ".arrow" else pl.scan_parquet
+            lf = scan(path).select(cols)
             out[t] = lf.with_columns(pl.col("symbol").cast(pl.String))
     return out
 

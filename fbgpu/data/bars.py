@@ -16,7 +16,8 @@ trade; when ``pre_close`` is NaN the first traded price of the day is used).
 
 from __future__ import annotations
 
-import numba as nb
+from typing import Any
+
 import numpy as np
 
 from fbgpu.data.schemas import MINUTES_PER_DAY
@@ -41,67 +42,22 @@ T_1457 = hhmm_to_ns(14, 57)
 T_1500 = hhmm_to_ns(15, 0)
 
 
-@nb.njit(cache=True, inline="always")
-def minute_of_ts_scalar(t: int) -> int:
-    if t < T_0930:
-        return 0
-    if t < T_1130:
-        return (t - T_0930) // NS_PER_MIN
-    if t < T_1300:
-        return 119
-    if t < T_1500:
-        return 120 + (t - T_1300) // NS_PER_MIN
-    return 239
+def __getattr__(name: str) -> Any:
+    """``minute_of_ts_scalar`` (a numba function, for other kernels) from
+    :mod:`fbgpu.data.bars_kernels`, imported on first use so that this module does not import
+    numba."""
+    if name == "minute_of_ts_scalar":
+        from fbgpu.data.bars_kernels import minute_of_ts_scalar
 
-
-@nb.njit(cache=True)
-def _minute_of_ts(ts: np.ndarray) -> np.ndarray:
-    out = np.empty(ts.shape[0], dtype=np.int16)
-    for i in range(ts.shape[0]):
-        out[i] = minute_of_ts_scalar(ts[i])
-    return out
+        return minute_of_ts_scalar
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def minute_of_ts(ts: np.ndarray) -> np.ndarray:
     """Minute index 0..239 of each timestamp (int64 ns since midnight), as int16."""
+    from fbgpu.data.bars_kernels import _minute_of_ts
+
     return _minute_of_ts(np.ascontiguousarray(ts, dtype=np.int64))
-
-
-@nb.njit(cache=True, parallel=True)
-def _minute_bars(offsets, ts, price, volume, amount, pre_close, o, h, lo, c, v, a, n):
-    S = offsets.shape[0] - 1
-    for s in nb.prange(S):
-        lo_i, hi_i = offsets[s], offsets[s + 1]
-        for k in range(MINUTES_PER_DAY):
-            o[s, k] = np.nan
-            v[s, k] = 0
-            a[s, k] = 0.0
-            n[s, k] = 0
-        for i in range(lo_i, hi_i):
-            k = minute_of_ts_scalar(ts[i])
-            p = price[i]
-            if n[s, k] == 0:
-                o[s, k] = p
-                h[s, k] = p
-                lo[s, k] = p
-            else:
-                h[s, k] = max(h[s, k], p)
-                lo[s, k] = min(lo[s, k], p)
-            c[s, k] = p
-            v[s, k] += volume[i]
-            a[s, k] += amount[i]
-            n[s, k] += 1
-        prev = pre_close[s]
-        if not np.isfinite(prev) and hi_i > lo_i:
-            prev = price[lo_i]
-        for k in range(MINUTES_PER_DAY):
-            if n[s, k] == 0:
-                o[s, k] = prev
-                h[s, k] = prev
-                lo[s, k] = prev
-                c[s, k] = prev
-            else:
-                prev = c[s, k]
 
 
 def minute_bars_from_trades(
@@ -124,6 +80,8 @@ def minute_bars_from_trades(
     o, h, lo, c, a = (np.empty(shape) for _ in range(5))
     v = np.empty(shape, dtype=np.int64)
     n = np.empty(shape, dtype=np.int32)
+    from fbgpu.data.bars_kernels import _minute_bars
+
     _minute_bars(
         np.ascontiguousarray(offsets, dtype=np.int64),
         np.ascontiguousarray(ts, dtype=np.int64),
