@@ -24,6 +24,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from fbgpu.data.bars import minute_of_ts_scalar
+
 
 @nb.njit(cache=True, inline="always")
 def _mask_select(use_mask):  # pragma: no cover - compiled
@@ -45,6 +47,29 @@ _BIG = np.finfo(np.float64).max
 # are skipped by a branch that the predictor gets right. Results are the same bits as skipping
 # masked-out elements, except that a minimum/maximum of -0.0 comes out as +0.0 (-0.0 + 0.0 is
 # +0.0); the min/max only feed the constant-segment test, where -0.0 == +0.0.
+
+
+@nb.njit(cache=True, inline="always")
+def _finish_moments(n, mean0, s1, s2, s3, s4):  # pragma: no cover - compiled
+    """The corrected two-pass moments from the power sums ``s_p = sum (x - mean0)^p`` of ``n``
+    values: ``(mean, m2, m3, m4)`` at the exact centre ``mean0 + c``, ``c = s1 / n``. The one
+    definition of the final step, shared by :func:`seg_moments` and the fused family passes."""
+    c = s1 / n
+    e2 = s2 / n
+    e3 = s3 / n
+    e4 = s4 / n
+    return (mean0 + c, e2 - c * c, e3 - 3.0 * c * e2 + 2.0 * c * c * c,
+            e4 - 4.0 * c * e3 + 6.0 * c * c * e2 - 3.0 * c * c * c * c)
+
+
+@nb.njit(cache=True, inline="always")
+def _finish_corr(n, sx, sy, sxx, syy, sxy):  # pragma: no cover - compiled
+    """``(cov, var_x, var_y)`` from the centred sums of ``n`` pairs (``dx = x - mean0_x`` ...),
+    shifted to the exact centre: ``cov = sxy/n - (sx/n)(sy/n)``. Shared like
+    :func:`_finish_moments`."""
+    cx = sx / n
+    cy = sy / n
+    return sxy / n - cx * cy, sxx / n - cx * cx, syy / n - cy * cy
 
 
 @nb.njit(cache=True, parallel=True)
@@ -119,14 +144,7 @@ def seg_moments(offsets, x, mask, use_mask):  # pragma: no cover - compiled
             s2 += d2
             s3 += d2 * d
             s4 += d2 * d2
-        c = s1 / n
-        e2 = s2 / n
-        e3 = s3 / n
-        e4 = s4 / n
-        mean_out[s] = mean0 + c
-        m2_out[s] = e2 - c * c
-        m3_out[s] = e3 - 3.0 * c * e2 + 2.0 * c * c * c
-        m4_out[s] = e4 - 4.0 * c * e3 + 6.0 * c * c * e2 - 3.0 * c * c * c * c
+        mean_out[s], m2_out[s], m3_out[s], m4_out[s] = _finish_moments(n, mean0, s1, s2, s3, s4)
         min_out[s] = mn
         max_out[s] = mx
     return n_out, mean_out, m2_out, m3_out, m4_out, min_out, max_out
@@ -195,11 +213,7 @@ def seg_corr(offsets, x, y, mask, use_mask):  # pragma: no cover - compiled
             sxx += dx * dx
             syy += dy * dy
             sxy += dx * dy
-        cx = sx / n
-        cy = sy / n
-        cov_out[s] = sxy / n - cx * cy
-        vx_out[s] = sxx / n - cx * cx
-        vy_out[s] = syy / n - cy * cy
+        cov_out[s], vx_out[s], vy_out[s] = _finish_corr(n, sx, sy, sxx, syy, sxy)
         deg_out[s] = 1 if (xmn == xmx or ymn == ymx) else 0
     return n_out, cov_out, vx_out, vy_out, deg_out
 
@@ -237,11 +251,7 @@ def seg_group_sum(offsets, keys, x, totals, first):  # pragma: no cover - compil
     Writes ``totals[i]`` = the sum of ``x`` over the elements of i's segment with i's key, and
     ``first[i]`` = True for the first element of each group (one representative per group), into
     the caller's arrays (allocated by numpy, whose large allocations fault in far fewer pages
-    than the kernel's own would).
-    Dense keys (span <= ``DENSE_SPAN_FACTOR`` x run length + slack) use a direct-address table
-    indexed by ``key - min``; other segments an open-addressing hash table (linear probing, size
-    a power of two >= 2 * run length). Both are O(n), add each group in element order (so the
-    two paths give identical bits) and need no sort.
+    than the kernel's own would). The grouping itself is :func:`_group_ids`.
     """
     S = offsets.shape[0] - 1
     for s in nb.prange(S):
@@ -250,35 +260,50 @@ def seg_group_sum(offsets, keys, x, totals, first):  # pragma: no cover - compil
         m = hi - lo
         if m == 0:
             continue
-        kmin = keys[lo]
-        kmax = keys[lo]
-        for i in range(lo + 1, hi):
-            kmin = min(kmin, keys[i])
-            kmax = max(kmax, keys[i])
-        # int64 subtraction wraps for spans >= 2**63: negative, hence "not dense" below.
-        span = kmax - kmin
-        if 0 <= span < DENSE_SPAN_FACTOR * m + DENSE_SPAN_SLACK:
-            _group_dense(lo, hi, keys, x, kmin, span + 1, totals, first)
-        else:
-            _group_hashed(lo, hi, keys, x, totals, first)
+        gid = np.empty(m, dtype=np.int64)
+        gsum = np.zeros(m, dtype=np.float64)
+        _group_ids(lo, hi, keys, x, gid, gsum)
+        nxt = 0  # group ids are handed out in order of first appearance
+        for j in range(m):
+            g = gid[j]
+            first[lo + j] = g == nxt
+            if g == nxt:
+                nxt += 1
+            totals[lo + j] = gsum[g]
 
 
 @nb.njit(cache=True)
-def _group_dense(lo, hi, keys, x, kmin, width, totals, first):  # pragma: no cover - compiled
-    acc = np.zeros(width, dtype=np.float64)
-    seen = np.zeros(width, dtype=np.bool_)
-    for i in range(lo, hi):
-        j = keys[i] - kmin
-        first[i] = not seen[j]
-        seen[j] = True
-        acc[j] += x[i]
-    for i in range(lo, hi):
-        totals[i] = acc[keys[i] - kmin]
+def _group_ids(lo, hi, keys, x, gid, gsum):  # pragma: no cover - compiled
+    """Group the run ``lo:hi`` by ``keys``: ``gid[j]`` (j = i - lo) is the group of element i,
+    numbered 0, 1, ... in order of first appearance, and ``gsum[g]`` (zeroed by the caller)
+    accumulates ``x`` over group g in element order. Returns the number of groups.
 
-
-@nb.njit(cache=True)
-def _group_hashed(lo, hi, keys, x, totals, first):  # pragma: no cover - compiled
+    Dense keys (span < ``DENSE_SPAN_FACTOR`` x run length + slack) use a direct-address table
+    indexed by ``key - min``; other runs an open-addressing hash table (linear probing, size a
+    power of two >= 2 * run length). Both are O(n), need no sort and give identical results.
+    Shared by :func:`seg_group_sum` and the fused trade pass (:func:`fused_trade_orders`).
+    """
     m = hi - lo
+    kmin = keys[lo]
+    kmax = keys[lo]
+    for i in range(lo + 1, hi):
+        kmin = min(kmin, keys[i])
+        kmax = max(kmax, keys[i])
+    # int64 subtraction wraps for spans >= 2**63: negative, hence "not dense" below.
+    span = kmax - kmin
+    n_groups = 0
+    if 0 <= span < DENSE_SPAN_FACTOR * m + DENSE_SPAN_SLACK:
+        slot = np.full(span + 1, -1, dtype=np.int64)
+        for j in range(m):
+            k = keys[lo + j] - kmin
+            g = slot[k]
+            if g < 0:
+                g = n_groups
+                slot[k] = g
+                n_groups += 1
+            gid[j] = g
+            gsum[g] += x[lo + j]
+        return n_groups
     bits = 1
     while (1 << bits) < 2 * m:
         bits += 1
@@ -286,13 +311,9 @@ def _group_hashed(lo, hi, keys, x, totals, first):  # pragma: no cover - compile
     shift = np.uint64(64 - bits)
     table_key = np.empty(cap, dtype=np.int64)
     table_group = np.full(cap, -1, dtype=np.int64)
-    group_of = np.empty(m, dtype=np.int64)
-    group_sum = np.zeros(m, dtype=np.float64)
-    n_groups = 0
     for j in range(m):
         k = keys[lo + j]
         h = np.int64((np.uint64(k) * _GOLDEN) >> shift)
-        is_new = False
         while True:
             g = table_group[h]
             if g < 0:
@@ -300,16 +321,13 @@ def _group_hashed(lo, hi, keys, x, totals, first):  # pragma: no cover - compile
                 table_key[h] = k
                 g = n_groups
                 n_groups += 1
-                is_new = True
                 break
             if table_key[h] == k:
                 break
             h = (h + 1) & (cap - 1)
-        first[lo + j] = is_new
-        group_of[j] = g
-        group_sum[g] += x[lo + j]
-    for j in range(m):
-        totals[lo + j] = group_sum[group_of[j]]
+        gid[j] = g
+        gsum[g] += x[lo + j]
+    return n_groups
 
 
 @nb.njit(cache=True, parallel=True)
@@ -365,3 +383,277 @@ def seg_threshold_mask(offsets, x, thr, always, out):  # pragma: no cover - comp
         a = always[s]
         for i in range(offsets[s], offsets[s + 1]):
             out[i] = (x[i] >= t) | a
+
+
+# --------------------------------------------------------------------------- fused family passes
+# One kernel per tick family computes, per stock (one thread, element order), every reduction
+# the family's built-in factors need, streaming the stock's contiguous slice of each column once
+# (twice for the corrected two-pass moments: the second pass reads a slice that the first just
+# brought into cache). Each accumulator sees exactly the additions, in exactly the order, of the
+# primitive it replaces (seg_moments, seg_corr, seg_group_sum, seg_bin_sum, the masks and flag
+# codes of fbgpu.factors.context), so the results are the same bits; the final steps are the
+# shared _finish_moments / _finish_corr. Callers: fbgpu.engine.segments (CpuSegmentOps).
+
+
+@nb.njit(cache=True, parallel=True)
+def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, session_hi,
+                      early_lo, early_hi, limit_type, n_out, mom_out, corr_out,
+                      deg_out):  # pragma: no cover - compiled
+    """The order family in one pass per stock.
+
+    In-session orders (``session_lo <= ts <= session_hi``) feed three masked volume moments,
+    set k of ``n_out[k]`` / ``mom_out[k] = (mean, m2, m3, m4, min, max)``: k = 0 buy
+    (side +1), 1 sell (side -1), 2 early (``early_lo <= ts < early_hi``); and the co-moments
+    of (volume, price) over buy orders of type ``limit_type``: ``n_out[3]``, ``corr_out =
+    (cov, var_x, var_y)``, ``deg_out`` (1 when a side is exactly constant or no pair).
+    Outputs are ``[4, S]`` int64, ``[3, 6, S]``, ``[3, S]`` float64 and ``[S]`` uint8; NaN
+    statistics where the count is 0.
+    """
+    S = offsets.shape[0] - 1
+    for s in nb.prange(S):
+        lo = offsets[s]
+        hi = offsets[s + 1]
+        nb_ = 0
+        ns = 0
+        ne = 0
+        nc = 0
+        tb = 0.0
+        tsl = 0.0
+        te = 0.0
+        tx = 0.0
+        ty = 0.0
+        bmn = np.inf
+        bmx = -np.inf
+        smn = np.inf
+        smx = -np.inf
+        emn = np.inf
+        emx = -np.inf
+        xmn = np.inf
+        xmx = -np.inf
+        ymn = np.inf
+        ymx = -np.inf
+        for i in range(lo, hi):
+            v = volume[i]
+            if not np.isfinite(v):
+                continue
+            fv = np.float64(v)
+            t = ts[i]
+            sd = side[i]
+            ses = (t >= session_lo) & (t <= session_hi)
+            mb = ses & (sd == 1)
+            ms = ses & (sd == -1)
+            me = ses & (t >= early_lo) & (t < early_hi)
+            w = np.float64(mb)
+            nb_ += np.int64(mb)
+            vw = fv * w
+            tb += vw
+            far = (1.0 - w) * _BIG
+            bmn = min(bmn, vw + far)
+            bmx = max(bmx, vw - far)
+            w = np.float64(ms)
+            ns += np.int64(ms)
+            vw = fv * w
+            tsl += vw
+            far = (1.0 - w) * _BIG
+            smn = min(smn, vw + far)
+            smx = max(smx, vw - far)
+            w = np.float64(me)
+            ne += np.int64(me)
+            vw = fv * w
+            te += vw
+            far = (1.0 - w) * _BIG
+            emn = min(emn, vw + far)
+            emx = max(emx, vw - far)
+            p = price[i]
+            if np.isfinite(p):
+                mc = mb & (order_type[i] == limit_type)
+                w = np.float64(mc)
+                nc += np.int64(mc)
+                aw = fv * w
+                bw = p * w
+                tx += aw
+                ty += bw
+                far = (1.0 - w) * _BIG
+                xmn = min(xmn, aw + far)
+                xmx = max(xmx, aw - far)
+                ymn = min(ymn, bw + far)
+                ymx = max(ymx, bw - far)
+        n_out[0, s] = nb_
+        n_out[1, s] = ns
+        n_out[2, s] = ne
+        n_out[3, s] = nc
+        mb0 = tb / nb_ if nb_ > 0 else 0.0
+        ms0 = tsl / ns if ns > 0 else 0.0
+        me0 = te / ne if ne > 0 else 0.0
+        mx0 = tx / nc if nc > 0 else 0.0
+        my0 = ty / nc if nc > 0 else 0.0
+        b1 = b2 = b3 = b4 = 0.0
+        s1 = s2 = s3 = s4 = 0.0
+        e1 = e2 = e3 = e4 = 0.0
+        sx = sy = sxx = syy = sxy = 0.0
+        for i in range(lo, hi):
+            v = volume[i]
+            if not np.isfinite(v):
+                continue
+            fv = np.float64(v)
+            t = ts[i]
+            sd = side[i]
+            ses = (t >= session_lo) & (t <= session_hi)
+            mb = ses & (sd == 1)
+            w = np.float64(mb)
+            d = fv * w - mb0 * w
+            d2 = d * d
+            b1 += d
+            b2 += d2
+            b3 += d2 * d
+            b4 += d2 * d2
+            w = np.float64(ses & (sd == -1))
+            d = fv * w - ms0 * w
+            d2 = d * d
+            s1 += d
+            s2 += d2
+            s3 += d2 * d
+            s4 += d2 * d2
+            w = np.float64(ses & (t >= early_lo) & (t < early_hi))
+            d = fv * w - me0 * w
+            d2 = d * d
+            e1 += d
+            e2 += d2
+            e3 += d2 * d
+            e4 += d2 * d2
+            p = price[i]
+            if np.isfinite(p):
+                w = np.float64(mb & (order_type[i] == limit_type))
+                dx = fv * w - mx0 * w
+                dy = p * w - my0 * w
+                sx += dx
+                sy += dy
+                sxx += dx * dx
+                syy += dy * dy
+                sxy += dx * dy
+        _put_moments(mom_out, 0, s, nb_, mb0, b1, b2, b3, b4, bmn, bmx)
+        _put_moments(mom_out, 1, s, ns, ms0, s1, s2, s3, s4, smn, smx)
+        _put_moments(mom_out, 2, s, ne, me0, e1, e2, e3, e4, emn, emx)
+        if nc > 0:
+            corr_out[0, s], corr_out[1, s], corr_out[2, s] = _finish_corr(nc, sx, sy, sxx, syy,
+                                                                          sxy)
+            deg_out[s] = 1 if (xmn == xmx or ymn == ymx) else 0
+        else:
+            corr_out[0, s] = corr_out[1, s] = corr_out[2, s] = np.nan
+            deg_out[s] = 1
+
+
+@nb.njit(cache=True, inline="always")
+def _put_moments(mom_out, k, s, n, mean0, s1, s2, s3, s4, mn, mx):  # pragma: no cover
+    """Write set k's moments of segment s (NaN when n == 0), as :func:`seg_moments` does."""
+    if n == 0:
+        for j in range(6):
+            mom_out[k, j, s] = np.nan
+        return
+    mom_out[k, 0, s], mom_out[k, 1, s], mom_out[k, 2, s], mom_out[k, 3, s] = _finish_moments(
+        n, mean0, s1, s2, s3, s4)
+    mom_out[k, 4, s] = mn
+    mom_out[k, 5, s] = mx
+
+
+@nb.njit(cache=True)
+def _group_moments(lo, hi, keys, x, gid, gsum, totals, n_out, mom_out, k, s):  # pragma: no cover
+    """Group the run ``lo:hi`` by ``keys`` (:func:`_group_ids`), write each element's group
+    total to ``totals`` and the moments of the group totals, in order of first appearance, as
+    set k of segment s: the bits of ``seg_moments(offsets, totals, first)``."""
+    m = hi - lo
+    for g in range(m):
+        gsum[g] = 0.0
+    n_groups = _group_ids(lo, hi, keys, x, gid, gsum)
+    for j in range(m):
+        totals[lo + j] = gsum[gid[j]]
+    n = 0
+    tot = 0.0
+    mn = np.inf
+    mx = -np.inf
+    for g in range(n_groups):
+        v = gsum[g]
+        if not np.isfinite(v):
+            continue
+        n += 1
+        tot += v * 1.0
+        mn = min(mn, v + 0.0)  # the masked kernel's v * w + (1 - w) * _BIG at w = 1
+        mx = max(mx, v - 0.0)
+    n_out[k, s] = n
+    mean0 = tot / n if n > 0 else 0.0
+    s1 = s2 = s3 = s4 = 0.0
+    for g in range(n_groups):
+        v = gsum[g]
+        if not np.isfinite(v):
+            continue
+        d = v - mean0
+        d2 = d * d
+        s1 += d
+        s2 += d2
+        s3 += d2 * d
+        s4 += d2 * d2
+    _put_moments(mom_out, k, s, n, mean0, s1, s2, s3, s4, mn, mx)
+
+
+@nb.njit(cache=True, parallel=True)
+def fused_trade_orders(offsets, buy_id, sell_id, amount, buy_tot, sell_tot, n_out,
+                       mom_out):  # pragma: no cover - compiled
+    """Order reconstruction of the trade family in one pass per stock: per trade, the amount
+    of its buy order (``buy_tot``, the sum over the stock-day's trades with its
+    ``buy_id``, in element order) and of its sell order (``sell_tot``); per stock, the moments
+    of the buy orders' and of the sell orders' amounts, one value per order in order of first
+    appearance (set 0 buy, 1 sell of ``n_out [2, S]``, ``mom_out [2, 6, S]``)."""
+    S = offsets.shape[0] - 1
+    for s in nb.prange(S):
+        lo = offsets[s]
+        hi = offsets[s + 1]
+        m = hi - lo
+        gid = np.empty(m, dtype=np.int64)
+        gsum = np.empty(m, dtype=np.float64)
+        if m == 0:
+            for k in range(2):
+                n_out[k, s] = 0
+                for j in range(6):
+                    mom_out[k, j, s] = np.nan
+            continue
+        _group_moments(lo, hi, buy_id, amount, gid, gsum, buy_tot, n_out, mom_out, 0, s)
+        _group_moments(lo, hi, sell_id, amount, gid, gsum, sell_tot, n_out, mom_out, 1, s)
+
+
+@nb.njit(cache=True, parallel=True)
+def fused_trade_bins(offsets, ts, side, amount, log_price, buy_tot, sell_tot, thr, always,
+                     early_lo, early_hi, amount_bins, dlogp_bins,
+                     nab):  # pragma: no cover - compiled
+    """The trade family's flag-code and minute histograms in one pass per stock.
+
+    Per trade i of stock s: ``dlogp = log_price[i] - log_price[i-1]`` (0 for the stock-day's
+    first trade); the flag code ``early | buy << 1 | sell << 2 | big_buy << 3 | big_sell << 4``
+    (early: ``early_lo <= ts < early_hi``; buy/sell: side +1/-1; big_buy: ``buy_tot[i] >=
+    thr[s]`` or ``always[s]``, likewise big_sell); then ``amount_bins[s, code] += amount``,
+    ``dlogp_bins[s, code] += dlogp`` and ``nab[s, minute(ts)] += amount * side`` (finite values
+    only; outputs zeroed by the caller).
+    """
+    S = offsets.shape[0] - 1
+    for s in nb.prange(S):
+        lo = offsets[s]
+        hi = offsets[s + 1]
+        t_s = thr[s]
+        a_s = always[s]
+        for i in range(lo, hi):
+            t = ts[i]
+            sd = side[i]
+            a = amount[i]
+            code = (np.int64((t >= early_lo) & (t < early_hi))
+                    | (np.int64(sd == 1) << 1) | (np.int64(sd == -1) << 2)
+                    | (np.int64((buy_tot[i] >= t_s) | a_s) << 3)
+                    | (np.int64((sell_tot[i] >= t_s) | a_s) << 4))
+            if np.isfinite(a):
+                amount_bins[s, code] += a
+            d = 0.0
+            if i > lo:
+                d = log_price[i] - log_price[i - 1]
+            if np.isfinite(d):
+                dlogp_bins[s, code] += d
+            sg = a * np.float64(sd)
+            if np.isfinite(sg):
+                nab[s, minute_of_ts_scalar(t)] += sg

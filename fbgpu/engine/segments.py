@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -88,6 +89,55 @@ class CorrStats:
     var_x: Array
     var_y: Array
     degenerate: Array
+
+
+@dataclass(frozen=True)
+class OrderFamilyStats:
+    """What one fused pass over a day's new orders gives per stock
+    (:meth:`SegmentOps.order_family_stats`): volume :class:`Moments` of the in-session buy,
+    sell and early orders, and the (volume, price) :class:`CorrStats` of the buy limit orders."""
+
+    buy: Moments
+    sell: Moments
+    early: Moments
+    buy_limit: CorrStats
+
+
+@dataclass(frozen=True)
+class TradeOrderStats:
+    """Order reconstruction of a day's trades in one fused pass
+    (:meth:`SegmentOps.trade_order_stats`): per trade, the amount of its buy order and of its
+    sell order (``group_sum`` totals); per stock, the :class:`Moments` of the buy orders' and
+    of the sell orders' amounts (one value per order)."""
+
+    buy_totals: Array
+    sell_totals: Array
+    buy: Moments
+    sell: Moments
+
+
+@dataclass(frozen=True)
+class TradeBins:
+    """The trade family's histograms from one fused pass (:meth:`SegmentOps.trade_flag_bins`):
+    ``amount`` and ``dlogp`` ``[S, 32]`` by flag code, ``nab`` ``[S, 240]`` (amount x side by
+    minute)."""
+
+    amount: Array
+    dlogp: Array
+    nab: Array
+
+
+#: Environment switch of the fused family passes: ``FBGPU_FUSED=0`` computes every family
+#: primitive by primitive (the reference path) on every backend.
+FUSED_ENV = "FBGPU_FUSED"
+
+
+def fused_enabled(ops: SegmentOps) -> bool:
+    """Whether the factor contexts take the fused family passes on ``ops``: the one place that
+    chooses between them and the primitive path. True when the backend implements them
+    (:attr:`SegmentOps.fused_passes`: the CPU backend; the GPU backend falls back) and
+    ``FBGPU_FUSED`` is not ``0`` (read at each call, so a process can compare both paths)."""
+    return ops.fused_passes and os.environ.get(FUSED_ENV, "1").strip() != "0"
 
 
 @contextlib.contextmanager
@@ -314,6 +364,71 @@ class SegmentOps:
                                f"{S} segments")
         return self._threshold(offsets, x, thr, always)
 
+    # -- fused family passes (backends with ``fused_passes``; the others use the primitives)
+    #: Whether :meth:`order_family_stats`, :meth:`trade_order_stats` and
+    #: :meth:`trade_flag_bins` are implemented (:func:`fused_enabled` decides their use).
+    fused_passes: bool = False
+
+    def order_family_stats(
+        self, offsets: Array, ts: Array, side: Array, volume: Array, price: Array,
+        order_type: Array, session: tuple[int, int], early: tuple[int, int], limit_type: int,
+    ) -> OrderFamilyStats:
+        """One pass over each stock's orders: the bits of ``moments(offsets, volume, m)`` for
+        the masks buy (``session[0] <= ts <= session[1]`` and side +1), sell (side -1) and
+        early (in session and ``early[0] <= ts < early[1]``), and of ``corr_stats(offsets,
+        volume, price, buy & (order_type == limit_type))``."""
+        volume = self._values(volume)
+        price = self._values(price)
+        ts = self._i64(ts)
+        offsets = self._check(offsets, volume, price, ts, side, order_type)
+        return self._order_family_stats(offsets, ts, side, volume, price, order_type,
+                                        session, early, int(limit_type))
+
+    def trade_order_stats(self, offsets: Array, buy_id: Array, sell_id: Array,
+                          amount: Array) -> TradeOrderStats:
+        """One pass over each stock's trades: ``group_sum`` of ``amount`` by ``buy_id`` and by
+        ``sell_id`` (the per-trade order totals) and the bits of ``moments(offsets, totals,
+        first)`` for both."""
+        amount = self._f64(amount)
+        buy_id = self._i64(buy_id)
+        sell_id = self._i64(sell_id)
+        offsets = self._check(offsets, amount, buy_id, sell_id)
+        return self._trade_order_stats(offsets, buy_id, sell_id, amount)
+
+    def trade_flag_bins(
+        self, offsets: Array, ts: Array, side: Array, amount: Array, log_price: Array,
+        buy_totals: Array, sell_totals: Array, thr: Array, always: Array,
+        early: tuple[int, int],
+    ) -> TradeBins:
+        """One pass over each stock's trades: the flag code of every trade (early window,
+        side +1, side -1, buy order ``>= thr[s]`` or ``always[s]``, sell order likewise) and
+        ``bin_sum`` by code of ``amount`` and of ``dlogp`` (``log_price`` differences within
+        the stock-day, 0 first), plus ``bin_sum`` by minute of ``amount * side``: the bits of
+        the primitive path (:class:`fbgpu.factors.context.TradeContext`)."""
+        amount = self._f64(amount)
+        log_price = self._f64(log_price)
+        ts = self._i64(ts)
+        buy_totals = self._f64(buy_totals)
+        sell_totals = self._f64(sell_totals)
+        offsets = self._check(offsets, amount, log_price, ts, side, buy_totals, sell_totals)
+        S = offsets.shape[0] - 1
+        thr = self._f64(thr)
+        always = self.xp.ascontiguousarray(self.xp.asarray(always).reshape(-1), dtype=bool)
+        if thr.shape[0] != S or always.shape[0] != S:
+            raise SegmentError(f"thr/always have {thr.shape[0]}/{always.shape[0]} entries for "
+                               f"{S} segments")
+        return self._trade_flag_bins(offsets, ts, side, amount, log_price, buy_totals,
+                                     sell_totals, thr, always, early)
+
+    def _order_family_stats(self, *args: Any) -> OrderFamilyStats:
+        raise NotImplementedError(f"{self.name}: no fused order pass (use fused_enabled)")
+
+    def _trade_order_stats(self, *args: Any) -> TradeOrderStats:
+        raise NotImplementedError(f"{self.name}: no fused trade pass (use fused_enabled)")
+
+    def _trade_flag_bins(self, *args: Any) -> TradeBins:
+        raise NotImplementedError(f"{self.name}: no fused trade pass (use fused_enabled)")
+
     def ordered_column_sum(self, m: Array, cols: np.ndarray) -> Array:
         """Per row s of ``m [S, W]``: ``m[s, cols[0]] + m[s, cols[1]] + ...``, added left to
         right in the order of ``cols`` (host integers; empty -> zeros).
@@ -431,6 +546,47 @@ class CpuSegmentOps(SegmentOps):
         out = np.empty(x.shape[0], dtype=bool)
         self._run(_cpu_kernels().seg_threshold_mask, x.shape[0], offsets, x, thr, always, out)
         return out
+
+    # -- fused family passes (numba, prange over stocks; fbgpu.engine.cpu_kernels)
+    fused_passes = True
+
+    def _order_family_stats(self, offsets, ts, side, volume, price, order_type, session, early,
+                            limit_type):
+        S = offsets.shape[0] - 1
+        n = np.empty((4, S), dtype=np.int64)
+        mom = np.empty((3, 6, S), dtype=np.float64)
+        corr = np.empty((3, S), dtype=np.float64)
+        deg = np.empty(S, dtype=np.uint8)
+        # Two streamed passes over five columns: parallel from a quarter of the usual size.
+        self._run(_cpu_kernels().fused_order_stats, 4 * volume.shape[0], offsets, ts, side,
+                  volume, price, order_type, np.int64(session[0]), np.int64(session[1]),
+                  np.int64(early[0]), np.int64(early[1]), np.int64(limit_type), n, mom, corr,
+                  deg)
+        return OrderFamilyStats(*(Moments(n[k], *mom[k]) for k in range(3)),
+                                CorrStats(n[3], corr[0], corr[1], corr[2], deg))
+
+    def _trade_order_stats(self, offsets, buy_id, sell_id, amount):
+        S = offsets.shape[0] - 1
+        buy_tot = np.empty(amount.shape[0], dtype=np.float64)
+        sell_tot = np.empty(amount.shape[0], dtype=np.float64)
+        n = np.empty((2, S), dtype=np.int64)
+        mom = np.empty((2, 6, S), dtype=np.float64)
+        self._run(_cpu_kernels().fused_trade_orders, 8 * amount.shape[0], offsets, buy_id,
+                  sell_id, amount, buy_tot, sell_tot, n, mom)
+        return TradeOrderStats(buy_tot, sell_tot, Moments(n[0], *mom[0]), Moments(n[1], *mom[1]))
+
+    def _trade_flag_bins(self, offsets, ts, side, amount, log_price, buy_tot, sell_tot, thr,
+                         always, early):
+        from fbgpu.data.schemas import MINUTES_PER_DAY
+
+        S = offsets.shape[0] - 1
+        amount_bins = np.zeros((S, 32), dtype=np.float64)
+        dlogp_bins = np.zeros((S, 32), dtype=np.float64)
+        nab = np.zeros((S, MINUTES_PER_DAY), dtype=np.float64)
+        self._run(_cpu_kernels().fused_trade_bins, 2 * amount.shape[0], offsets, ts, side,
+                  amount, log_price, buy_tot, sell_tot, thr, always, np.int64(early[0]),
+                  np.int64(early[1]), amount_bins, dlogp_bins, nab)
+        return TradeBins(amount_bins, dlogp_bins, nab)
 
 
 class GpuSegmentOps(SegmentOps):

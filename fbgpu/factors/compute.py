@@ -33,6 +33,7 @@ from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.engine.segments import SegmentOps, check_offsets, segment_ops
 from fbgpu.factors.config import FactorConfig
 from fbgpu.factors.context import CancelTicks, MinuteContext, OrderContext, TradeContext
+from fbgpu.factors.fused import prime
 from fbgpu.factors.registry import FACTORS, FactorSpec, resolve_names
 from fbgpu.factors.user import load_modules, module_of
 from fbgpu.progress import track
@@ -322,6 +323,7 @@ def compute_loaded_day(
             return
         symbols = np.asarray(day.source_symbols[source], dtype=object)
         pos = xp.asarray(_positions(universe, symbols))
+        prime(ctx, wanted)  # the fused family pass, where the backend has one (fused.py)
         for n in wanted:
             spec = FACTORS[n]
             if spec.cancels and getattr(ctx, "cancels", None) is None:

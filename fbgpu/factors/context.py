@@ -18,11 +18,17 @@ from typing import Any
 import numpy as np
 
 from fbgpu.data.bars import NS_PER_MIN, T_0915, T_0930, T_1000, T_1130, T_1300, T_1500, minute_of_ts
-from fbgpu.data.schemas import MINUTES_PER_DAY
-from fbgpu.engine.segments import Moments, SegmentOps, quiet, ratio
+from fbgpu.data.schemas import MINUTES_PER_DAY, ORDER_TYPE_LIMIT
+from fbgpu.engine.segments import CorrStats, Moments, SegmentOps, quiet, ratio
 from fbgpu.factors.config import FactorConfig
 
 Array = Any
+
+
+#: The early window on a tick timestamp, ``lo <= ts < hi`` (09:30-10:00).
+EARLY_WINDOW = (T_0930, T_1000)
+#: The orders that count, ``lo <= ts <= hi`` (09:15-15:00, both ends included).
+ORDER_SESSION = (T_0915, T_1500)
 
 
 def minute_index(xp: Any, ts: Array) -> Array:
@@ -147,7 +153,7 @@ class TickContext:
     @cached_property
     def early(self) -> Array:
         """Early window on the tick timestamp: ``09:30:00 <= ts < 10:00:00``."""
-        return time_window(self.col("ts"), T_0930, T_1000)
+        return time_window(self.col("ts"), *EARLY_WINDOW)
 
     @cached_property
     def side(self) -> Array:
@@ -211,10 +217,15 @@ class TradeContext(TickContext):
         return self.xp.asarray(self.col("amount"), dtype=self.xp.float64)
 
     @cached_property
+    def log_price(self) -> Array:
+        """``log(p_t)`` of every trade (float64)."""
+        return self.xp.log(self.xp.asarray(self.col("price"), dtype=self.xp.float64))
+
+    @cached_property
     def dlogp(self) -> Array:
         """``log(p_t) - log(p_{t-1})`` within the stock-day; 0 for its first trade."""
         xp = self.xp
-        lp = xp.log(xp.asarray(self.col("price"), dtype=xp.float64))
+        lp = self.log_price
         n = lp.shape[0]
         # One slot more than the trades: every segment start, empty segments' (== the next
         # start, or n) included, is a valid index, so the starts are zeroed by one scatter with
@@ -388,7 +399,7 @@ class OrderContext(TickContext):
 
     @cached_property
     def session(self) -> Array:
-        return time_window(self.col("ts"), T_0915, T_1500, include_hi=True)
+        return time_window(self.col("ts"), *ORDER_SESSION, include_hi=True)
 
     @cached_property
     def volume(self) -> Array:
@@ -418,3 +429,14 @@ class OrderContext(TickContext):
     def sell_moments(self) -> Moments:
         """Volume moments of the session's sell orders."""
         return self.moments(self.session & (self.side == -1))
+
+    @cached_property
+    def early_moments(self) -> Moments:
+        """Volume moments of the session's orders placed in the early window."""
+        return self.moments(self.session & self.early)
+
+    @cached_property
+    def buy_limit_corr(self) -> CorrStats:
+        """(volume, price) co-moments of the session's buy limit orders."""
+        mask = self.buy & (self.col("order_type") == ORDER_TYPE_LIMIT)
+        return self.ops.corr_stats(self.offsets, self.volume, self.price, mask)

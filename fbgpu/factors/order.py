@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fbgpu.data.schemas import ORDER_TYPE_LIMIT
 from fbgpu.engine.segments import correlation, kurtosis, skewness
 from fbgpu.factors.context import OrderContext
 from fbgpu.factors.registry import factor
@@ -37,12 +36,10 @@ def kurt_order_diff(c: OrderContext) -> Array:
 @factor("early_kurt_order", "order", -1, "min_obs_window (5) orders; NaN if constant")
 def early_kurt_order(c: OrderContext) -> Array:
     """Excess kurtosis of the volume of all orders placed 09:30 <= ts < 10:00."""
-    return kurtosis(c.xp, c.moments(c.session & c.early), c.config.min_obs_window)
+    return kurtosis(c.xp, c.early_moments, c.config.min_obs_window)
 
 
 @factor("corr_buyorder_volume_price", "order", -1, "min_obs_day (10) pairs; NaN if constant")
 def corr_buyorder_volume_price(c: OrderContext) -> Array:
     """``corr(volume, price)`` over buy limit orders."""
-    mask = c.buy & (c.col("order_type") == ORDER_TYPE_LIMIT)
-    stats = c.ops.corr_stats(c.offsets, c.volume, c.price, mask)
-    return correlation(c.xp, stats, c.config.min_obs_day)
+    return correlation(c.xp, c.buy_limit_corr, c.config.min_obs_day)

@@ -1,0 +1,81 @@
+"""Fused family passes: a tick family's shared intermediates from one kernel pass per stock.
+
+The factor contexts (:mod:`fbgpu.factors.context`) compute their intermediates lazily, one
+segmented primitive at a time (a group-by, then masked moments, then masks, flag codes and bin
+sums: about ten passes over a day's trades). On a backend with fused passes
+(:attr:`fbgpu.engine.segments.SegmentOps.fused_passes`, the CPU backend) :func:`prime` fills the
+same cached intermediates from the fused kernels instead, which stream each stock's contiguous
+slice of the columns once, one stock per thread (numba ``prange``):
+
+* ``order``: ``buy_moments``, ``sell_moments``, ``early_moments``, ``buy_limit_corr``
+  (:meth:`~fbgpu.engine.segments.SegmentOps.order_family_stats`): one kernel;
+* ``trade``: ``order_moments`` (:meth:`~fbgpu.engine.segments.SegmentOps.trade_order_stats`),
+  then the big-order threshold in array code (:attr:`TradeContext.big_threshold`, unchanged),
+  then ``amount_bins``, ``dlogp_bins``, ``net_active_buy``
+  (:meth:`~fbgpu.engine.segments.SegmentOps.trade_flag_bins`): two kernels plus ``log(price)``.
+
+The factor functions are unchanged and read the intermediates as before, so the values are the
+same bits as the primitive path (each fused accumulator adds the same terms in the same order;
+``tests/test_fused.py``). User factors and every intermediate not listed (``buy_orders``,
+``flags``, ...) keep the primitive path. The minute family has no fused pass (its 1.2M bars cost
+~0.25 CPU-s of a full day's ~2). :func:`fbgpu.engine.segments.fused_enabled` is the one switch
+(``FBGPU_FUSED=0`` turns the fused passes off); on the GPU backend the contexts always take the
+primitive path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fbgpu.data.schemas import ORDER_TYPE_LIMIT
+from fbgpu.engine.segments import fused_enabled
+from fbgpu.factors.context import EARLY_WINDOW, ORDER_SESSION, OrderContext, TradeContext
+from fbgpu.factors.registry import FACTORS
+
+log = logging.getLogger(__name__)
+
+
+def _seed(ctx: Any, **values: Any) -> None:
+    """Store ``values`` as the context's cached intermediates (``functools.cached_property``
+    keeps its value in the instance ``__dict__`` under the property's name)."""
+    ctx.__dict__.update(values)
+
+
+def prime_orders(ctx: OrderContext) -> None:
+    """Fill the order context's volume moments and buy-limit co-moments from one fused pass."""
+    st = ctx.ops.order_family_stats(ctx.offsets, ctx.col("ts"), ctx.side, ctx.volume, ctx.price,
+                                    ctx.col("order_type"), ORDER_SESSION, EARLY_WINDOW,
+                                    ORDER_TYPE_LIMIT)
+    _seed(ctx, buy_moments=st.buy, sell_moments=st.sell, early_moments=st.early,
+          buy_limit_corr=st.buy_limit)
+
+
+def prime_trades(ctx: TradeContext) -> None:
+    """Fill the trade context's order moments, flag-code bins and net active buying per minute
+    from two fused passes (the big-order threshold between them is the context's own)."""
+    ops = ctx.ops
+    orders = ops.trade_order_stats(ctx.offsets, ctx.col("buy_order_id"), ctx.col("sell_order_id"),
+                                   ctx.amount)
+    _seed(ctx, order_moments=(orders.buy, orders.sell))
+    thr, always = ctx.big_threshold
+    bins = ops.trade_flag_bins(ctx.offsets, ctx.col("ts"), ctx.side, ctx.amount, ctx.log_price,
+                               orders.buy_totals, orders.sell_totals, thr, always, EARLY_WINDOW)
+    _seed(ctx, amount_bins=bins.amount, dlogp_bins=bins.dlogp, net_active_buy=bins.nab)
+
+
+_PRIMERS = {"order": prime_orders, "trade": prime_trades}
+
+
+def prime(ctx: Any, names: Sequence[str]) -> bool:
+    """Run ``ctx``'s family pass when the backend has fused passes, they are enabled
+    (:func:`~fbgpu.engine.segments.fused_enabled`) and a built-in factor of the family is among
+    ``names`` (user factors alone do not pay for it). Returns whether it ran."""
+    primer = _PRIMERS.get(getattr(ctx, "family", ""))
+    if primer is None or not fused_enabled(ctx.ops):
+        return False
+    if not any(FACTORS[n].builtin and FACTORS[n].family == ctx.family for n in names):
+        return False
+    primer(ctx)
+    return True
