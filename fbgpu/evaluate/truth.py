@@ -21,6 +21,19 @@ matters for the combined oracle.
 
 "Share of oracle" of a factor or model = its mean RankIC / the oracle's mean RankIC, both over
 the same dates: the fraction of the plantable predictability it recovered.
+
+**Attainable ceilings.** The oracle knows the latent states; a model only sees them through the
+data, measured with noise. How much of the oracle the data can give at all is measured by a
+least-squares fit, in sample, of the cross-sectionally z-scored ``mu_T`` on features the models
+see (each z-scored per date over the pool, clipped at 5, missing = 0), pooled over every 5th
+trading day of the store (the test dates included: a ceiling, not a forecast); the fitted
+signal's weekly RankIC against the realised return on the test dates is reported like a model's
+(:data:`ATTAIN_PANEL`: the preprocessed factor panel at lags :data:`PANEL_LAGS` of the HF model's
+40-day window; :data:`ATTAIN_RAW`: the raw daily factor values of the last 10 days and the last
+20 daily close-to-close returns, i.e. the data before the panel's 20-day smoothing;
+:data:`ATTAIN_BARS`: the 20 returns alone, the part of the LF model's bars that carries the
+planted terms). A non-linear learner can exceed a linear ceiling, but on the demo market the
+models stay below it (docs/synth.md, "Why the models recover little of the oracle").
 """
 
 from __future__ import annotations
@@ -36,12 +49,25 @@ import pandas as pd
 
 from fbgpu.data.store import Store
 from fbgpu.evaluate.stats import rank_ic
+from fbgpu.panel.preprocess import zscore
 
 log = logging.getLogger(__name__)
 
 ORACLE = "oracle: planted expected return"
 ORACLE_Z = "oracle: informed flow only"
 ORACLE_PI = "oracle: price pressure only"
+ATTAIN_PANEL = "attainable: linear in the HF panel (40 days)"
+ATTAIN_RAW = "attainable: linear in raw factors + returns"
+ATTAIN_BARS = "attainable: linear in past returns"
+
+#: Lags (trading days before T) of the preprocessed panel in :data:`ATTAIN_PANEL`: a subsample
+#: of the HF model's 40-day window (consecutive lags add little: the panel is a 20-day mean).
+PANEL_LAGS: tuple[int, ...] = (0, 1, 2, 3, 5, 10, 20, 39)
+#: Lags of the raw daily factor values and number of past daily returns in :data:`ATTAIN_RAW`.
+RAW_LAGS: tuple[int, ...] = tuple(range(10))
+RETURN_LAGS = 20
+#: The ceilings' fit uses every ``FIT_EVERY``-th trading day (the rebalance grid).
+FIT_EVERY = 5
 
 
 def _host(a: Any) -> np.ndarray:
@@ -80,6 +106,83 @@ def planted_signals(store: Store, market: Any, rows: np.ndarray) -> dict[str, np
     return {ORACLE: a * z + b * pi, ORACLE_Z: a * z, ORACLE_PI: b * pi}
 
 
+def _features(x: np.ndarray, rows: np.ndarray, lags: tuple[int, ...],
+              pool: np.ndarray) -> np.ndarray:
+    """``[len(rows), S, F * len(lags)]``: ``x[r - k, :, f]`` for each lag ``k``, z-scored per
+    row over ``pool`` (``[len(rows), S]``), clipped at +-5, missing (or before day 0) = 0."""
+    R, S = len(rows), x.shape[1]
+    x3 = x if x.ndim == 3 else x[:, :, None]
+    out = np.zeros((R, S, x3.shape[2] * len(lags)))
+    for i, k in enumerate(lags):
+        src = rows - k
+        ok = src >= 0
+        v = np.full((R, S, x3.shape[2]), np.nan)
+        v[ok] = x3[src[ok]]
+        v = np.where(pool[:, :, None], v, np.nan)
+        out[:, :, i * x3.shape[2]:(i + 1) * x3.shape[2]] = np.nan_to_num(
+            np.clip(_host(zscore(v)), -5.0, 5.0))
+    return out
+
+
+def linear_ceiling(features: np.ndarray, target: np.ndarray, fit_pool: np.ndarray,
+                   fit_idx: np.ndarray, eval_idx: np.ndarray) -> np.ndarray:
+    """The in-sample least-squares projection of ``target`` on ``features`` (module doc).
+
+    ``features`` ``[R, S, K]`` and ``target`` ``[R, S]`` on a common set of rows; the
+    coefficients are fitted on the rows ``fit_idx`` (pooled over the stocks of ``fit_pool``,
+    target z-scored per row) and the fitted signal ``features @ coef`` is returned at the rows
+    ``eval_idx`` (``[len(eval_idx), S]``, NaN outside ``fit_pool``)."""
+    y = _host(zscore(np.where(fit_pool, target, np.nan)))
+    A = features[fit_idx].reshape(-1, features.shape[2])
+    t = y[fit_idx].ravel()
+    ok = np.isfinite(t) & fit_pool[fit_idx].ravel()
+    A, t = A[ok], t[ok]
+    # normal equations (K x K, K <= a few hundred; an SVD of the [N, K] matrix is 100x slower);
+    # a ridge of 1e-9 of the mean diagonal only keeps a constant (all-zero) feature solvable
+    gram = A.T @ A
+    gram[np.diag_indices_from(gram)] += 1e-9 * max(float(np.trace(gram)) / len(gram), 1e-300)
+    coef = np.linalg.solve(gram, A.T @ t)
+    return np.where(fit_pool[eval_idx], features[eval_idx] @ coef, np.nan)
+
+
+def attainable_signals(store: Store, market: Any, rows: np.ndarray,
+                       mu_all: Any) -> dict[str, np.ndarray]:
+    """The attainable-ceiling signals ``[len(rows), S]`` (module doc) for the feature sets the
+    store holds: :data:`ATTAIN_PANEL` needs the ``panel`` table, :data:`ATTAIN_RAW` the
+    ``factors`` table; :data:`ATTAIN_BARS` needs only the market. ``mu_all(fit_rows)`` gives
+    ``mu_T`` at the fit rows."""
+    D = len(market.dates)
+    grid = np.arange(max(PANEL_LAGS), D, FIT_EVERY)
+    if len(grid) < 2:  # too short a market for a fit
+        return {}
+    fit_rows = np.union1d(grid, rows)
+    eval_idx = np.searchsorted(fit_rows, rows)
+    fit_idx = np.searchsorted(fit_rows, grid)
+    pool = _host(market.pool())[fit_rows].astype(bool)
+    mu = mu_all(fit_rows)
+    logc = np.log(_host(market.close_adj))
+    ret = np.full(logc.shape, np.nan)
+    ret[1:] = logc[1:] - logc[:-1]
+    bars = _features(ret, fit_rows, tuple(range(RETURN_LAGS)), pool)
+    out = {ATTAIN_BARS: linear_ceiling(bars, mu, pool, fit_idx, eval_idx)}
+    syms = list(market.symbols)
+    for table, name, lags in (("panel", ATTAIN_PANEL, PANEL_LAGS), ("factors", ATTAIN_RAW,
+                                                                      RAW_LAGS)):
+        have = set(store.dates(table))
+        need = sorted({market.dates[r - k] for r in fit_rows for k in lags if r - k >= 0})
+        if not have or not all(d in have for d in need):
+            continue
+        p = store.read_panel(table, need, symbols=syms)
+        cube = np.full((D, len(syms), len(p.fields)), np.nan)
+        cube[[market.date_index(d) for d in need]] = np.stack(list(p.fields.values()), axis=2)
+        f = _features(cube, fit_rows, lags, pool)
+        if name == ATTAIN_RAW:
+            f = np.concatenate([f, bars], axis=2)
+        out[name] = linear_ceiling(f, mu, pool, fit_idx, eval_idx)
+        log.info("truth: %s from %d features", name, f.shape[2])
+    return out
+
+
 def _summary(ic: pd.Series, oracle_mean: float) -> dict[str, float]:
     x = ic.dropna()
     n = len(x)
@@ -91,11 +194,13 @@ def _summary(ic: pd.Series, oracle_mean: float) -> dict[str, float]:
 
 
 def truth_table(store: Store, market: Any, rows: np.ndarray, pool: np.ndarray,
-                ics: dict[str, pd.Series], fwd: np.ndarray | None = None) -> pd.DataFrame | None:
-    """Oracle RankICs and each entry of ``ics`` (weekly RankIC series by date, e.g. the model
-    factors') as ``RankIC mean``, ``t`` (mean / (sd / sqrt(n))), ``dates`` and ``share of
-    oracle IC``; None on a store without ground truth. ``fwd`` is the evaluation return at
-    ``rows`` (default ``P_{T+6} / P_{T+1} - 1``)."""
+                ics: dict[str, pd.Series], fwd: np.ndarray | None = None,
+                attainable: bool = True) -> pd.DataFrame | None:
+    """Oracle RankICs, the attainable ceilings (with ``attainable``; module doc) and each entry
+    of ``ics`` (weekly RankIC series by date, e.g. the model factors') as ``RankIC mean``, ``t``
+    (mean / (sd / sqrt(n))), ``dates`` and ``share of oracle IC``; None on a store without
+    ground truth. ``fwd`` is the evaluation return at ``rows`` (default
+    ``P_{T+6} / P_{T+1} - 1``)."""
     sig = planted_signals(store, market, rows)
     if sig is None:
         return None
@@ -104,6 +209,13 @@ def truth_table(store: Store, market: Any, rows: np.ndarray, pool: np.ndarray,
     oracle_ic = {k: pd.Series(_host(rank_ic(v, fwd, pool)), index=dates) for k, v in sig.items()}
     om = float(oracle_ic[ORACLE].mean())
     out = {k: _summary(v, om) for k, v in oracle_ic.items()}
+    if attainable:
+        def mu_at(r: np.ndarray) -> np.ndarray:
+            s = planted_signals(store, market, r)
+            return s[ORACLE] if s is not None else np.full((len(r), len(market.symbols)), np.nan)
+
+        for k, v in attainable_signals(store, market, rows, mu_at).items():
+            out[k] = _summary(pd.Series(_host(rank_ic(v, fwd, pool)), index=dates), om)
     for name, ic in ics.items():
         s = ic.copy()
         s.index = pd.DatetimeIndex(pd.to_datetime(s.index), name="date")

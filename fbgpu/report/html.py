@@ -25,7 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from fbgpu import __version__
 from fbgpu.data.runlog import read_runlog
 from fbgpu.data.store import Store, atomic_write_bytes
-from fbgpu.evaluate.truth import ORACLE, ORACLE_Z
+from fbgpu.evaluate.truth import ATTAIN_BARS, ATTAIN_PANEL, ATTAIN_RAW, ORACLE, ORACLE_Z
 from fbgpu.report.claims import T_THRESHOLD, paper_vs_run
 
 log = logging.getLogger(__name__)
@@ -271,19 +271,35 @@ def truth_summary(report_dir: Path) -> str:
     o = t.loc[ORACLE]
     z = float(t.loc[ORACLE_Z, "RankIC mean"]) if ORACLE_Z in t.index else float("nan")
     parts = []
+    # each model against the ceiling of the data it sees (HF: the panel; LF: the bars' returns;
+    # fusion: both, before smoothing)
+    own = {"full-band fusion": ATTAIN_RAW, "HF deep-learning": ATTAIN_PANEL,
+           "LF multi-task": ATTAIN_BARS}
     for label in ("full-band fusion", "HF deep-learning", "LF multi-task"):
         if label in t.index:
             r = t.loc[label]
+            ceil = (f", {100 * r['RankIC mean'] / t.loc[own[label], 'RankIC mean']:.0f}% of "
+                    f"the ceiling of its inputs" if own[label] in t.index else "")
             parts.append(f"{label} {100 * r['RankIC mean']:.2f}% (t = {r['t']:.1f}), "
                          f"{100 * r['share of oracle IC']:.0f}% of the oracle and "
-                         f"{100 * r['RankIC mean'] / z:.0f}% of its informed-flow part")
+                         f"{100 * r['RankIC mean'] / z:.0f}% of its informed-flow part{ceil}")
     if not parts:
         return ""
+    ceilings = [f"{what} {100 * t.loc[label, 'RankIC mean']:.2f}% "
+                f"({100 * t.loc[label, 'share of oracle IC']:.0f}% of the oracle)"
+                for label, what in ((ATTAIN_PANEL, "the HF model's input panel (40 days)"),
+                                    (ATTAIN_RAW, "the raw daily factors and returns"),
+                                    (ATTAIN_BARS, "past daily returns"))
+                if label in t.index]
+    attain = ("" if not ceilings else
+              " The data show the planted states only with noise: the best linear fit of the "
+              "planted expected return, in sample, on " + "; on ".join(ceilings)
+              + " (attainable ceilings, docs/synth.md).")
     return (f"Ground truth: an oracle that knows the planted states ranks stocks by the planted "
             f"expected return and reaches a weekly RankIC of {100 * o['RankIC mean']:.2f}% "
             f"(t = {o['t']:.1f}, {int(o['dates'])} test dates); its informed-flow part alone, "
-            f"the part the tick data can reveal, reaches {100 * z:.2f}%. The models recover: "
-            + "; ".join(parts) + ".")
+            f"the part the tick data can reveal, reaches {100 * z:.2f}%.{attain} The models "
+            "recover: " + "; ".join(parts) + ".")
 
 
 def backtest_tearsheets(store: Store, report_dir: Path) -> list[Item]:
