@@ -1,0 +1,87 @@
+"""The write-behind store writer (fbgpu/data/writebehind.py): jobs run behind the caller on one
+thread, in order; failures are kept with their table and raised, never swallowed; host copies go
+through the backend's explicit, counted crossing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fbgpu.data.store import Store
+from fbgpu.data.writebehind import StoreWriteBehind, WriteBehindError
+from fbgpu.engine.backend import get_backend
+from fbgpu.engine.guard import SANCTIONED
+from fbgpu.engine.standin import CROSSINGS, standin_backend
+
+
+def test_jobs_run_behind_the_caller_in_order(tmp_path: Path) -> None:
+    gate, seen, threads = threading.Event(), [], set()
+
+    def job(k: int):
+        def write(host: list[np.ndarray]) -> None:
+            gate.wait(10)
+            threads.add(threading.current_thread().name)
+            seen.append((k, float(host[0].sum())))
+        return write
+
+    w = StoreWriteBehind(Store(tmp_path), max_pending=8, name="t")
+    for k in range(5):
+        w.submit("t", None, [np.full(3, float(k))], job(k))
+    assert seen == []  # the caller went on while every write waited
+    gate.set()
+    w.close()
+    assert seen == [(k, 3.0 * k) for k in range(5)] and w.written == 5
+    assert threads == {"fbgpu-write-t"}
+    with pytest.raises(RuntimeError, match="closed"):
+        w.submit("t", None, [], job(9))
+
+
+def test_a_failed_write_is_raised_with_its_table_and_the_others_still_run(tmp_path) -> None:
+    store, done = Store(tmp_path), []
+    d = dt.date(2024, 1, 2)
+
+    def ok(host: list[np.ndarray]) -> None:
+        done.append(len(host))
+
+    def bad(host: list[np.ndarray]) -> None:
+        raise OSError("disk full")
+
+    w = StoreWriteBehind(store)
+    w.submit("factors", d, [np.zeros(2)], ok)
+    w.submit("factors", d + dt.timedelta(1), [np.zeros(2)], bad)
+    w.submit("scores", None, [np.zeros(2), np.ones(2)], ok)
+    w.submit("panel", d, [], bad)
+    with pytest.raises(WriteBehindError, match=r"table 'factors' partition 2024-01-03: "
+                       r"OSError: disk full \(and 1 more failed writes\)") as err:
+        w.flush()
+    assert [f.table for f in err.value.failures] == ["factors", "panel"]
+    assert done == [1, 2]  # the writes after the failure ran
+    assert err.value.exit_status == 3
+    w.close()  # reported once: nothing left to raise
+
+
+def test_an_error_of_the_block_wins_and_queued_writes_still_finish(tmp_path) -> None:
+    done = []
+    with pytest.raises(KeyError), StoreWriteBehind(Store(tmp_path)) as w:
+        w.submit("t", None, [np.arange(3)], lambda h: done.append(h[0].tolist()))
+        w.submit("t", None, [], lambda h: 1 / 0)  # logged, not raised over the KeyError
+        raise KeyError("the stage failed")
+    assert done == [[0, 1, 2]]
+
+
+def test_host_copies_are_the_backends_explicit_crossing() -> None:
+    a = np.arange(6.0)
+    host = get_backend("cpu").to_host_async(a)()
+    assert np.shares_memory(host, a)  # the CPU: the array itself
+    b = standin_backend()
+    dev = b.xp.asarray(a)
+    before = CROSSINGS["to_host"], SANCTIONED["to_host"]
+    pending = b.to_host_async(dev)
+    assert (CROSSINGS["to_host"], SANCTIONED["to_host"]) == (before[0] + 1, before[1] + 1)
+    out = pending()
+    assert type(out) is np.ndarray and not np.shares_memory(out, dev)
+    np.testing.assert_array_equal(out, a)
