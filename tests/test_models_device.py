@@ -116,3 +116,91 @@ def test_gpu_pipeline_stays_on_the_device() -> None:
     assert g.array_transfers == [], g.array_transfers
     assert res.scores.device.type == "cuda"
     assert data.hf_panel is not None and data.hf_panel.data_ptr() == inp.hf_panel.data.ptr
+
+
+# --------------------------------------------------------------------------- the GPU backend's
+# device path on the CPU stand-in device (fbgpu.engine.standin): implicit host crossings raise,
+# explicit ones are counted per stage.
+STANDIN_TRAIN = {"seeds": [0], "max_epochs": 2, "patience": 2, "min_train_dates": 6,
+                 "sample_every": 2, "label_horizon": 5, "hidden_size": 8,
+                 "retrain_months": [1, 4, 7, 10], "batch_size": 400, "min_date_samples": 5,
+                 "hf_window": 10, "lf_daily_len": 10, "lf_weekly_len": 4, "lf_monthly_len": 3}
+
+#: Uploads of the model-input stage (load_model_inputs) on a device: present, suspended, st and
+#: industry (Market.on); the listing offsets (start row, days before the data, unknown date);
+#: the price fields the pool, labels and bars read (volume, vwap, adj_factor, close, open,
+#: limit_up, float_cap); the daily high and low (LF bars); the raw factor values (HF panel).
+INPUT_UPLOADS = 4 + 3 + 7 + 2 + 1
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory):
+    """A planted market with suspensions and an ST stock (pool and label rules all at work)."""
+    from planted import write_planted_store
+
+    return write_planted_store(tmp_path_factory.mktemp("standin") / "s", D=120, S=30, F=4,
+                               seed=7, rho=0.95, shock=0.31, factor_noise=2.0,
+                               suspension_rate=0.03, st_stock=3)
+
+
+def _delta(before: dict[str, int]) -> dict[str, int]:
+    from fbgpu.engine.standin import CROSSINGS
+
+    return {k: CROSSINGS[k] - before.get(k, 0) for k in ("upload", "to_host")}
+
+
+def test_model_inputs_are_built_on_the_device_with_uploads_only(planted) -> None:
+    """Pool, labels, HF panel and LF bars on the stand-in device: the raw daily inputs are
+    uploaded once each, nothing comes back (an implicit crossing would raise), and the arrays
+    equal the CPU backend's bit for bit."""
+    from fbgpu.engine.backend import get_backend
+    from fbgpu.engine.standin import CROSSINGS, StandinArray, standin_backend
+    from fbgpu.models import load_train_config
+    from fbgpu.models.api import load_model_inputs
+
+    cfg = load_train_config(STANDIN_TRAIN)
+    b = standin_backend()
+    before = dict(CROSSINGS)
+    dev = load_model_inputs(planted, cfg, b, ["fullband-mtl"])
+    assert _delta(before) == {"upload": INPUT_UPLOADS, "to_host": 0}
+    ref = load_model_inputs(planted, cfg, get_backend("cpu"), ["fullband-mtl"])
+    for name in ("pool", "label", "hf_panel", "bars"):
+        a, r = getattr(dev, name), getattr(ref, name)
+        assert isinstance(a, StandinArray), name
+        host = b.to_host(a)
+        assert host.dtype == r.dtype, name
+        np.testing.assert_array_equal(host, r, err_msg=name)
+    assert ref.pool.sum() > 1000 and np.isfinite(ref.label).sum() > 1000
+    assert not ref.pool[:, 3].any()  # the ST stock is never in the scoring pool
+
+
+def test_training_on_the_standin_device_gives_the_cpu_scores(planted, tmp_path) -> None:
+    """run_train through the GPU backend's path on the stand-in: per stage, the inputs' uploads
+    and one persistence copy per score column, no other crossing; the same scores as the CPU
+    backend, in memory and in the store."""
+    import shutil
+
+    from fbgpu.data.store import Store
+    from fbgpu.engine.standin import CROSSINGS, standin_backend
+    from fbgpu.models import read_scores, run_train
+
+    roots = {k: tmp_path / k for k in ("dev", "cpu")}
+    for r in roots.values():
+        shutil.copytree(planted.root, r)
+    b = standin_backend()
+    before = dict(CROSSINGS)
+    dev = run_train(Store(roots["dev"]), ["hf", "lf"], STANDIN_TRAIN, backend=b,
+                    progress=False, report=False)
+    assert dev.columns == ["hf_gru", "lf_mtl", "fused"]
+    assert _delta(before) == {"upload": INPUT_UPLOADS, "to_host": len(dev.columns)}
+    ref = run_train(Store(roots["cpu"]), ["hf", "lf"], STANDIN_TRAIN, backend="cpu",
+                    progress=False, report=False)
+    assert dev.scores is not None and ref.scores is not None
+    for c in dev.columns:
+        np.testing.assert_array_equal(b.to_host(dev.scores.columns[c]), ref.scores.columns[c])
+    d_dev, _, s_dev = read_scores(Store(roots["dev"]))
+    d_ref, _, s_ref = read_scores(Store(roots["cpu"]))
+    assert d_dev == d_ref and set(s_dev) == set(s_ref) == set(dev.columns)
+    for c in s_ref:
+        np.testing.assert_array_equal(s_dev[c], s_ref[c])
+    assert np.isfinite(s_ref["fused"]).sum() > 500
