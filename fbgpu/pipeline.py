@@ -49,6 +49,10 @@ class DemoConfig(BaseModel):
     models: str = Field("all", description="Models to train (`fbgpu train --model`).")
     indices: str = Field("all", description="Benchmarks for the backtest: csi500, csi1000, all.")
     turnover: list[float] = Field([0.3, 0.4, 0.5], description="Turnover caps of the backtest.")
+    synth_durable: bool = Field(
+        False, description="fsync the synthetic market's partitions as they are written. Off: "
+        "the demo's market is scratch data, regenerated rather than recovered, and the fsyncs "
+        "cost ~10% of the synth stage (docs/synth.md); ingest of real data always fsyncs.")
     sync_guard: Literal["off", "warn", "error"] = Field(
         "off", description="On a GPU, run the device stages (factors, evaluate, train) with "
         "implicit torch device synchronisations raising (error) or warning (warn); the "
@@ -183,7 +187,8 @@ def _run_stages(store: Store, backend: str, cfg: DemoConfig, sc: dict[str, dict[
             market = (resolve_config(cfg.preset)[1].model_copy(update=overrides)
                       if overrides else cfg.preset)
             _run_stage(store, "synth",
-                       lambda m=market: generate_market(store, m, seed=cfg.seed), backend)
+                       lambda m=market: generate_market(store, m, seed=cfg.seed,
+                                                        durable=cfg.synth_durable), backend)
         elif stage == "factors":
             fcfg = FactorConfig(**sc.get("factors", {}))
             summary = _run_stage(store, "factors", lambda c=fcfg: run_factors(

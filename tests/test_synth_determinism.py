@@ -31,6 +31,27 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     assert (a / "synth.json").read_bytes() == (b / "synth.json").read_bytes()
 
 
+def test_scratch_market_without_fsync_has_the_same_bytes(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``durable=False`` (the demo's scratch market): no partition or manifest is fsync'ed (only
+    the store's settings file, once), the same bytes, and the store's own setting restored."""
+    import os
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate_market(Store(a), MICRO, seed=7, progress=False)
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    sb = Store(b)
+    generate_market(sb, MICRO, seed=7, progress=False, durable=False)
+    assert len(calls) <= 2 and sb.durable is True  # store.json: the file and its directory
+    assert _digests(a) == _digests(b)
+    assert (a / "synth.json").read_bytes() == (b / "synth.json").read_bytes()
+    assert not list(b.rglob("*.tmp"))
+    generate_market(sb, MICRO, seed=7, progress=False)  # the default fsyncs every partition
+    assert len(calls) >= len(_digests(b))
+
+
 def test_different_seed_different_data(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     generate_market(Store(a), MICRO, seed=7, progress=False)

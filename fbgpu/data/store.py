@@ -211,22 +211,29 @@ def _temp_name(path: Path) -> Path:
     return path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
 
 
-def _publish(tmp: Path, path: Path) -> None:
-    """Rename a finished, fsync'ed temporary file onto ``path`` and fsync the directory."""
+def _publish(tmp: Path, path: Path, durable: bool = True) -> None:
+    """Rename a finished, fsync'ed temporary file onto ``path`` and fsync the directory
+    (``durable=False``: no directory fsync; see :class:`Store`'s ``durable``)."""
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes | pa.Buffer) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
+def atomic_write_bytes(path: Path, data: bytes | pa.Buffer, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+
+    ``durable=False`` skips both fsyncs: the rename is still atomic for readers and against a
+    killed process, but an operating-system crash may leave the file empty (scratch data only).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
+            if durable:
+                os.fsync(f.fileno())
+        _publish(tmp, path, durable)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -315,10 +322,18 @@ class Store:
     write); by default it is the store's recorded setting, else ``"parquet"`` for a store that
     already holds Parquet hot partitions (written before the setting existed), else
     ``$FBGPU_STORE_FORMAT`` or :data:`DEFAULT_HOT_FORMAT`.
+
+    ``durable`` (attribute, default True): every partition and manifest is fsync'ed (file and
+    directory) before it counts as written. False skips the fsyncs, for scratch data that is
+    regenerated rather than recovered (the synthetic market of ``fbgpu demo``,
+    ``generate_market(..., durable=False)``): writes stay atomic for readers and against a
+    killed process, but after an operating-system crash or power loss a partition may be empty
+    or truncated. Ingest of real data always keeps the default.
     """
 
     def __init__(self, root: str | os.PathLike[str], hot_format: str | None = None) -> None:
         self.root = Path(root)
+        self.durable = True
         self._hot_format = (_check_format(hot_format, f"store {self.root}")
                             if hot_format is not None else None)
         self._explicit_format = hot_format is not None
@@ -492,7 +507,7 @@ class Store:
             buf = io.BytesIO()
             pq.write_table(data, buf, compression=PARQUET_COMPRESSION, row_group_size=1 << 20)
             blob = buf.getvalue()
-        atomic_write_bytes(path, blob)
+        atomic_write_bytes(path, blob, self.durable)
         self._drop_other_formats(path)
         if table_name in HOT_TABLES:
             self._record_format()
@@ -525,7 +540,8 @@ class Store:
             extra=dict(extra or {}),
         )
         path = self.partition_path(table_name, d)
-        atomic_write_bytes(path.parent / MANIFEST_NAME, json.dumps(asdict(man), indent=1).encode())
+        atomic_write_bytes(path.parent / MANIFEST_NAME, json.dumps(asdict(man), indent=1).encode(),
+                           self.durable)
         return man
 
     def open_writer(
@@ -881,8 +897,9 @@ class PartitionWriter:
         with open(self._tmp, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 h.update(block)
-            os.fsync(f.fileno())
-        _publish(self._tmp, self.path)
+            if self.store.durable:
+                os.fsync(f.fileno())
+        _publish(self._tmp, self.path, self.store.durable)
         self.store._drop_other_formats(self.path)
         if self.table in HOT_TABLES:
             self.store._record_format()

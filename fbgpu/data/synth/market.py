@@ -149,7 +149,7 @@ class _Day:
 
 
 def generate_market(store: Store, preset: str | SynthConfig = "tiny", seed: int = 0,
-                    progress: bool = True) -> SynthSummary:
+                    progress: bool = True, durable: bool = True) -> SynthSummary:
     """Generate the synthetic market into ``store``, day by day, and return a summary.
 
     Writes per trading day the tables ``trades``, ``orders``, ``cancels``, ``minute`` (listed,
@@ -159,7 +159,21 @@ def generate_market(store: Store, preset: str | SynthConfig = "tiny", seed: int 
     seed, configuration, generator version). Deterministic for ``(preset, seed)``: the same
     arguments write byte-identical partitions. Memory is bounded by one day (and, for tick
     tables, one chunk of ``cfg.chunk_stocks`` stocks).
+
+    ``durable=False`` writes without fsync (``Store.durable``, docs/data.md): for a scratch
+    market that is regenerated rather than recovered (``fbgpu demo``); the bytes written are
+    the same.
     """
+    was = store.durable
+    store.durable = durable
+    try:
+        return _generate(store, preset, seed, progress)
+    finally:
+        store.durable = was
+
+
+def _generate(store: Store, preset: str | SynthConfig, seed: int,
+              progress: bool) -> SynthSummary:
     t0 = time.perf_counter()
     name, cfg = resolve_config(preset)
     if seed < 0:
@@ -198,7 +212,8 @@ def generate_market(store: Store, preset: str | SynthConfig = "tiny", seed: int 
         "n_days": u.n_days,
         "truth_columns": list(TRUTH_COLUMNS),
     }
-    atomic_write_bytes(store.root / SYNTH_JSON, json.dumps(meta, indent=1).encode())
+    atomic_write_bytes(store.root / SYNTH_JSON, json.dumps(meta, indent=1).encode(),
+                       store.durable)
     summary.elapsed_s = time.perf_counter() - t0
     logger.info(summary.line())
     return summary
