@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fbgpu.data.store import Store
-from fbgpu.factors.compute import compute_day, stock_chunks
+from fbgpu.factors.compute import compute_day, fixed_footprint, stock_chunks
 
 
 def test_chunks_cover_the_day_in_order_and_shrink_with_the_budget(tiny_store: Store) -> None:
@@ -21,11 +21,41 @@ def test_chunks_cover_the_day_in_order_and_shrink_with_the_budget(tiny_store: St
 
 
 def test_chunked_day_equals_whole_day_bit_for_bit(tiny_store: Store) -> None:
+    """The budget counts the process's fixed footprint: the footprint plus 2 MB for the data
+    gives several chunks on the tiny market, and exactly the whole-day values."""
     for d in tiny_store.dates("trades")[:3]:
         whole = compute_day(tiny_store, d, backend="cpu")
-        chunked = compute_day(tiny_store, d, backend="cpu", memory_budget=1e6)
+        assert len(stock_chunks(tiny_store, d, 2e6) or []) > 1
+        budget = fixed_footprint() + 2e6
+        chunked = compute_day(tiny_store, d, backend="cpu", memory_budget=budget)
         assert list(chunked.symbols) == list(whole.symbols)
         np.testing.assert_array_equal(chunked.values, whole.values)  # NaN where NaN, else equal
+
+
+def test_budget_below_footprint_plus_one_stock_day_is_refused(tiny_store: Store) -> None:
+    """A budget the process's fixed footprint already exceeds, or that leaves less than the
+    heaviest stock-day needs, is refused with the stock, its need and the smallest budget
+    that works; that smallest budget is accepted."""
+    import re
+
+    import pytest
+
+    from fbgpu.factors.compute import WORKING_BYTES_PER_ROW, MemoryBudgetError
+
+    d = tiny_store.dates("trades")[0]
+    with pytest.raises(MemoryBudgetError, match="fixed footprint is .* MB and stock-day .* "
+                       "alone needs"):
+        compute_day(tiny_store, d, backend="cpu", memory_budget=1e6)  # below the footprint
+    names, rows = tiny_store.symbol_counts("trades", d)
+    heaviest = float(rows.max() * WORKING_BYTES_PER_ROW["trades"])
+    with pytest.raises(MemoryBudgetError) as e:
+        stock_chunks(tiny_store, d, 100e6 + heaviest / 2, footprint=100e6)
+    msg = str(e.value)
+    least = float(re.search(r"at least ([0-9.]+) MB", msg).group(1)) * 2**20
+    assert least >= 100e6 + heaviest / 2 and msg.split("stock-day ")[1].split()[0] in set(
+        tiny_store.symbol_counts("minute", d)[0]) | set(names)
+    chunks = stock_chunks(tiny_store, d, least + 2**20, footprint=100e6)  # accepted
+    assert chunks is None or len(np.concatenate(chunks)) > 0
 
 
 def test_filtered_reads_return_only_the_requested_stocks(tiny_store: Store) -> None:
@@ -48,13 +78,18 @@ def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path) -> None:
 
     cpu = get_backend("cpu")
     assert memory_budget_for(None, cpu) is None and memory_budget_for(2e9, cpu) == 2e9
-    assert memory_budget_for("auto", cpu) > 0  # half the available host memory
+    assert memory_budget_for("auto", cpu) > fixed_footprint()  # + half the available memory
     root = tmp_path / "s"
     for t in ("trades", "orders", "minute"):
         shutil.copytree(tiny_store.root / t, root / t)
     d = str(tiny_store.dates("trades")[0])
+    # 1 MB is below the process's fixed footprint: refused (usage error), nothing written
     assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
-                 "--memory-gb", "0.001", "--no-progress"]) == 0
+                 "--memory-gb", "0.001", "--no-progress"]) == 1
+    assert not Store(root).has("factors", d)
+    gb = (fixed_footprint() + 50e6) / 2**30  # the footprint + 50 MB: chunks of stocks
+    assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
+                 "--memory-gb", f"{gb:.4f}", "--no-progress"]) == 0
     chunked = Store(root).manifest("factors", d).sha256
     assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
                  "--memory-gb", "lots"]) != 0

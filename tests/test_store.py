@@ -339,8 +339,8 @@ def test_read_ticks_rejects_an_unsorted_partition(tmp_path: Path, fmt: str) -> N
 
 def test_symbol_counts_and_budget_chunks_by_per_stock_rows(tmp_path: Path) -> None:
     """symbol_counts gives each stock's rows from the symbol column; stock_chunks fills chunks
-    greedily from them: every chunk fits the budget unless it is one stock that alone does not,
-    the chunks cover the universe in order, and a budget that fits the day gives no chunks."""
+    greedily from them: every chunk fits the budget, the chunks cover the universe in order, a
+    budget that fits the day gives no chunks, and one below a single stock-day is refused."""
     from fbgpu.factors.compute import WORKING_BYTES_PER_ROW, stock_chunks
 
     store = Store(tmp_path)
@@ -354,14 +354,21 @@ def test_symbol_counts_and_budget_chunks_by_per_stock_rows(tmp_path: Path) -> No
     assert list(got_names) == names and list(got_rows) == list(counts)
     need = counts * WORKING_BYTES_PER_ROW["trades"]
     assert stock_chunks(store, D1, float(need.sum())) is None
-    budget = float(need[4] - 1)  # below the heavy stock alone
+    budget = float(need[4])  # exactly the heavy stock alone
     chunks = stock_chunks(store, D1, budget)
     assert chunks is not None
     assert [s for c in chunks for s in c] == names
     by = dict(zip(names, need, strict=True))
     for c in chunks:
-        assert sum(by[s] for s in c) <= budget or len(c) == 1
+        assert sum(by[s] for s in c) <= budget
     assert [names[4]] in [list(c) for c in chunks]
+    # the footprint comes off the budget; below the heavy stock alone the budget is refused
+    again = stock_chunks(store, D1, budget + 1e6, footprint=1e6)
+    assert again is not None and [list(c) for c in again] == [list(c) for c in chunks]
+    from fbgpu.factors.compute import MemoryBudgetError
+
+    with pytest.raises(MemoryBudgetError, match=f"stock-day {names[4]} alone needs"):
+        stock_chunks(store, D1, budget - 1)
 
 
 # ------------------------------------------------------------------ on-disk formats (issue 16)

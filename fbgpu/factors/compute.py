@@ -443,13 +443,16 @@ def compute_day(
     """All requested factors of one day, ``[universe, len(names)]`` on the backend.
 
     Reads only ``date``'s partitions of minute/trades/orders (:func:`load_day`), then computes
-    (:func:`compute_loaded_day`). With ``memory_budget`` (bytes) the day is processed in stock
-    chunks sized by :func:`stock_chunks`; stock-days are independent, so the values are
-    identical to a whole-day run.
+    (:func:`compute_loaded_day`). With ``memory_budget`` (bytes the whole process may use,
+    its :func:`fixed_footprint` included) the day is processed in stock chunks sized by
+    :func:`stock_chunks`; stock-days are independent, so the values are identical to a
+    whole-day run. A budget below the footprint plus the heaviest stock-day's need raises
+    :class:`MemoryBudgetError`.
     """
     if ops is None:
         ops = segment_ops(get_backend(backend))
-    chunks = stock_chunks(store, date, memory_budget) if memory_budget else None
+    chunks = (stock_chunks(store, date, memory_budget, fixed_footprint(ops.xp is not np))
+              if memory_budget else None)
     if chunks is None:
         return compute_loaded_day(load_day(store, date, names), names, ops, config)
     parts = [compute_loaded_day(load_day(store, date, names, list(c)), names, ops, config)
@@ -463,27 +466,66 @@ def compute_day(
 WORKING_BYTES_PER_ROW = {"trades": 400, "orders": 300, "minute": 400}
 
 
+#: Resident bytes the CPU engine adds when it is first used (numba, llvmlite and the compiled
+#: kernels loaded from numba's cache: ~60 MB of imports plus the kernels' code, measured on
+#: the 2-core VM), counted in the fixed footprint while numba is not imported yet.
+ENGINE_FOOTPRINT_BYTES = 128 * 2**20
+
+
+class MemoryBudgetError(ValueError):
+    """A memory budget too small for the process's fixed footprint plus one stock-day."""
+
+
+def resident_bytes() -> int:
+    """This process's resident set size now (``/proc/self/statm``; the peak RSS from
+    ``getrusage`` where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+        import sys
+
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
+
+
+def fixed_footprint(gpu: bool = False) -> float:
+    """Bytes of the budget that the day's data cannot use: on the CPU backend the process's
+    resident memory now (interpreter, numpy, pyarrow, ...) plus :data:`ENGINE_FOOTPRINT_BYTES`
+    while numba is not loaded yet; 0 on the GPU backend (its budget is device memory, which
+    holds only the day's arrays)."""
+    if gpu:
+        return 0.0
+    import sys
+
+    return float(resident_bytes() + (0 if "numba" in sys.modules else ENGINE_FOOTPRINT_BYTES))
+
+
 def memory_budget_for(budget: float | str | None, backend: Backend) -> float | None:
-    """Bytes for a day's working set: ``budget`` itself, or with ``"auto"`` half of what is free
-    now (device memory on the GPU backend, available host memory on the CPU)."""
+    """The memory budget in bytes: ``budget`` itself, or with ``"auto"`` the fixed footprint
+    plus half of what is free now (device memory on the GPU backend, available host memory on
+    the CPU)."""
     if budget != "auto":
         return float(budget) if budget else None
     if backend.is_gpu:
         free, _ = backend.xp.cuda.runtime.memGetInfo()
         return 0.5 * free
-    return 0.5 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return fixed_footprint(backend.is_gpu) + 0.5 * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf(
+        "SC_PAGE_SIZE")
 
 
-def stock_chunks(store: Store, date: dt.date | str,
-                 memory_budget: float) -> list[np.ndarray] | None:
+def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
+                 footprint: float = 0.0) -> list[np.ndarray] | None:
     """Split a day's stocks (sorted) into consecutive chunks whose working memory fits
-    ``memory_budget`` bytes; None when the whole day fits.
+    ``memory_budget - footprint`` bytes; None when the whole day fits.
 
     A stock-day's working memory is ``sum over sources of rows x WORKING_BYTES_PER_ROW``, from
     each partition's per-stock row counts (:meth:`Store.symbol_counts`, the ``symbol`` column
     only); chunks are filled greedily in symbol order, so a heavy stock cannot overflow a chunk
-    sized by the average. A stock-day that alone needs more than the budget gets a chunk of its
-    own and a logged warning naming it (stock-days cannot be split).
+    sized by the average. Stock-days cannot be split: when the heaviest one alone needs more
+    than ``memory_budget - footprint``, the budget is refused (:class:`MemoryBudgetError`,
+    naming the stock, its need, the footprint and the smallest budget that works).
     """
     d = _as_date(date)
     present = [t for t in SOURCES if store.has(t, d)]
@@ -495,18 +537,21 @@ def stock_chunks(store: Store, date: dt.date | str,
     need = np.zeros(len(universe))
     for t, names, rows in runs:
         need[_positions(universe, names)] += rows * float(WORKING_BYTES_PER_ROW[t])
-    if need.sum() <= memory_budget:
+    room = memory_budget - footprint
+    if need.sum() <= room:
         return None
-    over = np.flatnonzero(need > memory_budget)
-    if over.size:
-        worst = int(over[np.argmax(need[over])])
-        log.warning("%s: memory budget %.1f MB is below what %d stock-day(s) need alone (most: "
-                    "%s, ~%.1f MB); each is processed as a chunk of its own", d,
-                    memory_budget / 2**20, over.size, universe[worst], need[worst] / 2**20)
+    worst = int(np.argmax(need))
+    if need[worst] > room:
+        mb = 2**20
+        raise MemoryBudgetError(
+            f"{d}: memory budget {memory_budget / mb:.1f} MB is too small: the process's fixed "
+            f"footprint is {footprint / mb:.1f} MB and stock-day {universe[worst]} alone needs "
+            f"~{need[worst] / mb:.1f} MB (stock-days are not split); give at least "
+            f"{(footprint + need[worst]) / mb:.1f} MB")
     chunks: list[np.ndarray] = []
     start, used = 0, 0.0
     for i, b in enumerate(need.tolist()):
-        if used + b > memory_budget and i > start:
+        if used + b > room and i > start:
             chunks.append(universe[start:i])
             start, used = i, 0.0
         used += b
