@@ -116,3 +116,119 @@ def test_gpu_demo_device_stages_make_no_implicit_torch_sync(tiny_store: Store,
                   "hidden_size": 8}})
     steps = read_runlog(Store(root))["steps"]
     assert all(steps[s]["status"] == "ok" for s in ("factors", "evaluate", "train")), steps
+
+
+# --------------------------------------------------------------------------- one memory budget
+class _FakeCupy:
+    """Records what share_torch_memory_pool installs (cupy's allocator API, no device)."""
+
+    def __init__(self) -> None:
+        fake = self
+
+        class _Stream:
+            ptr = 0xBEEF
+
+        class _Allocator:
+            def __init__(self, malloc, free) -> None:
+                self.fns = (malloc, free)
+
+            def malloc(self, size: int) -> tuple:  # cupy calls malloc(size, device) inside
+                return self.fns
+
+        class _Memory:
+            PythonFunctionAllocator = _Allocator
+
+        class _Cuda:
+            memory = _Memory
+
+            @staticmethod
+            def get_current_stream() -> _Stream:
+                return _Stream()
+
+            @staticmethod
+            def set_allocator(fn) -> None:
+                fake.installed = fn
+
+        self.cuda = _Cuda
+        self.installed = None
+
+
+class _FakeTorch:
+    def __init__(self, cuda: bool = True) -> None:
+        calls = self.calls = []
+
+        class _Cuda:
+            @staticmethod
+            def is_available() -> bool:
+                return cuda
+
+            @staticmethod
+            def caching_allocator_alloc(size: int, device: int, stream: int) -> int:
+                calls.append(("alloc", size, device, stream))
+                return 4096
+
+            @staticmethod
+            def caching_allocator_delete(ptr: int) -> None:
+                calls.append(("delete", ptr))
+
+        self.cuda = _Cuda
+
+
+def test_cupy_allocates_through_torchs_caching_allocator(monkeypatch) -> None:
+    """The wiring of the shared pool (the lines a GPU runs, here with recording fakes): cupy's
+    malloc asks torch's caching allocator on cupy's current stream, its free gives back."""
+    from fbgpu.engine.backend import SHARED_POOL_ENV, share_torch_memory_pool
+
+    cp, torch = _FakeCupy(), _FakeTorch()
+    assert share_torch_memory_pool(cp, torch) == "torch"
+    malloc, free = cp.installed(123)
+    assert malloc(1 << 20, 0) == 4096
+    free(4096, 0)
+    assert torch.calls == [("alloc", 1 << 20, 0, 0xBEEF), ("delete", 4096)]
+    assert share_torch_memory_pool(_FakeCupy(), _FakeTorch(cuda=False)) == \
+        "cupy (torch has no CUDA)"
+    broken = _FakeCupy()
+    broken.cuda.memory = None  # an API that moved: the backend keeps cupy's own pool
+    assert share_torch_memory_pool(broken, _FakeTorch()).startswith("cupy (AttributeError")
+    monkeypatch.setenv(SHARED_POOL_ENV, "0")
+    cp = _FakeCupy()
+    assert share_torch_memory_pool(cp, _FakeTorch()) == f"cupy ({SHARED_POOL_ENV}=0)"
+    assert cp.installed is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_ready(), reason="needs torch and cupy with a CUDA device")
+def test_gpu_cupy_and_torch_share_one_memory_pool() -> None:
+    import cupy
+    import torch
+
+    b = get_backend("gpu")
+    assert b.info["memory_pool"] == "torch", b.info
+    n = 64 << 20
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    x = cupy.ones(n // 8, dtype=cupy.float64)  # allocated by torch's caching allocator
+    assert torch.cuda.memory_allocated() >= before + n
+    t = torch.from_dlpack(x)  # the DLPack hand-off still shares the memory
+    assert t.data_ptr() == x.data.ptr and float(t.sum()) == n // 8
+    del t, x
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == before  # freed back into torch's pool
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_ready(), reason="needs torch and cupy with a CUDA device")
+def test_gpu_persistence_copy_is_pinned_and_counted() -> None:
+    """Backend.to_host_async: a side-stream copy into pinned host memory, counted as one
+    sanctioned crossing, right even when the caller drops the device array at once."""
+    import cupy
+
+    b = get_backend("gpu")
+    before = SANCTIONED["to_host"]
+    x = cupy.arange(1 << 20, dtype=cupy.float64)[::2] * 3.0  # a strided view: made contiguous
+    pending = b.to_host_async(x)
+    del x
+    out = pending()
+    assert SANCTIONED["to_host"] == before + 1
+    np.testing.assert_array_equal(out, np.arange(1 << 20, dtype=np.float64)[::2] * 3.0)
+    assert cupy.cuda.runtime.pointerGetAttributes(out.ctypes.data).type == 1  # host, pinned

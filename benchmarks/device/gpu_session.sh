@@ -19,6 +19,12 @@
 #   env           versions, GPU, NVVM, backend, unmet requirements         -> $OUT/env.txt
 #   test [ARGS]   pytest, the whole suite, GPU tests included; ARGS go to pytest
 #                 -> $OUT/env.txt, test-summary.txt, junit.xml, test.log
+#                 Tests that need the device (skipped without one): test_engine_gpu_parity.py
+#                 and test_panel_gpu_parity.py (on cupy instead of the host emulation: CuPy vs
+#                 CPU, hypothesis, full-day), test_engine_guard.py (torch sync guard, the demo's
+#                 device stages under it, cupy and torch sharing one memory pool, the pinned
+#                 persistence copy), test_models_device.py (DLPack hand-off, training on the
+#                 device), test_backend.py.
 #   bench [ARGS]  fbgpu bench --backend auto; ARGS go to fbgpu bench (e.g. --quick)
 #                 -> $OUT/env.txt, bench.json, bench.md, bench.log, bench-report.tar.gz
 #   engine [ARGS] benchmarks/bench_gpu_engine.py: the factor engine on the full-day preset and a

@@ -155,8 +155,56 @@ def _probe_gpu() -> tuple[Backend | None, str]:
         "cupy": cp.__version__,
         "cudf": has_cudf,
     }
+    info["memory_pool"] = share_torch_memory_pool()
     note = "" if has_cudf else "cudf not installed: Parquet is read with pyarrow (optional)"
     return Backend("gpu", cp, f"{name} (cc {info['compute_capability']})", info, note), ""
+
+
+#: Environment variable: ``0`` keeps cupy's own memory pool (default: torch's, shared).
+SHARED_POOL_ENV = "FBGPU_SHARED_POOL"
+
+
+def share_torch_memory_pool(cupy_mod: Any = None, torch_mod: Any = None) -> str:
+    """Route cupy's device allocations through torch's caching allocator: one memory budget.
+
+    cupy and torch each keep a pool of freed device memory; side by side, memory cached by one
+    is out of the other's reach (a day's factors leave gigabytes in cupy's pool that training
+    then cannot use, and the reverse). With ``cupy.cuda.set_allocator`` on a
+    ``PythonFunctionAllocator`` whose malloc is ``torch.cuda.caching_allocator_alloc(size,
+    device, stream)`` (on cupy's current stream: the stream that uses the block) and whose free
+    is ``torch.cuda.caching_allocator_delete``, every cupy array lives in torch's pool, so
+    ``torch.cuda.memory_allocated`` counts both and either can reuse what the other freed.
+    Called once, when the GPU backend is built (``_probe_gpu``); process-wide.
+
+    Returns what was done, for ``Backend.info["memory_pool"]``: ``"torch"`` when shared, else
+    ``"cupy (reason)"`` (torch without CUDA, ``FBGPU_SHARED_POOL=0``, or an error, logged).
+    ``cupy_mod``/``torch_mod`` default to the real modules (the tests pass recording fakes).
+    """
+    if os.environ.get(SHARED_POOL_ENV, "1") == "0":
+        return f"cupy ({SHARED_POOL_ENV}=0)"
+    try:
+        if cupy_mod is None:
+            import cupy as cupy_mod
+        if torch_mod is None:
+            import torch as torch_mod
+        if not torch_mod.cuda.is_available():
+            return "cupy (torch has no CUDA)"
+        cp, torch = cupy_mod, torch_mod
+
+        def malloc(size: int, device_id: int) -> int:
+            return int(torch.cuda.caching_allocator_alloc(
+                size, device_id, cp.cuda.get_current_stream().ptr))
+
+        def free(ptr: int, device_id: int) -> None:
+            torch.cuda.caching_allocator_delete(ptr)
+
+        allocator = cp.cuda.memory.PythonFunctionAllocator(malloc, free)
+        cp.cuda.set_allocator(allocator.malloc)
+    except Exception as e:  # keep cupy's pool: two budgets, but a working backend
+        log.warning("cupy keeps its own memory pool (torch's could not be shared: %s)", e)
+        return f"cupy ({type(e).__name__}: {e})"
+    log.debug("cupy allocates through torch's caching allocator")
+    return "torch"
 
 
 @cache
