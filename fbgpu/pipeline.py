@@ -75,7 +75,7 @@ def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str,
     """Run stage ``name`` (``fn``), timed and recorded in the run record; with ``writer``, the
     stage ends when its write-behind jobs have run (their failure is the stage's)."""
     b = get_backend(backend)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     log.info("demo: stage %s ...", name)
     guard = (device_sync_guard(b, sync_guard) if sync_guard != "off" and name in DEVICE_STAGES
              else contextlib.nullcontext(None))
@@ -98,7 +98,10 @@ def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str,
     seconds = time.perf_counter() - t0
     record_step(store, name, seconds, backend=b.name, device=b.device,
                 summary=stage_summary(result)[:300])
-    log.info("demo: stage %s done in %.1f s", name, seconds)
+    # CPU seconds of the whole process (all threads): on a shared machine the wall time depends
+    # on the load, the CPU time much less
+    log.info("demo: stage %s done in %.1f s (%.1f CPU-s)", name, seconds,
+             time.process_time() - c0)
     return result
 
 
