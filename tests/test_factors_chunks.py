@@ -97,3 +97,28 @@ def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path) -> None:
     assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
                  "--memory-gb", "auto", "--no-progress"]) == 0
     assert Store(root).manifest("factors", d).sha256 == chunked
+
+
+def test_prefetch_reads_each_planned_day_ahead_as_load_day_does(tiny_store: Store) -> None:
+    """DayPrefetch hands back, in order, exactly what load_day reads for each planned day;
+    a day not planned (or prefetching disabled) gives None, so the caller reads it itself."""
+    from fbgpu.factors.compute import DayPrefetch, load_day
+    from fbgpu.factors.registry import builtin_names
+
+    days = tiny_store.dates("trades")[:3]
+    names = builtin_names()
+    with DayPrefetch(tiny_store, [(d, names) for d in days]) as pre:
+        for d in days:
+            got = pre.take(d)
+            want = load_day(tiny_store, d, names)
+            assert got is not None and list(got.universe) == list(want.universe)
+            for t in ("trades", "orders"):
+                g, w = getattr(got, t), getattr(want, t)
+                assert (g is None) == (w is None)
+                if g is not None:
+                    np.testing.assert_array_equal(g.offsets, w.offsets)
+                    for c in w.columns:
+                        np.testing.assert_array_equal(g.columns[c], w.columns[c])
+        assert pre.take(days[0]) is None  # already taken
+    with DayPrefetch(tiny_store, [(d, names) for d in days], enabled=False) as off:
+        assert off.take(days[0]) is None

@@ -439,8 +439,12 @@ def compute_day(
     config: FactorConfig | None = None,
     ops: SegmentOps | None = None,
     memory_budget: float | None = None,
+    loaded: DayInputs | None = None,
 ) -> DayFactors:
     """All requested factors of one day, ``[universe, len(names)]`` on the backend.
+
+    ``loaded``: the day's inputs already read (``load_day(store, date, names)``, e.g. by a
+    :class:`DayPrefetch` reader thread); used when the day is not split into chunks.
 
     Reads only ``date``'s partitions of minute/trades/orders (:func:`load_day`), then computes
     (:func:`compute_loaded_day`). With ``memory_budget`` (bytes the whole process may use,
@@ -454,11 +458,58 @@ def compute_day(
     chunks = (stock_chunks(store, date, memory_budget, fixed_footprint(ops.xp is not np))
               if memory_budget else None)
     if chunks is None:
-        return compute_loaded_day(load_day(store, date, names), names, ops, config)
+        day = loaded if loaded is not None else load_day(store, date, names)
+        return compute_loaded_day(day, names, ops, config)
     parts = [compute_loaded_day(load_day(store, date, names, list(c)), names, ops, config)
              for c in chunks]
     return DayFactors(_as_date(date), np.concatenate([p.symbols for p in parts]),
                       ops.xp.concatenate([p.values for p in parts], axis=0))
+
+
+class DayPrefetch:
+    """Reads days ahead on one reader thread: while day ``k`` computes, day ``k + 1``'s
+    :func:`load_day` runs (pyarrow and numpy release the GIL while they decode, copy or fault
+    pages in). ``days``: ``(date, names)`` in the order they will be taken; :meth:`take`
+    returns a date's inputs (waiting for them; a read error is raised there, for that date)
+    and starts the next read. Disabled, :meth:`take` returns None (the caller reads)."""
+
+    def __init__(self, store: Store, days: Sequence[tuple[dt.date, Sequence[str]]],
+                 enabled: bool = True) -> None:
+        self.store = store
+        self.days = list(days)
+        self.enabled = enabled and len(self.days) > 1
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: dict[dt.date, Any] = {}
+        self._next = 0
+
+    def __enter__(self) -> DayPrefetch:
+        if self.enabled:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="fbgpu-prefetch")
+            self._submit()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            for f in self._futures.values():
+                f.cancel()
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._futures.clear()
+
+    def _submit(self) -> None:
+        if self._pool is not None and self._next < len(self.days):
+            d, names = self.days[self._next]
+            self._futures[d] = self._pool.submit(load_day, self.store, d, list(names))
+            self._next += 1
+
+    def take(self, date: dt.date) -> DayInputs | None:
+        """The inputs of ``date`` (read ahead), or None when prefetching is off or ``date``
+        was not read ahead; the next day's read starts."""
+        fut = self._futures.pop(date, None)
+        if fut is None:
+            return None
+        self._submit()
+        return fut.result()
 
 
 #: Bytes a stock-day row costs while it is being processed (the columns read, CSR and masks,
@@ -791,18 +842,25 @@ def run_factors(
     kept: list[DayFactors] = []
     own = writer is None
     w = writer if writer is not None else StoreWriteBehind(store, b.to_host_async, name="factors")
-    with w if own else contextlib.nullcontext(w):  # own writer: every write waited for here
-        for d in track(dates, "factors") if progress else dates:
-            has_cancels = any(FACTORS[n].cancels for n in names) and store.has("cancels", d)
-            inputs = store.fingerprints([(t, d) for t in (*SOURCES, "cancels")
-                                         if store.has(t, d) and (t != "cancels" or has_cancels)])
-            if store.is_current(FACTORS_TABLE, d, config_hash_=chash, inputs=inputs):
-                summary.dates_skipped.append(d)
-                continue
-            reuse = _current_columns(store, d, inputs, col_hashes)
-            todo = [n for n in names if n not in reuse]
+    plan: list[tuple[dt.date, dict[str, str], dict[str, str], list[str]]] = []
+    for d in dates:  # days are independent: which to compute is known before computing any
+        has_cancels = any(FACTORS[n].cancels for n in names) and store.has("cancels", d)
+        inputs = store.fingerprints([(t, d) for t in (*SOURCES, "cancels")
+                                     if store.has(t, d) and (t != "cancels" or has_cancels)])
+        if store.is_current(FACTORS_TABLE, d, config_hash_=chash, inputs=inputs):
+            summary.dates_skipped.append(d)
+            continue
+        reuse = _current_columns(store, d, inputs, col_hashes)
+        plan.append((d, inputs, reuse, [n for n in names if n not in reuse]))
+    # Without a budget the next day is read by a reader thread while this day computes (its
+    # inputs are then resident beside this day's: what a budget exists to prevent).
+    prefetch = DayPrefetch(store, [(d, todo) for d, _, _, todo in plan if todo],
+                           enabled=memory_budget is None)
+    with prefetch, w if own else contextlib.nullcontext(w):  # own writer: writes waited for
+        for d, inputs, reuse, todo in track(plan, "factors") if progress else plan:
             if todo:
-                day = compute_day(store, d, todo, b, cfg, ops, memory_budget_for(memory_budget, b))
+                day = compute_day(store, d, todo, b, cfg, ops, memory_budget_for(memory_budget, b),
+                                  loaded=prefetch.take(d))
             else:  # only the selection's order or membership changed: nothing to compute
                 syms = store.read(FACTORS_TABLE, d, ["symbol"]).column("symbol").to_pylist()
                 day = DayFactors(d, np.asarray(syms, dtype=object), b.xp.empty((len(syms), 0)))
