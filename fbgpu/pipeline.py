@@ -18,6 +18,7 @@ error propagates.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -49,6 +50,12 @@ class DemoConfig(BaseModel):
     models: str = Field("all", description="Models to train (`fbgpu train --model`).")
     indices: str = Field("all", description="Benchmarks for the backtest: csi500, csi1000, all.")
     turnover: list[float] = Field([0.3, 0.4, 0.5], description="Turnover caps of the backtest.")
+    model_panel_window: int = Field(
+        1, ge=1, description="Smoothing window (days) of the factor panel the models' HF input "
+        "is built from. 1 (no smoothing): the research report's model preprocessing "
+        "(exhibit 44: winsorize, neutralize, z-score, fill; no 20-day mean, which belongs to "
+        "its single-factor test), so the GRU sees the recent days the planted informed flow "
+        "lives in (docs/synth.md). The single-factor evaluation keeps [evaluate] panel.window.")
     synth_durable: bool = Field(
         False, description="fsync the synthetic market's partitions as they are written. Off: "
         "the demo's market is scratch data, regenerated rather than recovered, and the fsyncs "
@@ -208,9 +215,14 @@ def _run_stages(store: Store, backend: str, cfg: DemoConfig, sc: dict[str, dict[
         elif stage == "train":
             tcfg = load_train_config({"seeds": [cfg.seed], **sc.get("train", {})}, demo=True)
             ecfg = EvaluateConfig.from_dict(sc.get("evaluate", {}))
-            trained = _run_stage(store, "train", lambda c=tcfg, e=ecfg, f=cube: run_train(
-                store, model=cfg.models, config=c, backend=backend, panel_config=e.panel,
-                pool_config=e.pool, factors=f, writer=writer), backend, cfg.sync_guard, writer)
+            # the models' panel: the evaluation's preprocessing with the demo's smoothing window
+            mpanel = dataclasses.replace(ecfg.panel, window=cfg.model_panel_window,
+                                         min_valid=min(ecfg.panel.min_valid,
+                                                       cfg.model_panel_window))
+            trained = _run_stage(store, "train", lambda c=tcfg, e=ecfg, f=cube, pc=mpanel: (
+                run_train(store, model=cfg.models, config=c, backend=backend, panel_config=pc,
+                          pool_config=e.pool, factors=f, writer=writer)),
+                backend, cfg.sync_guard, writer)
             # This run's scores, on the backend's device, go on to the backtest in memory.
             scores = getattr(trained, "scores", None)
         elif stage == "backtest":
