@@ -32,6 +32,14 @@ The bandwidth floor: the bytes of the columns the 27 factors read (each once, as
 memory) divided by the measured large-copy bandwidth. The ratio ``time / floor`` says how far a
 run is from merely touching its input once.
 
+With ``--multi-store DIR`` (a store of several days), also the multi-day throughput: a child
+process runs ``run_factors`` over all of its days ``--repeats`` times after one warm-up (numba
+cache, page cache) and reports ticks (trades + orders rows) per second of wall time and per
+CPU-second of the process (``time.process_time``: all threads; the per-core figure).
+
+The store's hot format (``store.json``) and its day's partition file sizes are recorded, and
+each peak RSS is also given as a multiple of the bytes of the day's used tick columns.
+
 Writes ``bench_process.json``; timings are never asserted anywhere.
 """
 
@@ -109,6 +117,50 @@ def run_once(cmd: list[str], expect: str | None = None) -> dict[str, float]:
             "sys_s": usage.ru_stime, "minflt": float(usage.ru_minflt)}
 
 
+MULTI_CODE = """
+import json, os, shutil, sys, time
+from fbgpu.data.store import Store
+from fbgpu.factors.compute import run_factors
+root, repeats = sys.argv[1], int(sys.argv[2])
+s = Store(root)
+days = s.dates("trades")
+ticks = sum(s.manifest(t, d).rows for d in days for t in ("trades", "orders") if s.has(t, d))
+runs = []
+for k in range(repeats + 1):  # the first is the warm-up
+    shutil.rmtree(os.path.join(root, "factors"), ignore_errors=True)
+    c, w = time.process_time(), time.perf_counter()
+    run_factors(s, backend="cpu", progress=False)
+    c, w = time.process_time() - c, time.perf_counter() - w
+    if k:
+        runs.append({"wall_s": w, "cpu_s": c})
+print(json.dumps({"days": len(days), "ticks": ticks, "runs": runs}))
+"""
+
+
+def multi_day(store: Path, repeats: int) -> dict[str, Any]:
+    """Ticks per wall second and per CPU-second of ``run_factors`` over every day of ``store``
+    (one child process; the best of ``repeats`` after a warm-up)."""
+    out = subprocess.run([sys.executable, "-c", MULTI_CODE, str(store), str(repeats)],
+                         capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    best_wall = min(x["wall_s"] for x in r["runs"])
+    best_cpu = min(x["cpu_s"] for x in r["runs"])
+    return {**r, "store": str(store), "ticks_per_s_wall": r["ticks"] / best_wall,
+            "ticks_per_cpu_s": r["ticks"] / best_cpu, "wall_s_min": best_wall,
+            "cpu_s_min": best_cpu}
+
+
+def store_info(store: Path, date: dt.date) -> dict[str, Any]:
+    """The store's hot format and the day's partition file sizes (MB)."""
+    from fbgpu.data.store import Store
+
+    st = Store(store)
+    files = {t: {"file": st.partition_path(t, date).name,
+                 "mb": st.partition_path(t, date).stat().st_size / 1e6}
+             for t in ("minute", "trades", "orders", "cancels") if st.has(t, date)}
+    return {"hot_format": st.hot_format, "partitions": files}
+
+
 def floor_seconds(store: Path, date: dt.date) -> dict[str, float]:
     """Bytes the 27 factors must read once and the copy-bandwidth floor (seconds)."""
     sys.path.insert(0, str(HERE))
@@ -131,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--only", default="fbgpu,fbgpu_budget,polars,pandas,import")
     ap.add_argument("--budget-gb", type=float, default=1.0)
     ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--multi-store", type=Path, default=None,
+                    help="a store of several days: also measure multi-day ticks/s per core")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from fbgpu.data.store import Store
@@ -167,6 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "sys_s_runs": [r["sys_s"] for r in rr],
                    "minflt_min": min(r["minflt"] for r in rr),
                    "peak_rss_mb_max": max(r["rss_mb"] for r in rr),
+                   "peak_rss_x_tick_bytes": max(r["rss_mb"] for r in rr) * 2**20 / fl["bytes"],
                    "x_floor": min(v) / fl["floor_s"]}
     if "fbgpu" in rows:
         for k in ("polars", "pandas"):
@@ -181,7 +236,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows["fbgpu_budget"]["budget_gb"] = args.budget_gb
     res = {"store": str(args.store), "date": date.isoformat(), "repeats": args.repeats,
            "cpus": os.cpu_count(), "loadavg_before": list(load_before),
-           "loadavg_after": list(os.getloadavg()), "floor": fl, "process": rows}
+           "loadavg_after": list(os.getloadavg()), "floor": fl, "process": rows,
+           "store_info": store_info(args.store, date)}
+    if args.multi_store is not None:
+        res["multi_day"] = multi_day(args.multi_store, args.repeats)
+        res["loadavg_after_multi"] = list(os.getloadavg())
+        log.info("multi-day: %d days, %.0f ticks: %.3g ticks/s wall, %.3g ticks per CPU-s",
+                 res["multi_day"]["days"], res["multi_day"]["ticks"],
+                 res["multi_day"]["ticks_per_s_wall"], res["multi_day"]["ticks_per_cpu_s"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_process.json").write_text(json.dumps(res, indent=2))
     for k, r in rows.items():
