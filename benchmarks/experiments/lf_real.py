@@ -34,6 +34,7 @@ import torch
 
 from fbgpu.data import Store
 from fbgpu.engine import get_backend
+from fbgpu.evaluate.correlation import mean_cross_corr
 from fbgpu.evaluate.single import evaluate_factor
 from fbgpu.models.api import load_model_inputs
 from fbgpu.models.config import TrainConfig
@@ -54,6 +55,7 @@ GRU_EXPERIMENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gru_logdiff_lr1e-3": ("lf", {"lf_inputs": "logdiff", "lr": 0.001}),
     "gru_logdiff_daily": ("lf-daily", {"lf_inputs": "logdiff"}),
     "gru_logdiff_unshared": ("lf-unshared", {"lf_inputs": "logdiff"}),
+    "gru_logdiff_separate": ("lf-separate", {"lf_inputs": "logdiff"}),
     "gru_logdiff_lambda0": ("lf", {"lf_inputs": "logdiff", "mtl_lambda": 0.0}),
     "gru_logdiff_lambda0.1": ("lf", {"lf_inputs": "logdiff", "mtl_lambda": 0.1}),
     "gru_logdiff_h5": ("lf", {"lf_inputs": "logdiff", "label_horizon": 5}),
@@ -190,6 +192,9 @@ def main() -> None:
                     help="screening: train once (January of the first test year) and predict "
                          "every test date with it, instead of retraining every January")
     ap.add_argument("--out", default="benchmarks/experiments/results/lf_real.jsonl")
+    ap.add_argument("--save-dir", default="",
+                    help="write each GRU experiment's per-seed and ensemble scores there "
+                         "(npz; keep it under /tmp, never commit)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     end = dt.date.fromisoformat(a.end)
@@ -268,6 +273,7 @@ def main() -> None:
         per_seed = []
         wins: list[dict[str, Any]] = []
         for seed in a.seeds:
+            t_seed = time.perf_counter()
             sc = np.full(market.shape, np.nan)
             for w in ws:
                 def on_epoch(j: int, e: int, tl: float, vic: float, best: float,
@@ -281,15 +287,32 @@ def main() -> None:
                 sc[list(w.predict_days)] = pred.numpy()
                 wins.append({"seed": seed, "window": w.name, "best_epoch": fr.best_epoch,
                              "valid_ic": fr.best_valid_ic, "n_fit_dates": len(w.fit_days),
-                             "epochs": [len(h) for h in fr.history]})
+                             "epochs": [len(h) for h in fr.history],
+                             "valid_curve": [[round(e["valid_ic"], 4) for e in h]
+                                             for h in fr.history],
+                             "train_loss": [[round(e["train_loss"], 4) for e in h]
+                                            for h in fr.history]})
                 log.info("%s seed %d window %s: best epoch %s valid IC %s", exp, seed, w.name,
                          fr.best_epoch, [round(v, 4) for v in fr.best_valid_ic])
             per_seed.append(sc)
             record(evaluate(sc, fwd, evalpool, rows, f"{exp}/seed{seed}", dates),
-                   {"exp": exp, "seed": seed, "kind": kind, "overrides": over})
+                   {"exp": exp, "seed": seed, "kind": kind, "overrides": over,
+                    "seconds": time.perf_counter() - t_seed})
         ens = torch.stack([zscore_rows(torch.as_tensor(s)) for s in per_seed]).nanmean(0).numpy()
+        if a.save_dir:
+            Path(a.save_dir).mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(Path(a.save_dir) / f"{exp}.npz", ensemble=ens,
+                                seeds=np.stack(per_seed), rows=rows)
+        # what the ensemble shares with the trivial factors: mean cross-sectional Pearson
+        # correlation on the evaluation rows, and the RankIC of the equal blend with low_vol20
+        triv = trivial_factors(market)
+        corr = {k: mean_cross_corr(ens[rows], v[rows], evalpool[rows]) for k, v in triv.items()}
+        z = zscore_rows(torch.as_tensor(np.where(evalpool, triv["low_vol20"], np.nan)))
+        blend = np.nanmean(np.stack([zscore_rows(torch.as_tensor(ens)).numpy(), z.numpy()]), 0)
+        blend_ic = evaluate(blend, fwd, evalpool, rows, "blend", dates)["rank_ic"]
         record(evaluate(ens, fwd, evalpool, rows, f"{exp}/ensemble", dates),
                {"exp": exp, "kind": kind, "overrides": over, "windows": wins,
+                "corr_trivial": corr, "blend_low_vol20_rank_ic": blend_ic,
                 "seconds": time.perf_counter() - t1, "max_epochs": a.max_epochs,
                 "patience": a.patience, "threads": a.threads,
                 "single_window": a.single_window})
