@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -50,17 +51,34 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from fbgpu.data.lock import claim as claim_store_lock
 from fbgpu.data.schemas import MINUTES_PER_DAY, SORT_KEYS, UNPARTITIONED, schema_for
 from fbgpu.errors import ExitStatus
 
 log = logging.getLogger(__name__)
+
+
+class LazyModule(ModuleType):
+    """A module imported on its first attribute access: ``pyarrow.compute`` and
+    ``pyarrow.parquet`` cost ~0.05-0.15 s of start-up, and a factor run on an ``arrow`` store
+    needs neither before it writes its result (docs/benchmarks.md, imports)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._target = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._target), attr)
+
+
+pc = LazyModule("pyarrow.compute")
+pq = LazyModule("pyarrow.parquet")
 
 PART_NAME = "part-0.parquet"
 #: A partition's file name per on-disk format.

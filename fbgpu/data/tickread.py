@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from fbgpu.data.store import pq  # pyarrow.parquet, imported on first use
 
 
 class TickReadError(Exception):
