@@ -18,6 +18,12 @@ group-by and top-k selections):
                        ``always``), the cut-off given per segment (big-order flags)
 =====================  =========================================================================
 
+Fused family passes (:meth:`SegmentOps.order_family_stats`, :meth:`~SegmentOps.trade_order_stats`,
+:meth:`~SegmentOps.trade_flag_bins`) compute everything a tick family's built-in factors need in
+one kernel per stock, with the bits of the primitives they replace; backends with
+``fused_passes`` (the CPU) implement them, the others fall back to the primitives, chosen by
+:func:`fused_enabled` (docs/engine.md, "Fused family passes").
+
 The statistics that factors use (skewness, excess kurtosis, correlation, ratios) are computed
 *once*, in array-namespace code (:func:`skewness`, :func:`kurtosis`, :func:`correlation`,
 :func:`ratio`), from these raw outputs, so the NaN rules (``min_obs``, exact-equality "variance
