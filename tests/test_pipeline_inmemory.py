@@ -3,6 +3,7 @@ behind by one background writer) stores exactly what the step-by-step commands s
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,11 @@ def test_in_memory_demo_stores_what_the_step_by_step_commands_store(
     run_factors(st, backend="cpu", progress=False)
     ecfg = EvaluateConfig.from_dict(EVALUATE)
     run_evaluate(st, ecfg, backend="cpu", progress=False)
-    run_train(st, "hf", {**TRAIN}, backend="cpu", progress=False, panel_config=ecfg.panel,
+    # the demo's models read the evaluation's panel with its own smoothing window
+    # ([demo] model_panel_window, as `fbgpu train` with that [evaluate.panel] window)
+    w = cfg.model_panel_window
+    mpanel = dataclasses.replace(ecfg.panel, window=w, min_valid=min(ecfg.panel.min_valid, w))
+    run_train(st, "hf", {**TRAIN}, backend="cpu", progress=False, panel_config=mpanel,
               pool_config=ecfg.pool)
 
     for table in ("factors", "panel", "scores"):
