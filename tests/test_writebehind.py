@@ -85,3 +85,31 @@ def test_host_copies_are_the_backends_explicit_crossing() -> None:
     out = pending()
     assert type(out) is np.ndarray and not np.shares_memory(out, dev)
     np.testing.assert_array_equal(out, a)
+
+
+def test_factors_on_the_standin_device_persist_through_one_counted_copy_per_day(
+        tiny_store: Store, tmp_path: Path) -> None:
+    """run_factors through the GPU backend's path (stand-in device, emulated kernels): each
+    computed day leaves the device once, by the writer's to_host_async, and the stored values
+    are the CPU backend's (to the GPU kernels' rounding)."""
+    import shutil
+
+    from fbgpu.factors import run_factors
+
+    roots = {k: tmp_path / k for k in ("dev", "cpu")}
+    for r in roots.values():
+        shutil.copytree(tiny_store.root, r, ignore=shutil.ignore_patterns(
+            "factors", "panel", "reports", "run.json", "scores", "models"))
+    d = Store(roots["dev"]).dates("trades")[0]
+    before = CROSSINGS["to_host"], CROSSINGS["upload"]
+    summary = run_factors(Store(roots["dev"]), d, d, backend=standin_backend(), progress=False)
+    assert summary.dates_computed == [d]
+    assert CROSSINGS["to_host"] == before[0] + 1  # the persistence copy, nothing else
+    assert CROSSINGS["upload"] > before[1]  # the day's ticks went up
+    run_factors(Store(roots["cpu"]), d, d, backend="cpu", progress=False)
+    dev = Store(roots["dev"]).read("factors", d)
+    ref = Store(roots["cpu"]).read("factors", d)
+    assert dev.column_names == ref.column_names and dev.num_rows == ref.num_rows > 10
+    for c in ref.column_names[2:]:
+        np.testing.assert_allclose(dev.column(c).to_numpy(), ref.column(c).to_numpy(),
+                                   rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=c)
