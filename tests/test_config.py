@@ -119,3 +119,20 @@ def test_report_takes_the_shared_config(tmp_path: Path) -> None:
     code, _, err = _fbgpu("report", "--store", str(tmp_path / "none"), "--config", str(bad))
     assert code == 1 and "reprot" in err
     assert not (tmp_path / "none").exists()
+
+
+def test_factor_config_from_a_pipeline_file_without_factors_section(tmp_path: Path) -> None:
+    """The whole pipeline's file with no [factors] gives the factor defaults; bare keys are the
+    factor step's own file; an unknown top-level key next to sections is still an error."""
+    from fbgpu.factors import FactorConfig
+
+    sectioned = tmp_path / "pipeline.toml"
+    sectioned.write_text("[demo]\nsync_guard = \"off\"\n")
+    assert FactorConfig.from_toml(sectioned) == FactorConfig()
+    bare = tmp_path / "factors.toml"
+    bare.write_text("bigorder_ret_top_frac = 0.2\n")
+    assert FactorConfig.from_toml(bare).bigorder_ret_top_frac == 0.2
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text("[demo]\nsync_guard = \"off\"\n[nonsense]\nx = 1\n")
+    with pytest.raises(ValueError, match="nonsense"):
+        FactorConfig.from_toml(mixed)

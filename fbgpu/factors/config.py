@@ -65,19 +65,24 @@ class FactorConfig(BaseModel):
 
     @classmethod
     def from_toml(cls, path: str | Path | None) -> FactorConfig:
-        """Read the ``[factors]`` table of a TOML file (the whole file if it has no such table).
+        """Read the ``[factors]`` table of a TOML file: defaults when a sectioned file has no such
+        table, and the whole file when it has no sections at all.
 
         ``None`` gives the defaults. Unknown keys are an error naming the file.
         """
         if path is None:
             return cls()
-        from fbgpu.config import check_sections, read_toml
+        from fbgpu.config import check_sections, known_sections, read_toml
 
         p = Path(path)
         data = read_toml(p)  # ConfigError (a ValueError) naming the file
-        if "factors" in data:
+        # A sectioned config (the whole pipeline's file) without [factors] means the defaults;
+        # a file of bare FactorConfig keys is the factor step's own file.
+        sectioned = "factors" in data or any(
+            k in known_sections() and isinstance(v, dict) for k, v in data.items())
+        if sectioned:
             check_sections(data, p)
-        section = dict(data.get("factors", data))
+        section = dict(data.get("factors", {}) if sectioned else data)
         mods = section.get("modules")
         if isinstance(mods, list):
             # Paths are relative to the config file; dotted names stay as they are.
