@@ -4,6 +4,8 @@ lagged features use only rows at or before each date."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,23 @@ def test_truth_table_reports_the_bars_ceiling_on_the_tiny_market(tiny_store: Sto
     t0 = truth_table(tiny_store, market, rows, market.pool()[rows], {}, attainable=False)
     assert ATTAIN_BARS not in t0.index
     assert t0.loc[ORACLE, "RankIC mean"] == pytest.approx(t.loc[ORACLE, "RankIC mean"])
+
+
+def test_truth_summary_states_the_ceilings(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from fbgpu.evaluate.truth import ATTAIN_RAW, ORACLE_Z
+    from fbgpu.report.html import truth_summary
+
+    (tmp_path / "models").mkdir()
+    pd.DataFrame({"RankIC mean": [0.2, 0.1, 0.08, 0.12, 0.02, 0.09],
+                  "t": [20.0, 9.0, 8.0, 11.0, 2.0, 9.5], "dates": [47] * 6,
+                  "share of oracle IC": [1.0, 0.5, 0.4, 0.6, 0.1, 0.45]},
+                 index=pd.Index([ORACLE, ORACLE_Z, ATTAIN_PANEL, ATTAIN_RAW, ATTAIN_BARS,
+                                 "HF deep-learning"], name="signal")
+                 ).to_csv(tmp_path / "models" / "planted_truth.csv")
+    s = truth_summary(tmp_path)
+    assert "20-day smoothed factor panel (40 days) 8.00% (40% of the oracle)" in s
+    assert "raw daily factors (10 days) and returns 12.00% (60% of the oracle)" in s
+    assert "past daily returns (the LF bars' part) 2.00% (10% of the oracle)" in s
+    assert "HF deep-learning 9.00% (t = 9.5), 45% of the oracle and 90% of its informed" in s

@@ -28,12 +28,14 @@ least-squares fit, in sample, of the cross-sectionally z-scored ``mu_T`` on feat
 see (each z-scored per date over the pool, clipped at 5, missing = 0), pooled over every 5th
 trading day of the store (the test dates included: a ceiling, not a forecast); the fitted
 signal's weekly RankIC against the realised return on the test dates is reported like a model's
-(:data:`ATTAIN_PANEL`: the preprocessed factor panel at lags :data:`PANEL_LAGS` of the HF model's
-40-day window; :data:`ATTAIN_RAW`: the raw daily factor values of the last 10 days and the last
-20 daily close-to-close returns, i.e. the data before the panel's 20-day smoothing;
-:data:`ATTAIN_BARS`: the 20 returns alone, the part of the LF model's bars that carries the
-planted terms). A non-linear learner can exceed a linear ceiling, but on the demo market the
-models stay below it (docs/synth.md, "Why the models recover little of the oracle").
+(:data:`ATTAIN_PANEL`: the evaluation's preprocessed factor panel, the stored ``panel`` table
+with its 20-day smoothing, at lags :data:`PANEL_LAGS` of a 40-day window: the HF model's input
+when it is trained on that panel, as ``fbgpu train`` does by default; :data:`ATTAIN_RAW`: the
+raw daily factor values of the last 10 days and the last 20 daily close-to-close returns, i.e.
+the data before any smoothing, close to what the demo's HF model sees (``[demo]
+model_panel_window = 1``); :data:`ATTAIN_BARS`: the 20 returns alone, the part of the LF
+model's bars that carries the planted terms). A non-linear learner can exceed a linear ceiling
+(docs/synth.md, "Why the models recover little of the oracle").
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 ORACLE = "oracle: planted expected return"
 ORACLE_Z = "oracle: informed flow only"
 ORACLE_PI = "oracle: price pressure only"
-ATTAIN_PANEL = "attainable: linear in the HF panel (40 days)"
+ATTAIN_PANEL = "attainable: linear in the 20-day smoothed panel (40 days)"
 ATTAIN_RAW = "attainable: linear in raw factors + returns"
 ATTAIN_BARS = "attainable: linear in past returns"
 

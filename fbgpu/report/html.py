@@ -271,25 +271,19 @@ def truth_summary(report_dir: Path) -> str:
     o = t.loc[ORACLE]
     z = float(t.loc[ORACLE_Z, "RankIC mean"]) if ORACLE_Z in t.index else float("nan")
     parts = []
-    # each model against the ceiling of the data it sees (HF: the panel; LF: the bars' returns;
-    # fusion: both, before smoothing)
-    own = {"full-band fusion": ATTAIN_RAW, "HF deep-learning": ATTAIN_PANEL,
-           "LF multi-task": ATTAIN_BARS}
     for label in ("full-band fusion", "HF deep-learning", "LF multi-task"):
         if label in t.index:
             r = t.loc[label]
-            ceil = (f", {100 * r['RankIC mean'] / t.loc[own[label], 'RankIC mean']:.0f}% of "
-                    f"the ceiling of its inputs" if own[label] in t.index else "")
             parts.append(f"{label} {100 * r['RankIC mean']:.2f}% (t = {r['t']:.1f}), "
                          f"{100 * r['share of oracle IC']:.0f}% of the oracle and "
-                         f"{100 * r['RankIC mean'] / z:.0f}% of its informed-flow part{ceil}")
+                         f"{100 * r['RankIC mean'] / z:.0f}% of its informed-flow part")
     if not parts:
         return ""
     ceilings = [f"{what} {100 * t.loc[label, 'RankIC mean']:.2f}% "
                 f"({100 * t.loc[label, 'share of oracle IC']:.0f}% of the oracle)"
-                for label, what in ((ATTAIN_PANEL, "the HF model's input panel (40 days)"),
-                                    (ATTAIN_RAW, "the raw daily factors and returns"),
-                                    (ATTAIN_BARS, "past daily returns"))
+                for label, what in ((ATTAIN_PANEL, "the 20-day smoothed factor panel (40 days)"),
+                                    (ATTAIN_RAW, "the raw daily factors (10 days) and returns"),
+                                    (ATTAIN_BARS, "past daily returns (the LF bars' part)"))
                 if label in t.index]
     attain = ("" if not ceilings else
               " The data show the planted states only with noise: the best linear fit of the "
