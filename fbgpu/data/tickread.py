@@ -24,7 +24,7 @@ become float64 with NaN), so values are the same as ``Table.column(c).to_numpy()
 
 An **Arrow IPC partition** (``part-0.arrow``, the store's default hot format) is read by
 :func:`read_runs_ipc`: the file is memory-mapped and its one record batch's columns are viewed
-as numpy arrays (``to_numpy(zero_copy_only=True)``): no decoding, no copy, no allocation; the
+as numpy arrays (:func:`as_numpy`, ``np.frombuffer``): no decoding, no copy, no allocation; the
 arrays are the file's pages in the page cache (read-only). A stock selection that is one
 contiguous row range (a memory-budget chunk: consecutive symbols) is a zero-copy slice too;
 only a scattered selection, a multi-batch file (one written by another tool) or a column with
@@ -45,6 +45,37 @@ from fbgpu.data.store import pq  # pyarrow.parquet, imported on first use
 
 class TickReadError(Exception):
     """A partition cannot be read as symbol-sorted runs (the message names the file)."""
+
+
+def numpy_dtype(typ: pa.DataType) -> np.dtype:
+    """The numpy dtype of a fixed-width numeric Arrow type (as ``to_pandas_dtype`` gives it),
+    found without pyarrow's pandas shim."""
+    if pa.types.is_floating(typ):
+        return np.dtype(f"f{typ.bit_width // 8}")
+    if pa.types.is_signed_integer(typ):
+        return np.dtype(f"i{typ.bit_width // 8}")
+    if pa.types.is_unsigned_integer(typ):
+        return np.dtype(f"u{typ.bit_width // 8}")
+    return np.dtype(typ.to_pandas_dtype())
+
+
+def as_numpy(arr: pa.Array) -> np.ndarray:
+    """The values of ``arr`` as numpy: a read-only zero-copy view of its data buffer for a
+    null-free numeric array (``np.frombuffer``), else ``arr.to_numpy(zero_copy_only=False)``
+    (integers with nulls become float64 with NaN, as ``pyarrow`` converts them).
+
+    ``Array.to_numpy`` imports pandas (pyarrow's pandas shim) on its first call, which costs a
+    factor run ~0.3 CPU s and drags in ``pyarrow.compute``; the view does not.
+    """
+    typ = arr.type
+    if arr.null_count == 0 and (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+        dtype = numpy_dtype(typ)
+        buf = arr.buffers()[1]
+        if buf is None or len(arr) == 0:
+            return np.empty(0, dtype=dtype)
+        return np.frombuffer(buf, dtype=dtype, count=len(arr),
+                             offset=arr.offset * dtype.itemsize)
+    return arr.to_numpy(zero_copy_only=False)
 
 
 def _row_groups(md: pq.FileMetaData, sym_col: int, want: np.ndarray | None) -> list[int]:
@@ -84,9 +115,11 @@ def _symbol_runs(chunks: Sequence[pa.Array]) -> tuple[list[str], list[int]]:
         if n == 0:
             continue
         if pa.types.is_dictionary(ch.type):
-            codes = ch.indices.to_numpy(zero_copy_only=False)
+            codes = as_numpy(ch.indices)
             st = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-            run_names = ch.dictionary.take(pa.array(codes[st])).to_pylist()
+            # the dictionary is small (the day's symbols): index it in numpy, not with
+            # pyarrow.compute's take (whose import alone costs ~0.1-0.3 s of a run)
+            run_names = np.asarray(ch.dictionary.to_pylist(), dtype=object)[codes[st]].tolist()
         else:
             vals = np.asarray(ch.to_pylist(), dtype=object)
             st = np.flatnonzero(np.r_[True, vals[1:] != vals[:-1]])
@@ -196,7 +229,7 @@ def read_runs(
     n_out = int(offsets[-1])
     spans = _spans(keep, starts)
     span_ends = [s[1] for s in spans]
-    out = {c: np.empty(n_out, dtype=schema.field(c).type.to_pandas_dtype()) for c in cols}
+    out = {c: np.empty(n_out, dtype=numpy_dtype(schema.field(c).type)) for c in cols}
     base = 0
     for g in groups:
         if not cols or not spans:
@@ -210,7 +243,7 @@ def read_runs(
             for c in cols:
                 c0 = base
                 for ch in t.column(c).chunks:
-                    arr = ch.to_numpy(zero_copy_only=False)
+                    arr = as_numpy(ch)
                     if arr.dtype != out[c].dtype:
                         out[c] = out[c].astype(arr.dtype)  # ints with nulls become float
                     _copy_chunk(out[c], arr, c0, spans, span_ends)
@@ -235,14 +268,6 @@ def _selection(path: str | Path, schema: pa.Schema, columns: Sequence[str] | Non
     want = (np.unique(np.asarray(list(symbols), dtype=object).astype(str)).astype(object)
             if symbols is not None else None)
     return cols, want
-
-
-def _as_numpy(arr: pa.Array) -> np.ndarray:
-    """A view of ``arr``'s values when it has no nulls (read-only: the file's pages), else the
-    converted copy ``pyarrow`` makes (integers with nulls become float64 with NaN)."""
-    if arr.null_count == 0:
-        return arr.to_numpy(zero_copy_only=True)
-    return arr.to_numpy(zero_copy_only=False)
 
 
 def read_runs_ipc(
@@ -273,15 +298,15 @@ def read_runs_ipc(
     if len(batches) == 1 and len(spans) <= 1:
         a, b = (spans[0][0], spans[0][1]) if spans else (0, 0)
         for c in cols:
-            out[c] = _as_numpy(batches[0].column(c).slice(a, b - a))
+            out[c] = as_numpy(batches[0].column(c).slice(a, b - a))
         return run_names[keep], offsets, out
     n_out = int(offsets[-1])
     span_ends = [s[1] for s in spans]
     for c in cols:
-        out[c] = np.empty(n_out, dtype=schema.field(c).type.to_pandas_dtype())
+        out[c] = np.empty(n_out, dtype=numpy_dtype(schema.field(c).type))
         c0 = 0
         for bt in batches:
-            arr = _as_numpy(bt.column(c))
+            arr = as_numpy(bt.column(c))
             if arr.dtype != out[c].dtype:
                 out[c] = out[c].astype(arr.dtype)  # ints with nulls become float
             _copy_chunk(out[c], arr, c0, spans, span_ends)

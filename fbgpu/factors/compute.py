@@ -27,7 +27,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fbgpu.data.store import DayTicks, MinuteDay, Store, StoreError, config_hash
+from fbgpu.data.store import (
+    DayTicks,
+    MinuteDay,
+    Store,
+    StoreError,
+    config_hash,
+    date_column,
+    float64_column,
+    string_column,
+)
 from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.engine.segments import SegmentOps, check_offsets, segment_ops
@@ -764,15 +773,11 @@ def _partition_writer(store: Store, d: dt.date, symbols: list[str], names: list[
     ``date, symbol`` and one float64 column per factor, with its manifest."""
 
     def write(host: list[np.ndarray]) -> None:
-        values = host[0]
-        cols: dict[str, Any] = {
-            "date": pa.array([d] * len(symbols), pa.date32()),
-            "symbol": pa.array(symbols, pa.string()),
-        }
-        for j, n in enumerate(names):
-            cols[n] = pa.array(values[:, j], pa.float64())
-        store.write(FACTORS_TABLE, d, pa.table(cols), config_hash_=chash, inputs=inputs,
-                    extra=extra)
+        values = host[0]  # arrays built from buffers: pa.array would import pandas
+        cols = [date_column(d, len(symbols)), string_column(symbols),
+                *(float64_column(values[:, j]) for j in range(len(names)))]
+        table = pa.Table.from_arrays(cols, names=["date", "symbol", *names])
+        store.write(FACTORS_TABLE, d, table, config_hash_=chash, inputs=inputs, extra=extra)
 
     return write
 
