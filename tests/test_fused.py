@@ -80,7 +80,7 @@ def assert_day_matches(day: DayInputs, monkeypatch: pytest.MonkeyPatch,
     finite = 0
     for label, ops in OPS.items():
         fused, prim, passes = both_paths(day, monkeypatch, ops, config)
-        assert passes == (day.trades is not None) + (day.orders is not None), label
+        assert passes == sum(x is not None for x in (day.minute, day.trades, day.orders)), label
         for j, name in enumerate(FACTORS):
             assert_same_bits(fused[:, j], prim[:, j], f"{day.date} {label} {name}")
         finite = int(np.isfinite(prim).sum())
@@ -170,6 +170,44 @@ def test_trade_passes_equal_the_primitives(mode: str) -> None:
         assert_same_bits(got.amount, ops.bin_sum(off, code, amount, 32), "amount bins")
         assert_same_bits(got.dlogp, ops.bin_sum(off, code, dlogp, 32), "dlogp bins")
         assert_same_bits(got.nab, ops.bin_sum(off, minute_of_ts(ts), amount * side, 240), "NAB")
+
+
+@pytest.mark.parametrize("mode", list(OPS))
+def test_minute_pass_equals_the_primitives(mode: str) -> None:
+    from fbgpu.engine.segments import correlation
+    from fbgpu.factors.context import BUCKET_BARS, EARLY_BARS, LATE_FROM, MinuteContext
+
+    ops = OPS[mode]
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        S = int(rng.integers(0, 6))
+        close = rng.choice([10.0, 10.01, 9.99, 1e8 + 1e-3, np.nan], (S, 240))
+        if trial % 3 == 0:
+            close[:, 100:] = 10.0  # constant stretches: degenerate late window
+        bars = {"open": np.where(rng.random((S, 240)) < 0.05, 0.0, close + 0.001),
+                "high": close + 0.02, "low": close - 0.02, "close": close,
+                "volume": rng.integers(0, 3, (S, 240)) * 100,
+                "amount": np.where(rng.random((S, 240)) < 0.05, np.inf, close * 300.0),
+                "num_trades": rng.integers(0, 3, (S, 240)).astype(np.int32)}
+        c = MinuteContext(ops, FactorConfig(), bars)
+        with np.errstate(all="ignore"):
+            st = ops.minute_family_stats(c.field("open"), c.field("close"), bars["volume"],
+                                         c.field("amount"), bars["num_trades"], c.ret,
+                                         c.amplitude, LATE_FROM, EARLY_BARS, BUCKET_BARS)
+            want_late = c.late_ret_moments
+            for f in ("n", "mean", "m2", "m3", "m4", "min", "max"):
+                assert_same_bits(getattr(st.late, f), getattr(want_late, f), f"late {f}")
+            for got, want in ((st.ret_lastret, c.ret_lastret_corr),
+                              (st.close_nextopen, c.close_nextopen_corr),
+                              (st.volume_item, c.volume_item_corr),
+                              (st.early_volume_ret, c.early_volume_ret_corr),
+                              (st.volume_amplitude, c.volume_amplitude_corr)):
+                for f in ("n", "cov", "var_x", "var_y", "degenerate"):
+                    assert_same_bits(getattr(got, f), getattr(want, f), f"corr {f}")
+                assert_same_bits(correlation(np, got, 10), correlation(np, want, 10), "corr")
+            for a, b in zip(st.sums, (*c.down_var_sums, *c.down_single_sums), strict=True):
+                assert_same_bits(a, b, "sums")
+            assert_same_bits(st.buckets, c.volume_buckets, "buckets")
 
 
 def test_the_switch_and_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:

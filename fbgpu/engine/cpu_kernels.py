@@ -657,3 +657,159 @@ def fused_trade_bins(offsets, ts, side, amount, log_price, buy_tot, sell_tot, th
             sg = a * np.float64(sd)
             if np.isfinite(sg):
                 nab[s, minute_of_ts_scalar(t)] += sg
+
+
+@nb.njit(cache=True, inline="always")
+def _row_corr(x, xo, y, yo, L):  # pragma: no cover - compiled
+    """:func:`seg_corr` of the pairs ``(x[xo + k], y[yo + k])``, k < L, without a mask (its
+    masked-weight expressions at w = 1, so the same bits): ``(n, cov, var_x, var_y, deg)``."""
+    n = 0
+    tx = 0.0
+    ty = 0.0
+    xmn = np.inf
+    xmx = -np.inf
+    ymn = np.inf
+    ymx = -np.inf
+    for k in range(L):
+        a = x[xo + k]
+        b = y[yo + k]
+        if not (np.isfinite(a) & np.isfinite(b)):
+            continue
+        n += 1
+        aw = a * 1.0
+        bw = b * 1.0
+        tx += aw
+        ty += bw
+        xmn = min(xmn, aw + 0.0)
+        xmx = max(xmx, aw - 0.0)
+        ymn = min(ymn, bw + 0.0)
+        ymx = max(ymx, bw - 0.0)
+    if n == 0:
+        return 0, np.nan, np.nan, np.nan, 1
+    mx0 = tx / n
+    my0 = ty / n
+    sx = 0.0
+    sy = 0.0
+    sxx = 0.0
+    syy = 0.0
+    sxy = 0.0
+    for k in range(L):
+        a = x[xo + k]
+        b = y[yo + k]
+        if not (np.isfinite(a) & np.isfinite(b)):
+            continue
+        dx = a * 1.0 - mx0 * 1.0
+        dy = b * 1.0 - my0 * 1.0
+        sx += dx
+        sy += dy
+        sxx += dx * dx
+        syy += dy * dy
+        sxy += dx * dy
+    cov, vx, vy = _finish_corr(n, sx, sy, sxx, syy, sxy)
+    return n, cov, vx, vy, 1 if (xmn == xmx or ymn == ymx) else 0
+
+
+@nb.njit(cache=True, parallel=True)
+def fused_minute_stats(open_, close, volume, amount, num_trades, ret, amplitude, late_lo,
+                       early_hi, bucket, n_out, mom_out, corr_out, deg_out, sums_out,
+                       buckets_out):  # pragma: no cover - compiled
+    """The minute family's row statistics in one pass per stock (rows of ``[S, L]`` bars).
+
+    ``mom_out [6, S]`` / ``n_out[0]``: moments of ``ret[late_lo:]``; correlations, set j of
+    ``n_out[1 + j]``, ``corr_out[j] = (cov, var_x, var_y)``, ``deg_out[j]``: 0 ``(ret_k,
+    ret_{k-1})``, 1 ``(close_{k-1}, open_k)`` (k >= 1), 2 ``(volume, num_trades)``, 3 ``(volume,
+    ret)`` over ``k < early_hi``, 4 ``(volume, amplitude)``; ``sums_out [6, S]``: sums of finite
+    ``ret^2`` where ``ret < 0``, of ``ret^2``, of ``amount`` and ``num_trades`` where ``ret < 0``
+    and over all k; ``buckets_out [S, L // bucket]``: volume per ``bucket`` bars.
+    """
+    S, L = ret.shape
+    for s in nb.prange(S):
+        r = ret[s]
+        # late-window moments (seg_moments without a mask)
+        n = 0
+        tot = 0.0
+        mn = np.inf
+        mx = -np.inf
+        for k in range(late_lo, L):
+            v = r[k]
+            if not np.isfinite(v):
+                continue
+            n += 1
+            vw = v * 1.0
+            tot += vw
+            mn = min(mn, vw + 0.0)
+            mx = max(mx, vw - 0.0)
+        n_out[0, s] = n
+        mean0 = tot / n if n > 0 else 0.0
+        s1 = s2 = s3 = s4 = 0.0
+        for k in range(late_lo, L):
+            v = r[k]
+            if not np.isfinite(v):
+                continue
+            d = v * 1.0 - mean0 * 1.0
+            d2 = d * d
+            s1 += d
+            s2 += d2
+            s3 += d2 * d
+            s4 += d2 * d2
+        if n > 0:
+            mom_out[0, s], mom_out[1, s], mom_out[2, s], mom_out[3, s] = _finish_moments(
+                n, mean0, s1, s2, s3, s4)
+            mom_out[4, s] = mn
+            mom_out[5, s] = mx
+        else:
+            for j in range(6):
+                mom_out[j, s] = np.nan
+        # the five correlations
+        vol = volume[s]
+        pairs = (
+            _row_corr(r, 1, r, 0, L - 1),
+            _row_corr(close[s], 0, open_[s], 1, L - 1),
+            _row_corr(vol, 0, num_trades[s], 0, L),
+            _row_corr(vol, 0, r, 0, early_hi),
+            _row_corr(vol, 0, amplitude[s], 0, L),
+        )
+        for j in range(5):
+            p = pairs[j]
+            n_out[1 + j, s] = p[0]
+            corr_out[j, 0, s] = p[1]
+            corr_out[j, 1, s] = p[2]
+            corr_out[j, 2, s] = p[3]
+            deg_out[j, s] = p[4]
+        # masked and plain sums (seg_sum: finite values, v * w)
+        amt = amount[s]
+        trd = num_trades[s]
+        dv = 0.0
+        av = 0.0
+        da = 0.0
+        aa = 0.0
+        dt = 0.0
+        at = 0.0
+        for k in range(L):
+            rk = r[k]
+            w = np.float64(rk < 0)
+            r2 = rk * rk
+            if np.isfinite(r2):
+                dv += r2 * w
+                av += r2 * 1.0
+            a = amt[k]
+            if np.isfinite(a):
+                da += a * w
+                aa += a * 1.0
+            t = np.float64(trd[k])
+            if np.isfinite(t):
+                dt += t * w
+                at += t * 1.0
+        sums_out[0, s] = dv
+        sums_out[1, s] = av
+        sums_out[2, s] = da
+        sums_out[3, s] = dt
+        sums_out[4, s] = aa
+        sums_out[5, s] = at
+        for b in range(L // bucket):
+            t = 0.0
+            for k in range(b * bucket, (b + 1) * bucket):
+                v = np.float64(vol[k])
+                if np.isfinite(v):
+                    t += v * 1.0
+            buckets_out[s, b] = t

@@ -123,6 +123,23 @@ class TradeOrderStats:
 
 
 @dataclass(frozen=True)
+class MinuteFamilyStats:
+    """The minute family's row statistics from one fused pass over ``[S, L]`` bars
+    (:meth:`SegmentOps.minute_family_stats`)."""
+
+    late: Moments  #: moments of ``ret[:, late_from:]``
+    ret_lastret: CorrStats  #: ``(ret_k, ret_{k-1})``, k >= 1
+    close_nextopen: CorrStats  #: ``(close_{k-1}, open_k)``, k >= 1
+    volume_item: CorrStats  #: ``(volume_k, num_trades_k)``
+    early_volume_ret: CorrStats  #: ``(volume_k, ret_k)``, k < early_bars
+    volume_amplitude: CorrStats  #: ``(volume_k, amplitude_k)``
+    #: sums of finite values: ``ret^2`` where ``ret < 0``, ``ret^2``, ``amount`` and
+    #: ``num_trades`` where ``ret < 0``, ``amount``, ``num_trades``
+    sums: tuple[Array, Array, Array, Array, Array, Array]
+    buckets: Array  #: ``[S, L // bucket]`` volume per bucket of bars
+
+
+@dataclass(frozen=True)
 class TradeBins:
     """The trade family's histograms from one fused pass (:meth:`SegmentOps.trade_flag_bins`):
     ``amount`` and ``dlogp`` ``[S, 32]`` by flag code, ``nab`` ``[S, 240]`` (amount x side by
@@ -426,6 +443,26 @@ class SegmentOps:
         return self._trade_flag_bins(offsets, ts, side, amount, log_price, buy_totals,
                                      sell_totals, thr, always, early)
 
+    def minute_family_stats(
+        self, open_: Array, close: Array, volume: Array, amount: Array, num_trades: Array,
+        ret: Array, amplitude: Array, late_from: int, early_bars: int, bucket: int,
+    ) -> MinuteFamilyStats:
+        """One pass over each stock's row of ``[S, L]`` bars: the bits of ``moments``,
+        ``corr_stats`` and ``sum`` over the rows (``rows(S, L)`` offsets) of the slices and
+        masks listed in :class:`MinuteFamilyStats`."""
+        S, L = (int(d) for d in ret.shape)
+        arrays = [open_, close, volume, amount, num_trades, ret, amplitude]
+        if any(tuple(a.shape) != (S, L) for a in arrays):
+            raise SegmentError(f"minute fields must all be [{S}, {L}]")
+        if not (0 <= late_from <= L and 0 <= early_bars <= L and bucket > 0):
+            raise SegmentError(f"windows {late_from}/{early_bars}/{bucket} outside 0..{L}")
+        return self._minute_family_stats(
+            *(np.ascontiguousarray(a) if self.xp is np else a for a in arrays),
+            int(late_from), int(early_bars), int(bucket))
+
+    def _minute_family_stats(self, *args: Any) -> MinuteFamilyStats:
+        raise NotImplementedError(f"{self.name}: no fused minute pass (use fused_enabled)")
+
     def _order_family_stats(self, *args: Any) -> OrderFamilyStats:
         raise NotImplementedError(f"{self.name}: no fused order pass (use fused_enabled)")
 
@@ -570,6 +607,23 @@ class CpuSegmentOps(SegmentOps):
                   deg)
         return OrderFamilyStats(*(Moments(n[k], *mom[k]) for k in range(3)),
                                 CorrStats(n[3], corr[0], corr[1], corr[2], deg))
+
+    def _minute_family_stats(self, open_, close, volume, amount, num_trades, ret, amplitude,
+                             late_from, early_bars, bucket):
+        S, L = ret.shape
+        n = np.empty((6, S), dtype=np.int64)
+        mom = np.empty((6, S), dtype=np.float64)
+        corr = np.empty((5, 3, S), dtype=np.float64)
+        deg = np.empty((5, S), dtype=np.uint8)
+        sums = np.empty((6, S), dtype=np.float64)
+        buckets = np.empty((S, L // bucket), dtype=np.float64)
+        # ~30 reductions per bar: parallel from a thirtieth of the usual size.
+        self._run(_cpu_kernels().fused_minute_stats, 30 * ret.size, open_, close, volume,
+                  amount, num_trades, ret, amplitude, np.int64(late_from), np.int64(early_bars),
+                  np.int64(bucket), n, mom, corr, deg, sums, buckets)
+        corrs = [CorrStats(n[1 + j], corr[j, 0], corr[j, 1], corr[j, 2], deg[j])
+                 for j in range(5)]
+        return MinuteFamilyStats(Moments(n[0], *mom), *corrs, tuple(sums), buckets)
 
     def _trade_order_stats(self, offsets, buy_id, sell_id, amount):
         S = offsets.shape[0] - 1

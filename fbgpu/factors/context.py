@@ -25,6 +25,9 @@ from fbgpu.factors.config import FactorConfig
 Array = Any
 
 
+#: Minute-bar windows: the last 30 minutes are bars ``LATE_FROM..239``, the early window
+#: (09:30-10:00) bars ``0..EARLY_BARS - 1``; volume buckets are ``BUCKET_BARS`` bars wide.
+LATE_FROM, EARLY_BARS, BUCKET_BARS = 210, 30, 30
 #: The early window on a tick timestamp, ``lo <= ts < hi`` (09:30-10:00).
 EARLY_WINDOW = (T_0930, T_1000)
 #: The orders that count, ``lo <= ts <= hi`` (09:15-15:00, both ends included).
@@ -99,7 +102,62 @@ class MinuteContext:
     @cached_property
     def volume_buckets(self) -> Array:
         """``[S, 8]``: volume per half-hour bucket ``h = k // 30`` (shared by volume_perc2..7)."""
-        return self.ops.sum(self.rows(30, self.S * 8), self.volume)[1].reshape(self.S, 8)
+        n = MINUTES_PER_DAY // BUCKET_BARS
+        return self.ops.sum(self.rows(BUCKET_BARS, self.S * n), self.volume)[1].reshape(self.S, n)
+
+    @cached_property
+    def amplitude(self) -> Array:
+        """Intraminute range ``(high_k - low_k) / open_k``."""
+        with quiet(self.xp):
+            return (self.field("high") - self.field("low")) / self.field("open")
+
+    @cached_property
+    def late_ret_moments(self) -> Moments:
+        """Moments of the last 30 minutes' returns ``r_k``, k = 210..239."""
+        return self.row_moments(self.ret[:, LATE_FROM:])
+
+    @cached_property
+    def down_var_sums(self) -> tuple[Array, Array]:
+        """``(sum r_k^2 over r_k < 0, sum r_k^2)``."""
+        r2 = self.ret * self.ret
+        return self.row_sum(r2, self.ret < 0), self.row_sum(r2)
+
+    @cached_property
+    def down_single_sums(self) -> tuple[Array, Array, Array, Array]:
+        """``(sum amount_k, sum num_trades_k)`` over ``r_k < 0``, then over all k."""
+        amount = self.field("amount")
+        down = self.ret < 0
+        return (self.row_sum(amount, down), self.row_sum(self.num_trades, down),
+                self.row_sum(amount), self.row_sum(self.num_trades))
+
+    @cached_property
+    def ret_lastret_corr(self) -> CorrStats:
+        """Co-moments of ``(r_k, r_{k-1})``, k = 1..239."""
+        return self.row_corr_stats(self.ret[:, 1:], self.ret[:, :-1])
+
+    @cached_property
+    def close_nextopen_corr(self) -> CorrStats:
+        """Co-moments of ``(close_{k-1}, open_k)``, k = 1..239."""
+        return self.row_corr_stats(self.field("close")[:, :-1], self.field("open")[:, 1:])
+
+    @cached_property
+    def volume_item_corr(self) -> CorrStats:
+        """Co-moments of ``(volume_k, num_trades_k)``."""
+        return self.row_corr_stats(self.volume, self.num_trades)
+
+    @cached_property
+    def early_volume_ret_corr(self) -> CorrStats:
+        """Co-moments of ``(volume_k, r_k)``, k = 0..29."""
+        return self.row_corr_stats(self.volume[:, :EARLY_BARS], self.ret[:, :EARLY_BARS])
+
+    @cached_property
+    def volume_amplitude_corr(self) -> CorrStats:
+        """Co-moments of ``(volume_k, amplitude_k)``."""
+        return self.row_corr_stats(self.volume, self.amplitude)
+
+    def row_corr_stats(self, x: Array, y: Array) -> CorrStats:
+        """Per stock: co-moments of the finite pairs of two ``[S, L]`` arrays' rows."""
+        return self.ops.corr_stats(self.rows(x.shape[1]), x, y)
 
     def row_sum(self, x: Array, mask: Array | None = None) -> Array:
         """Per stock: sum of the finite values of ``x [S, 240]`` where ``mask``."""
@@ -111,7 +169,7 @@ class MinuteContext:
     def row_corr(self, x: Array, y: Array, min_obs: int) -> Array:
         from fbgpu.engine.segments import correlation
 
-        return correlation(self.xp, self.ops.corr_stats(self.rows(x.shape[1]), x, y), min_obs)
+        return correlation(self.xp, self.row_corr_stats(x, y), min_obs)
 
     def subset(self, lo: int, hi: int) -> MinuteContext:
         """The same day restricted to stocks ``lo:hi`` (a fresh context: nothing cached)."""

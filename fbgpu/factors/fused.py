@@ -7,6 +7,10 @@ sums: about ten passes over a day's trades). On a backend with fused passes
 same cached intermediates from the fused kernels instead, which stream each stock's contiguous
 slice of the columns once, one stock per thread (numba ``prange``):
 
+* ``minute``: ``late_ret_moments``, the five correlations' co-moments (``ret_lastret_corr``
+  ...), ``down_var_sums``, ``down_single_sums``, ``volume_buckets``
+  (:meth:`~fbgpu.engine.segments.SegmentOps.minute_family_stats`): one kernel over the bars
+  (``bigorder_ret``'s top-k selection keeps its primitive);
 * ``order``: ``buy_moments``, ``sell_moments``, ``early_moments``, ``buy_limit_corr``
   (:meth:`~fbgpu.engine.segments.SegmentOps.order_family_stats`): one kernel;
 * ``trade``: ``order_moments`` (:meth:`~fbgpu.engine.segments.SegmentOps.trade_order_stats`),
@@ -17,10 +21,9 @@ slice of the columns once, one stock per thread (numba ``prange``):
 The factor functions are unchanged and read the intermediates as before, so the values are the
 same bits as the primitive path (each fused accumulator adds the same terms in the same order;
 ``tests/test_fused.py``). User factors and every intermediate not listed (``buy_orders``,
-``flags``, ...) keep the primitive path. The minute family has no fused pass (its 1.2M bars cost
-~0.25 CPU-s of a full day's ~2). :func:`fbgpu.engine.segments.fused_enabled` is the one switch
-(``FBGPU_FUSED=0`` turns the fused passes off); on the GPU backend the contexts always take the
-primitive path.
+``flags``, ...) keep the primitive path. :func:`fbgpu.engine.segments.fused_enabled` is the
+one switch (``FBGPU_FUSED=0`` turns the fused passes off); on the GPU backend the contexts
+always take the primitive path.
 """
 
 from __future__ import annotations
@@ -31,7 +34,16 @@ from typing import Any
 
 from fbgpu.data.schemas import ORDER_TYPE_LIMIT
 from fbgpu.engine.segments import fused_enabled
-from fbgpu.factors.context import EARLY_WINDOW, ORDER_SESSION, OrderContext, TradeContext
+from fbgpu.factors.context import (
+    BUCKET_BARS,
+    EARLY_BARS,
+    EARLY_WINDOW,
+    LATE_FROM,
+    ORDER_SESSION,
+    MinuteContext,
+    OrderContext,
+    TradeContext,
+)
 from fbgpu.factors.registry import FACTORS
 
 log = logging.getLogger(__name__)
@@ -65,7 +77,20 @@ def prime_trades(ctx: TradeContext) -> None:
     _seed(ctx, amount_bins=bins.amount, dlogp_bins=bins.dlogp, net_active_buy=bins.nab)
 
 
-_PRIMERS = {"order": prime_orders, "trade": prime_trades}
+def prime_minutes(ctx: MinuteContext) -> None:
+    """Fill the minute context's row statistics (late-window moments, the five correlations'
+    co-moments, the down/all sums, the volume buckets) from one fused pass over the bars."""
+    bars = ctx.bars
+    st = ctx.ops.minute_family_stats(ctx.field("open"), ctx.field("close"), bars["volume"],
+                                     ctx.field("amount"), bars["num_trades"], ctx.ret,
+                                     ctx.amplitude, LATE_FROM, EARLY_BARS, BUCKET_BARS)
+    _seed(ctx, late_ret_moments=st.late, ret_lastret_corr=st.ret_lastret,
+          close_nextopen_corr=st.close_nextopen, volume_item_corr=st.volume_item,
+          early_volume_ret_corr=st.early_volume_ret, volume_amplitude_corr=st.volume_amplitude,
+          down_var_sums=st.sums[:2], down_single_sums=st.sums[2:], volume_buckets=st.buckets)
+
+
+_PRIMERS = {"minute": prime_minutes, "order": prime_orders, "trade": prime_trades}
 
 
 def prime(ctx: Any, names: Sequence[str]) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fbgpu.engine.segments import ratio, skewness
+from fbgpu.engine.segments import correlation, ratio, skewness
 from fbgpu.factors.context import MinuteContext
 from fbgpu.factors.registry import factor
 
@@ -24,26 +24,26 @@ _WINDOW = "min_obs_window (5) observations; NaN if constant"
 @factor("late_skew_ret", "minute", -1, _WINDOW)
 def late_skew_ret(c: MinuteContext) -> Array:
     """Skewness of the minute returns of the last 30 minutes: ``skew(r_k, k = 210..239)``."""
-    return skewness(c.xp, c.row_moments(c.ret[:, 210:]), c.config.min_obs_window)
+    return skewness(c.xp, c.late_ret_moments, c.config.min_obs_window)
 
 
 @factor("down_vol_perc", "minute", 1)
 def down_vol_perc(c: MinuteContext) -> Array:
     """Downside share of realised variance: ``sum(r_k^2 : r_k < 0) / sum(r_k^2)``, all k."""
-    r2 = c.ret * c.ret
-    return ratio(c.xp, c.row_sum(r2, c.ret < 0), c.row_sum(r2))
+    down, total = c.down_var_sums
+    return ratio(c.xp, down, total)
 
 
 @factor("corr_ret_lastret", "minute", -1, _DAY)
 def corr_ret_lastret(c: MinuteContext) -> Array:
     """First-order autocorrelation of minute returns: ``corr(r_k, r_{k-1})``, k = 1..239."""
-    return c.row_corr(c.ret[:, 1:], c.ret[:, :-1], c.config.min_obs_day)
+    return correlation(c.xp, c.ret_lastret_corr, c.config.min_obs_day)
 
 
 @factor("corr_close_nextopen", "minute", 1, _DAY)
 def corr_close_nextopen(c: MinuteContext) -> Array:
     """Close-to-next-open linkage: ``corr(close_{k-1}, open_k)``, k = 1..239."""
-    return c.row_corr(c.field("close")[:, :-1], c.field("open")[:, 1:], c.config.min_obs_day)
+    return correlation(c.xp, c.close_nextopen_corr, c.config.min_obs_day)
 
 
 def _volume_bucket_share(c: MinuteContext, j: int) -> Array:
@@ -71,13 +71,13 @@ for _j in range(2, 8):
 @factor("corr_volume_item", "minute", -1, _DAY)
 def corr_volume_item(c: MinuteContext) -> Array:
     """Volume vs. trade count: ``corr(volume_k, num_trades_k)``, all k."""
-    return c.row_corr(c.volume, c.num_trades, c.config.min_obs_day)
+    return correlation(c.xp, c.volume_item_corr, c.config.min_obs_day)
 
 
 @factor("early_corr_volume_ret", "minute", 1, _WINDOW)
 def early_corr_volume_ret(c: MinuteContext) -> Array:
     """Early volume-return correlation: ``corr(volume_k, r_k)``, k = 0..29 (09:30-10:00)."""
-    return c.row_corr(c.volume[:, :30], c.ret[:, :30], c.config.min_obs_window)
+    return correlation(c.xp, c.early_volume_ret_corr, c.config.min_obs_window)
 
 
 @factor("bigorder_ret", "minute", -1, "NaN when no minute has trades")
@@ -105,15 +105,13 @@ def down_single_amt_perc(c: MinuteContext) -> Array:
     """Relative trade size in falling minutes:
     ``(sum amount_k / sum num_trades_k over r_k < 0) / (sum amount_k / sum num_trades_k)``."""
     xp = c.xp
-    amount = c.field("amount")
-    down = c.ret < 0
-    per_trade_down = ratio(xp, c.row_sum(amount, down), c.row_sum(c.num_trades, down))
-    per_trade_all = ratio(xp, c.row_sum(amount), c.row_sum(c.num_trades))
+    amount_down, trades_down, amount_all, trades_all = c.down_single_sums
+    per_trade_down = ratio(xp, amount_down, trades_down)
+    per_trade_all = ratio(xp, amount_all, trades_all)
     return ratio(xp, per_trade_down, per_trade_all)
 
 
 @factor("corr_volume_amplitude", "minute", -1, _DAY)
 def corr_volume_amplitude(c: MinuteContext) -> Array:
     """Volume vs. intraminute range: ``corr(volume_k, (high_k - low_k) / open_k)``, all k."""
-    amplitude = (c.field("high") - c.field("low")) / c.field("open")
-    return c.row_corr(c.volume, amplitude, c.config.min_obs_day)
+    return correlation(c.xp, c.volume_amplitude_corr, c.config.min_obs_day)
