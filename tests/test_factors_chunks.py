@@ -122,3 +122,35 @@ def test_prefetch_reads_each_planned_day_ahead_as_load_day_does(tiny_store: Stor
         assert pre.take(days[0]) is None  # already taken
     with DayPrefetch(tiny_store, [(d, names) for d in days], enabled=False) as off:
         assert off.take(days[0]) is None
+
+
+def test_a_factor_run_imports_neither_pandas_nor_numba_before_it_computes(tiny_store: Store,
+                                                                        tmp_path) -> None:
+    """`fbgpu factors`' imports leave numba, pandas, pyarrow.compute/parquet out (they cost
+    start-up), and the whole run of a day never imports pandas (pyarrow's to_numpy/pa.array
+    would: the read path and the factors writer build arrays from buffers)."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "s"
+    for t in ("trades", "orders", "minute"):
+        shutil.copytree(tiny_store.root / t, root / t)
+    d = str(tiny_store.dates("trades")[0])
+    code = (
+        "import sys\n"
+        "import fbgpu.cli.factors, fbgpu.factors.compute\n"
+        "early = [m for m in ('numba', 'pandas', 'pyarrow.compute', 'pyarrow.parquet', 'torch',"
+        " 'scipy', 'matplotlib') if m in sys.modules]\n"
+        "from fbgpu.cli import main\n"
+        "import os; os.environ['FBGPU_PRELOAD'] = '0'\n"
+        f"rc = main(['factors', '--store', {str(root)!r}, '--start', {d!r}, '--end', {d!r},"
+        " '--backend', 'cpu', '--no-progress'])\n"
+        "print('EARLY', early, 'PANDAS', 'pandas' in sys.modules, 'RC', rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    line = [x for x in out.stdout.splitlines() if x.startswith("EARLY")]
+    assert line, out.stdout + out.stderr
+    assert line[0] == "EARLY [] PANDAS False RC 0", line[0]
+    assert Store(root).has("factors", d)
