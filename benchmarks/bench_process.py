@@ -17,7 +17,8 @@ Commands (all compute the 27 factors of one day from the same store files):
   before each run, and the run must report "1 dates computed");
 * ``fbgpu_budget``: the same with ``--memory-gb B`` (``--budget-gb``, default 1): the day in
   stock chunks;
-* ``polars``: :func:`bench_factors.compute_day_polars` (one lazy ``scan_parquet`` query);
+* ``polars``: :func:`bench_factors.compute_day_polars` (one lazy ``scan_ipc``/``scan_parquet``
+  query);
 * ``pandas``: :func:`baseline_pandas.compute_day_pandas_vec` (vectorised: wide minute frames,
   masked columns and one ``groupby`` per statistic, no Python per stock);
 * ``pandas_notebook`` (not in the default ``--only``): :func:`baseline_pandas.compute_day_pandas`,
