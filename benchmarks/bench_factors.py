@@ -338,8 +338,7 @@ def compute_day_polars(store: Store, date: dt.date, names: Sequence[str] | None 
     """Read one day with polars and compute the factors ``names`` (the suite's polars runner).
 
     The whole job is one lazy query: ``scan_ipc``/``scan_parquet`` projected to the used columns,
-    one
-    ``group_by().agg()`` pass per family (plus the order-level and minute-level group-bys the
+    one ``group_by().agg()`` pass per family (plus the order-level and minute-level group-bys the
     trade family needs), all expressions, collected once so that polars' optimizer and its
     thread pool see the entire plan (the polars user guide's recommended form).
     """
