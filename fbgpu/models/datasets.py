@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from fbgpu.engine.guard import sanctioned
 from fbgpu.errors import ExitStatus
 from fbgpu.models.config import TrainConfig
-from fbgpu.models.device import cpu_threads, to_torch
+from fbgpu.models.device import cpu_threads, to_torch, upload_index
 from fbgpu.panel.market import zscored_return
 
 #: Daily bar features of the LF models, in tensor order.
@@ -289,6 +290,11 @@ class DeviceSamples:
         self.pool = to_torch(inputs.pool, device).to(torch.bool)
         self.label = to_torch(inputs.label, device, torch.float32)
         self.label_ok = torch.isfinite(self.label)
+        # The samples of every date, for training (pool and a finite label) and scoring (pool),
+        # found once: batches then slice them with host offsets instead of a per-batch nonzero
+        # (a device sync for its size).
+        self._samples = {True: self._sample_table(self.pool & self.label_ok),
+                         False: self._sample_table(self.pool)}
         self.grid = inputs.grid(config)
         self.hf_windows: torch.Tensor | None = None
         self.hf_panel: torch.Tensor | None = None
@@ -307,6 +313,15 @@ class DeviceSamples:
             with cpu_threads(config.cpu_threads, device):
                 self._init_lf(to_torch(inputs.bars, device, torch.float32))
 
+    @staticmethod
+    def _sample_table(mask: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """``(stocks, offsets)``: the stock index of every ``True`` of ``mask`` ``[D, S]``, date
+        by date in stock order, and the host offsets ``[D + 1]`` of each date's run."""
+        with sanctioned("sample index"):  # once per model fit: one D-vector and the nonzero
+            counts = mask.sum(1).cpu().numpy().astype(np.int64)
+            stocks = mask.nonzero()[:, 1]
+        return stocks, np.concatenate([[0], np.cumsum(counts)])
+
     # ----------------------------------------------------------------- LF features
     def _init_lf(self, bars: torch.Tensor) -> None:
         cfg, D = self.config, self.n_days
@@ -314,11 +329,11 @@ class DeviceSamples:
         wk_start, wk_seq = period_tables(self.dates, "week", cfg.lf_weekly_len)
         mo_start, mo_seq = period_tables(self.dates, "month", cfg.lf_monthly_len)
         dev = self.device
-        self.week_bars = period_to_date_bars(bars, torch.as_tensor(wk_start, device=dev), 7)
-        self.month_bars = period_to_date_bars(bars, torch.as_tensor(mo_start, device=dev), 31)
-        self.seq_daily = torch.as_tensor(daily_table(D, cfg.lf_daily_len), device=dev)
-        self.seq_week = torch.as_tensor(wk_seq, device=dev)
-        self.seq_month = torch.as_tensor(mo_seq, device=dev)
+        self.week_bars = period_to_date_bars(bars, upload_index(wk_start, dev), 7)
+        self.month_bars = period_to_date_bars(bars, upload_index(mo_start, dev), 31)
+        self.seq_daily = upload_index(daily_table(D, cfg.lf_daily_len), dev)
+        self.seq_week = upload_index(wk_seq, dev)
+        self.seq_month = upload_index(mo_seq, dev)
         self.lf_lengths = (cfg.lf_daily_len, cfg.lf_weekly_len, cfg.lf_monthly_len)
         per_date = self.n_stocks * sum(self.lf_lengths) * len(LF_BAR_FIELDS) * 4
         if per_date * len(self.grid) <= cfg.lf_cache_bytes and len(self.grid):
@@ -330,7 +345,7 @@ class DeviceSamples:
 
     def lf_features(self, days: Sequence[int] | np.ndarray) -> torch.Tensor:
         """LF inputs of every stock at ``days``: ``[n, S, 40+20+12, 6]`` (see module doc)."""
-        day_t = torch.as_tensor(np.asarray(days, dtype=np.int64), device=self.device)
+        day_t = upload_index(days, self.device)
         blocks = []
         for src, seq in (
             (self.bars, self.seq_daily),
@@ -356,25 +371,27 @@ class DeviceSamples:
         parts = [self.lf_features(days[i : i + 64]).mean(dim=(2, 3))
                  for i in range(0, len(days), 64)]
         c = torch.cat(parts, 0) if parts else torch.zeros(0, self.n_stocks, device=self.device)
-        day_t = torch.as_tensor(days, device=self.device)
+        day_t = upload_index(days, self.device)
         return torch.where(self.pool[day_t], c, torch.nan)
 
     def _lf_for(self, days: Sequence[int]) -> torch.Tensor:
         if self.lf_cache is not None and all(int(d) in self._lf_pos for d in days):
-            pos = torch.as_tensor([self._lf_pos[int(d)] for d in days], device=self.device)
+            pos = upload_index([self._lf_pos[int(d)] for d in days], self.device)
             return self.lf_cache[pos]
         return self.lf_features(days)
 
     # ----------------------------------------------------------------- batches
     def batch(self, days: Sequence[int], *, train: bool) -> Batch:
         """Samples of ``days``: pool stocks, and for training only those with a finite label."""
-        day_t = torch.as_tensor(np.asarray(days, dtype=np.int64), device=self.device)
-        valid = self.pool[day_t]
-        if train:
-            valid = valid & self.label_ok[day_t]
-        nz = valid.nonzero()  # [B, 2] (local date, stock); a size sync, not a data copy
-        g, s = nz[:, 0], nz[:, 1]
-        d = day_t[g]
+        day_np = np.asarray(days, dtype=np.int64)
+        stocks, off = self._samples[train]
+        counts = off[day_np + 1] - off[day_np]
+        # rows in (local date, stock) order, as a nonzero over pool[days] would give them
+        s = torch.cat([stocks[off[d] : off[d + 1]] for d in day_np]) if len(day_np) \
+            else stocks[:0]
+        g = upload_index(np.repeat(np.arange(len(day_np)), counts), self.device)
+        d = upload_index(np.repeat(day_np, counts), self.device)
+        n = int(counts.sum())
         xs: dict[str, torch.Tensor] = {}
         if "hf" in self.sources:
             assert self.hf_windows is not None
@@ -388,7 +405,7 @@ class DeviceSamples:
                     xs[name] = feats[:, o : o + n]
                 o += n
         label = torch.nan_to_num(self.label[d, s], nan=0.0)
-        return Batch(xs, label, g, len(days), s, int(nz.shape[0]))
+        return Batch(xs, label, g, len(days), s, n)
 
     def date_batches(self, days: Sequence[int], rng: np.random.Generator | None) -> list[list[int]]:
         """Whole dates per batch, ``max(1, batch_size // S)`` of them (so <= batch_size samples).

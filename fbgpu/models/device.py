@@ -57,6 +57,19 @@ def cpu_threads(n: int, device: torch.device) -> Iterator[None]:
             torch.set_num_threads(prev)
 
 
+def upload_index(a: Any, device: torch.device) -> torch.Tensor:
+    """An int64 index array built on the host, on ``device`` without a stream sync.
+
+    On CUDA the host copy is pinned and uploaded with ``non_blocking=True`` (a pageable upload
+    synchronises the stream, which the sync guard rightly rejects; torch's pinned-memory pool
+    keeps the buffer until the copy has run). On the CPU it is the array itself.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def to_torch(a: Any, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
     """A torch view of ``a`` (numpy/cupy/torch) via DLPack; copies only to change dtype/device.
 
