@@ -164,6 +164,8 @@ def symbol_counts(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _spans(keep: np.ndarray, starts: np.ndarray) -> list[tuple[int, int, int]]:
     """``(src_start, src_end, dst_start)`` row spans of the kept runs, adjacent runs merged."""
+    if keep.all():  # the whole partition: one span (no loop over the day's stocks)
+        return [(int(starts[0]), int(starts[-1]), 0)] if len(keep) else []
     out: list[tuple[int, int, int]] = []
     dst = 0
     for r in np.flatnonzero(keep).tolist():
