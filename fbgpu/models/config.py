@@ -51,7 +51,9 @@ class TrainConfig(BaseModel):
     * ``lf_inputs`` ["relative"]: LF input representation before the per-position z-score:
       ``"relative"`` divides each sequence by its last value (the report's construction);
       ``"logdiff"`` uses ``log(price_t / close_{t-1})`` and ``log(volume_t / mean volume)``
-      (returns and volume ratios; see docs/models.md). Not yet measured on real data.
+      (returns and volume ratios; see docs/models.md). On real CSI 500 bars (issue 17, one
+      seed each) it beat ``"relative"`` (+4.4% vs +3.8% weekly RankIC); not enough evidence to
+      change the report's construction, so ``"relative"`` stays the default.
     * ``label_horizon`` [10]: label = ``vwap[T+1+h] / vwap[T+1] - 1`` (h = 10: T+1 -> T+11),
       z-scored per date over the pool.
     * ``sample_every`` [5]: a sample date every 5th trading day (the rebalance grid).
