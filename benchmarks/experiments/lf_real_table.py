@@ -46,18 +46,22 @@ def seeds_table(paths: list[str]) -> None:
     """One row per GRU experiment: per-seed RankICs, spread, ensemble, overlap with low vol."""
     seeds: dict[str, list[float]] = defaultdict(list)
     ens: dict[str, dict[str, Any]] = {}
+    last: dict[str, dict[str, Any]] = {}
     for f, r in _load(paths):
         exp = f"{r.get('exp', r['name'])} ({f.removesuffix('.jsonl')})"
         if r["name"].endswith("/ensemble"):
             ens[exp] = r
         elif "seed" in r:
             seeds[exp].append(r["rank_ic"])
+            last[exp] = r
     print("| experiment | model | seeds | per-seed RankIC | seed mean (min..max) | ensemble "
           "RankIC | IC_IR | t | 2020 | 2021 | 2022 | corr. low_vol20 | blend with low_vol20 |"
           " best epochs | minutes |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for exp, r in ens.items():
+    for exp in dict.fromkeys([*ens, *seeds]):
         s = seeds[exp]
+        # a run stopped after its first seed has no ensemble record: show the seed's
+        r = ens.get(exp) or {"rank_ic": s[0], **last[exp]}
         y = r.get("by_year", {})
         corr = r.get("corr_trivial", {}).get("low_vol20")
         blend = r.get("blend_low_vol20_rank_ic")
