@@ -1,4 +1,4 @@
-"""Fused family passes: a tick family's shared intermediates from one kernel pass per stock.
+"""Fused family passes: a family's shared intermediates from one kernel pass per stock.
 
 The factor contexts (:mod:`fbgpu.factors.context`) compute their intermediates lazily, one
 segmented primitive at a time (a group-by, then masked moments, then masks, flag codes and bin
@@ -18,9 +18,10 @@ slice of the columns once, one stock per thread (numba ``prange``):
   then ``amount_bins``, ``dlogp_bins``, ``net_active_buy``
   (:meth:`~fbgpu.engine.segments.SegmentOps.trade_flag_bins`): two kernels plus ``log(price)``.
 
-The factor functions are unchanged and read the intermediates as before, so the values are the
-same bits as the primitive path (each fused accumulator adds the same terms in the same order;
-``tests/test_fused.py``). User factors and every intermediate not listed (``buy_orders``,
+The factor functions read these intermediates whichever path filled them (the minute and order
+factors read them as context properties rather than calling the primitives themselves), and the
+values are the same bits on both paths (each fused accumulator adds the same terms in the same
+order; ``tests/test_fused.py``). User factors and every intermediate not listed (``buy_orders``,
 ``flags``, ...) keep the primitive path. :func:`fbgpu.engine.segments.fused_enabled` is the
 one switch (``FBGPU_FUSED=0`` turns the fused passes off); on the GPU backend the contexts
 always take the primitive path.
