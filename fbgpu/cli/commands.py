@@ -11,6 +11,7 @@ def register(app: typer.Typer) -> None:
     from fbgpu.cli import (
         backtest,
         bench,
+        convert,
         demo,
         evaluate,
         factors,
@@ -20,7 +21,8 @@ def register(app: typer.Typer) -> None:
         train,
     )
 
-    for module in (demo, synth, ingest, factors, evaluate, train, backtest, report, bench):
+    for module in (demo, synth, ingest, convert, factors, evaluate, train, backtest, report,
+                   bench):
         module.register(app)
     # Help texts name TOML sections ("[factors]", "[evaluate]"): plain text, not rich markup,
     # which would swallow them as tags. Read when the click command is built, after this.
