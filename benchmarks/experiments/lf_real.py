@@ -247,6 +247,17 @@ def main() -> None:
     _, _, rows = samples(base_cfg)
     for exp in a.exp:
         t1 = time.perf_counter()
+        if exp.startswith("merge:"):
+            # ensemble of the seeds saved by earlier runs (--save-dir): merge:NAME:A.npz,B.npz
+            _, name, files = exp.split(":", 2)
+            seeds = np.concatenate([np.load(f)["seeds"] for f in files.split(",")])
+            ens = torch.stack([zscore_rows(torch.as_tensor(x)) for x in seeds]).nanmean(0).numpy()
+            triv = trivial_factors(market)
+            corr = {k: mean_cross_corr(ens[rows], v[rows], evalpool[rows]) for k, v in triv.items()}
+            record(evaluate(ens, fwd, evalpool, rows, f"{name}/ensemble", dates),
+                   {"exp": name, "merged": files.split(","), "n_seeds": len(seeds),
+                    "corr_trivial": corr})
+            continue
         if exp == "trivial":
             for name, f in trivial_factors(market).items():
                 record(evaluate(f, fwd, evalpool, rows, name, dates), {"exp": exp})

@@ -66,9 +66,10 @@ def seeds_table(paths: list[str]) -> None:
         corr = r.get("corr_trivial", {}).get("low_vol20")
         blend = r.get("blend_low_vol20_rank_ic")
         epochs = sorted({e for w in r.get("windows", []) for e in w["best_epoch"]})
-        print(f"| {exp} | {r.get('kind', '')} | {len(s)} | "
+        spread = f"{sum(s) / len(s):+.2%} ({min(s):+.2%}..{max(s):+.2%})" if s else ""
+        print(f"| {exp} | {r.get('kind', '')} | {len(s) or r.get('n_seeds', '')} | "
               + " / ".join(f"{v:+.2%}" for v in s)
-              + f" | {sum(s) / len(s):+.2%} ({min(s):+.2%}..{max(s):+.2%}) | "
+              + f" | {spread} | "
               f"{r['rank_ic']:+.2%} | {r['ic_ir']:.2f} | {r['t']:.1f} | "
               + " | ".join(f"{y.get(k, float('nan')):+.2%}" for k in YEARS)
               + f" | {'' if corr is None else f'{corr:.2f}'} | "
