@@ -395,6 +395,26 @@ def seg_threshold_mask(offsets, x, thr, always, out):  # pragma: no cover - comp
 # shared _finish_moments / _finish_corr. Callers: fbgpu.engine.segments (CpuSegmentOps).
 
 
+@nb.njit(cache=True, inline="always")
+def _masked_first_pass(fv, m, n, tot, mn, mx):  # pragma: no cover - compiled
+    """One value into a masked count, sum, min and max: the weight ``w = float(m)`` zeroes the
+    value and pushes it ``_BIG`` past the extremes when ``m`` is False (no branch)."""
+    w = np.float64(m)
+    vw = fv * w
+    far = (1.0 - w) * _BIG
+    return n + np.int64(m), tot + vw, min(mn, vw + far), max(mx, vw - far)
+
+
+@nb.njit(cache=True, inline="always")
+def _masked_central_pass(fv, m, mean0, a1, a2, a3, a4):  # pragma: no cover - compiled
+    """One value into the masked central power sums ``sum d^k``, ``d = (x - mean0) w``,
+    k = 1..4, in the primitive's operation order (``fv w - mean0 w``)."""
+    w = np.float64(m)
+    d = fv * w - mean0 * w
+    d2 = d * d
+    return a1 + d, a2 + d2, a3 + d2 * d, a4 + d2 * d2
+
+
 @nb.njit(cache=True, parallel=True)
 def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, session_hi,
                       early_lo, early_hi, limit_type, n_out, mom_out, corr_out,
@@ -443,27 +463,9 @@ def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, 
             mb = ses & (sd == 1)
             ms = ses & (sd == -1)
             me = ses & (t >= early_lo) & (t < early_hi)
-            w = np.float64(mb)
-            nb_ += np.int64(mb)
-            vw = fv * w
-            tb += vw
-            far = (1.0 - w) * _BIG
-            bmn = min(bmn, vw + far)
-            bmx = max(bmx, vw - far)
-            w = np.float64(ms)
-            ns += np.int64(ms)
-            vw = fv * w
-            tsl += vw
-            far = (1.0 - w) * _BIG
-            smn = min(smn, vw + far)
-            smx = max(smx, vw - far)
-            w = np.float64(me)
-            ne += np.int64(me)
-            vw = fv * w
-            te += vw
-            far = (1.0 - w) * _BIG
-            emn = min(emn, vw + far)
-            emx = max(emx, vw - far)
+            nb_, tb, bmn, bmx = _masked_first_pass(fv, mb, nb_, tb, bmn, bmx)
+            ns, tsl, smn, smx = _masked_first_pass(fv, ms, ns, tsl, smn, smx)
+            ne, te, emn, emx = _masked_first_pass(fv, me, ne, te, emn, emx)
             p = price[i]
             if np.isfinite(p):
                 mc = mb & (order_type[i] == limit_type)
@@ -500,27 +502,10 @@ def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, 
             sd = side[i]
             ses = (t >= session_lo) & (t <= session_hi)
             mb = ses & (sd == 1)
-            w = np.float64(mb)
-            d = fv * w - mb0 * w
-            d2 = d * d
-            b1 += d
-            b2 += d2
-            b3 += d2 * d
-            b4 += d2 * d2
-            w = np.float64(ses & (sd == -1))
-            d = fv * w - ms0 * w
-            d2 = d * d
-            s1 += d
-            s2 += d2
-            s3 += d2 * d
-            s4 += d2 * d2
-            w = np.float64(ses & (t >= early_lo) & (t < early_hi))
-            d = fv * w - me0 * w
-            d2 = d * d
-            e1 += d
-            e2 += d2
-            e3 += d2 * d
-            e4 += d2 * d2
+            b1, b2, b3, b4 = _masked_central_pass(fv, mb, mb0, b1, b2, b3, b4)
+            s1, s2, s3, s4 = _masked_central_pass(fv, ses & (sd == -1), ms0, s1, s2, s3, s4)
+            e1, e2, e3, e4 = _masked_central_pass(fv, ses & (t >= early_lo) & (t < early_hi),
+                                                  me0, e1, e2, e3, e4)
             p = price[i]
             if np.isfinite(p):
                 w = np.float64(mb & (order_type[i] == limit_type))
