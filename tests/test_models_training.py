@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from planted import weekdays
 
 from fbgpu.models import runner
 from fbgpu.models.config import TrainConfig
@@ -27,15 +28,6 @@ CFG = TrainConfig(
     seeds=(0,), max_epochs=6, patience=3, min_train_dates=16, hidden_size=8,
     retrain_months=(1, 3, 5, 7, 9, 11), batch_size=400,
 )
-
-
-def _weekdays(start: dt.date, n: int) -> list[dt.date]:
-    out, d = [], start
-    while len(out) < n:
-        if d.weekday() < 5:
-            out.append(d)
-        d += dt.timedelta(1)
-    return out
 
 
 def planted_raw(D: int = 260, S: int = 60, F: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
@@ -62,7 +54,7 @@ def planted_raw(D: int = 260, S: int = 60, F: int = 5, seed: int = 0) -> dict[st
 def inputs_from(raw: dict[str, np.ndarray]) -> ModelInputs:
     D, S, F = raw["panel"].shape
     return ModelInputs(
-        _weekdays(dt.date(2021, 1, 4), D), np.array([f"{i:06d}.SZ" for i in range(S)]),
+        weekdays(D, dt.date(2021, 1, 4)), np.array([f"{i:06d}.SZ" for i in range(S)]),
         raw["pool"], make_labels(raw["vwap"], raw["pool"], 10),
         raw["panel"].astype(np.float32), raw["bars"].astype(np.float32),
         tuple(f"f{i}" for i in range(F)),
