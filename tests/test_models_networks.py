@@ -83,3 +83,38 @@ def test_ablations_and_fullband() -> None:
     assert torch.equal(fb.predict(xs), fb(xs).mean(0))
     with pytest.raises(ValueError, match="unknown model kind"):
         net_specs("nope", 27)
+
+
+@pytest.mark.parametrize("kind", ["hf", "lf", "lf-unshared"])
+def test_dropout_acts_in_training_only(kind: str) -> None:
+    """``dropout`` p > 0: training-mode outputs vary between calls (units are dropped at random),
+    eval-mode outputs are deterministic and equal those of the same weights without dropout;
+    p = 0 builds the same network, RNG draws included, as the default."""
+    torch.manual_seed(0)
+    (plain,) = build_nets(kind, 27)
+    torch.manual_seed(0)
+    (zero,) = build_nets(kind, 27, dropout=0.0)
+    torch.manual_seed(0)
+    (drop,) = build_nets(kind, 27, dropout=0.5)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(),
+                                                 drop.state_dict().values(), strict=True))
+    xs = _inputs(plain)
+    torch.manual_seed(1)
+    a = plain(xs)
+    torch.manual_seed(1)
+    b = zero(xs)
+    assert torch.equal(a, b) and torch.equal(plain(xs), a)  # p = 0: deterministic in training
+    torch.manual_seed(1)
+    d1 = drop(xs)
+    d2 = drop(xs)
+    assert not torch.equal(d1, d2) and not torch.equal(d1, a)
+    torch.manual_seed(1)
+    assert torch.equal(drop(xs), d1)  # the randomness is torch's seeded RNG
+    plain.load_state_dict(drop.state_dict())  # BatchNorm's running statistics included
+    for net in (plain, drop):
+        net.eval()
+    with torch.no_grad():
+        e = drop(xs)
+        assert torch.equal(e, drop(xs)) and torch.equal(e, plain(xs))
+    with pytest.raises(ValueError, match="dropout"):
+        build_nets(kind, 27, dropout=1.0)

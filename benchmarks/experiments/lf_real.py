@@ -62,6 +62,15 @@ GRU_EXPERIMENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gru_logdiff_daily_dates": ("lf", {"lf_inputs": "logdiff", "sample_every": 1}),
     "gru_rel_daily": ("lf-daily", {}),
     "gru_rel_unshared": ("lf-unshared", {}),
+    # issue 17 suspects (docs/models.md, "Suspects"): the multi-task logdiff baseline with one
+    # setting changed. Dates per batch = batch_size // S (S = 853 stocks in the store): 1000 ->
+    # 1 date, 9000 -> 10 dates (the default 5000 -> 5 dates, ~3.8k samples in the pool).
+    "gru_logdiff_wd1e-4": ("lf", {"lf_inputs": "logdiff", "weight_decay": 1e-4}),
+    "gru_logdiff_wd1e-3": ("lf", {"lf_inputs": "logdiff", "weight_decay": 1e-3}),
+    "gru_logdiff_batch1d": ("lf", {"lf_inputs": "logdiff", "batch_size": 1000}),
+    "gru_logdiff_batch10d": ("lf", {"lf_inputs": "logdiff", "batch_size": 9000}),
+    "gru_logdiff_dropout0.1": ("lf", {"lf_inputs": "logdiff", "dropout": 0.1}),
+    "gru_logdiff_dropout0.3": ("lf", {"lf_inputs": "logdiff", "dropout": 0.3}),
 }
 
 

@@ -64,6 +64,8 @@ class TrainConfig(BaseModel):
     * ``lr`` [0.005]: Adam learning rate.
     * ``weight_decay`` [0.0]: Adam's L2 penalty on every weight (``torch.optim.Adam``'s
       ``weight_decay``; 0 = none, the report's setting).
+    * ``dropout`` [0.0]: probability of the Dropout between each head's BatchNorm and its Linear
+      layer, in training only (``fbgpu.models.networks``; 0 = none, the report's setting).
     * ``max_epochs`` [100], ``patience`` [10]: early stopping on the validation IC.
     * ``mtl_lambda`` [0.01]: weight of the pairwise head-correlation penalty in the multi-task loss.
     * ``seeds`` [(0, 1, 2)]: one model per seed and window; predictions are averaged.
@@ -101,6 +103,7 @@ class TrainConfig(BaseModel):
     patience: int = Field(10, ge=1)
     mtl_lambda: float = Field(0.01, ge=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     retrain_months: tuple[int, ...] = (1, 7)
     min_train_dates: int = Field(100, ge=2)

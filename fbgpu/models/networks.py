@@ -4,7 +4,13 @@
 ``y_k [B]``; the model's prediction is their equal-weight mean. Which GRU encodes which source is
 the ``share`` list: ``share[k]`` is the encoder index of source ``k``. Every head is
 ``BatchNorm1d(H) -> Linear(H, 1)`` (``-> Sigmoid`` for the HF model), fed with the encoder's last
-hidden state.
+hidden state. With ``dropout`` p > 0 (``TrainConfig.dropout``, issue 17's regularisation
+experiment) a ``Dropout(p)`` sits between the BatchNorm and the Linear layer: in training mode each
+of the H normalised hidden units is zeroed with probability p and the others scaled by 1/(1-p); in
+eval mode (validation, prediction) it is the identity. After the BatchNorm rather than before, so
+that the BatchNorm's running statistics see the same activations in training and evaluation. With
+p = 0 (the default) the head holds an ``nn.Identity`` instead: the same parameters, outputs and RNG
+draws as a network built without the option.
 
 =================  ===========================  ==========  =========================
 kind               sources                      encoders    heads
@@ -42,23 +48,30 @@ class NetSpec:
 
 
 class Head(nn.Module):
-    """``BatchNorm1d(H) -> Linear(H, 1) [-> Sigmoid]`` on an encoder's last hidden state."""
+    """``BatchNorm1d(H) [-> Dropout(p)] -> Linear(H, 1) [-> Sigmoid]`` on an encoder's last
+    hidden state (the Dropout only when ``dropout`` p > 0)."""
 
-    def __init__(self, hidden: int, sigmoid: bool) -> None:
+    def __init__(self, hidden: int, sigmoid: bool, dropout: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.bn = nn.BatchNorm1d(hidden)
+        self.drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(hidden, 1)
         self.sigmoid = sigmoid
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        y = self.fc(self.bn(h)).squeeze(-1)
+        y = self.fc(self.drop(self.bn(h))).squeeze(-1)
         return torch.sigmoid(y) if self.sigmoid else y
 
 
 class MultiSourceGRU(nn.Module):
-    """GRU encoders shared between sources as ``spec.share`` says, one head per source."""
+    """GRU encoders shared between sources as ``spec.share`` says, one head per source.
 
-    def __init__(self, spec: NetSpec, hidden: int = 30) -> None:
+    ``dropout``: probability p of the heads' Dropout (module docstring; 0 = none).
+    """
+
+    def __init__(self, spec: NetSpec, hidden: int = 30, dropout: float = 0.0) -> None:
         super().__init__()
         if not (len(spec.sources) == len(spec.input_sizes) == len(spec.share)):
             raise ValueError(f"inconsistent NetSpec {spec}")
@@ -77,7 +90,7 @@ class MultiSourceGRU(nn.Module):
             nn.GRU(input_size=f, hidden_size=hidden, num_layers=1, batch_first=True)
             for f in enc_inputs
         )
-        self.heads = nn.ModuleList(Head(hidden, spec.sigmoid) for _ in spec.sources)
+        self.heads = nn.ModuleList(Head(hidden, spec.sigmoid, dropout) for _ in spec.sources)
 
     def forward(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         """Head outputs ``[K, B]`` for inputs ``xs[k]`` of shape ``[B, L_k, F_k]``."""
@@ -114,6 +127,12 @@ def net_specs(kind: str, n_factors: int) -> list[NetSpec]:
     )
 
 
-def build_nets(kind: str, n_factors: int, hidden: int = 30) -> list[MultiSourceGRU]:
-    """Fresh (randomly initialised from torch's current RNG state) networks for ``kind``."""
-    return [MultiSourceGRU(s, hidden) for s in net_specs(kind, n_factors)]
+def build_nets(
+    kind: str, n_factors: int, hidden: int = 30, dropout: float = 0.0
+) -> list[MultiSourceGRU]:
+    """Fresh (randomly initialised from torch's current RNG state) networks for ``kind``.
+
+    ``dropout`` only acts in training mode; a network built with any ``dropout`` loads the same
+    state dict and predicts (eval mode) the same as one built without it.
+    """
+    return [MultiSourceGRU(s, hidden, dropout) for s in net_specs(kind, n_factors)]
