@@ -219,7 +219,8 @@ def _child(argv: list[str]) -> None:  # pragma: no cover - runs in a subprocess
         Path(out_path).write_text(json.dumps({"marks": marks, "kernels": kernels,
                                               "extra": extra,
                                               "modules": len(sys.modules),
-                                              "scipy_imported": "scipy" in sys.modules}))
+                                              "scipy_linalg_imported":
+                                                  "scipy.linalg" in sys.modules}))
 
     atexit.register(dump)
     marks["hooks"] = _clock()
@@ -230,9 +231,10 @@ def _child(argv: list[str]) -> None:  # pragma: no cover - runs in a subprocess
 # --------------------------------------------------------------------------- the parent
 
 
-def _child_run(store: Path, date: dt.date, preload: str = "1") -> dict[str, Any]:
-    """One instrumented ``fbgpu factors`` process (``FBGPU_PRELOAD=preload``): its marks and
-    the parent's ``wait4``."""
+def _child_run(store: Path, date: dt.date, env: dict[str, str] | None = None
+               ) -> dict[str, Any]:
+    """One instrumented ``fbgpu factors`` process (``env`` added to the environment): its
+    marks and the parent's ``wait4``."""
     import shutil
     import subprocess
     import tempfile
@@ -249,7 +251,7 @@ def _child_run(store: Path, date: dt.date, preload: str = "1") -> dict[str, Any]
         with tempfile.TemporaryFile("w+") as fo:
             t0 = time.perf_counter()
             p = subprocess.Popen(cmd, stdout=fo, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "NO_COLOR": "1", "FBGPU_PRELOAD": preload})
+                                 env={**os.environ, "NO_COLOR": "1", **(env or {})})
             _, status, usage = os.wait4(p.pid, 0)
             t1 = time.perf_counter()
             code = os.waitstatus_to_exitcode(status)
@@ -307,7 +309,7 @@ def phases_of(run: dict[str, Any]) -> dict[str, Any]:
             "kernels": [{k: v for k, v in x.items() if k != "start"} for x in kern],
             "write": write,
             "preload": preload, "peak_rss_mb": par["maxrss_mb"], "modules": run["modules"],
-            "scipy_imported": run["scipy_imported"]}
+            "scipy_linalg_imported": run["scipy_linalg_imported"]}
 
 
 def interpreter_start() -> dict[str, float]:
@@ -374,8 +376,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--date", type=dt.date.fromisoformat, default=None)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--preload", default="1",
-                    help="FBGPU_PRELOAD values to run, interleaved: 1, 0 or 1,0 (default 1)")
+    ap.add_argument("--variant", action="append", default=None,
+                    help="LABEL or LABEL:NAME=VALUE,NAME=VALUE: a run with these environment "
+                    "variables (repeatable; the variants are interleaved). Default: one "
+                    "variant 'default' with the environment as it is")
     ap.add_argument("--label", default="", help="what this run measures (stored in the JSON)")
     ap.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = ap.parse_args(argv)
@@ -383,20 +387,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from fbgpu.data.store import Store
 
     date = args.date or Store(args.store).dates("trades")[0]
-    variants = args.preload.split(",")
+    variants: dict[str, dict[str, str]] = {}
+    for spec in args.variant or ["default"]:
+        name, _, assigns = spec.partition(":")
+        variants[name] = dict(a.split("=", 1) for a in assigns.split(",") if a)
     load_before = os.getloadavg()
-    for v in variants:  # warm-up: page cache, numba cache, .pyc
-        _child_run(args.store, date, v)
+    for env in variants.values():  # warm-up: page cache, numba cache, .pyc
+        _child_run(args.store, date, env)
     interpreter_start()
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     interp, loads = [], []
     for _ in range(args.repeats):
         interp.append(interpreter_start())
-        for v in variants:
-            r = phases_of(_child_run(args.store, date, v))
+        for v, env in variants.items():
+            r = phases_of(_child_run(args.store, date, env))
             runs[v].append(r)
             loads.append(os.getloadavg()[0])
-            log.info("preload=%s total %.3f s wall, %.3f CPU s (load %.1f): %s", v,
+            log.info("%s: total %.3f s wall, %.3f CPU s (load %.1f): %s", v,
                      r["total"]["wall_s"], r["total"]["cpu_s"], loads[-1],
                      "  ".join(f"{k} {x['cpu_s']:.3f}" for k, x in r["phases"].items()))
     res = {"label": args.label, "store": str(args.store), "date": date.isoformat(),
@@ -406,8 +413,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "measured_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "python_c_pass": {"wall_s_min": min(x["wall_s"] for x in interp),
                              "cpu_s_min": min(x["cpu_s"] for x in interp)},
-           "summary": {f"preload={v}": _summary(rr) for v, rr in runs.items()},
-           "runs": {f"preload={v}": rr for v, rr in runs.items()},
+           "variants": variants,
+           "summary": {v: _summary(rr) for v, rr in runs.items()}, "runs": runs,
            "importtime_self_s_by_package": importtime_by_package(args.store, date)}
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

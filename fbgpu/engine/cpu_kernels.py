@@ -21,10 +21,70 @@ Callers use :mod:`fbgpu.engine.segments`, which validates and allocates; these a
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import numba as nb
 import numpy as np
 
 from fbgpu.data.bars import minute_of_ts_scalar
+
+log = logging.getLogger(__name__)
+
+#: The BLAS probe numba makes on its first dispatch (see :func:`satisfy_numba_blas_probe`).
+BLAS_PROBE_MODULE = "scipy.linalg.cython_blas"
+
+
+def satisfy_numba_blas_probe() -> bool:
+    """Let numba's BLAS probe find :data:`BLAS_PROBE_MODULE` without ``scipy.linalg``'s
+    package start-up; True when the module was loaded here.
+
+    Numba's first dispatch in a process (even one that only loads cached kernels) refreshes its
+    target context, which imports ``numba.np.arraymath``, whose module code runs
+    ``ensure_blas()``: ``import scipy.linalg.cython_blas``, to decide whether ``np.dot`` in
+    jitted code may call BLAS. That import runs ``scipy/linalg/__init__.py`` first, which
+    imports all of ``scipy.linalg`` and, through ``scipy._lib._array_api``, ``numpy.testing``
+    and ``unittest``: ~0.2 CPU-s on the 2-core VM, a tenth of a whole ``fbgpu factors`` run
+    that uses no BLAS at all (docs/benchmarks.md, "Start-up"). Here the probe's module, the
+    compiled extension ``cython_blas`` (whose initialisation imports nothing), is loaded from
+    scipy's own file and registered under its own name, so that the probe finds it: numba sees
+    exactly the module it would have imported (``_HAVE_BLAS`` stays True; jitted ``np.dot``
+    calls the same BLAS through it), only the package's ``__init__`` is not run. A later
+    ``import scipy.linalg`` runs that ``__init__`` normally and uses this same module.
+
+    Does nothing when ``scipy.linalg`` or numba's ``arraymath`` is already imported, when
+    ``FBGPU_BLAS_PROBE=0``, or when anything goes wrong (numba then imports it as usual).
+    """
+    import os
+
+    if (BLAS_PROBE_MODULE in sys.modules or "scipy.linalg" in sys.modules
+            or "numba.np.arraymath" in sys.modules
+            or os.environ.get("FBGPU_BLAS_PROBE", "1").strip() == "0"):
+        return False
+    try:
+        import importlib.machinery
+        import importlib.util
+
+        import scipy  # numba itself imports the top-level package; it is light
+
+        where = [os.path.join(os.path.dirname(scipy.__file__), "linalg")]
+        spec = importlib.machinery.PathFinder.find_spec(BLAS_PROBE_MODULE, where)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            return False
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[BLAS_PROBE_MODULE] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(BLAS_PROBE_MODULE, None)
+            raise
+    except Exception:  # numba's own import of the module then runs as usual
+        log.debug("could not pre-load %s", BLAS_PROBE_MODULE, exc_info=True)
+        return False
+    return True
+
+
+satisfy_numba_blas_probe()
 
 
 @nb.njit(cache=True, inline="always")

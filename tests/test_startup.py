@@ -1,0 +1,115 @@
+"""Start-up of a CPU factor run (issue #16): numba's BLAS probe is satisfied without importing
+``scipy.linalg`` and without changing what numba sees, progress bars cost nothing when off, and
+``benchmarks/bench_startup.py`` accounts for a whole process phase by phase."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fbgpu.data.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from bench_startup import PHASES, main
+from oracle_factors import make_market
+
+PROBE = """
+import os, sys
+import numpy as np
+from fbgpu.engine import cpu_kernels as k
+off = np.array([0, 3, 5], dtype=np.int64)
+n, s = k.seg_sum(off, np.arange(5.0), np.ones(1, dtype=bool), False)
+assert n.tolist() == [3, 2] and s.tolist() == [3.0, 7.0]
+import numba.np.arraymath as am
+print("LINALG", "scipy.linalg" in sys.modules, "HAVE_BLAS", am._HAVE_BLAS)
+"""
+
+
+def _run(code: str, **env: str) -> str:
+    import os
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_numba_blas_probe_without_scipy_linalg() -> None:
+    """The first kernel call leaves scipy.linalg unimported while numba still finds BLAS
+    (``_HAVE_BLAS``); with ``FBGPU_BLAS_PROBE=0`` numba's own probe imports scipy.linalg."""
+    assert "LINALG False HAVE_BLAS True" in _run(PROBE)
+    assert "LINALG True HAVE_BLAS True" in _run(PROBE, FBGPU_BLAS_PROBE="0")
+
+
+def test_blas_probe_module_is_scipys_own_and_blas_still_works() -> None:
+    """The pre-loaded module is the one a later ``import scipy.linalg`` uses, scipy.linalg
+    works, and jitted ``np.dot`` (numba's BLAS path through that module) gives numpy's bits."""
+    code = PROBE + """
+from fbgpu.engine.cpu_kernels import BLAS_PROBE_MODULE
+pre = sys.modules[BLAS_PROBE_MODULE]
+import numba
+@numba.njit
+def dot(a, b):
+    return np.dot(a, b)
+rng = np.random.default_rng(0)
+a, b = rng.random((37, 23)), rng.random((23, 11))
+assert np.array_equal(dot(a, b), a @ b)
+import scipy.linalg
+import scipy.linalg.cython_blas as cb
+assert cb is pre and scipy.linalg.blas.dgemm is not None
+x = scipy.linalg.solve(np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([3.0, 5.0]))
+assert np.allclose(x, [0.8, 1.4])
+print("OK")
+"""
+    assert "OK" in _run(code)
+
+
+def test_track_without_a_bar_imports_no_rich_progress() -> None:
+    """With bars off (not a terminal), ``track`` is a plain iteration of every item, in order,
+    and ``rich.progress`` is not imported; with ``FBGPU_PROGRESS=1`` the bar is made."""
+    code = ("import sys\nfrom fbgpu.progress import track\n"
+            "print(list(track(iter(range(5)), 'x')), 'rich.progress' in sys.modules)\n")
+    assert "[0, 1, 2, 3, 4] False" in _run(code, FBGPU_PROGRESS="0")
+    assert "[0, 1, 2, 3, 4] True" in _run(code, FBGPU_PROGRESS="1")
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = Store(tmp_path_factory.mktemp("startup") / "s")
+    make_market(store, [dt.date(2024, 3, 4)], seed=5)
+    return store
+
+
+def test_bench_startup_accounts_for_the_whole_process(market: Store, tmp_path: Path) -> None:
+    """One instrumented run per variant: the phases tile the process (their wall and CPU
+    seconds add up to the parent's totals), the compute split adds up to the compute phase,
+    the day was really computed, and the variants' environments reached the child."""
+    out = tmp_path / "startup.json"
+    res = main(["--store", str(market.root), "--repeats", "1", "--out", str(out),
+                "--variant", "on:FBGPU_BLAS_PROBE=1", "--variant", "off:FBGPU_BLAS_PROBE=0"])
+    on_disk = json.loads(out.read_text())
+    assert on_disk["summary"].keys() == {"on", "off"} == res["runs"].keys()
+    assert on_disk["variants"] == {"on": {"FBGPU_BLAS_PROBE": "1"},
+                                   "off": {"FBGPU_BLAS_PROBE": "0"}}
+    for name, runs in on_disk["runs"].items():
+        (r,) = runs
+        ph = r["phases"]
+        assert list(ph) == list(PHASES)
+        for k in ("wall_s", "cpu_s", "user_s", "sys_s"):
+            assert sum(p[k] for p in ph.values()) == pytest.approx(r["total"][k], abs=1e-6)
+        assert all(p["wall_s"] >= 0 for p in ph.values())
+        assert r["total"]["wall_s"] > ph["compute"]["wall_s"] > 0
+        split = r["compute_split"]
+        assert (split["numba_context_s"] + split["kernel_load_s"]
+                + split["kernel_run_and_rest_s"]) == pytest.approx(ph["compute"]["wall_s"])
+        assert r["kernels"] and all(k["wall_s"] > 0 for k in r["kernels"])
+        assert r["scipy_linalg_imported"] is (name == "off")
+        assert r["write"] is not None and r["write"]["wall_s"] > 0
+    assert market.has("factors", dt.date(2024, 3, 4))
+    assert on_disk["importtime_self_s_by_package"]["fbgpu"] > 0
