@@ -21,5 +21,9 @@ extern "C" int fbgpu_emulate(const char* kernel, long long grid, long long block
     FBGPU_KERNEL(seg_topk_mask)
     FBGPU_KERNEL(segment_ids)
     FBGPU_KERNEL(ordered_column_sum)
+    FBGPU_KERNEL(fused_order_stats)
+    FBGPU_KERNEL(trade_order_moments)
+    FBGPU_KERNEL(fused_trade_bins)
+    FBGPU_KERNEL(fused_minute_stats)
     return 1;  // unknown kernel
 }

@@ -3,7 +3,7 @@
 // Loaded at run time with cupy.RawModule (NVRTC) by fbgpu/engine/cuda_c.py, compiled for the
 // device it runs on; the test suite also compiles this file with `nvcc -ptx -arch=sm_90`
 // (tests/test_engine_compile.py) and runs it on the CPU through kernels/host_emulation.h
-// (tests/test_engine_cuda_c_host.py), so CI checks both the Hopper build and the semantics.
+// (tests/test_engine_gpu_parity.py, tests/test_fused_gpu.py), so CI checks both the Hopper build and the semantics.
 //
 // A segment is the run offsets[s] .. offsets[s+1] of a flat array (one stock-day of ticks, or
 // one row of a dense [stocks, 240] minute tensor). Offsets are int64, so a day may hold more
@@ -83,25 +83,72 @@ extern "C" __global__ void seg_sum(const i64* offsets, const double* x, const bo
     }
 }
 
-// Block s: n, mean, central m2..m4 (population), min, max of the finite masked-in x.
-extern "C" __global__ void seg_moments(const i64* offsets, const double* x, const bool* mask,
-                                       bool use_mask, i64* n_out, double* mean_out,
-                                       double* m2_out, double* m3_out, double* m4_out,
-                                       double* min_out, double* max_out) {
-    __shared__ double sh[ROWS][BLOCK];
-    const i64 s = blockIdx.x;
-    const int tid = threadIdx.x;
-    const i64 lo = offsets[s], hi = offsets[s + 1];
+// ---------------------------------------------------------------------------------------------
+// Block-wide moments and co-moments, the one definition of the two-pass scheme on a device.
+// The block's threads take the elements j = tid, tid + BLOCK, ... of a run of `len` elements
+// (strided per-thread partials, then block_reduce's fixed tree); `get(j, v)` (or `get(j, a, b)`)
+// says whether element j is masked in and gives its value(s); non-finite values do not take
+// part. Every thread of the block must call them, and every thread receives the results. A
+// fused kernel that calls them on the same elements, in the same order, as seg_moments /
+// seg_corr get the same bits as those primitives.
+
+struct MomentsOut {
+    double n, mean, m2, m3, m4, mn, mx;  // NaN statistics when n == 0
+};
+
+struct CorrOut {
+    double n, cov, vx, vy;  // NaN when n == 0
+    unsigned char deg;      // 1 when a side is exactly constant or there is no pair
+};
+
+// The corrected two-pass moments from the power sums s_p = sum (x - mean0)^p of n values: the
+// exact centre is mean0 + c, c = s1 / n (fbgpu/engine/cpu_kernels.py, _finish_moments).
+__device__ __forceinline__ MomentsOut finish_moments(double n, double mean0, double s1, double s2,
+                                                     double s3, double s4, double mn, double mx) {
+    MomentsOut o;
+    o.n = n;
+    if (n == 0.0) {
+        o.mean = o.m2 = o.m3 = o.m4 = o.mn = o.mx = FBGPU_NAN;
+        return o;
+    }
+    const double c = s1 / n, e2 = s2 / n, e3 = s3 / n, e4 = s4 / n;
+    o.mean = mean0 + c;
+    o.m2 = e2 - c * c;
+    o.m3 = e3 - 3.0 * c * e2 + 2.0 * c * c * c;
+    o.m4 = e4 - 4.0 * c * e3 + 6.0 * c * c * e2 - 3.0 * c * c * c * c;
+    o.mn = mn;
+    o.mx = mx;
+    return o;
+}
+
+// (cov, var_x, var_y) at the exact centre from the centred sums of n pairs (_finish_corr).
+__device__ __forceinline__ CorrOut finish_corr(double n, double sx, double sy, double sxx,
+                                               double syy, double sxy, unsigned char deg) {
+    CorrOut o;
+    o.n = n;
+    if (n == 0.0) {
+        o.cov = o.vx = o.vy = FBGPU_NAN;
+        o.deg = 1;
+        return o;
+    }
+    const double cx = sx / n, cy = sy / n;
+    o.cov = sxy / n - cx * cy;
+    o.vx = sxx / n - cx * cx;
+    o.vy = syy / n - cy * cy;
+    o.deg = deg;
+    return o;
+}
+
+template <class Get>
+__device__ MomentsOut block_moments(double (*sh)[BLOCK], int tid, i64 len, Get get) {
     double n = 0.0, tot = 0.0, mn = FBGPU_INF, mx = -FBGPU_INF;
-    for (i64 i = lo + tid; i < hi; i += BLOCK) {
-        if (takes_part(mask, use_mask, i)) {
-            const double v = x[i];
-            if (isfinite(v)) {
-                n += 1.0;
-                tot += v;
-                mn = fmin(mn, v);
-                mx = fmax(mx, v);
-            }
+    for (i64 j = tid; j < len; j += BLOCK) {
+        double v;
+        if (get(j, v) && isfinite(v)) {
+            n += 1.0;
+            tot += v;
+            mn = fmin(mn, v);
+            mx = fmax(mx, v);
         }
     }
     sh[0][tid] = n;
@@ -114,27 +161,18 @@ extern "C" __global__ void seg_moments(const i64* offsets, const double* x, cons
     mn = sh[2][0];
     mx = sh[3][0];
     __syncthreads();  // everyone has read pass 1 before the scratch is reused
-    if (n == 0.0) {
-        if (tid == 0) {
-            n_out[s] = 0;
-            mean_out[s] = m2_out[s] = m3_out[s] = m4_out[s] = FBGPU_NAN;
-            min_out[s] = max_out[s] = FBGPU_NAN;
-        }
-        return;  // n is the same in every thread: the whole block leaves
-    }
+    if (n == 0.0) return finish_moments(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);  // block-uniform
     const double mean0 = tot / n;
     double s1 = 0.0, s2 = 0.0, s3 = 0.0, s4 = 0.0;
-    for (i64 i = lo + tid; i < hi; i += BLOCK) {
-        if (takes_part(mask, use_mask, i)) {
-            const double v = x[i];
-            if (isfinite(v)) {
-                const double d = v - mean0;
-                const double d2 = d * d;
-                s1 += d;
-                s2 += d2;
-                s3 += d2 * d;
-                s4 += d2 * d2;
-            }
+    for (i64 j = tid; j < len; j += BLOCK) {
+        double v;
+        if (get(j, v) && isfinite(v)) {
+            const double d = v - mean0;
+            const double d2 = d * d;
+            s1 += d;
+            s2 += d2;
+            s3 += d2 * d;
+            s4 += d2 * d2;
         }
     }
     sh[0][tid] = s1;
@@ -142,41 +180,28 @@ extern "C" __global__ void seg_moments(const i64* offsets, const double* x, cons
     sh[2][tid] = s3;
     sh[3][tid] = s4;
     block_reduce(sh, tid, 4, 0, 0);
-    if (tid == 0) {
-        const double c = sh[0][0] / n, e2 = sh[1][0] / n, e3 = sh[2][0] / n, e4 = sh[3][0] / n;
-        n_out[s] = (i64)n;
-        mean_out[s] = mean0 + c;
-        m2_out[s] = e2 - c * c;
-        m3_out[s] = e3 - 3.0 * c * e2 + 2.0 * c * c * c;
-        m4_out[s] = e4 - 4.0 * c * e3 + 6.0 * c * c * e2 - 3.0 * c * c * c * c;
-        min_out[s] = mn;
-        max_out[s] = mx;
-    }
+    s1 = sh[0][0];
+    s2 = sh[1][0];
+    s3 = sh[2][0];
+    s4 = sh[3][0];
+    __syncthreads();
+    return finish_moments(n, mean0, s1, s2, s3, s4, mn, mx);
 }
 
-// Block s: n, cov, var_x, var_y over the pairs with both sides finite (masked in); deg = 1 when
-// every x or every y is exactly equal (or there is no pair).
-extern "C" __global__ void seg_corr(const i64* offsets, const double* x, const double* y,
-                                    const bool* mask, bool use_mask, i64* n_out, double* cov_out,
-                                    double* vx_out, double* vy_out, unsigned char* deg_out) {
-    __shared__ double sh[ROWS][BLOCK];
-    const i64 s = blockIdx.x;
-    const int tid = threadIdx.x;
-    const i64 lo = offsets[s], hi = offsets[s + 1];
+template <class Get>
+__device__ CorrOut block_corr(double (*sh)[BLOCK], int tid, i64 len, Get get) {
     double n = 0.0, tx = 0.0, ty = 0.0;
     double xmn = FBGPU_INF, xmx = -FBGPU_INF, ymn = FBGPU_INF, ymx = -FBGPU_INF;
-    for (i64 i = lo + tid; i < hi; i += BLOCK) {
-        if (takes_part(mask, use_mask, i)) {
-            const double a = x[i], b = y[i];
-            if (isfinite(a) && isfinite(b)) {
-                n += 1.0;
-                tx += a;
-                ty += b;
-                xmn = fmin(xmn, a);
-                xmx = fmax(xmx, a);
-                ymn = fmin(ymn, b);
-                ymx = fmax(ymx, b);
-            }
+    for (i64 j = tid; j < len; j += BLOCK) {
+        double a, b;
+        if (get(j, a, b) && isfinite(a) && isfinite(b)) {
+            n += 1.0;
+            tx += a;
+            ty += b;
+            xmn = fmin(xmn, a);
+            xmx = fmax(xmx, a);
+            ymn = fmin(ymn, b);
+            ymx = fmax(ymx, b);
         }
     }
     sh[0][tid] = n;
@@ -192,27 +217,18 @@ extern "C" __global__ void seg_corr(const i64* offsets, const double* x, const d
     ty = sh[2][0];
     const unsigned char deg = (sh[3][0] == sh[5][0] || sh[4][0] == sh[6][0]) ? 1 : 0;
     __syncthreads();
-    if (n == 0.0) {
-        if (tid == 0) {
-            n_out[s] = 0;
-            cov_out[s] = vx_out[s] = vy_out[s] = FBGPU_NAN;
-            deg_out[s] = 1;
-        }
-        return;
-    }
+    if (n == 0.0) return finish_corr(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1);
     const double mx0 = tx / n, my0 = ty / n;
     double sx = 0.0, sy = 0.0, sxx = 0.0, syy = 0.0, sxy = 0.0;
-    for (i64 i = lo + tid; i < hi; i += BLOCK) {
-        if (takes_part(mask, use_mask, i)) {
-            const double a = x[i], b = y[i];
-            if (isfinite(a) && isfinite(b)) {
-                const double dx = a - mx0, dy = b - my0;
-                sx += dx;
-                sy += dy;
-                sxx += dx * dx;
-                syy += dy * dy;
-                sxy += dx * dy;
-            }
+    for (i64 j = tid; j < len; j += BLOCK) {
+        double a, b;
+        if (get(j, a, b) && isfinite(a) && isfinite(b)) {
+            const double dx = a - mx0, dy = b - my0;
+            sx += dx;
+            sy += dy;
+            sxx += dx * dx;
+            syy += dy * dy;
+            sxy += dx * dy;
         }
     }
     sh[0][tid] = sx;
@@ -221,13 +237,74 @@ extern "C" __global__ void seg_corr(const i64* offsets, const double* x, const d
     sh[3][tid] = syy;
     sh[4][tid] = sxy;
     block_reduce(sh, tid, 5, 0, 0);
+    sx = sh[0][0];
+    sy = sh[1][0];
+    sxx = sh[2][0];
+    syy = sh[3][0];
+    sxy = sh[4][0];
+    __syncthreads();
+    return finish_corr(n, sx, sy, sxx, syy, sxy, deg);
+}
+
+// Write moments set `o` of segment s into separate outputs (n, mean, m2, m3, m4, min, max) at
+// index s, or into a [6, stride] block (mom = mean row) with stride S.
+__device__ __forceinline__ void put_moments(const MomentsOut& o, i64* n_out, double* mom,
+                                            i64 stride, i64 s) {
+    n_out[s] = (i64)o.n;
+    mom[s] = o.mean;
+    mom[stride + s] = o.m2;
+    mom[2 * stride + s] = o.m3;
+    mom[3 * stride + s] = o.m4;
+    mom[4 * stride + s] = o.mn;
+    mom[5 * stride + s] = o.mx;
+}
+
+// Block s: n, mean, central m2..m4 (population), min, max of the finite masked-in x.
+extern "C" __global__ void seg_moments(const i64* offsets, const double* x, const bool* mask,
+                                       bool use_mask, i64* n_out, double* mean_out,
+                                       double* m2_out, double* m3_out, double* m4_out,
+                                       double* min_out, double* max_out) {
+    __shared__ double sh[ROWS][BLOCK];
+    const i64 s = blockIdx.x;
+    const int tid = threadIdx.x;
+    const i64 lo = offsets[s];
+    const MomentsOut o = block_moments(sh, tid, offsets[s + 1] - lo, [&](i64 j, double& v) {
+        if (!takes_part(mask, use_mask, lo + j)) return false;
+        v = x[lo + j];
+        return true;
+    });
     if (tid == 0) {
-        const double cx = sh[0][0] / n, cy = sh[1][0] / n;
-        n_out[s] = (i64)n;
-        cov_out[s] = sh[4][0] / n - cx * cy;
-        vx_out[s] = sh[2][0] / n - cx * cx;
-        vy_out[s] = sh[3][0] / n - cy * cy;
-        deg_out[s] = deg;
+        n_out[s] = (i64)o.n;
+        mean_out[s] = o.mean;
+        m2_out[s] = o.m2;
+        m3_out[s] = o.m3;
+        m4_out[s] = o.m4;
+        min_out[s] = o.mn;
+        max_out[s] = o.mx;
+    }
+}
+
+// Block s: n, cov, var_x, var_y over the pairs with both sides finite (masked in); deg = 1 when
+// every x or every y is exactly equal (or there is no pair).
+extern "C" __global__ void seg_corr(const i64* offsets, const double* x, const double* y,
+                                    const bool* mask, bool use_mask, i64* n_out, double* cov_out,
+                                    double* vx_out, double* vy_out, unsigned char* deg_out) {
+    __shared__ double sh[ROWS][BLOCK];
+    const i64 s = blockIdx.x;
+    const int tid = threadIdx.x;
+    const i64 lo = offsets[s];
+    const CorrOut o = block_corr(sh, tid, offsets[s + 1] - lo, [&](i64 j, double& a, double& b) {
+        if (!takes_part(mask, use_mask, lo + j)) return false;
+        a = x[lo + j];
+        b = y[lo + j];
+        return true;
+    });
+    if (tid == 0) {
+        n_out[s] = (i64)o.n;
+        cov_out[s] = o.cov;
+        vx_out[s] = o.vx;
+        vy_out[s] = o.vy;
+        deg_out[s] = o.deg;
     }
 }
 
@@ -365,4 +442,421 @@ extern "C" __global__ void ordered_column_sum(const double* m, i64 S, i64 width,
     double acc = m[s * width + cols[0]];
     for (i64 j = 1; j < n_cols; ++j) acc += m[s * width + cols[j]];
     out[s] = acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused family passes: everything one tick family's built-in factors need, in one launch (the
+// GPU counterparts of fbgpu/engine/cpu_kernels.py's fused_* kernels, same output layouts).
+// Moments and co-moments use the strided partials and the tree above, on the same elements as
+// the primitives they replace, so they are the primitive GPU path's bits (and agree with the
+// CPU to rounding); bins add in element order, the CPU's bits.
+
+// The rows of the order pass: pass 1 is 9 sums (n and sum of the three volume sets, n and the
+// two sums of the buy-limit pairs), 5 minima and 5 maxima; pass 2 is 17 sums.
+#define ORDER_ROWS 19
+
+// Block s: the order family of stock s in one sweep per pass. In-session orders (session_lo <=
+// ts <= session_hi) feed three masked volume moment sets, k = 0 buy (side +1), 1 sell (side -1),
+// 2 early (early_lo <= ts < early_hi): n_out[k, s], mom_out[k, (mean, m2, m3, m4, min, max), s];
+// the (volume, price) co-moments over buy orders of type limit_type: n_out[3, s], corr_out[(cov,
+// var_x, var_y), s], deg_out[s]. Outputs [4, S] int64, [3, 6, S], [3, S] float64, [S] uint8.
+extern "C" __global__ void fused_order_stats(const i64* offsets, const i64* ts,
+                                             const signed char* side, const double* volume,
+                                             const double* price, const signed char* order_type,
+                                             i64 session_lo, i64 session_hi, i64 early_lo,
+                                             i64 early_hi, i64 limit_type, i64* n_out,
+                                             double* mom_out, double* corr_out,
+                                             unsigned char* deg_out) {
+    __shared__ double sh[ORDER_ROWS][BLOCK];
+    const i64 s = blockIdx.x, S = gridDim.x;
+    const int tid = threadIdx.x;
+    const i64 lo = offsets[s], hi = offsets[s + 1];
+    double cnt[3], tot[3], mn[3], mx[3];
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+        cnt[k] = tot[k] = 0.0;
+        mn[k] = FBGPU_INF;
+        mx[k] = -FBGPU_INF;
+    }
+    double nc = 0.0, tx = 0.0, ty = 0.0;
+    double xmn = FBGPU_INF, xmx = -FBGPU_INF, ymn = FBGPU_INF, ymx = -FBGPU_INF;
+    for (i64 i = lo + tid; i < hi; i += BLOCK) {
+        const double v = volume[i];
+        if (!isfinite(v)) continue;  // no set takes a non-finite volume
+        const i64 t = ts[i];
+        const int sd = side[i];
+        const bool ses = t >= session_lo && t <= session_hi;
+        const bool in[3] = {ses && sd == 1, ses && sd == -1, ses && t >= early_lo && t < early_hi};
+#pragma unroll
+        for (int k = 0; k < 3; ++k) {
+            if (in[k]) {
+                cnt[k] += 1.0;
+                tot[k] += v;
+                mn[k] = fmin(mn[k], v);
+                mx[k] = fmax(mx[k], v);
+            }
+        }
+        if (in[0] && order_type[i] == limit_type) {
+            const double p = price[i];
+            if (isfinite(p)) {
+                nc += 1.0;
+                tx += v;
+                ty += p;
+                xmn = fmin(xmn, v);
+                xmx = fmax(xmx, v);
+                ymn = fmin(ymn, p);
+                ymx = fmax(ymx, p);
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+        sh[2 * k][tid] = cnt[k];
+        sh[2 * k + 1][tid] = tot[k];
+        sh[9 + k][tid] = mn[k];
+        sh[14 + k][tid] = mx[k];
+    }
+    sh[6][tid] = nc;
+    sh[7][tid] = tx;
+    sh[8][tid] = ty;
+    sh[12][tid] = xmn;
+    sh[13][tid] = ymn;
+    sh[17][tid] = xmx;
+    sh[18][tid] = ymx;
+    block_reduce(sh, tid, 9, 5, 5);
+    double mean0[3];
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+        cnt[k] = sh[2 * k][0];
+        tot[k] = sh[2 * k + 1][0];
+        mn[k] = sh[9 + k][0];
+        mx[k] = sh[14 + k][0];
+        mean0[k] = cnt[k] > 0.0 ? tot[k] / cnt[k] : 0.0;
+    }
+    nc = sh[6][0];
+    const double mx0 = nc > 0.0 ? sh[7][0] / nc : 0.0, my0 = nc > 0.0 ? sh[8][0] / nc : 0.0;
+    const unsigned char deg = (sh[12][0] == sh[17][0] || sh[13][0] == sh[18][0]) ? 1 : 0;
+    __syncthreads();  // everyone has read pass 1 before the scratch is reused
+    double p1[3], p2[3], p3[3], p4[3];
+#pragma unroll
+    for (int k = 0; k < 3; ++k) p1[k] = p2[k] = p3[k] = p4[k] = 0.0;
+    double sx = 0.0, sy = 0.0, sxx = 0.0, syy = 0.0, sxy = 0.0;
+    for (i64 i = lo + tid; i < hi; i += BLOCK) {
+        const double v = volume[i];
+        if (!isfinite(v)) continue;
+        const i64 t = ts[i];
+        const int sd = side[i];
+        const bool ses = t >= session_lo && t <= session_hi;
+        const bool in[3] = {ses && sd == 1, ses && sd == -1, ses && t >= early_lo && t < early_hi};
+#pragma unroll
+        for (int k = 0; k < 3; ++k) {
+            if (in[k]) {
+                const double d = v - mean0[k];
+                const double d2 = d * d;
+                p1[k] += d;
+                p2[k] += d2;
+                p3[k] += d2 * d;
+                p4[k] += d2 * d2;
+            }
+        }
+        if (in[0] && order_type[i] == limit_type) {
+            const double p = price[i];
+            if (isfinite(p)) {
+                const double dx = v - mx0, dy = p - my0;
+                sx += dx;
+                sy += dy;
+                sxx += dx * dx;
+                syy += dy * dy;
+                sxy += dx * dy;
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+        sh[4 * k][tid] = p1[k];
+        sh[4 * k + 1][tid] = p2[k];
+        sh[4 * k + 2][tid] = p3[k];
+        sh[4 * k + 3][tid] = p4[k];
+    }
+    sh[12][tid] = sx;
+    sh[13][tid] = sy;
+    sh[14][tid] = sxx;
+    sh[15][tid] = syy;
+    sh[16][tid] = sxy;
+    block_reduce(sh, tid, 17, 0, 0);
+    if (tid == 0) {
+#pragma unroll
+        for (int k = 0; k < 3; ++k)
+            put_moments(finish_moments(cnt[k], mean0[k], sh[4 * k][0], sh[4 * k + 1][0],
+                                       sh[4 * k + 2][0], sh[4 * k + 3][0], mn[k], mx[k]),
+                        n_out + k * S, mom_out + 6 * k * S, S, s);
+        const CorrOut c = finish_corr(nc, sh[12][0], sh[13][0], sh[14][0], sh[15][0], sh[16][0],
+                                      deg);
+        n_out[3 * S + s] = (i64)c.n;
+        corr_out[s] = c.cov;
+        corr_out[S + s] = c.vx;
+        corr_out[2 * S + s] = c.vy;
+        deg_out[s] = c.deg;
+    }
+}
+
+// Block s: the moments of the trade family's reconstructed orders, one value per order: set 0
+// the buy orders' amounts (buy_tot where buy_first), set 1 the sell orders'; n_out [2, S],
+// mom_out [2, 6, S]. The group totals come from group_total (two radix sorts per side): the
+// bits of seg_moments(offsets, totals, first) for both sides, in one launch.
+extern "C" __global__ void trade_order_moments(const i64* offsets, const double* buy_tot,
+                                               const bool* buy_first, const double* sell_tot,
+                                               const bool* sell_first, i64* n_out,
+                                               double* mom_out) {
+    __shared__ double sh[ROWS][BLOCK];
+    const i64 s = blockIdx.x, S = gridDim.x;
+    const int tid = threadIdx.x;
+    const i64 lo = offsets[s], len = offsets[s + 1] - lo;
+    const MomentsOut b = block_moments(sh, tid, len, [&](i64 j, double& v) {
+        if (!buy_first[lo + j]) return false;
+        v = buy_tot[lo + j];
+        return true;
+    });
+    const MomentsOut q = block_moments(sh, tid, len, [&](i64 j, double& v) {
+        if (!sell_first[lo + j]) return false;
+        v = sell_tot[lo + j];
+        return true;
+    });
+    if (tid == 0) {
+        put_moments(b, n_out, mom_out, S, s);
+        put_moments(q, n_out + S, mom_out + 6 * S, S, s);
+    }
+}
+
+// The trade flag codes (fbgpu.factors.context: EARLY | BUY << 1 | SELL << 2 | BIG_BUY << 3 |
+// BIG_SELL << 4) and the minutes of a day (fbgpu.data.schemas.MINUTES_PER_DAY).
+#define N_CODES 32
+#define N_MINUTES 240
+#define CODE_Q ((N_CODES + BLOCK - 1) / BLOCK)
+#define MINUTE_Q ((N_MINUTES + BLOCK - 1) / BLOCK)
+
+// Minute 0..N_MINUTES-1 of a tick time on the bar grid (fbgpu.data.bars_kernels,
+// minute_of_ts_scalar): before the open 0, the lunch break the morning's last minute, from the
+// close the last minute.
+__device__ __forceinline__ int minute_of(i64 t, i64 t_open, i64 t_noon, i64 t_resume,
+                                         i64 t_close, i64 ns_per_min) {
+    if (t < t_open) return 0;
+    if (t < t_noon) return (int)((t - t_open) / ns_per_min);
+    if (t < t_resume) return N_MINUTES / 2 - 1;
+    if (t < t_close) return N_MINUTES / 2 + (int)((t - t_resume) / ns_per_min);
+    return N_MINUTES - 1;
+}
+
+// Block s: the trade family's histograms of stock s in one launch. Per trade i: dlogp =
+// log_price[i] - log_price[i-1] (0 for the stock-day's first trade); the flag code (early:
+// early_lo <= ts < early_hi; buy/sell: side +1/-1; big buy: buy_tot[i] >= thr[s] or always[s],
+// big sell likewise); then amount_bins[s, code] += amount, dlogp_bins[s, code] += dlogp and
+// nab[s, minute(ts)] += amount * side, finite values only ([S, 32], [S, 32], [S, 240]).
+// No atomics: as in seg_bin_sum, the segment is staged through shared memory BIN_CHUNK trades at
+// a time (codes, minutes and values computed once per trade), and the thread that owns a code
+// (and the one that owns a minute) adds its values in element order: the CPU's bits.
+extern "C" __global__ void fused_trade_bins(const i64* offsets, const i64* ts,
+                                            const signed char* side, const double* amount,
+                                            const double* log_price, const double* buy_tot,
+                                            const double* sell_tot, const double* thr,
+                                            const bool* always, i64 early_lo, i64 early_hi,
+                                            i64 t_open, i64 t_noon, i64 t_resume, i64 t_close,
+                                            i64 ns_per_min, double* amount_bins,
+                                            double* dlogp_bins, double* nab) {
+    __shared__ int sca[BIN_CHUNK];  // code of a finite amount, else -1
+    __shared__ int scd[BIN_CHUNK];  // code of a finite dlogp, else -1
+    __shared__ int scm[BIN_CHUNK];  // minute of a finite amount * side, else -1
+    __shared__ double sva[BIN_CHUNK];
+    __shared__ double svd[BIN_CHUNK];
+    __shared__ double svs[BIN_CHUNK];
+    const i64 s = blockIdx.x;
+    const int tid = threadIdx.x;
+    const i64 lo = offsets[s], hi = offsets[s + 1];
+    const double th = thr[s];
+    const bool al = always[s];
+    const bool owns_code = tid < N_CODES, owns_minute = tid < N_MINUTES;
+    double acc_a[CODE_Q], acc_d[CODE_Q], acc_n[MINUTE_Q];
+#pragma unroll
+    for (int q = 0; q < CODE_Q; ++q) acc_a[q] = acc_d[q] = 0.0;
+#pragma unroll
+    for (int q = 0; q < MINUTE_Q; ++q) acc_n[q] = 0.0;
+    for (i64 base = lo; base < hi; base += BIN_CHUNK) {
+        for (int t = tid; t < BIN_CHUNK; t += BLOCK) {
+            const i64 i = base + t;
+            int ca = -1, cd = -1, cm = -1;
+            double va = 0.0, vd = 0.0, vs = 0.0;
+            if (i < hi) {
+                const i64 tt = ts[i];
+                const int sd = side[i];
+                const double a = amount[i];
+                const int code = ((tt >= early_lo && tt < early_hi) ? 1 : 0) |
+                                 (sd == 1 ? 2 : 0) | (sd == -1 ? 4 : 0) |
+                                 ((buy_tot[i] >= th || al) ? 8 : 0) |
+                                 ((sell_tot[i] >= th || al) ? 16 : 0);
+                if (isfinite(a)) {
+                    ca = code;
+                    va = a;
+                }
+                const double d = i > lo ? log_price[i] - log_price[i - 1] : 0.0;
+                if (isfinite(d)) {
+                    cd = code;
+                    vd = d;
+                }
+                const double sg = a * (double)sd;
+                if (isfinite(sg)) {
+                    cm = minute_of(tt, t_open, t_noon, t_resume, t_close, ns_per_min);
+                    vs = sg;
+                }
+            }
+            sca[t] = ca;
+            scd[t] = cd;
+            scm[t] = cm;
+            sva[t] = va;
+            svd[t] = vd;
+            svs[t] = vs;
+        }
+        __syncthreads();
+        const int m = (hi - base < BIN_CHUNK) ? (int)(hi - base) : BIN_CHUNK;
+        if (owns_code) {
+            for (int j = 0; j < m; ++j) {
+                const int ra = sca[j], rd = scd[j];
+#pragma unroll
+                for (int q = 0; q < CODE_Q; ++q) {
+                    if (ra == q * BLOCK + tid) acc_a[q] += sva[j];
+                    if (rd == q * BLOCK + tid) acc_d[q] += svd[j];
+                }
+            }
+        }
+        if (owns_minute) {
+            for (int j = 0; j < m; ++j) {
+                const int r = scm[j];
+#pragma unroll
+                for (int q = 0; q < MINUTE_Q; ++q)
+                    if (r == q * BLOCK + tid) acc_n[q] += svs[j];
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int q = 0; q < CODE_Q; ++q) {
+        const int b = q * BLOCK + tid;
+        if (b < N_CODES) {
+            amount_bins[s * N_CODES + b] = acc_a[q];
+            dlogp_bins[s * N_CODES + b] = acc_d[q];
+        }
+    }
+#pragma unroll
+    for (int q = 0; q < MINUTE_Q; ++q) {
+        const int b = q * BLOCK + tid;
+        if (b < N_MINUTES) nab[s * N_MINUTES + b] = acc_n[q];
+    }
+}
+
+// Block s: the minute family's statistics of row s of [S, L] bars (every field float64,
+// row-major): n_out[0, s] / mom_out[(mean, m2, m3, m4, min, max), s] the moments of ret[late_from:];
+// the co-moments, set j of n_out[1 + j, s], corr_out[j, (cov, var_x, var_y), s], deg_out[j, s]:
+// 0 (ret_k, ret_{k-1}) and 1 (close_{k-1}, open_k) for k >= 1, 2 (volume, num_trades), 3
+// (volume, ret) for k < early_bars, 4 (volume, amplitude); sums_out[6, S] the finite sums of
+// ret^2 where ret < 0, of ret^2, of amount and of num_trades where ret < 0, of amount, of
+// num_trades; buckets_out[S, L / bucket] the volume per `bucket` bars. Each statistic is the
+// block helpers on the elements the primitive path reduces (the slices ret[:, 1:] ... as
+// segments), so the primitive GPU path's bits; a bucket is added by one thread in bar order (the
+// CPU's bits). A row is a few KiB: the helpers' repeated sweeps read it from cache.
+extern "C" __global__ void fused_minute_stats(const double* open_, const double* close,
+                                              const double* volume, const double* amount,
+                                              const double* num_trades, const double* ret,
+                                              const double* amplitude, i64 L, i64 late_from,
+                                              i64 early_bars, i64 bucket, i64* n_out,
+                                              double* mom_out, double* corr_out,
+                                              unsigned char* deg_out, double* sums_out,
+                                              double* buckets_out) {
+    __shared__ double sh[ROWS][BLOCK];
+    const i64 s = blockIdx.x, S = gridDim.x;
+    const int tid = threadIdx.x;
+    const i64 o = s * L;
+    const double* r = ret + o;
+    const double* op = open_ + o;
+    const double* cl = close + o;
+    const double* vol = volume + o;
+    const double* amt = amount + o;
+    const double* trd = num_trades + o;
+    const double* amp = amplitude + o;
+    const MomentsOut late = block_moments(sh, tid, L - late_from, [&](i64 j, double& v) {
+        v = r[late_from + j];
+        return true;
+    });
+    CorrOut c[5];
+    c[0] = block_corr(sh, tid, L - 1, [&](i64 j, double& a, double& b) {
+        a = r[j + 1];
+        b = r[j];
+        return true;
+    });
+    c[1] = block_corr(sh, tid, L - 1, [&](i64 j, double& a, double& b) {
+        a = cl[j];
+        b = op[j + 1];
+        return true;
+    });
+    c[2] = block_corr(sh, tid, L, [&](i64 j, double& a, double& b) {
+        a = vol[j];
+        b = trd[j];
+        return true;
+    });
+    c[3] = block_corr(sh, tid, early_bars, [&](i64 j, double& a, double& b) {
+        a = vol[j];
+        b = r[j];
+        return true;
+    });
+    c[4] = block_corr(sh, tid, L, [&](i64 j, double& a, double& b) {
+        a = vol[j];
+        b = amp[j];
+        return true;
+    });
+    double dv = 0.0, av = 0.0, da = 0.0, dt = 0.0, aa = 0.0, at = 0.0;
+    for (i64 j = tid; j < L; j += BLOCK) {
+        const double rk = r[j];
+        const bool down = rk < 0.0;
+        const double r2 = rk * rk;
+        if (isfinite(r2)) {
+            if (down) dv += r2;
+            av += r2;
+        }
+        const double a = amt[j];
+        if (isfinite(a)) {
+            if (down) da += a;
+            aa += a;
+        }
+        const double t = trd[j];
+        if (isfinite(t)) {
+            if (down) dt += t;
+            at += t;
+        }
+    }
+    sh[0][tid] = dv;
+    sh[1][tid] = av;
+    sh[2][tid] = da;
+    sh[3][tid] = dt;
+    sh[4][tid] = aa;
+    sh[5][tid] = at;
+    block_reduce(sh, tid, 6, 0, 0);
+    if (tid == 0) {
+        put_moments(late, n_out, mom_out, S, s);
+#pragma unroll
+        for (int j = 0; j < 5; ++j) {
+            n_out[(1 + j) * S + s] = (i64)c[j].n;
+            corr_out[(3 * j) * S + s] = c[j].cov;
+            corr_out[(3 * j + 1) * S + s] = c[j].vx;
+            corr_out[(3 * j + 2) * S + s] = c[j].vy;
+            deg_out[j * S + s] = c[j].deg;
+        }
+        for (int k = 0; k < 6; ++k) sums_out[k * S + s] = sh[k][0];
+    }
+    const i64 n_buckets = L / bucket;
+    for (i64 b = tid; b < n_buckets; b += BLOCK) {
+        double t = 0.0;
+        for (i64 k = b * bucket; k < (b + 1) * bucket; ++k) {
+            const double v = vol[k];
+            if (isfinite(v)) t += v;
+        }
+        buckets_out[s * n_buckets + b] = t;
+    }
 }

@@ -63,3 +63,19 @@ def test_nvcc_compiles_for_sm90(source: Path, tmp_path: Path) -> None:
     ptx = out.read_text()
     assert ".target sm_90" in ptx
     assert _entries(ptx) == set(KERNEL_NAMES)
+
+
+def test_static_shared_memory_fits_every_block_on_sm90() -> None:
+    """Each kernel's static ``__shared__`` arrays (at the device block size) stay within the
+    48 KiB a block may declare statically: the fused passes' scratch (19 rows of the order
+    pass, the six staged columns of the trade bins) must not grow past it unnoticed."""
+    ptx = nvrtc_ptx("sm_90")
+    decl = re.findall(r"\.shared \.align \d+ \.b8 _ZZ(\d+)(\w+?)E\w*\[(\d+)\];", ptx)
+    per_kernel: dict[str, int] = {}
+    for n, rest, size in decl:
+        name = rest[: int(n)]
+        per_kernel[name] = per_kernel.get(name, 0) + int(size)
+    fused = {"fused_order_stats", "trade_order_moments", "fused_trade_bins",
+             "fused_minute_stats"}
+    assert fused <= set(per_kernel) and fused <= set(KERNEL_NAMES)
+    assert max(per_kernel.values()) <= 48 * 1024, per_kernel

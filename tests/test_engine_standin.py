@@ -43,14 +43,29 @@ def test_device_ops_and_sanctioned_crossing() -> None:
     assert np.isnan(host[0]) and host.size == 2
 
 
-def test_factor_day_on_the_standin_device_matches_cpu(tmp_path) -> None:
+@pytest.mark.parametrize("fused", ["1", "0"], ids=["fused", "primitive"])
+def test_factor_day_on_the_standin_device_matches_cpu(tmp_path, monkeypatch, fused: str) -> None:
     """All 27 factors of a day on the stand-in device: no implicit crossing (any would raise),
-    one sanctioned download of the result, and the CPU backend's values."""
+    one sanctioned download of the result, and the CPU backend's values; with the GPU fused
+    family passes (one per family, counted) and with the primitives (``FBGPU_FUSED=0``)."""
     from oracle_factors import make_market
 
     from fbgpu.data.store import Store
-    from fbgpu.engine.segments import GpuSegmentOps, segment_ops
+    from fbgpu.engine.segments import FUSED_ENV, GpuSegmentOps, segment_ops
+    from fbgpu.factors import compute as compute_mod
     from fbgpu.factors import compute_loaded_day, day_to_backend, load_day
+
+    monkeypatch.setenv(FUSED_ENV, fused)
+    ran: list[str] = []
+    real_prime = compute_mod.prime
+
+    def counting(ctx, names):
+        took = real_prime(ctx, names)
+        if took:
+            ran.append(ctx.family)
+        return took
+
+    monkeypatch.setattr(compute_mod, "prime", counting)
 
     store = Store(tmp_path)
     date = dt.date(2024, 3, 1)
@@ -61,7 +76,9 @@ def test_factor_day_on_the_standin_device_matches_cpu(tmp_path) -> None:
     ops = GpuSegmentOps(b.xp)
     compute_loaded_day(day, ops=ops)  # first day: the ops upload their fixed column lists
     before = CROSSINGS.copy()
+    ran.clear()
     values = compute_loaded_day(day, ops=ops).values
+    assert sorted(ran) == (["minute", "order", "trade"] if fused == "1" else []), ran
     uploads = CROSSINGS["upload"] - before["upload"]
     got = b.to_host(values)
     assert CROSSINGS["to_host"] - before["to_host"] == 1

@@ -218,8 +218,9 @@ def test_the_switch_and_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not fused_enabled(ops)
     monkeypatch.delenv(FUSED_ENV)
     assert fused_enabled(ops)
-    # The GPU backend (and any backend without the kernels) takes the primitive path.
-    assert GpuSegmentOps.fused_passes is False and SegmentOps.fused_passes is False
+    # The GPU backend has its own fused kernels (tests/test_fused_gpu.py); a backend without
+    # them takes the primitive path.
+    assert GpuSegmentOps.fused_passes is True and SegmentOps.fused_passes is False
     off = np.array([0, 2], dtype=np.int64)
     with pytest.raises(NotImplementedError, match="fused"):
         SegmentOps(np).trade_order_stats(off, np.zeros(2), np.zeros(2), np.ones(2))

@@ -48,6 +48,8 @@ SOURCES = ("segments.cu",)
 KERNEL_NAMES = (
     "seg_sum", "seg_moments", "seg_corr", "seg_bin_sum", "group_total", "seg_threshold_mask",
     "seg_topk_mask", "segment_ids", "ordered_column_sum",
+    # the fused family passes (GpuSegmentOps.order_family_stats, ...; docs/engine.md)
+    "fused_order_stats", "trade_order_moments", "fused_trade_bins", "fused_minute_stats",
 )
 #: Threads per block on a device (a power of two; the tree reductions halve it).
 DEVICE_BLOCK = 256

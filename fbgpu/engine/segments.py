@@ -649,6 +649,12 @@ class CpuSegmentOps(SegmentOps):
         return TradeBins(amount_bins, dlogp_bins, nab)
 
 
+def _rows(a: Array, k: int) -> tuple[Array, ...]:
+    """The first ``k`` rows of a device array as views, by index: iterating a device array is an
+    implicit host crossing on the stand-in device (:mod:`fbgpu.engine.standin`)."""
+    return tuple(a[j] for j in range(k))
+
+
 class GpuSegmentOps(SegmentOps):
     """The CUDA C kernels of ``kernels/`` (:mod:`.cuda_c`) launched on ``xp`` arrays.
 
@@ -716,19 +722,20 @@ class GpuSegmentOps(SegmentOps):
                          np.int64(n_bins), np.int64(lo))
         return out
 
-    def _group_sum(self, offsets, keys, x):
+    def _group_sum(self, offsets, keys, x, seg=None):
         """Order the elements by (segment, key), element order kept inside a group: a stable
         radix sort by key, then a stable one by the int32 segment id (:meth:`_stable_argsort`,
         the two passes of an LSD sort). One thread per group start then adds its group in
         element order, as the CPU does. Nothing is read back to the host (no key range to size a
-        packed key)."""
+        packed key). ``seg``: the segment ids when the caller has them (:meth:`segment_ids`)."""
         xp = self.xp
         n = keys.shape[0]
         totals = xp.empty(n, dtype=xp.float64)
         first = xp.zeros(n, dtype=bool)
         if n == 0:
             return totals, first
-        seg = self.segment_ids(offsets, n)
+        if seg is None:
+            seg = self.segment_ids(offsets, n)
         by_key = self._stable_argsort(keys)
         order = xp.ascontiguousarray(by_key[self._stable_argsort(seg[by_key])])
         key_sorted = xp.ascontiguousarray(keys[order])
@@ -773,6 +780,82 @@ class GpuSegmentOps(SegmentOps):
         out = self.xp.empty(x.shape[0], dtype=bool)
         self._launch("seg_threshold_mask", offsets.shape[0] - 1, offsets, x, thr, always, out)
         return out
+
+    # -- fused family passes (kernels/segments.cu: one launch per family pass, one block per
+    # stock, or per bar row; docs/engine.md, "GPU kernels")
+    fused_passes = True
+
+    def _i8(self, x: Array) -> Array:
+        """``side`` / ``order_type`` codes as the fused kernels read them: int8, as stored
+        (:mod:`fbgpu.data.schemas`); other integer dtypes are narrowed (codes are -1..3)."""
+        return self.xp.ascontiguousarray(self.xp.asarray(x).reshape(-1), dtype=self.xp.int8)
+
+    def _order_family_stats(self, offsets, ts, side, volume, price, order_type, session, early,
+                            limit_type):
+        xp = self.xp
+        S = offsets.shape[0] - 1
+        n = xp.empty((4, S), dtype=xp.int64)  # every output element is written by its block
+        mom = xp.empty((3, 6, S), dtype=xp.float64)
+        corr = xp.empty((3, S), dtype=xp.float64)
+        deg = xp.empty(S, dtype=xp.uint8)
+        self._launch("fused_order_stats", S, offsets, ts, self._i8(side), volume, price,
+                     self._i8(order_type), np.int64(session[0]), np.int64(session[1]),
+                     np.int64(early[0]), np.int64(early[1]), np.int64(limit_type), n, mom, corr,
+                     deg)
+        return OrderFamilyStats(*(Moments(n[k], *_rows(mom[k], 6)) for k in range(3)),
+                                CorrStats(n[3], corr[0], corr[1], corr[2], deg))
+
+    def _trade_order_stats(self, offsets, buy_id, sell_id, amount):
+        """Order reconstruction stays on :meth:`_group_sum` (two stable radix sorts and one
+        ``group_total`` launch per side, the segment ids built once for both); the moments of
+        both sides' order amounts are one ``trade_order_moments`` launch."""
+        xp = self.xp
+        S = offsets.shape[0] - 1
+        seg = self.segment_ids(offsets, amount.shape[0]) if amount.shape[0] else None
+        buy_tot, buy_first = self._group_sum(offsets, buy_id, amount, seg)
+        sell_tot, sell_first = self._group_sum(offsets, sell_id, amount, seg)
+        n = xp.empty((2, S), dtype=xp.int64)
+        mom = xp.empty((2, 6, S), dtype=xp.float64)
+        self._launch("trade_order_moments", S, offsets, buy_tot, buy_first, sell_tot,
+                     sell_first, n, mom)
+        return TradeOrderStats(buy_tot, sell_tot, Moments(n[0], *_rows(mom[0], 6)),
+                               Moments(n[1], *_rows(mom[1], 6)))
+
+    def _trade_flag_bins(self, offsets, ts, side, amount, log_price, buy_tot, sell_tot, thr,
+                         always, early):
+        from fbgpu.data.bars import NS_PER_MIN, T_0930, T_1130, T_1300, T_1500
+        from fbgpu.data.schemas import MINUTES_PER_DAY
+
+        xp = self.xp
+        S = offsets.shape[0] - 1
+        # Every bin is written by the thread that owns it (zeros where no trade falls).
+        amount_bins = xp.empty((S, 32), dtype=xp.float64)
+        dlogp_bins = xp.empty((S, 32), dtype=xp.float64)
+        nab = xp.empty((S, MINUTES_PER_DAY), dtype=xp.float64)
+        self._launch("fused_trade_bins", S, offsets, ts, self._i8(side), amount, log_price,
+                     buy_tot, sell_tot, thr, always, np.int64(early[0]), np.int64(early[1]),
+                     np.int64(T_0930), np.int64(T_1130), np.int64(T_1300), np.int64(T_1500),
+                     np.int64(NS_PER_MIN), amount_bins, dlogp_bins, nab)
+        return TradeBins(amount_bins, dlogp_bins, nab)
+
+    def _minute_family_stats(self, open_, close, volume, amount, num_trades, ret, amplitude,
+                             late_from, early_bars, bucket):
+        xp = self.xp
+        S, L = (int(d) for d in ret.shape)
+        fields = [self._f64(a) for a in (open_, close, volume, amount, num_trades, ret,
+                                         amplitude)]
+        n = xp.empty((6, S), dtype=xp.int64)
+        mom = xp.empty((6, S), dtype=xp.float64)
+        corr = xp.empty((5, 3, S), dtype=xp.float64)
+        deg = xp.empty((5, S), dtype=xp.uint8)
+        sums = xp.empty((6, S), dtype=xp.float64)
+        buckets = xp.empty((S, L // bucket), dtype=xp.float64)
+        self._launch("fused_minute_stats", S, *fields, np.int64(L), np.int64(late_from),
+                     np.int64(early_bars), np.int64(bucket), n, mom, corr, deg, sums, buckets)
+        corrs = [CorrStats(n[1 + j], corr[j, 0], corr[j, 1], corr[j, 2], deg[j])
+                 for j in range(5)]
+        return MinuteFamilyStats(Moments(n[0], *_rows(mom, 6)), *corrs, _rows(sums, 6),
+                                 buckets)
 
 
 @functools.cache
