@@ -4,10 +4,16 @@
     python lf_real_table.py results/lf_real.jsonl results/lf_real_screen.jsonl
     python lf_real_table.py --seeds results/lf_real_3seeds.jsonl results/lf_real_history2010.jsonl
     python lf_real_table.py --hf results/hf_synth.jsonl
+    python lf_real_table.py --vs "gru_logdiff (lf_real_3seeds)" results/lf_real_3seeds.jsonl \
+        results/lf_real_suspects.jsonl
 
 Default: one row per result line. ``--seeds``: one row per GRU experiment (its seeds' RankICs,
 their mean and spread, the ensemble's RankIC/IC_IR/t/years, its correlation with the 20-day low
 volatility and the RankIC of the equal blend of both). ``--hf``: the HF learners per tag.
+``--vs BASE``: one row per experiment of the suspects table (docs/models.md): its per-seed
+RankICs beside those of experiment ``BASE`` ("name (file)", as the rows are labelled) on the same
+seeds, and the mean same-seed difference ``mean_s (IC_exp,s - IC_BASE,s)`` (percentage points)
+with the number of seeds behind it.
 """
 
 from __future__ import annotations
@@ -77,6 +83,33 @@ def seeds_table(paths: list[str]) -> None:
               f"{r.get('seconds', float('nan')) / 60:.0f} |")
 
 
+def vs_table(base: str, paths: list[str]) -> None:
+    """Per experiment: its seeds' RankICs vs ``base``'s on the same seeds, mean difference."""
+    per: dict[str, dict[int, float]] = defaultdict(dict)
+    epochs: dict[str, dict[int, list[int]]] = defaultdict(dict)
+    for f, r in _load(paths):
+        exp = f"{r.get('exp', r['name'])} ({f.removesuffix('.jsonl')})"
+        if "seed" in r and not r["name"].endswith("/ensemble"):
+            per[exp][r["seed"]] = r["rank_ic"]
+        for w in r.get("windows", []) if r["name"].endswith("/ensemble") else []:
+            epochs[exp][w["seed"]] = w["best_epoch"]
+    if base not in per:
+        raise SystemExit(f"--vs {base!r}: no such experiment; have {sorted(per)}")
+    ref = per[base]
+    print(f"| experiment | seeds | RankIC per seed | {base} same seeds | mean difference "
+          "(points) | best epochs |")
+    print("|---|---|---|---|---|---|")
+    for exp, ics in per.items():
+        seeds = sorted(ics)
+        both = [s for s in seeds if s in ref]
+        diff = (f"{sum(ics[s] - ref[s] for s in both) / len(both) * 100:+.2f} ({len(both)})"
+                if both and exp != base else "")
+        ep = ", ".join(str(epochs[exp].get(s, "?")) for s in seeds)
+        print(f"| {exp} | {', '.join(map(str, seeds))} | "
+              + " / ".join(f"{ics[s]:+.2%}" for s in seeds) + " | "
+              + " / ".join(f"{ref[s]:+.2%}" for s in both) + f" | {diff} | {ep} |")
+
+
 def hf_table(paths: list[str]) -> None:
     """HF learners per tag: per-seed RankICs and the ensemble, vs the composites."""
     by: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"seeds": []})
@@ -99,8 +132,10 @@ def hf_table(paths: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``[--seeds | --hf] FILE...``."""
-    if argv and argv[0] == "--seeds":
+    """``[--seeds | --hf | --vs BASE] FILE...``."""
+    if argv and argv[0] == "--vs":
+        vs_table(argv[1], argv[2:])
+    elif argv and argv[0] == "--seeds":
         seeds_table(argv[1:])
     elif argv and argv[0] == "--hf":
         hf_table(argv[1:])
