@@ -96,10 +96,12 @@ def test_rerun_resumes_and_single_model_keeps_other_columns(trained, monkeypatch
     _, _, before = read_scores(st)
     from fbgpu.models import runner
 
-    def boom(*a, **k):
-        raise AssertionError("a finished window was retrained")
+    def boom(jobs, *a, **k):
+        if jobs:
+            raise AssertionError(f"a finished window was retrained: {jobs[0].describe()}")
+        return {}
 
-    monkeypatch.setattr(runner, "fit_model", boom)
+    monkeypatch.setattr(runner, "fit_all", boom)
     again = run_train(st, "hf", CFG, backend="cpu", progress=False, report=False)
     assert all(w.resumed for w in again.windows["hf"])
     _, _, after = read_scores(st)

@@ -20,8 +20,10 @@ from fbgpu.models.datasets import DeviceSamples, ModelInputs, make_labels
 from fbgpu.models.device import TransferGuard, to_torch
 from fbgpu.models.runner import train_rolling
 
+# fit_workers=1: the guard audits the fits' own crossings, so they must run in this process
+# (forked CPU workers would make the same crossings where no guard of this process sees them).
 CFG = TrainConfig(seeds=(0,), max_epochs=2, patience=2, min_train_dates=10, hidden_size=8,
-                  retrain_months=(1, 4, 7, 10), batch_size=300)
+                  retrain_months=(1, 4, 7, 10), batch_size=300, fit_workers=1)
 
 
 def _market(xp=np, D: int = 200, S: int = 30, F: int = 4) -> ModelInputs:

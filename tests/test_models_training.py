@@ -110,20 +110,13 @@ def test_future_data_changes_neither_the_model_nor_earlier_predictions(raw) -> N
     kind = "fullband-mtl"  # reads the HF panel and the daily bars
 
     def run(inp: ModelInputs) -> tuple[list, torch.Tensor]:
-        captured = []
-        orig = runner.fit_model
-
-        def spy(*a, **k):
-            nets, res = orig(*a, **k)
-            captured.append(res.states)
-            return nets, res
-
-        runner.fit_model = spy
-        try:
-            res = train_rolling(kind, inp, cfg, CPU, progress=False, windows=[w])
-        finally:
-            runner.fit_model = orig
-        return captured[0], res.scores
+        # train_rolling's three steps, to see the fitted weights
+        data = DeviceSamples(inp, cfg, CPU, runner.sources_for(kind))
+        plan = runner.plan_rolling(kind, inp, cfg, data, windows=[w])
+        fitted, _ = runner.fit_plans([plan], data, cfg, progress=False)
+        res = runner.finish_rolling(plan, fitted, inp, data)
+        (fit,) = fitted.values()
+        return fit.states, res.scores
 
     states0, scores0 = run(base)
     states1, scores1 = run(inputs_from(_perturbed(raw, cut)))
@@ -157,13 +150,13 @@ def test_resume_loads_finished_windows_and_retrains_changed_ones(raw, tmp_path,
     inp = inputs_from(raw)
     cfg = CFG.model_copy(update={"max_epochs": 2, "seeds": (0, 1)})
     calls: list[str] = []
-    orig = runner.fit_model
+    orig = runner.fit_all
 
-    def counting(kind, data, fit_days, *a, **k):
-        calls.append(inp.dates[max(fit_days)].isoformat())
-        return orig(kind, data, fit_days, *a, **k)
+    def counting(jobs, *a, **k):  # the fits handed to the executor (any executor)
+        calls.extend(inp.dates[max(j.fit_days)].isoformat() for j in jobs)
+        return orig(jobs, *a, **k)
 
-    monkeypatch.setattr(runner, "fit_model", counting)
+    monkeypatch.setattr(runner, "fit_all", counting)
     first = train_rolling("lf-daily", inp, cfg, CPU, checkpoint_root=tmp_path, progress=False)
     n_windows = len(first.windows)
     assert len(calls) == 2 * n_windows

@@ -47,9 +47,11 @@ from fbgpu.models.runner import (
     Fingerprint,
     RollingResult,
     WindowReport,
+    finish_rolling,
+    fit_plans,
     model_config_hash,
+    plan_rolling,
     sources_for,
-    train_rolling,
 )
 from fbgpu.models.scores import ScorePanel, fuse_scores
 from fbgpu.panel.market import Market, PoolConfig, load_market, rebalance_indices
@@ -347,6 +349,10 @@ def run_train(
     cfg = config if isinstance(config, TrainConfig) else load_train_config(dict(config or {}))
     kinds = _resolve_kinds(model)
     be = backend if isinstance(backend, Backend) else get_backend(backend)
+    if be.name != "cpu" and cfg.fit_workers != 1:
+        # One device, one process: the GPU backend (and the CPU stand-in device that rehearses
+        # it, whose torch device is the CPU) fits in this process, never in forked workers.
+        cfg = cfg.model_copy(update={"fit_workers": 1})
     device = torch_device(be)
     inputs = load_model_inputs(st, cfg, be, kinds, panel_config=panel_config,
                                pool_config=pool_config, factors=factors)
@@ -358,11 +364,13 @@ def run_train(
     tensors: dict[str, Any] = {}
     provenance: dict[str, dict[str, Any]] = {}
     pred_dates: list[dt.date] | None = None
-    for kind in kinds:
-        res: RollingResult = train_rolling(
-            kind, inputs, cfg, device, data=data, checkpoint_root=st.root / CHECKPOINT_DIR,
-            fingerprint=store_fingerprint(st, inputs, kind), progress=progress,
-        )
+    # Plan every kind first, so that all their fits go through one executor (forked CPU
+    # workers share out the longest fits first across kinds; docs/models.md, "Fit workers").
+    plans = [plan_rolling(kind, inputs, cfg, data, checkpoint_root=st.root / CHECKPOINT_DIR,
+                          fingerprint=store_fingerprint(st, inputs, kind)) for kind in kinds]
+    fitted, fit_seconds = fit_plans(plans, data, cfg, progress=progress)
+    for kind, plan in zip(kinds, plans, strict=True):
+        res: RollingResult = finish_rolling(plan, fitted, inputs, data, fit_seconds)
         if pred_dates is not None and res.dates != pred_dates:
             raise RuntimeError("models predicted different dates; this is a bug")
         pred_dates = res.dates

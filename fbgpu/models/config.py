@@ -82,6 +82,12 @@ class TrainConfig(BaseModel):
       other processes multithreaded OpenMP GRUs slow down by orders of magnitude (measured on
       the 2-core development machine: 2.7 s vs 3 ms for one forward/backward of a 100-sample
       batch). ``benchmarks/bench_models.py`` measures both.
+    * ``fit_workers`` [0]: processes that run a training run's fits (one per model kind, window
+      and seed) on the CPU: 1 = one after another in this process; ``W > 1`` = ``W`` forked
+      workers; 0 = auto, one worker per ``cpu_threads`` of the usable CPUs
+      (:mod:`fbgpu.models.executor`). The fits are independent and seeded, so the scores are the
+      same bits for any value; a GPU run always fits in the calling process. Not part of a model's
+      hash.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -113,6 +119,7 @@ class TrainConfig(BaseModel):
     lf_cache_bytes: int = Field(2 << 30, ge=0)
     deterministic: bool = True
     cpu_threads: int = Field(1, ge=0)
+    fit_workers: int = Field(0, ge=0)
 
     @field_validator("hf_factors")
     @classmethod
