@@ -253,12 +253,36 @@ def _sorted_ticks_file(path: Path, rng: np.random.Generator, n_sym: int, row_gro
     return table
 
 
+RUN_COLUMNS = ("ts", "price", "volume", "side")
+
+
+def _assert_runs_match(path: Path, table: pa.Table, sel: list[str] | None) -> dict:
+    """``read_runs(path, ..., sel)`` equals a whole read of ``table`` filtered to ``sel``: the
+    stocks present (sorted), int64 CSR offsets from 0, and each column's values (NaN kept),
+    dtype and contiguity. Returns the columns read."""
+    from fbgpu.data.tickread import read_runs
+
+    syms, offsets, cols = read_runs(path, list(RUN_COLUMNS), sel)
+    keep = np.ones(table.num_rows, dtype=bool) if sel is None else np.isin(
+        np.array(table.column("symbol").to_pylist(), dtype=object), sel)
+    ref = table.filter(pa.array(keep))
+    ref_sym = np.array(ref.column("symbol").to_pylist(), dtype=object)
+    want = sorted(set(ref_sym))
+    assert list(syms) == want
+    assert offsets.dtype == np.int64 and offsets[0] == 0
+    np.testing.assert_array_equal(np.diff(offsets), [int((ref_sym == s).sum()) for s in want])
+    for c in RUN_COLUMNS:
+        r = ref.column(c).to_numpy()
+        assert cols[c].dtype == r.dtype and cols[c].flags.c_contiguous
+        np.testing.assert_array_equal(cols[c], r)
+    return cols
+
+
 @pytest.mark.parametrize("dictionary", [True, False])
 def test_read_runs_matches_arrow_for_every_selection(tmp_path: Path, dictionary: bool) -> None:
     """read_runs (row group by row group into preallocated arrays) returns exactly what a whole
     pyarrow read + filter returns: same stocks, CSR offsets, values (NaN kept), dtypes, for
     the whole file and for random stock selections (absent names ignored)."""
-    from fbgpu.data.tickread import read_runs
 
     rng = np.random.default_rng(7)
     for k in range(6):
@@ -269,20 +293,7 @@ def test_read_runs_matches_arrow_for_every_selection(tmp_path: Path, dictionary:
         selections = [None, list(all_syms[::3]), list(all_syms[-1:]), ["000000.XX"],
                       [*rng.permutation(all_syms)[: max(1, len(all_syms) // 2)], "9.X"]]
         for sel in selections:
-            syms, offsets, cols = read_runs(path, ["ts", "price", "volume", "side"], sel)
-            keep = np.ones(table.num_rows, dtype=bool) if sel is None else np.isin(
-                np.array(table.column("symbol").to_pylist(), dtype=object), sel)
-            ref = table.filter(pa.array(keep))
-            ref_sym = np.array(ref.column("symbol").to_pylist(), dtype=object)
-            want = sorted(set(ref_sym))
-            assert list(syms) == want
-            assert offsets.dtype == np.int64 and offsets[0] == 0
-            np.testing.assert_array_equal(np.diff(offsets),
-                                          [int((ref_sym == s).sum()) for s in want])
-            for c in ("ts", "price", "volume", "side"):
-                r = ref.column(c).to_numpy()
-                assert cols[c].dtype == r.dtype and cols[c].flags.c_contiguous
-                np.testing.assert_array_equal(cols[c], r)
+            _assert_runs_match(path, table, sel)
 
 
 def test_stock_selection_decodes_only_overlapping_row_groups(tmp_path: Path,
@@ -391,7 +402,6 @@ def test_read_runs_ipc_matches_arrow_for_every_selection(tmp_path: Path,
     file and any run of consecutive stocks are read-only views of the mapped file (no copy)."""
     import pyarrow.compute as pc
 
-    from fbgpu.data.tickread import read_runs
 
     rng = np.random.default_rng(11)
     for k in range(6):
@@ -409,21 +419,9 @@ def test_read_runs_ipc_matches_arrow_for_every_selection(tmp_path: Path,
         selections = [None, contiguous, list(all_syms[::3]), ["000000.XX"],
                       [*rng.permutation(all_syms)[: max(1, len(all_syms) // 2)], "9.X"]]
         for sel in selections:
-            syms, offsets, cols = read_runs(path, ["ts", "price", "volume", "side"], sel)
-            keep = np.ones(table.num_rows, dtype=bool) if sel is None else np.isin(
-                np.array(table.column("symbol").to_pylist(), dtype=object), sel)
-            ref = table.filter(pa.array(keep))
-            ref_sym = np.array(ref.column("symbol").to_pylist(), dtype=object)
-            want = sorted(set(ref_sym))
-            assert list(syms) == want
-            np.testing.assert_array_equal(np.diff(offsets),
-                                          [int((ref_sym == s).sum()) for s in want])
-            for c in ("ts", "price", "volume", "side"):
-                r = ref.column(c).to_numpy()
-                assert cols[c].dtype == r.dtype and cols[c].flags.c_contiguous
-                np.testing.assert_array_equal(cols[c], r)
-                if batch_rows is None and (sel is None or sel is contiguous) and len(r):
-                    # a view of the mapped file: not owned, not writable
+            cols = _assert_runs_match(path, table, sel)
+            if batch_rows is None and (sel is None or sel is contiguous) and len(cols["ts"]):
+                for c in RUN_COLUMNS:  # a view of the mapped file: not owned, not writable
                     assert not cols[c].flags.owndata and not cols[c].flags.writeable
 
 
