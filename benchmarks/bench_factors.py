@@ -394,6 +394,8 @@ def timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
 
 
 def ensure_market(store: Store, stocks: int) -> dt.date:
+    """The store's first trading date, generating the ``full-day`` preset (with ``stocks``
+    stocks) first if the store has no trades."""
     from fbgpu.data.synth import PRESETS, generate_market
 
     if not store.dates("trades"):

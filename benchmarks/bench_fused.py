@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_factors import ensure_market  # the full-day market, made once per store
 
 from fbgpu.data.store import Store
 from fbgpu.engine.segments import FUSED_ENV
@@ -59,19 +60,6 @@ compute_loaded_day(day)
 t2 = time.perf_counter()
 print(f"{t1 - t0:.4f} {t2 - t1:.4f}")
 """
-
-
-def ensure_market(store: Store, stocks: int) -> dt.date:
-    """The store's first trading date, generating the ``full-day`` preset first if it is empty."""
-    from fbgpu.data.synth import PRESETS, generate_market
-
-    if not store.dates("trades"):
-        cfg = PRESETS["full-day"]
-        if stocks != cfg.n_stocks:
-            cfg = cfg.model_copy(update={"n_stocks": stocks,
-                                         "chunk_stocks": min(cfg.chunk_stocks, stocks)})
-        generate_market(store, cfg, seed=0, progress=False)
-    return store.dates("trades")[0]
 
 
 def _timed(fn: Any) -> tuple[float, float]:
