@@ -113,3 +113,96 @@ def test_bench_startup_accounts_for_the_whole_process(market: Store, tmp_path: P
         assert r["write"] is not None and r["write"]["wall_s"] > 0
     assert market.has("factors", dt.date(2024, 3, 4))
     assert on_disk["importtime_self_s_by_package"]["fbgpu"] > 0
+
+
+def test_symbol_column_is_what_dictionary_encode_gives() -> None:
+    """The factors writer's symbol column: the stores' dictionary type with the same indices
+    and dictionary as ``pc.dictionary_encode`` of the distinct symbols; a repeat is refused."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from fbgpu.data.schemas import SYMBOL
+    from fbgpu.data.store import string_column, symbol_column
+
+    syms = ["000001.SZ", "000002.SZ", "300750.SZ", "600000.SH"]
+    got = symbol_column(syms)
+    want = pc.dictionary_encode(pa.array(syms)).cast(SYMBOL)
+    assert got.type == SYMBOL and got.equals(want)
+    assert symbol_column([]).equals(pc.dictionary_encode(string_column([])).cast(SYMBOL))
+    with pytest.raises(ValueError, match="distinct"):
+        symbol_column(["a", "b", "a"])
+
+
+def test_a_factor_run_leaves_scipy_linalg_pyarrow_compute_and_rich_progress_out(
+        tiny_store: Store, tmp_path: Path) -> None:
+    """A whole CPU factor run (CLI, read, compute, the partition written) imports none of
+    scipy.linalg (numba's BLAS probe), pyarrow.compute (the writer casts nothing) and
+    rich.progress (no terminal), and writes the same values as the library call."""
+    import shutil
+
+    import numpy as np
+
+    from fbgpu.factors import compute_factors
+
+    root = tmp_path / "s"
+    for t in ("trades", "orders", "minute"):
+        shutil.copytree(tiny_store.root / t, root / t)
+    day = tiny_store.dates("trades")[0]
+    d = day.isoformat()
+    code = ("import sys\nfrom fbgpu.cli import main\n"
+            f"rc = main(['factors', '--store', {str(root)!r}, '--start', {d!r}, '--end', {d!r},"
+            " '--backend', 'cpu'])\n"
+            "print('LEFT OUT', [m for m in ('scipy.linalg', 'pyarrow.compute', 'rich.progress',"
+            " 'pandas') if m in sys.modules], 'RC', rc)\n")
+    assert "LEFT OUT [] RC 0" in _run(code, FBGPU_PRELOAD="0")
+    stored = Store(root).read("factors", day)
+    cube = compute_factors(tiny_store, [d], backend="cpu")
+    names = [c for c in stored.column_names if c not in ("date", "symbol")]
+    assert names == cube.names
+    assert stored.column("symbol").to_pylist() == list(cube.symbols)
+    for j, n in enumerate(names):
+        np.testing.assert_array_equal(stored.column(n).to_numpy(), cube.values[0, :, j])
+
+
+def test_factors_partition_bytes_do_not_depend_on_the_skipped_sort(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """Store.write skips the sort (and pyarrow.compute) when the rows are already in symbol
+    order, and checks the date from the buffers: the partition's bytes are those of the sorted
+    path, and rows given out of order are still sorted into the same bytes."""
+    import numpy as np
+    import pyarrow as pa
+
+    from fbgpu.data import store as store_mod
+    from fbgpu.data.store import StoreError, date_column, float64_column, symbol_column
+
+    d = dt.date(2024, 3, 4)
+    syms = ["000001.SZ", "000002.SZ", "300750.SZ", "600000.SH", "688981.SH"]
+    vals = np.random.default_rng(1).random((len(syms), 2))
+    vals[2, 1] = np.nan
+
+    def table(order: list[int]) -> pa.Table:
+        s = [syms[i] for i in order]
+        return pa.Table.from_arrays([date_column(d, len(s)), symbol_column(s),
+                                     float64_column(vals[order, 0]),
+                                     float64_column(vals[order, 1])],
+                                    names=["date", "symbol", "a", "b"])
+
+    def written(name: str, t: pa.Table) -> bytes:
+        st = Store(tmp_path / name)
+        st.write("factors", d, t)
+        return st.partition_path("factors", d).read_bytes()
+
+    fast = written("fast", table([0, 1, 2, 3, 4]))
+    shuffled = Store(tmp_path / "shuffled")
+    shuffled.write("factors", d, table([3, 0, 4, 2, 1]))
+    monkeypatch.setattr(store_mod, "_sorted_by_symbol", lambda *a: False)
+    sorted_path = written("sorted", table([0, 1, 2, 3, 4]))
+    assert fast == sorted_path
+    back = shuffled.read("factors", d)  # sorted on write (its dictionary keeps its order)
+    assert back.column("symbol").to_pylist() == syms
+    np.testing.assert_array_equal(back.column("b").to_numpy(), vals[:, 1])
+    other = pa.Table.from_arrays([date_column(dt.date(2024, 3, 5), 5), symbol_column(syms),
+                                  float64_column(vals[:, 0]), float64_column(vals[:, 1])],
+                                 names=["date", "symbol", "a", "b"])
+    with pytest.raises(StoreError, match="rows carry dates"):
+        Store(tmp_path / "bad").write("factors", d, other)

@@ -35,7 +35,7 @@ from fbgpu.data.store import (
     config_hash,
     date_column,
     float64_column,
-    string_column,
+    symbol_column,
 )
 from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.backend import Backend, get_backend
@@ -775,7 +775,8 @@ def _partition_writer(store: Store, d: dt.date, symbols: list[str], names: list[
 
     def write(host: list[np.ndarray]) -> None:
         values = host[0]  # arrays built from buffers: pa.array would import pandas
-        cols = [date_column(d, len(symbols)), string_column(symbols),
+        cols = [date_column(d, len(symbols)), symbol_column(symbols),  # the schema's types:
+                # conform() casts nothing, so pyarrow.compute is not imported
                 *(float64_column(values[:, j]) for j in range(len(names)))]
         table = pa.Table.from_arrays(cols, names=["date", "symbol", *names])
         store.write(FACTORS_TABLE, d, table, config_hash_=chash, inputs=inputs, extra=extra)
