@@ -89,6 +89,12 @@ def test_in_memory_scores_are_the_stored_scores(trained) -> None:
     row = panel.row_on(FUSED_COLUMN, dates[-1], syms)
     np.testing.assert_allclose(row, cols[FUSED_COLUMN][-1], equal_nan=True)
     assert np.isnan(panel.row_on(FUSED_COLUMN, dt.date(1990, 1, 1), syms)).all()
+    # the same list object reordered in place (same id, same length) is aligned afresh
+    order = list(syms)
+    panel.row_on(FUSED_COLUMN, dates[-1], order)
+    order.reverse()
+    np.testing.assert_allclose(panel.row_on(FUSED_COLUMN, dates[-1], order),
+                               cols[FUSED_COLUMN][-1][::-1], equal_nan=True)
 
 
 def test_rerun_resumes_and_single_model_keeps_other_columns(trained, monkeypatch) -> None:

@@ -49,7 +49,7 @@ class ScorePanel:
     symbols: np.ndarray
     columns: dict[str, Any]
     backend: Backend
-    _positions: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+    _positions: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._date_index = {d: i for i, d in enumerate(self.dates)}
@@ -88,7 +88,9 @@ class ScorePanel:
         i = self._date_index.get(date)
         if i is None:
             return out
-        key = (id(symbols), len(symbols))
+        # Keyed by the symbols' content (an id could be reused by a later, different list):
+        # hashing a few thousand strings per decision date is cheap next to the solve.
+        key = tuple(str(s) for s in symbols)
         pos = self._positions.get(key)
         if pos is None:
             where = index if index is not None else {s: k for k, s in enumerate(symbols)}
