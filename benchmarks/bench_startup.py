@@ -43,6 +43,9 @@ the remaining time inside the dispatchers' first and later calls. Off the main t
 ``import fbgpu.engine.cpu_kernels`` (start/end on the main thread's clock, and whether the main
 thread waited for it).
 
+Every child runs with Python's bytecode cache on (``bench_process.child_env``), as an
+installed package would, even where ``PYTHONDONTWRITEBYTECODE`` is set (this VM sets it).
+
 Each phase has wall seconds (``time.perf_counter``), CPU seconds of the whole process
 (``time.process_time``: every thread, so a background thread's work lands in the phase during
 which it ran), user/system split and minor page faults (``getrusage``); the parent adds the
@@ -68,6 +71,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("bench_startup")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """:func:`bench_process.child_env`: the children's environment, bytecode cache on."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    from bench_process import child_env as env_of
+
+    return env_of(extra)
 
 #: The order of the main thread's phases in the report.
 PHASES = ("interpreter", "hooks", "imports", "command", "plan", "load_day", "compute", "finish",
@@ -250,8 +262,7 @@ def _child_run(store: Path, date: dt.date, env: dict[str, str] | None = None
                "--no-progress"]
         with tempfile.TemporaryFile("w+") as fo:
             t0 = time.perf_counter()
-            p = subprocess.Popen(cmd, stdout=fo, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "NO_COLOR": "1", **(env or {})})
+            p = subprocess.Popen(cmd, stdout=fo, stderr=subprocess.STDOUT, env=child_env(env))
             _, status, usage = os.wait4(p.pid, 0)
             t1 = time.perf_counter()
             code = os.waitstatus_to_exitcode(status)
@@ -317,7 +328,7 @@ def interpreter_start() -> dict[str, float]:
     import subprocess
 
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p = subprocess.Popen([sys.executable, "-c", "pass"], env=child_env())
     _, _, usage = os.wait4(p.pid, 0)
     return {"wall_s": time.perf_counter() - t0, "cpu_s": usage.ru_utime + usage.ru_stime}
 
@@ -336,7 +347,7 @@ def importtime_by_package(store: Path, date: dt.date) -> dict[str, float]:
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "fbgpu", "factors", "--store",
                         str(store), "--start", d, "--end", d, "--backend", "cpu",
                         "--no-progress"], capture_output=True, text=True,
-                       env={**os.environ, "FBGPU_PRELOAD": "0", "NO_COLOR": "1"})
+                       env=child_env({"FBGPU_PRELOAD": "0"}))
     by: dict[str, float] = {}
     for line in p.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
@@ -413,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "measured_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "python_c_pass": {"wall_s_min": min(x["wall_s"] for x in interp),
                              "cpu_s_min": min(x["cpu_s"] for x in interp)},
-           "variants": variants,
+           "variants": variants, "bytecode_cache": child_env()["PYTHONPYCACHEPREFIX"],
            "summary": {v: _summary(rr) for v, rr in runs.items()}, "runs": runs,
            "importtime_self_s_by_package": importtime_by_package(args.store, date)}
     if args.out is not None:

@@ -206,3 +206,17 @@ def test_factors_partition_bytes_do_not_depend_on_the_skipped_sort(tmp_path: Pat
                                  names=["date", "symbol", "a", "b"])
     with pytest.raises(StoreError, match="rows carry dates"):
         Store(tmp_path / "bad").write("factors", d, other)
+
+
+def test_timed_children_run_with_a_bytecode_cache(monkeypatch) -> None:
+    """The benchmarks' children import cached bytecode, as an installed package does, even
+    where PYTHONDONTWRITEBYTECODE is set; extra variables are added."""
+    from bench_process import PYCACHE, child_env
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = child_env({"FBGPU_PRELOAD": "0"})
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["PYTHONPYCACHEPREFIX"] == str(PYCACHE) and env["FBGPU_PRELOAD"] == "0"
+    out = subprocess.run([sys.executable, "-c", "import sys; print(sys.dont_write_bytecode, "
+                          "sys.pycache_prefix)"], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", str(PYCACHE)]
