@@ -14,6 +14,10 @@ Each repeat runs, as fresh subprocesses (after one untimed warm-up: page cache, 
   --no-progress`` does (``runpy`` of the ``fbgpu`` package: same imports, same threads, same
   ``os._exit``); the day's ``factors`` partition is deleted, untimed, before each run.
 
+A variant with ``FBGPU_BENCH_SRC=DIR`` runs the ``fbgpu`` package in ``DIR`` (e.g. ``git archive
+COMMIT fbgpu kernels | tar -x -C DIR``) instead of the installed one: before/after of a change
+set in the same interleaved rounds (its numba cache is compiled by the warm-up).
+
 The hooks change no code path; they only read clocks at phase boundaries (main thread):
 
 =================  ===========================================================================
@@ -110,6 +114,11 @@ def _child(argv: list[str]) -> None:  # pragma: no cover - runs in a subprocess
     import threading
 
     start = _clock()
+    src = os.environ.get("FBGPU_BENCH_SRC")
+    if src:  # another commit's package (a git archive): ahead of the editable install
+        sys.meta_path[:] = [f for f in sys.meta_path
+                            if not str(getattr(f, "__module__", "")).startswith("__editable__")]
+        sys.path.insert(0, src)
     out_path = argv[0]
     marks: dict[str, dict[str, float]] = {"start": start}
     kernels: list[dict[str, Any]] = []
