@@ -62,7 +62,7 @@ a, b = rng.random((37, 23)), rng.random((23, 11))
 assert np.array_equal(dot(a, b), a @ b)
 import scipy.linalg
 import scipy.linalg.cython_blas as cb
-assert cb is pre and scipy.linalg.blas.dgemm is not None
+assert cb is pre and scipy.linalg.cython_blas is pre and scipy.linalg.blas.dgemm is not None
 x = scipy.linalg.solve(np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([3.0, 5.0]))
 assert np.allclose(x, [0.8, 1.4])
 print("OK")

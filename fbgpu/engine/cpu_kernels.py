@@ -81,7 +81,34 @@ def satisfy_numba_blas_probe() -> bool:
     except Exception:  # numba's own import of the module then runs as usual
         log.debug("could not pre-load %s", BLAS_PROBE_MODULE, exc_info=True)
         return False
+    sys.meta_path.insert(0, _AttachToPackage())
     return True
+
+
+class _AttachToPackage:
+    """Meta path hook, once: when ``scipy.linalg`` is imported later, set its ``cython_blas``
+    attribute to the pre-loaded module after the package's code ran (the import system sets a
+    submodule's attribute only when it loads the submodule itself)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+        parent, _, child = BLAS_PROBE_MODULE.rpartition(".")
+        if name != parent:
+            return None
+        sys.meta_path.remove(self)
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)  # type: ignore[arg-type]
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_attach(module: object) -> None:
+            exec_module(module)
+            if BLAS_PROBE_MODULE in sys.modules and not hasattr(module, child):
+                setattr(module, child, sys.modules[BLAS_PROBE_MODULE])
+
+        spec.loader.exec_module = exec_and_attach  # type: ignore[method-assign]
+        return spec
 
 
 satisfy_numba_blas_probe()
