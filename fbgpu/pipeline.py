@@ -82,7 +82,7 @@ def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str,
     """Run stage ``name`` (``fn``), timed and recorded in the run record; with ``writer``, the
     stage ends when its write-behind jobs have run (their failure is the stage's)."""
     b = get_backend(backend)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     log.info("demo: stage %s ...", name)
     guard = (device_sync_guard(b, sync_guard) if sync_guard != "off" and name in DEVICE_STAGES
              else contextlib.nullcontext(None))
@@ -105,11 +105,19 @@ def _run_stage(store: Store, name: str, fn: Callable[[], Any], backend: str,
     seconds = time.perf_counter() - t0
     record_step(store, name, seconds, backend=b.name, device=b.device,
                 summary=stage_summary(result)[:300])
-    # CPU seconds of the whole process (all threads): on a shared machine the wall time depends
-    # on the load, the CPU time much less
-    log.info("demo: stage %s done in %.1f s (%.1f CPU-s)", name, seconds,
-             time.process_time() - c0)
+    # CPU seconds of the whole process (all threads) and of the worker processes it waited for
+    # (forked training workers): on a shared machine the wall time depends on the load, the CPU
+    # time much less
+    log.info("demo: stage %s done in %.1f s (%.1f CPU-s)", name, seconds, _cpu_seconds() - c0)
     return result
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its reaped children (``getrusage``)."""
+    import resource
+
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def synth_is_current(store: Store, preset: str, seed: int) -> bool:

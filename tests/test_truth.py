@@ -15,7 +15,7 @@ from fbgpu.evaluate.truth import (
     ATTAIN_BARS,
     ATTAIN_PANEL,
     ORACLE,
-    _features,
+    lagged_features,
     linear_ceiling,
     truth_table,
 )
@@ -34,14 +34,14 @@ def test_linear_ceiling_recovers_an_exact_target_and_not_noise() -> None:
     noise = rng.standard_normal((R, S, 4))
     fit_idx, eval_idx = np.arange(0, 30), np.arange(30, 40)
     # the target itself among noise (as features, z-scored over the pool): recovered exactly
-    feats = _features(np.concatenate([noise, target[:, :, None]], axis=2), np.arange(R), (0,),
+    feats = lagged_features(np.concatenate([noise, target[:, :, None]], axis=2), np.arange(R), (0,),
                       pool)
     sig = linear_ceiling(feats, target, pool, fit_idx, eval_idx)
     ok = pool[eval_idx]
     assert np.isnan(sig[~ok]).all()
     assert _corr_rows(np.where(ok, sig, 0), np.where(ok, feats[eval_idx, :, 4], 0)) > 0.999999
     # noise alone, judged out of sample: no information
-    sig_n = linear_ceiling(_features(noise, np.arange(R), (0,), pool), target, pool, fit_idx,
+    sig_n = linear_ceiling(lagged_features(noise, np.arange(R), (0,), pool), target, pool, fit_idx,
                            eval_idx)
     ic = np.asarray(rank_ic(sig_n, target[eval_idx], pool[eval_idx]))
     assert abs(float(np.nanmean(ic))) < 0.1
@@ -53,14 +53,14 @@ def test_features_are_lagged_zscores_without_look_ahead() -> None:
     x = rng.standard_normal((D, S)) * 5 + 2
     pool = np.ones((3, S), dtype=bool)
     rows = np.array([3, 10, 25])
-    f = _features(x, rows, (0, 2, 5), pool)
+    f = lagged_features(x, rows, (0, 2, 5), pool)
     assert f.shape == (3, S, 3)
     z = (x[8] - x[8].mean()) / x[8].std()
     np.testing.assert_allclose(f[1, :, 1], z, atol=1e-12)  # row 10, lag 2 = day 8
     assert (f[0, :, 2] == 0).all()  # row 3, lag 5: before day 0 -> missing -> 0
     y = x.copy()
     y[11:] = rng.standard_normal((D - 11, S))  # change everything after day 10
-    np.testing.assert_array_equal(_features(y, rows[:2], (0, 2, 5), pool[:2]), f[:2])
+    np.testing.assert_array_equal(lagged_features(y, rows[:2], (0, 2, 5), pool[:2]), f[:2])
 
 
 def test_truth_table_reports_the_bars_ceiling_on_the_tiny_market(tiny_store: Store) -> None:

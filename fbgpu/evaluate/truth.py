@@ -108,8 +108,8 @@ def planted_signals(store: Store, market: Any, rows: np.ndarray) -> dict[str, np
     return {ORACLE: a * z + b * pi, ORACLE_Z: a * z, ORACLE_PI: b * pi}
 
 
-def _features(x: np.ndarray, rows: np.ndarray, lags: tuple[int, ...],
-              pool: np.ndarray) -> np.ndarray:
+def lagged_features(x: np.ndarray, rows: np.ndarray, lags: tuple[int, ...],
+                    pool: np.ndarray) -> np.ndarray:
     """``[len(rows), S, F * len(lags)]``: ``x[r - k, :, f]`` for each lag ``k``, z-scored per
     row over ``pool`` (``[len(rows), S]``), clipped at +-5, missing (or before day 0) = 0."""
     R, S = len(rows), x.shape[1]
@@ -124,6 +124,31 @@ def _features(x: np.ndarray, rows: np.ndarray, lags: tuple[int, ...],
         out[:, :, i * x3.shape[2]:(i + 1) * x3.shape[2]] = np.nan_to_num(
             np.clip(_host(zscore(v)), -5.0, 5.0))
     return out
+
+
+def past_returns(market: Any) -> np.ndarray:
+    """``[D, S]`` daily log returns of the adjusted close, ``log(C_t / C_{t-1})`` (NaN on day 0):
+    known at each day's close."""
+    logc = np.log(_host(market.close_adj))
+    ret = np.full(logc.shape, np.nan)
+    ret[1:] = logc[1:] - logc[:-1]
+    return ret
+
+
+def stored_cube(store: Store, market: Any, table: str, rows: np.ndarray,
+                lags: tuple[int, ...]) -> np.ndarray | None:
+    """``[D, S, F]``: the date-partitioned ``table`` (``panel`` or ``factors``) on the market's
+    calendar and symbols, read only on the days ``rows - lag`` needs (NaN elsewhere); None when
+    the store lacks one of them."""
+    have = set(store.dates(table))
+    need = sorted({market.dates[r - k] for r in rows for k in lags if r - k >= 0})
+    if not have or not all(d in have for d in need):
+        return None
+    syms = list(market.symbols)
+    p = store.read_panel(table, need, symbols=syms)
+    cube = np.full((len(market.dates), len(syms), len(p.fields)), np.nan)
+    cube[[market.date_index(d) for d in need]] = np.stack(list(p.fields.values()), axis=2)
+    return cube
 
 
 def linear_ceiling(features: np.ndarray, target: np.ndarray, fit_pool: np.ndarray,
@@ -162,22 +187,14 @@ def attainable_signals(store: Store, market: Any, rows: np.ndarray,
     fit_idx = np.searchsorted(fit_rows, grid)
     pool = _host(market.pool())[fit_rows].astype(bool)
     mu = mu_all(fit_rows)
-    logc = np.log(_host(market.close_adj))
-    ret = np.full(logc.shape, np.nan)
-    ret[1:] = logc[1:] - logc[:-1]
-    bars = _features(ret, fit_rows, tuple(range(RETURN_LAGS)), pool)
+    bars = lagged_features(past_returns(market), fit_rows, tuple(range(RETURN_LAGS)), pool)
     out = {ATTAIN_BARS: linear_ceiling(bars, mu, pool, fit_idx, eval_idx)}
-    syms = list(market.symbols)
     for table, name, lags in (("panel", ATTAIN_PANEL, PANEL_LAGS), ("factors", ATTAIN_RAW,
                                                                       RAW_LAGS)):
-        have = set(store.dates(table))
-        need = sorted({market.dates[r - k] for r in fit_rows for k in lags if r - k >= 0})
-        if not have or not all(d in have for d in need):
+        cube = stored_cube(store, market, table, fit_rows, lags)
+        if cube is None:
             continue
-        p = store.read_panel(table, need, symbols=syms)
-        cube = np.full((D, len(syms), len(p.fields)), np.nan)
-        cube[[market.date_index(d) for d in need]] = np.stack(list(p.fields.values()), axis=2)
-        f = _features(cube, fit_rows, lags, pool)
+        f = lagged_features(cube, fit_rows, lags, pool)
         if name == ATTAIN_RAW:
             f = np.concatenate([f, bars], axis=2)
         out[name] = linear_ceiling(f, mu, pool, fit_idx, eval_idx)
