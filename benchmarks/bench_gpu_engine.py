@@ -13,7 +13,11 @@ What is timed (wall clock, the device synchronised before the clock stops; media
   (all 27 factors, and per family), result left on the device;
 * ``with_io``: :func:`fbgpu.factors.compute_day` from the store, result copied to the host: what
   one day of ``fbgpu factors`` costs apart from the write;
-* the same for the CPU backend (numba, every core of the machine) on the same loaded day.
+* the same for the CPU backend (numba, every core of the machine) on the same loaded day;
+* ``gpu_fused``: the GPU compute (all 27 and per family) with the fused family passes on and
+  off (``FBGPU_FUSED``, :func:`with_fused`), their gain, whether both give the same bits, and
+  ``gpu_fused_profile_s``: each fused kernel pass alone (:func:`profile_fused`). The headline
+  ``gpu_compute`` is the default (fused) path.
 
 Parity: the GPU's values against the CPU's, per factor: the largest relative difference over
 stock-days finite on both, and whether NaN sits in the same places. Determinism: two GPU runs,
@@ -42,7 +46,7 @@ import numpy as np
 
 from fbgpu.data.store import DayTicks, Store
 from fbgpu.engine.backend import Backend, get_backend
-from fbgpu.engine.segments import segment_ops
+from fbgpu.engine.segments import FUSED_ENV, segment_ops
 from fbgpu.factors import (
     FACTORS,
     DayInputs,
@@ -209,6 +213,97 @@ def profile_steps(day: DayInputs, ops: Any, b: Backend) -> dict[str, float]:
     return steps
 
 
+@contextlib.contextmanager
+def with_fused(on: bool) -> Any:
+    """Run the block with the fused family passes on or off (``FBGPU_FUSED``, read at each
+    call by :func:`fbgpu.engine.segments.fused_enabled`), restoring the variable after."""
+    before = os.environ.get(FUSED_ENV)
+    os.environ[FUSED_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(FUSED_ENV, None)
+        else:
+            os.environ[FUSED_ENV] = before
+
+
+def fused_vs_primitive(dev: DayInputs, names: list[str], ops: Any, b: Backend, repeats: int,
+                       families: tuple[str, ...] = ("minute", "trade", "order")) -> dict[str, Any]:
+    """All factors and each family's alone, with the fused passes on and off; the gain
+    (off / on, median seconds) and whether the two paths give the same bits."""
+    out: dict[str, Any] = {}
+    values = {}
+    for label, on in (("on", True), ("off", False)):
+        with with_fused(on):
+            compute_loaded_day(dev, names, ops)  # warm this path's kernels and caches
+            out[label] = {
+                "compute": timed(lambda: compute_loaded_day(dev, names, ops), b, repeats),
+                "by_family": {fam: timed(lambda fam=fam: compute_loaded_day(
+                    dev, [n for n in names if FACTORS[n].family == fam], ops), b, repeats)
+                    for fam in families}}
+            values[label] = b.to_host(compute_loaded_day(dev, names, ops).values)
+    med = {k: out[k]["compute"]["median_s"] for k in ("on", "off")}
+    out["gain"] = med["off"] / med["on"]
+    out["gain_by_family"] = {fam: out["off"]["by_family"][fam]["median_s"]
+                             / out["on"]["by_family"][fam]["median_s"] for fam in families}
+    out["bitwise_equal"] = bool(values["on"].tobytes() == values["off"].tobytes())
+    out["parity_on_vs_off"] = {k: v for k, v in parity(values["on"], values["off"], names).items()
+                               if k != "per_factor"}
+    return out
+
+
+def profile_fused(day: DayInputs, ops: Any, b: Backend) -> dict[str, float]:
+    """Seconds of each fused family pass alone (the device synchronised around each), on a
+    fresh context per pass so that nothing is cached: ``minute`` (the returns and amplitude it
+    reads, then ``minute_family_stats``), ``order`` (``order_family_stats``), and the trade
+    family split into ``trade_order_stats`` (two group-bys + the order moments),
+    ``trade.big_threshold + log_price`` (array code) and ``trade_flag_bins``."""
+    from fbgpu.factors import fused
+    from fbgpu.factors.compute import MINUTE_FIELDS, ORDER_COLUMNS, TRADE_COLUMNS
+    from fbgpu.factors.config import FactorConfig
+    from fbgpu.factors.context import EARLY_WINDOW, MinuteContext, OrderContext, TradeContext
+
+    xp = ops.xp
+    cfg = FactorConfig()
+    steps: dict[str, float] = {}
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        sync(b)
+        t = time.perf_counter()
+        r = fn()
+        sync(b)
+        steps[name] = time.perf_counter() - t
+        return r
+
+    if day.minute is not None:
+        fields = {f: xp.asarray(day.minute.fields[f]) for f in MINUTE_FIELDS}
+        mctx = MinuteContext(ops, cfg, fields)
+        step("minute: ret + amplitude", lambda: (mctx.ret, mctx.amplitude))
+        step("minute: minute_family_stats", lambda: fused.prime_minutes(mctx))
+        step("minute: whole pass, fresh context",
+             lambda: fused.prime_minutes(MinuteContext(ops, cfg, fields)))
+    if day.trades is not None:
+        tr = day.trades
+        cols = {c: xp.asarray(tr.columns[c]) for c in TRADE_COLUMNS}
+        tctx = TradeContext(ops, cfg, xp.asarray(tr.offsets), cols,
+                            xp.full((tr.n_stocks, 240), xp.nan))
+        orders = step("trade: trade_order_stats", lambda: ops.trade_order_stats(
+            tctx.offsets, tctx.col("buy_order_id"), tctx.col("sell_order_id"), tctx.amount))
+        tctx.__dict__["order_moments"] = (orders.buy, orders.sell)
+        thr, always = step("trade: big_threshold + log_price",
+                           lambda: (*tctx.big_threshold, tctx.log_price))[:2]
+        step("trade: trade_flag_bins", lambda: ops.trade_flag_bins(
+            tctx.offsets, tctx.col("ts"), tctx.side, tctx.amount, tctx.log_price,
+            orders.buy_totals, orders.sell_totals, thr, always, EARLY_WINDOW))
+    if day.orders is not None:
+        od = day.orders
+        cols = {c: xp.asarray(od.columns[c]) for c in ORDER_COLUMNS}
+        step("order: order_family_stats",
+             lambda: fused.prime_orders(OrderContext(ops, cfg, xp.asarray(od.offsets), cols)))
+    return steps
+
+
 def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool) -> dict[str, Any]:
     names = factor_names()
     date = store.dates("trades")[0]
@@ -240,6 +335,10 @@ def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool)
         "available": False, "why": "emulated"}
     profile_steps(dev, gops, gpu)  # warm
     result["gpu_profile_s"] = profile_steps(dev, gops, gpu)
+    if gops.fused_passes:
+        result["gpu_fused"] = fused_vs_primitive(dev, names, gops, gpu, repeats)
+        profile_fused(dev, gops, gpu)  # warm
+        result["gpu_fused_profile_s"] = profile_fused(dev, gops, gpu)
     if gpu.xp is not np:
         pool = gpu.xp.get_default_memory_pool()
         result["device_pool_gb"] = {"used": pool.used_bytes() / 2**30,
@@ -272,6 +371,10 @@ def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool)
             fam: timed(lambda fam=fam: compute_loaded_day(
                 bdev, [n for n in names if FACTORS[n].family == fam], gops), gpu, repeats)
             for fam in ("trade", "order")}
+        if gops.fused_passes:
+            scale["gpu_fused"] = fused_vs_primitive(bdev, names, gops, gpu, repeats,
+                                                    ("trade", "order"))
+            scale["gpu_fused_profile_s"] = profile_fused(bdev, gops, gpu)
         gb = gpu.to_host(compute_loaded_day(bdev, names, gops).values)
         if gpu.xp is not np:
             pool = gpu.xp.get_default_memory_pool()
@@ -333,6 +436,14 @@ def main(argv: list[str] | None = None) -> int:
     gc = result["gpu_compute"]["median_s"]
     line = (f"gpu-engine: {result['market']['ticks']:,} ticks, gpu compute {gc * 1e3:.1f} ms, "
             f"with io {result['gpu_with_io']['median_s']:.3f} s")
+    if "gpu_fused" in result:
+        gf = result["gpu_fused"]
+        fams = " / ".join(f"{fam} {gf['on']['by_family'][fam]['median_s'] * 1e3:.1f} vs "
+                          f"{gf['off']['by_family'][fam]['median_s'] * 1e3:.1f}"
+                          for fam in gf["on"]["by_family"])
+        line += (f" (fused on; off: {gf['off']['compute']['median_s'] * 1e3:.1f} ms, "
+                 f"{gf['gain']:.2f}x; by family on vs off, ms: {fams}; same bits "
+                 f"{gf['bitwise_equal']})")
     if "cpu_compute" in result:
         line += (f", cpu compute {result['cpu_compute']['median_s']:.3f} s "
                  f"({result['speedup_compute']:.0f}x), parity max rel "

@@ -2,7 +2,7 @@
 # fbgpu on a lent GPU machine, offline: the whole test suite and the benchmark suite.
 # (docs/benchmarks.md, "On a lent GPU machine".)
 #
-#   bash benchmarks/device/gpu_session.sh env|test|bench [ARGS...]
+#   bash benchmarks/device/gpu_session.sh env|test|bench|engine|device [ARGS...]
 #
 # Run with $OUT naming the folder whose files come back (the device tool sets it). Every
 # subcommand first installs, or reuses when current, the wheels of .wheelhouse/ (`make
@@ -19,17 +19,24 @@
 #   env           versions, GPU, NVVM, backend, unmet requirements         -> $OUT/env.txt
 #   test [ARGS]   pytest, the whole suite, GPU tests included; ARGS go to pytest
 #                 -> $OUT/env.txt, test-summary.txt, junit.xml, test.log
-#                 Tests that need the device (skipped without one): test_engine_gpu_parity.py
-#                 and test_panel_gpu_parity.py (on cupy instead of the host emulation: CuPy vs
-#                 CPU, hypothesis, full-day), test_engine_guard.py (torch sync guard, the demo's
+#                 Tests that need the device (skipped without one): test_engine_gpu_parity.py,
+#                 test_fused_gpu.py and test_panel_gpu_parity.py (on cupy instead of the host
+#                 emulation: CuPy vs CPU, hypothesis, full-day; the fused family passes vs the
+#                 CPU's and vs the GPU primitives), test_engine_guard.py (torch sync guard, the demo's
 #                 device stages under it, cupy and torch sharing one memory pool, the pinned
 #                 persistence copy), test_models_device.py (DLPack hand-off, training on the
 #                 device), test_backend.py.
 #   bench [ARGS]  fbgpu bench --backend auto; ARGS go to fbgpu bench (e.g. --quick)
 #                 -> $OUT/env.txt, bench.json, bench.md, bench.log, bench-report.tar.gz
 #   engine [ARGS] benchmarks/bench_gpu_engine.py: the factor engine on the full-day preset and a
-#                 >= 150M-tick day, GPU vs CPU (every core), parity, determinism
+#                 >= 150M-tick day, GPU vs CPU (every core), parity, determinism, the fused
+#                 family passes on and off (FBGPU_FUSED) per family
 #                 -> $OUT/env.txt, gpu-engine.json, engine.log
+#   device [ARGS] the one prepared run of a short device session: env, then pytest on the GPU
+#                 test files only (GPU_TESTS below; at most DEVICE_TEST_BUDGET s), then engine
+#                 with ARGS, all within TIME_BUDGET; exit status 0 only when both passed
+#                 -> $OUT/env.txt, test-summary.txt, junit.xml, test.log, gpu-engine.json,
+#                    engine.log
 #
 # Knobs (environment, defaults in brackets):
 #   DEVICE_PYTHON [python3]  the image's interpreter
@@ -39,7 +46,16 @@
 #   TEST_WORKERS [8]  TEST_TIMEOUT [300, per test]  TEST_THREADS [2, numba/OpenMP per worker]
 #   BENCH_REPEATS [3]  BENCH_CONFIG [benchmarks/device/bench-device.toml]
 #   BENCH_STORE [/tmp/fbgpu-bench]  ENGINE_STORE [/tmp/fbgpu-engine]
+#   DEVICE_TEST_BUDGET [200]  seconds of the device subcommand's pytest run
 set -euo pipefail
+
+# The test files that exercise the device (cupy parity of the primitives and of the fused family
+# passes, the sync guard, the shared memory pool, DLPack, the backend) plus the compile and
+# stand-in checks they build on: what `device` runs, and `test` with no FILES runs them among
+# the whole suite.
+GPU_TESTS=(tests/test_engine_gpu_parity.py tests/test_fused_gpu.py tests/test_engine_compile.py
+    tests/test_engine_standin.py tests/test_engine_guard.py tests/test_panel_gpu_parity.py
+    tests/test_models_device.py tests/test_backend.py tests/test_factors_invariance.py)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -59,6 +75,7 @@ BENCH_REPEATS=${BENCH_REPEATS:-3}
 BENCH_CONFIG=${BENCH_CONFIG-benchmarks/device/bench-device.toml}
 BENCH_STORE=${BENCH_STORE:-/tmp/fbgpu-bench}
 ENGINE_STORE=${ENGINE_STORE:-/tmp/fbgpu-engine}
+DEVICE_TEST_BUDGET=${DEVICE_TEST_BUDGET:-200}
 
 # pip sees the wheelhouse and nothing else, whatever this machine's pip configuration says.
 for v in "${!PIP_@}"; do unset "$v"; done
@@ -260,21 +277,28 @@ cmd_env() {
     env_report
 }
 
-cmd_test() {
-    setup_site
-    env_report
-    local left rc=0 stopped=0
-    left=$(time_left)
-    log "pytest -n $TEST_WORKERS (at most ${left} s) $*"
+# pytest for at most $1 seconds on the remaining arguments; summary into $OUT.
+run_pytest() {
+    local limit=$1 rc=0 stopped=0
+    shift
+    log "pytest -n $TEST_WORKERS (at most ${limit} s) $*"
     rm -f "$OUT/junit.xml"
     NUMBA_NUM_THREADS=$TEST_THREADS OMP_NUM_THREADS=$TEST_THREADS \
-        timeout -s INT -k 20 "$left" "$PY" -m pytest -n "$TEST_WORKERS" \
+        timeout -s INT -k 20 "$limit" "$PY" -m pytest -n "$TEST_WORKERS" \
         --timeout "$TEST_TIMEOUT" -p no:cacheprovider --junitxml "$OUT/junit.xml" "$@" \
         2>&1 | tee "$OUT/test.log" || rc=$?
     ((rc != 124 && rc != 137)) || stopped=1
     test_summary "$rc" "$stopped" || true
     log "test done: exit status $rc; results in $OUT"
     return "$rc"
+}
+
+cmd_test() {
+    setup_site
+    env_report
+    local left
+    left=$(time_left)
+    run_pytest "$left" "$@"
 }
 
 cmd_bench() {
@@ -300,26 +324,46 @@ cmd_bench() {
     return "$rc"
 }
 
-cmd_engine() {
-    setup_site
-    env_report
-    local left rc=0
-    left=$(time_left)
-    log "benchmarks/bench_gpu_engine.py (at most ${left} s) $*"
-    timeout -s INT -k 20 "$left" "$PY" benchmarks/bench_gpu_engine.py --store "$ENGINE_STORE" \
+# benchmarks/bench_gpu_engine.py for at most $1 seconds with the remaining arguments.
+run_engine() {
+    local limit=$1 rc=0
+    shift
+    log "benchmarks/bench_gpu_engine.py (at most ${limit} s) $*"
+    timeout -s INT -k 20 "$limit" "$PY" benchmarks/bench_gpu_engine.py --store "$ENGINE_STORE" \
         --out "$OUT/gpu-engine.json" "$@" 2>&1 | tee "$OUT/engine.log" || rc=$?
     log "engine done: exit status $rc; results in $OUT"
     return "$rc"
 }
 
+cmd_engine() {
+    setup_site
+    env_report
+    local left
+    left=$(time_left)
+    run_engine "$left" "$@"
+}
+
+cmd_device() {
+    setup_site
+    env_report
+    local left limit trc=0 erc=0
+    left=$(time_left)
+    limit=$((DEVICE_TEST_BUDGET < left ? DEVICE_TEST_BUDGET : left))
+    run_pytest "$limit" "${GPU_TESTS[@]}" || trc=$?
+    left=$(time_left)
+    run_engine "$left" "$@" || erc=$?
+    log "device done: pytest exit status $trc, engine exit status $erc"
+    ((trc == 0 && erc == 0))
+}
+
 case ${1:-} in
-env | test | bench | engine)
+env | test | bench | engine | device)
     sub=$1
     shift
     "cmd_$sub" "$@"
     ;;
 *)
-    echo "usage: OUT=DIR $0 env|test|bench|engine [ARGS...]   (see the comment at the top)" >&2
+    echo "usage: OUT=DIR $0 env|test|bench|engine|device [ARGS...]   (see the comment at the top)" >&2
     exit 2
     ;;
 esac

@@ -21,7 +21,8 @@ group-by and top-k selections):
 Fused family passes (:meth:`SegmentOps.order_family_stats`, :meth:`~SegmentOps.trade_order_stats`,
 :meth:`~SegmentOps.trade_flag_bins`) compute everything a tick family's built-in factors need in
 one kernel per stock, with the bits of the primitives they replace; backends with
-``fused_passes`` (the CPU) implement them, the others fall back to the primitives, chosen by
+``fused_passes`` (the CPU's numba kernels, the GPU's CUDA C kernels) implement them, the others
+fall back to the primitives, chosen by
 :func:`fused_enabled` (docs/engine.md, "Fused family passes").
 
 The statistics that factors use (skewness, excess kurtosis, correlation, ratios) are computed
@@ -158,7 +159,7 @@ FUSED_ENV = "FBGPU_FUSED"
 def fused_enabled(ops: SegmentOps) -> bool:
     """Whether the factor contexts take the fused family passes on ``ops``: the one place that
     chooses between them and the primitive path. True when the backend implements them
-    (:attr:`SegmentOps.fused_passes`: the CPU backend; the GPU backend falls back) and
+    (:attr:`SegmentOps.fused_passes`: the CPU and GPU backends) and
     ``FBGPU_FUSED`` is not ``0`` (read at each call, so a process can compare both paths)."""
     return ops.fused_passes and os.environ.get(FUSED_ENV, "1").strip() != "0"
 
@@ -659,7 +660,7 @@ class GpuSegmentOps(SegmentOps):
     """The CUDA C kernels of ``kernels/`` (:mod:`.cuda_c`) launched on ``xp`` arrays.
 
     ``xp`` is cupy on a real device (the NVRTC-built kernels run on the current stream, and no
-    primitive synchronises with the host except :meth:`group_sum`'s one scalar read, below) and
+    primitive synchronises with the host) and
     numpy on a CPU, where the same kernels run under the host emulation: that is how CI, which
     has no GPU, checks the GPU kernels against the CPU ones.
 

@@ -3,9 +3,10 @@
 The factor contexts (:mod:`fbgpu.factors.context`) compute their intermediates lazily, one
 segmented primitive at a time (a group-by, then masked moments, then masks, flag codes and bin
 sums: about ten passes over a day's trades). On a backend with fused passes
-(:attr:`fbgpu.engine.segments.SegmentOps.fused_passes`, the CPU backend) :func:`prime` fills the
-same cached intermediates from the fused kernels instead, which stream each stock's contiguous
-slice of the columns once, one stock per thread (numba ``prange``):
+(:attr:`fbgpu.engine.segments.SegmentOps.fused_passes`: the CPU and the GPU backend) :func:`prime`
+fills the same cached intermediates from the fused kernels instead, which stream each stock's
+contiguous slice of the columns once, one stock per thread (numba ``prange``) on the CPU, one
+thread block per stock (CUDA C, ``kernels/segments.cu``) on the GPU:
 
 * ``minute``: ``late_ret_moments``, the five correlations' co-moments (``ret_lastret_corr``
   ...), ``down_var_sums``, ``down_single_sums``, ``volume_buckets``
@@ -23,8 +24,7 @@ factors read them as context properties rather than calling the primitives thems
 values are the same bits on both paths (each fused accumulator adds the same terms in the same
 order; ``tests/test_fused.py``). User factors and every intermediate not listed (``buy_orders``,
 ``flags``, ...) keep the primitive path. :func:`fbgpu.engine.segments.fused_enabled` is the
-one switch (``FBGPU_FUSED=0`` turns the fused passes off); on the GPU backend the contexts
-always take the primitive path.
+one switch (``FBGPU_FUSED=0`` turns the fused passes off, on both backends).
 """
 
 from __future__ import annotations
