@@ -220,3 +220,40 @@ def test_timed_children_run_with_a_bytecode_cache(monkeypatch) -> None:
     out = subprocess.run([sys.executable, "-c", "import sys; print(sys.dont_write_bytecode, "
                           "sys.pycache_prefix)"], env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["False", str(PYCACHE)]
+
+
+def test_prefault_maps_read_only_views_and_changes_nothing(tmp_path: Path, monkeypatch) -> None:
+    """store.prefault advises exactly the read-only views of a memory-mapped Arrow file (the
+    read path's columns), skips arrays that own their memory or are writeable, leaves every
+    value as it was, and is off with FBGPU_PREFAULT=0."""
+    import numpy as np
+    import pyarrow as pa
+
+    from fbgpu.data.store import _madvise, prefault
+    from fbgpu.data.tickread import as_numpy
+
+    n = 300_000
+    rng = np.random.default_rng(2)
+    cols = {"a": rng.random(n), "b": rng.integers(0, 1 << 40, n), "c": rng.random(n)}
+    path = tmp_path / "t.arrow"
+    with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, pa.schema(
+            [(k, pa.from_numpy_dtype(v.dtype)) for k, v in cols.items()])) as w:
+        w.write_batch(pa.record_batch([pa.array(v) for v in cols.values()],
+                                      names=list(cols)))
+    batch = pa.ipc.open_file(pa.memory_map(str(path), "r")).get_batch(0)
+    views = [as_numpy(batch.column(k)) for k in cols]
+    assert all(not v.flags.owndata and not v.flags.writeable for v in views)
+    owned = np.ones(1000)
+    if _madvise() is None:
+        pytest.skip("madvise is not available here")
+    import os
+    import re
+
+    got = prefault([*views, owned, views[1][10:20]])
+    major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    populate = (major, minor) >= (5, 14)  # MADV_POPULATE_READ is Linux 5.14+
+    assert got == (sum(v.nbytes for v in views) + views[1][10:20].nbytes if populate else 0)
+    for v, (k, want) in zip(views, cols.items(), strict=True):
+        np.testing.assert_array_equal(v, want, err_msg=k)
+    monkeypatch.setenv("FBGPU_PREFAULT", "0")
+    assert prefault(views) == 0

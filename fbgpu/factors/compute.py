@@ -35,6 +35,7 @@ from fbgpu.data.store import (
     config_hash,
     date_column,
     float64_column,
+    prefault_async,
     symbol_column,
 )
 from fbgpu.data.writebehind import StoreWriteBehind
@@ -307,6 +308,11 @@ def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = No
         out.cancels = (align_ticks(out.cancels, out.orders.symbols)
                        if out.orders is not None else None)
     out.universe = np.array(sorted(set().union(*out.source_symbols.values())), dtype=object)
+    # Map the mapped columns' pages in on a side thread while numba and the contexts set up,
+    # instead of ~13,000 page faults inside the kernels (store.prefault; off: FBGPU_PREFAULT=0).
+    prefault_async([*(out.minute.fields.values() if out.minute is not None else ()),
+                    *(v for t in (out.trades, out.orders, out.cancels) if t is not None
+                      for v in t.columns.values())])
     return out
 
 
