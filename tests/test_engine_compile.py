@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,12 @@ import pytest
 from fbgpu.engine.cuda_c import KERNEL_DIR, KERNEL_NAMES, SOURCES, nvrtc_ptx
 
 CUDA_SOURCES = sorted(KERNEL_DIR.glob("*.cu"))
+
+
+@cache
+def _sm90_ptx() -> str:
+    """NVRTC's PTX for sm_90, built once for the tests of this file."""
+    return nvrtc_ptx("sm_90")
 
 
 def _entries(ptx: str) -> set[str]:
@@ -35,7 +42,7 @@ def test_sources_listed() -> None:
 
 
 def test_nvrtc_compiles_every_kernel_for_sm90() -> None:
-    ptx = nvrtc_ptx("sm_90")
+    ptx = _sm90_ptx()
     assert ".target sm_90" in ptx
     assert _entries(ptx) == set(KERNEL_NAMES)
     # No fused multiply-adds (--fmad=false): products round as on the CPU.
@@ -69,7 +76,7 @@ def test_static_shared_memory_fits_every_block_on_sm90() -> None:
     """Each kernel's static ``__shared__`` arrays (at the device block size) stay within the
     48 KiB a block may declare statically: the fused passes' scratch (19 rows of the order
     pass, the six staged columns of the trade bins) must not grow past it unnoticed."""
-    ptx = nvrtc_ptx("sm_90")
+    ptx = _sm90_ptx()
     decl = re.findall(r"\.shared \.align \d+ \.b8 _ZZ(\d+)(\w+?)E\w*\[(\d+)\];", ptx)
     per_kernel: dict[str, int] = {}
     for n, rest, size in decl:
