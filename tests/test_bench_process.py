@@ -38,6 +38,7 @@ def test_bench_process_recomputes_and_reports(tmp_path: Path) -> None:
     assert budget["budget_gb"] == 0.5
     assert budget["x_unbudgeted"] == budget["min_s"] / on_disk["process"]["fbgpu"]["min_s"]
     assert len(on_disk["loadavg_before"]) == 3
+    assert on_disk["bytecode_cache"]  # the children imported cached bytecode (child_env)
     assert on_disk["floor"]["bytes"] > 0 and on_disk["floor"]["floor_s"] > 0
     for row in on_disk["process"].values():
         assert row["peak_rss_x_tick_bytes"] == (row["peak_rss_mb_max"] * 2**20
