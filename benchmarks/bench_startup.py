@@ -3,10 +3,12 @@
 Usage::
 
     python benchmarks/bench_startup.py --store DIR [--date YYYY-MM-DD] [--repeats 3]
-        [--out benchmarks/results/process/startup.json] [--label NAME]
+        [--variant LABEL[:NAME=VALUE,...]]... [--label TEXT]
+        [--out benchmarks/results/process/startup.json]
 
-Each repeat runs, as fresh subprocesses (after one untimed warm-up: page cache, numba cache and
-``.pyc`` files warm), interleaved so that load from other processes hits all alike:
+Each repeat runs, as fresh subprocesses (after one untimed warm-up per variant: page cache,
+numba cache and bytecode warm), interleaved so that load from other processes hits all alike;
+each ``--variant`` is a run with those environment variables (an A/B, e.g. ``off:FBGPU_PRELOAD=0``):
 
 * ``python -c pass``: the interpreter's own start (``site``, the editable-install finder);
 * the instrumented run: this file with ``--child``, which installs timing hooks and then runs
