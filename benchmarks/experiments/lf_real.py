@@ -21,6 +21,7 @@ Usage (the store from ``fbgpu ingest --format qlib`` + ``--format index-weights`
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import logging
@@ -243,7 +244,13 @@ def main() -> None:
             g5 = np.arange(0, len(dates), 5)
             rows = g5[[test0 <= dates[i] for i in g5]]
             cache[key] = (data, ws, rows)
-        return cache[key]
+        data, ws, rows = cache[key]
+        if data.config != cfg:
+            # the same tensors, this experiment's config: DeviceSamples reads batch_size (dates
+            # per batch) and min_date_samples (validation) from its own config
+            data = copy.copy(data)
+            data.config = cfg
+        return data, ws, rows
 
     def record(res: dict[str, Any], extra: dict[str, Any]) -> None:
         res.update(extra)
