@@ -17,6 +17,7 @@ extern "C" int fbgpu_emulate(const char* kernel, long long grid, long long block
     FBGPU_KERNEL(seg_corr)
     FBGPU_KERNEL(seg_bin_sum)
     FBGPU_KERNEL(group_total)
+    FBGPU_KERNEL(seg_group_total)
     FBGPU_KERNEL(seg_threshold_mask)
     FBGPU_KERNEL(seg_topk_mask)
     FBGPU_KERNEL(segment_ids)

@@ -381,6 +381,152 @@ extern "C" __global__ void group_total(const i64* order, const i64* key_sorted,
     first[order[i]] = true;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Segmented order reconstruction: group_sum without the two global radix sorts.
+//
+// seg_group_total, block s: sort segment s's (key, element) pairs by (key, element index) with
+// an ascending bitonic network inside the block, then let the thread that meets a group's first
+// sorted position add x over the group in element order (the index breaks key ties, so a
+// group's sorted run is its elements in element order): totals[i] = the total of i's group at
+// every element, first[i] = whether i is its group's first element. These are group_total's
+// outputs (and the CPU's seg_group_sum's) bit for bit: the same additions in the same order.
+//
+// The network is the variant whose comparators all point the same way: stage k (2, 4, ... P,
+// P the next power of two >= the segment length m) opens with a "flip" step, pairing a with
+// the mirror image of a in its block of k, then half-cleaner steps pair a with a + h for
+// h = k/4 .. 1; each comparator puts the smaller (key, index) at the lower position. Positions
+// m .. P-1 are virtual +infinity: a comparator whose upper position is >= m never swaps, so it
+// is skipped and no padding is stored.
+//
+// A segment of up to GROUP_CAP elements sorts entirely in shared memory (GROUP_CAP * 12 bytes:
+// an int64 key and an int32 index). A longer one sorts in its slice lo..hi of the caller's
+// global scratch (key_scratch, idx_scratch, one slot per element; the segment's block is alone
+// on it): each GROUP_CAP chunk is sorted in shared memory up to stage GROUP_CAP and written
+// out; each later stage k runs its steps with h >= GROUP_CAP on the scratch, then each chunk
+// is loaded once for the steps h < GROUP_CAP (which pair positions inside one aligned chunk)
+// and written back. Which path a segment takes is decided by its block from the device offsets
+// (no host read of any length). A segment must hold fewer than 2^31 elements (int32 index).
+#ifndef FBGPU_GROUP_CAP
+#define FBGPU_GROUP_CAP 4096
+#endif
+#define GROUP_CAP FBGPU_GROUP_CAP
+
+// One step of the network over the m real positions of (key, idx): comparator t pairs
+// a = t's position in the lower half of its block of 2h, with b = a + h (half-cleaner) or the
+// mirror 2h - 1 - (a mod 2h) of its block (flip). lh = log2(h). Every thread calls it; the caller
+// synchronises after it.
+__device__ __forceinline__ void bitonic_step(i64* key, int* idx, i64 m, int lh, bool flip,
+                                             int tid) {
+    const i64 h = (i64)1 << lh;
+    for (i64 t = tid;; t += BLOCK) {
+        const i64 base = (t >> lh) << (lh + 1), r = t & (h - 1);
+        const i64 a = base + r;
+        if (a >= m) break;  // a grows with t
+        const i64 b = flip ? base + 2 * h - 1 - r : a + h;
+        if (b >= m) continue;  // b is virtual +infinity: never swaps
+        const i64 ka = key[a], kb = key[b];
+        const int ia = idx[a], ib = idx[b];
+        if (kb < ka || (kb == ka && ib < ia)) {
+            key[a] = kb;
+            key[b] = ka;
+            idx[a] = ib;
+            idx[b] = ia;
+        }
+    }
+}
+
+// Stages 2, 4, .. up to the first power of two >= kmax of the network on m positions (the whole
+// sort when kmax >= m).
+__device__ void bitonic_stages(i64* key, int* idx, i64 m, i64 kmax, int tid) {
+    for (int lk = 1; ((i64)1 << (lk - 1)) < kmax; ++lk) {
+        bitonic_step(key, idx, m, lk - 1, true, tid);
+        __syncthreads();
+        for (int lh = lk - 2; lh >= 0; --lh) {
+            bitonic_step(key, idx, m, lh, false, tid);
+            __syncthreads();
+        }
+    }
+}
+
+extern "C" __global__ void seg_group_total(const i64* offsets, const i64* keys, const double* x,
+                                           i64* key_scratch, int* idx_scratch, double* totals,
+                                           bool* first) {
+    __shared__ i64 sk[GROUP_CAP];
+    __shared__ int si[GROUP_CAP];
+    const i64 s = blockIdx.x;
+    const int tid = threadIdx.x;
+    const i64 lo = offsets[s], m = offsets[s + 1] - lo;
+    const i64* gk = sk;  // the sorted pairs: shared memory, or the segment's scratch slice
+    const int* gi = si;
+    if (m <= GROUP_CAP) {
+        for (i64 j = tid; j < m; j += BLOCK) {
+            sk[j] = keys[lo + j];
+            si[j] = (int)j;
+        }
+        __syncthreads();
+        bitonic_stages(sk, si, m, m, tid);
+    } else {
+        i64* ck = key_scratch + lo;
+        int* ci = idx_scratch + lo;
+        i64 P = GROUP_CAP;
+        while (P < m) P <<= 1;
+        for (i64 c = 0; c < m; c += GROUP_CAP) {  // every chunk sorted up to stage GROUP_CAP
+            const i64 mc = (m - c < GROUP_CAP) ? m - c : GROUP_CAP;
+            for (i64 j = tid; j < mc; j += BLOCK) {
+                sk[j] = keys[lo + c + j];
+                si[j] = (int)(c + j);
+            }
+            __syncthreads();
+            bitonic_stages(sk, si, mc, GROUP_CAP, tid);
+            for (i64 j = tid; j < mc; j += BLOCK) {
+                ck[c + j] = sk[j];
+                ci[c + j] = si[j];
+            }
+            __syncthreads();
+        }
+        int lcap = 0;
+        while (((i64)1 << lcap) < GROUP_CAP) ++lcap;
+        for (int lk = lcap + 1; ((i64)1 << lk) <= P; ++lk) {
+            bitonic_step(ck, ci, m, lk - 1, true, tid);  // the flip spans whole chunks
+            __syncthreads();
+            for (int lh = lk - 2; lh >= lcap; --lh) {
+                bitonic_step(ck, ci, m, lh, false, tid);
+                __syncthreads();
+            }
+            for (i64 c = 0; c < m; c += GROUP_CAP) {  // steps h < GROUP_CAP, chunk by chunk
+                const i64 mc = (m - c < GROUP_CAP) ? m - c : GROUP_CAP;
+                for (i64 j = tid; j < mc; j += BLOCK) {
+                    sk[j] = ck[c + j];
+                    si[j] = ci[c + j];
+                }
+                __syncthreads();
+                for (int lh = lcap - 1; lh >= 0; --lh) {
+                    bitonic_step(sk, si, mc, lh, false, tid);
+                    __syncthreads();
+                }
+                for (i64 j = tid; j < mc; j += BLOCK) {
+                    ck[c + j] = sk[j];
+                    ci[c + j] = si[j];
+                }
+                __syncthreads();
+            }
+        }
+        gk = ck;
+        gi = ci;
+    }
+    // Group totals: the thread at a group's first sorted position adds it in element order.
+    for (i64 p = tid; p < m; p += BLOCK) {
+        const i64 key = gk[p];
+        const bool start = p == 0 || gk[p - 1] != key;
+        first[lo + gi[p]] = start;
+        if (!start) continue;
+        double tot = 0.0;
+        i64 q = p;
+        for (; q < m && gk[q] == key; ++q) tot += x[lo + gi[q]];
+        for (i64 r = p; r < q; ++r) totals[lo + gi[r]] = tot;
+    }
+}
+
 // Block s: out[i] = always[s] || x[i] >= thr[s] over its segment (NaN compares false).
 extern "C" __global__ void seg_threshold_mask(const i64* offsets, const double* x,
                                               const double* thr, const bool* always, bool* out) {

@@ -46,8 +46,8 @@ KERNEL_DIR = _kernel_dir()
 SOURCES = ("segments.cu",)
 #: Every kernel of :data:`SOURCES` (also the host emulation's dispatch list).
 KERNEL_NAMES = (
-    "seg_sum", "seg_moments", "seg_corr", "seg_bin_sum", "group_total", "seg_threshold_mask",
-    "seg_topk_mask", "segment_ids", "ordered_column_sum",
+    "seg_sum", "seg_moments", "seg_corr", "seg_bin_sum", "group_total", "seg_group_total",
+    "seg_threshold_mask", "seg_topk_mask", "segment_ids", "ordered_column_sum",
     # the fused family passes (GpuSegmentOps.order_family_stats, ...; docs/engine.md)
     "fused_order_stats", "trade_order_moments", "fused_trade_bins", "fused_minute_stats",
 )
@@ -58,6 +58,13 @@ DEVICE_BLOCK = 256
 EMULATED_BLOCK = 8
 #: Bins one ``seg_bin_sum`` launch covers per thread (``BINS_PER_THREAD`` in the source).
 BINS_PER_THREAD = 4
+#: ``seg_group_total``'s shared-memory cap on a device (``FBGPU_GROUP_CAP``, elements): a
+#: segment of up to this many elements is sorted in shared memory (12 bytes an element: 48 KiB,
+#: the static limit of a block); a longer one sorts in global scratch, chunk by chunk.
+DEVICE_GROUP_CAP = 4096
+#: The same cap under emulation: tiny, so that tests with short segments take both paths (a
+#: segment of up to 16 elements in shared memory, a longer one through the scratch).
+EMULATED_GROUP_CAP = 16
 
 
 class KernelBuildError(RuntimeError):
@@ -92,7 +99,8 @@ class DeviceKernels:
     def __init__(self) -> None:
         import cupy as cp
 
-        options = ("-std=c++17", "--fmad=false", f"-DFBGPU_BLOCK={self.block}")
+        options = ("-std=c++17", "--fmad=false", f"-DFBGPU_BLOCK={self.block}",
+                   f"-DFBGPU_GROUP_CAP={DEVICE_GROUP_CAP}")
         # --fmad=false: no fused multiply-adds, so every product and sum rounds as on the CPU
         # (the backends then differ only by the order of additions inside a block reduction).
         try:
@@ -165,14 +173,15 @@ def _emulation_library() -> ctypes.CDLL:
         raise KernelBuildError("no C++ compiler (g++) to build the emulated GPU kernels")
     out_dir = _cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    lib = out_dir / f"emulated-{source_hash()}-b{EMULATED_BLOCK}.so"
+    lib = out_dir / f"emulated-{source_hash()}-b{EMULATED_BLOCK}-g{EMULATED_GROUP_CAP}.so"
     if not lib.exists():
         # Built under a temporary name and renamed: parallel test workers never load a half-
         # written library.
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
         os.close(fd)
         cmd = [cxx, "-std=c++20", "-O1", "-shared", "-fPIC", f"-DFBGPU_BLOCK={EMULATED_BLOCK}",
-               str(KERNEL_DIR / "host_emulation.cpp"), "-o", tmp, "-lpthread"]
+               f"-DFBGPU_GROUP_CAP={EMULATED_GROUP_CAP}", str(KERNEL_DIR / "host_emulation.cpp"),
+               "-o", tmp, "-lpthread"]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             Path(tmp).unlink(missing_ok=True)
@@ -248,6 +257,7 @@ def nvrtc_ptx(arch: str = "sm_90", block: int = DEVICE_BLOCK) -> str:
           "nvrtcCreateProgram")
     try:
         opts = [b"-std=c++17", b"--fmad=false", f"-DFBGPU_BLOCK={block}".encode(),
+                f"-DFBGPU_GROUP_CAP={DEVICE_GROUP_CAP}".encode(),
                 f"--gpu-architecture=compute_{arch.removeprefix('sm_')}".encode()]
         arr = (ctypes.c_char_p * len(opts))(*opts)
         rc = lib.nvrtcCompileProgram(prog, len(opts), arr)

@@ -723,14 +723,43 @@ class GpuSegmentOps(SegmentOps):
                          np.int64(n_bins), np.int64(lo))
         return out
 
-    def _group_sum(self, offsets, keys, x, seg=None):
-        """Order the elements by (segment, key), element order kept inside a group: a stable
-        radix sort by key, then a stable one by the int32 segment id (:meth:`_stable_argsort`,
-        the two passes of an LSD sort). One thread per group start then adds its group in
-        element order, as the CPU does. Nothing is read back to the host (no key range to size a
-        packed key). ``seg``: the segment ids when the caller has them (:meth:`segment_ids`)."""
+    #: Environment switch of order reconstruction (:meth:`_group_sum`): ``FBGPU_GROUP_SORT=global``
+    #: takes the two global radix sorts and ``group_total``; anything else (the default,
+    #: ``segmented``) the one-launch ``seg_group_total``. Read at each call, so a process can
+    #: time and compare both (benchmarks/bench_gpu_engine.py). Both give the same bits.
+    GROUP_ENV = "FBGPU_GROUP_SORT"
+
+    def segmented_groups(self) -> bool:
+        """Whether :meth:`_group_sum` takes the segmented kernel (``FBGPU_GROUP_SORT`` is not
+        ``global``)."""
+        return os.environ.get(self.GROUP_ENV, "segmented").strip().lower() != "global"
+
+    def _group_sum(self, offsets, keys, x, seg=None, scratch=None):
+        """Group by key inside each segment and add ``x`` per group in element order (the CPU's
+        bits); nothing is read back to the host.
+
+        Segmented (default): one ``seg_group_total`` launch, one block per segment, which
+        sorts the segment's (key, element) pairs with a bitonic network in shared memory (in
+        ``scratch``, two int64/int32 arrays of one slot per element, for segments longer than
+        the kernel's ``FBGPU_GROUP_CAP``) and adds each group in element order.
+        ``scratch``: the caller's, to share between calls (allocated here when None).
+
+        Global (``FBGPU_GROUP_SORT=global``): order the elements by (segment, key), element
+        order kept inside a group: a stable radix sort by key, then a stable one by the int32
+        segment id (:meth:`_stable_argsort`, the two passes of an LSD sort); one thread per
+        group start then adds its group in element order. ``seg``: the segment ids when the
+        caller has them (:meth:`segment_ids`)."""
         xp = self.xp
         n = keys.shape[0]
+        if self.segmented_groups():
+            totals = xp.empty(n, dtype=xp.float64)  # the kernel writes every element of both
+            first = xp.empty(n, dtype=bool)
+            if n == 0:
+                return totals, first
+            key_scratch, idx_scratch = scratch if scratch is not None else self._group_scratch(n)
+            self._launch("seg_group_total", offsets.shape[0] - 1, offsets, keys, x, key_scratch,
+                         idx_scratch, totals, first)
+            return totals, first
         totals = xp.empty(n, dtype=xp.float64)
         first = xp.zeros(n, dtype=bool)
         if n == 0:
@@ -745,6 +774,12 @@ class GpuSegmentOps(SegmentOps):
         self._launch("group_total", (n + block - 1) // block, order, key_sorted, seg_sorted, x,
                      totals, first, np.int64(n))
         return totals, first
+
+    def _group_scratch(self, n: int) -> tuple[Array, Array]:
+        """``seg_group_total``'s global scratch for ``n`` elements: int64 keys and int32 element
+        indices, 12 bytes an element, uninitialised (only segments longer than the kernel's cap
+        touch their slice, and each writes it before reading it)."""
+        return self.xp.empty(n, dtype=self.xp.int64), self.xp.empty(n, dtype=self.xp.int32)
 
     def _ordered_column_sum(self, m, cols):
         S, W = m.shape
@@ -807,14 +842,20 @@ class GpuSegmentOps(SegmentOps):
                                 CorrStats(n[3], corr[0], corr[1], corr[2], deg))
 
     def _trade_order_stats(self, offsets, buy_id, sell_id, amount):
-        """Order reconstruction stays on :meth:`_group_sum` (two stable radix sorts and one
-        ``group_total`` launch per side, the segment ids built once for both); the moments of
-        both sides' order amounts are one ``trade_order_moments`` launch."""
+        """Order reconstruction is :meth:`_group_sum` per side: one ``seg_group_total``
+        launch each (sharing one scratch), or with ``FBGPU_GROUP_SORT=global`` two stable radix
+        sorts and one ``group_total`` launch each (the segment ids built once for both); the
+        moments of both sides' order amounts are one ``trade_order_moments`` launch."""
         xp = self.xp
         S = offsets.shape[0] - 1
-        seg = self.segment_ids(offsets, amount.shape[0]) if amount.shape[0] else None
-        buy_tot, buy_first = self._group_sum(offsets, buy_id, amount, seg)
-        sell_tot, sell_first = self._group_sum(offsets, sell_id, amount, seg)
+        n_trades = amount.shape[0]
+        seg = scratch = None
+        if n_trades and self.segmented_groups():
+            scratch = self._group_scratch(n_trades)
+        elif n_trades:
+            seg = self.segment_ids(offsets, n_trades)
+        buy_tot, buy_first = self._group_sum(offsets, buy_id, amount, seg, scratch)
+        sell_tot, sell_first = self._group_sum(offsets, sell_id, amount, seg, scratch)
         n = xp.empty((2, S), dtype=xp.int64)
         mom = xp.empty((2, 6, S), dtype=xp.float64)
         self._launch("trade_order_moments", S, offsets, buy_tot, buy_first, sell_tot,
