@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fbgpu.engine.cuda_c import KERNEL_DIR, KERNEL_NAMES, SOURCES, nvrtc_ptx
+from fbgpu.engine.cuda_c import DEVICE_GROUP_CAP, KERNEL_DIR, KERNEL_NAMES, SOURCES, nvrtc_ptx
 
 CUDA_SOURCES = sorted(KERNEL_DIR.glob("*.cu"))
 
@@ -83,6 +83,18 @@ def test_static_shared_memory_fits_every_block_on_sm90() -> None:
         name = rest[: int(n)]
         per_kernel[name] = per_kernel.get(name, 0) + int(size)
     fused = {"fused_order_stats", "trade_order_moments", "fused_trade_bins",
-             "fused_minute_stats"}
+             "fused_minute_stats", "seg_group_total"}
     assert fused <= set(per_kernel) and fused <= set(KERNEL_NAMES)
     assert max(per_kernel.values()) <= 48 * 1024, per_kernel
+    # Order reconstruction's shared-memory sort: an int64 id and an int32 element index per
+    # element, up to the cap; a cap that no longer fits would fail to launch on the device.
+    assert per_kernel["seg_group_total"] == 12 * DEVICE_GROUP_CAP, per_kernel
+
+
+def test_segmented_group_total_has_no_atomics() -> None:
+    """seg_group_total sorts and adds without any atomic, integer or float (deterministic, no
+    order of arrival matters): its body in the PTX holds barriers but no ``atom``/``red``."""
+    ptx = _sm90_ptx()
+    body = ptx.split(".entry seg_group_total(", 1)[1].split(".entry ", 1)[0]
+    assert "bar.sync" in body
+    assert not re.search(r"\b(atom|red)\.", body)

@@ -8,11 +8,15 @@ arrays, so these tests always run. Only ``xp`` and the block size differ between
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fbgpu.engine.backend import Backend, BackendError, get_backend
 from fbgpu.engine.segments import CpuSegmentOps, GpuSegmentOps, correlation, kurtosis, skewness
@@ -29,6 +33,7 @@ GPU = _gpu_backend()
 EMULATED = GPU.xp is np
 
 from test_engine_primitives import segments  # noqa: E402
+from test_fused import assert_same_bits  # noqa: E402
 
 GOPS = GpuSegmentOps(GPU.xp)
 CPU = CpuSegmentOps()
@@ -189,3 +194,129 @@ def test_device_factor_day_has_no_implicit_sync_and_is_deterministic(tmp_path) -
             a = compute_loaded_day(day, ops=GOPS).values
     b = compute_loaded_day(day, ops=GOPS).values
     assert host(a).tobytes() == host(b).tobytes()
+
+
+# ------------------------------------------------- order reconstruction: seg_group_total
+#: seg_group_total's shared-memory cap of the kernels under test (16 emulated, 4096 on a device):
+#: segments up to it sort in shared memory, longer ones through the global scratch.
+CAP = int(GOPS.kernels.group_cap)
+I64 = np.iinfo(np.int64)
+
+
+@st.composite
+def group_days(draw: st.DrawFn) -> dict:
+    """Segments of lengths around the cap (0, 1, cap - 1, cap, cap + 1, several caps), order ids
+    of one kind, amounts with NaN, infinities and signed zeros."""
+    lens = draw(st.lists(st.one_of(
+        st.sampled_from([0, 1, 2, CAP - 1, CAP, CAP + 1, 2 * CAP, 2 * CAP + 1, 3 * CAP + 5]),
+        st.integers(0, 5 * CAP)), min_size=0, max_size=5))
+    off = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    n = int(off[-1])
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["distinct", "equal", "few", "shared", "extreme", "wide"]))
+    if kind == "distinct":  # every trade its own order (a permutation: sorted order matters)
+        keys = rng.permutation(n) - n // 2
+    elif kind == "equal":  # one order per stock-day, the same id in every stock
+        keys = np.full(n, 7)
+    elif kind == "few":
+        keys = rng.integers(-2, 3, n)
+    elif kind == "shared":  # the same ids across stocks (groups never cross a stock)
+        keys = rng.integers(0, 6, n) * 1_000_003
+    elif kind == "extreme":  # the int64 ends and zero: no overflow in the comparisons
+        keys = rng.choice(np.array([I64.min, I64.min + 1, -1, 0, 1, I64.max - 1, I64.max]), n)
+    else:
+        keys = rng.integers(I64.min, I64.max, n, dtype=np.int64, endpoint=True)
+    x = rng.lognormal(8, 3, n) * rng.choice([1.0, -1.0], n)
+    special = rng.random(n) < 0.1
+    x[special] = rng.choice(np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324]),
+                            int(special.sum()))
+    return {"offsets": off, "keys": keys.astype(np.int64), "x": x}
+
+
+def oracle_group_sum(off: np.ndarray, keys: np.ndarray, x: np.ndarray):
+    """Per element: its (stock, id) group's total, added one element at a time in element order,
+    and whether it is the group's first element (plain Python: the definition)."""
+    totals = np.empty(len(x))
+    first = np.zeros(len(x), dtype=bool)
+    for s in range(len(off) - 1):
+        groups: dict[int, list[int]] = {}
+        for i in range(int(off[s]), int(off[s + 1])):
+            groups.setdefault(int(keys[i]), []).append(i)
+        for members in groups.values():
+            tot = 0.0
+            for i in members:
+                tot += float(x[i])
+            totals[members] = tot
+            first[members[0]] = True
+    return totals, first
+
+
+@contextlib.contextmanager
+def group_path(value: str | None) -> Iterator[None]:
+    """``FBGPU_GROUP_SORT`` set to ``value`` (None: unset, the default path) inside the block."""
+    old = os.environ.pop(GpuSegmentOps.GROUP_ENV, None)
+    if value is not None:
+        os.environ[GpuSegmentOps.GROUP_ENV] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(GpuSegmentOps.GROUP_ENV, None)
+        if old is not None:
+            os.environ[GpuSegmentOps.GROUP_ENV] = old
+
+
+def group_sum_global(off: np.ndarray, keys: np.ndarray, x: np.ndarray):
+    """``group_sum`` through the two global radix sorts and ``group_total``."""
+    with group_path("global"):
+        assert not GOPS.segmented_groups()
+        return GOPS.group_sum(dev(off), dev(keys), dev(x))
+
+
+@settings(max_examples=40 if EMULATED else 100, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(group_days())
+def test_segmented_group_sum_bits(d: dict) -> None:
+    """seg_group_total (shared-memory sort up to the cap, global scratch above it) gives the
+    totals and first flags of the definition, of the CPU kernels and of the two-sort path bit for
+    bit, and the same bits twice."""
+    off, keys, x = d["offsets"], d["keys"], d["x"]
+    assert GOPS.segmented_groups()  # the default
+    gt, gf = GOPS.group_sum(dev(off), dev(keys), dev(x))
+    ot, of = oracle_group_sum(off, keys, x)
+    assert_same_bits(host(gt), ot, "totals vs definition")
+    assert host(gf).tolist() == of.tolist()
+    ct, cf = CPU.group_sum(off, keys, x)
+    assert_same_bits(host(gt), ct, "totals vs CPU")
+    assert host(gf).tolist() == cf.tolist()
+    wt, wf = group_sum_global(off, keys, x)
+    assert_same_bits(host(gt), host(wt), "totals vs the two-sort path")
+    assert host(gf).tolist() == host(wf).tolist()
+    again = GOPS.group_sum(dev(off), dev(keys), dev(x))
+    assert host(again[0]).tobytes() == host(gt).tobytes()
+
+
+def test_segmented_group_sum_scratch_only_above_the_cap() -> None:
+    """Segments longer than the cap sort in their slice of the scratch, which ends as their
+    (id, element) pairs in sorted order; shorter ones never touch it (they sort in shared
+    memory). Segment lengths cap - 1, cap, cap + 1, 2 cap, 4 cap + 3."""
+    rng = np.random.default_rng(3)
+    lens = np.array([CAP - 1, CAP, CAP + 1, 0, 2 * CAP, 1, 4 * CAP + 3])
+    off = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    n = int(off[-1])
+    keys = rng.integers(-3, 4, n) * 10**15
+    x = rng.normal(1e6, 1e5, n)
+    key_scratch = dev(np.full(n, -12345, dtype=np.int64))
+    idx_scratch = dev(np.full(n, -7, dtype=np.int32))
+    gt, gf = GOPS._group_sum(dev(off), dev(keys), dev(x), None, (key_scratch, idx_scratch))
+    ks, xs = host(key_scratch), host(idx_scratch)
+    for s, m in enumerate(lens):
+        lo, hi = int(off[s]), int(off[s + 1])
+        if m <= CAP:
+            assert (ks[lo:hi] == -12345).all() and (xs[lo:hi] == -7).all(), f"stock {s}"
+        else:
+            order = np.lexsort((np.arange(m), keys[lo:hi]))  # by id, then element
+            assert ks[lo:hi].tolist() == keys[lo:hi][order].tolist(), f"stock {s} ids"
+            assert xs[lo:hi].tolist() == order.tolist(), f"stock {s} elements"
+    ct, cf = CPU.group_sum(off, keys, x)
+    assert_same_bits(host(gt), ct, "totals")
+    assert host(gf).tolist() == cf.tolist()

@@ -41,7 +41,7 @@ from fbgpu.engine.segments import (
     skewness,
 )
 from fbgpu.factors import FACTORS, FactorConfig
-from fbgpu.factors.compute import compute_loaded_day, load_day
+from fbgpu.factors.compute import compute_loaded_day, day_to_backend, load_day
 from fbgpu.factors.context import (
     BUCKET_BARS,
     EARLY_BARS,
@@ -306,6 +306,47 @@ def test_factors_edge_day(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stocks with 0/1/2 trades, all-NaN amounts, side-unknown days, orders outside the
     session, equal volumes (tests/test_fused.py, ``_edge_day``)."""
     _fused_vs_primitive_on_gpu(_edge_day(), monkeypatch)
+
+
+@pytest.mark.parametrize("which", ["handmade", "edge"])
+def test_factors_segmented_vs_two_sort_order_reconstruction(
+        which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All 27 factors on the GPU backend, fused passes on and off, with order reconstruction by
+    ``seg_group_total`` (the default) and by the two global radix sorts + ``group_total``
+    (``FBGPU_GROUP_SORT=global``): the same bits, and each run launched the kernel it names."""
+    from oracle_factors import make_market
+
+    if which == "handmade":
+        store = Store(tmp_path)
+        date = dt.date(2024, 1, 2)
+        make_market(store, [date], seed=11)
+        day = load_day(store, date)
+    else:
+        day = _edge_day()
+    gday = day_to_backend(day, GPU) if GPU.xp is not np else day
+    launched: list[str] = []
+    real_launch = GOPS._launch
+
+    def counting(name: str, grid: int, *args) -> None:
+        launched.append(name)
+        real_launch(name, grid, *args)
+
+    monkeypatch.setattr(GOPS, "_launch", counting)
+    values = {}
+    for path in ("segmented", "global"):
+        monkeypatch.setenv(GpuSegmentOps.GROUP_ENV, path)
+        for fused in ("1", "0"):
+            monkeypatch.setenv("FBGPU_FUSED", fused)
+            launched.clear()
+            values[path, fused] = host(compute_loaded_day(gday, None, GOPS).values)
+            kernel = "seg_group_total" if path == "segmented" else "group_total"
+            other = "group_total" if path == "segmented" else "seg_group_total"
+            assert launched.count(kernel) == 2 and other not in launched, (path, fused)
+    ref = values["segmented", "1"]
+    for key, v in values.items():
+        for j, name in enumerate(FACTORS):
+            assert_same_bits(v[:, j], ref[:, j], f"{which} {key} {name}")
+    assert np.isfinite(ref).sum() > (100 if which == "handmade" else 10)
 
 
 def test_the_gpu_backend_takes_the_fused_path(monkeypatch: pytest.MonkeyPatch) -> None:

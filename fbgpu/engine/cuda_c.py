@@ -94,6 +94,7 @@ class DeviceKernels:
     """The kernels compiled by NVRTC (``cupy.RawModule``) for the current CUDA device."""
 
     block = DEVICE_BLOCK
+    group_cap = DEVICE_GROUP_CAP
     emulated = False
 
     def __init__(self) -> None:
@@ -118,6 +119,7 @@ class EmulatedKernels:
     """The kernels built for the CPU (``kernels/host_emulation.cpp``), run on numpy arrays."""
 
     block = EMULATED_BLOCK
+    group_cap = EMULATED_GROUP_CAP
     emulated = True
 
     def __init__(self) -> None:
