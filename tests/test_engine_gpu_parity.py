@@ -272,7 +272,7 @@ def group_sum_global(off: np.ndarray, keys: np.ndarray, x: np.ndarray):
         return GOPS.group_sum(dev(off), dev(keys), dev(x))
 
 
-@settings(max_examples=40 if EMULATED else 100, deadline=None,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(group_days())
 def test_segmented_group_sum_bits(d: dict) -> None:
