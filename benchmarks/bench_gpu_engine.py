@@ -18,6 +18,11 @@ What is timed (wall clock, the device synchronised before the clock stops; media
   off (``FBGPU_FUSED``, :func:`with_fused`), their gain, whether both give the same bits, and
   ``gpu_fused_profile_s``: each fused kernel pass alone (:func:`profile_fused`). The headline
   ``gpu_compute`` is the default (fused) path.
+* ``gpu_order_reconstruction``: order reconstruction per side, segmented (``seg_group_total``,
+  the default) vs the two global radix sorts (``FBGPU_GROUP_SORT=global``), the fused
+  ``trade_order_stats`` and the trade family each way, same bits or not, and the stocks above
+  the kernel's shared-memory cap (:func:`order_reconstruction`); on the full day and the real-
+  scale day.
 
 Parity: the GPU's values against the CPU's, per factor: the largest relative difference over
 stock-days finite on both, and whether NaN sits in the same places. Determinism: two GPU runs,
@@ -253,6 +258,74 @@ def fused_vs_primitive(dev: DayInputs, names: list[str], ops: Any, b: Backend, r
     return out
 
 
+@contextlib.contextmanager
+def with_env(var: str, value: str) -> Any:
+    """Run the block with environment variable ``var`` set to ``value``, restoring it after."""
+    before = os.environ.get(var)
+    os.environ[var] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = before
+
+
+def order_reconstruction(day: DayInputs, names: list[str], ops: Any, b: Backend,
+                         repeats: int) -> dict[str, Any]:
+    """Order reconstruction (big-order identification by order id) both ways: the segmented
+    ``seg_group_total`` (one launch per side, one block per stock) and the two global stable
+    radix sorts + ``group_total`` (``FBGPU_GROUP_SORT=global``). Timed per side
+    (``group_sum`` by buy id, by sell id, each with its own allocations; the global path also
+    builds the segment ids), the fused ``trade_order_stats`` (both sides + the order moments)
+    and the trade family's factors; whether both give the same bits (order totals, first flags,
+    order moments, all factors); and how many stocks and trades lie above the kernel's
+    shared-memory cap (those sort through global scratch)."""
+    from fbgpu.factors.compute import TRADE_COLUMNS
+
+    if day.trades is None or not hasattr(ops, "segmented_groups"):
+        return {"available": False}
+    tr = day.trades
+    xp = ops.xp
+    lens = np.diff(np.asarray(tr.offsets, dtype=np.int64))  # host metadata of the loaded day
+    cap = int(ops.kernels.group_cap)
+    above = lens > cap
+    out: dict[str, Any] = {
+        "group_cap": cap, "stocks": int(lens.size), "stocks_above_cap": int(above.sum()),
+        "trades_above_cap_share": float(lens[above].sum() / max(int(lens.sum()), 1)),
+        "max_trades_per_stock": int(lens.max()) if lens.size else 0}
+    off = xp.asarray(tr.offsets)
+    cols = {c: xp.asarray(tr.columns[c]) for c in TRADE_COLUMNS}
+    amount = xp.asarray(cols["amount"], dtype=xp.float64)
+    trade_names = [n for n in names if FACTORS[n].family == "trade"]
+    bits: dict[str, list[bytes]] = {}
+    for path in ("segmented", "global"):
+        with with_env(ops.GROUP_ENV, path):
+            res: dict[str, Any] = {}
+            for side in ("buy", "sell"):
+                ids = cols[f"{side}_order_id"]
+                res[f"group_sum_{side}"] = timed(lambda ids=ids: ops.group_sum(off, ids, amount),
+                                                 b, repeats)
+            res["trade_order_stats"] = timed(lambda: ops.trade_order_stats(
+                off, cols["buy_order_id"], cols["sell_order_id"], amount), b, repeats)
+            res["trade_family"] = timed(lambda: compute_loaded_day(day, trade_names, ops), b,
+                                        repeats)
+            got = ops.trade_order_stats(off, cols["buy_order_id"], cols["sell_order_id"], amount)
+            bits[path] = [b.to_host(a).tobytes() for a in (
+                got.buy_totals, got.sell_totals, got.buy.m2, got.sell.m4,
+                ops.group_sum(off, cols["buy_order_id"], amount)[1],
+                compute_loaded_day(day, names, ops).values)]
+            out[path] = res
+    out["bitwise_equal"] = bits["segmented"] == bits["global"]
+    out["gain_per_side"] = {side: out["global"][f"group_sum_{side}"]["median_s"]
+                            / out["segmented"][f"group_sum_{side}"]["median_s"]
+                            for side in ("buy", "sell")}
+    out["gain_trade_order_stats"] = (out["global"]["trade_order_stats"]["median_s"]
+                                     / out["segmented"]["trade_order_stats"]["median_s"])
+    return out
+
+
 def profile_fused(day: DayInputs, ops: Any, b: Backend) -> dict[str, float]:
     """Seconds of each fused family pass alone (the device synchronised around each), on a
     fresh context per pass so that nothing is cached: ``minute`` (the returns and amplitude it
@@ -339,6 +412,7 @@ def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool)
         result["gpu_fused"] = fused_vs_primitive(dev, names, gops, gpu, repeats)
         profile_fused(dev, gops, gpu)  # warm
         result["gpu_fused_profile_s"] = profile_fused(dev, gops, gpu)
+    result["gpu_order_reconstruction"] = order_reconstruction(dev, names, gops, gpu, repeats)
     if gpu.xp is not np:
         pool = gpu.xp.get_default_memory_pool()
         result["device_pool_gb"] = {"used": pool.used_bytes() / 2**30,
@@ -375,6 +449,8 @@ def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool)
             scale["gpu_fused"] = fused_vs_primitive(bdev, names, gops, gpu, repeats,
                                                     ("trade", "order"))
             scale["gpu_fused_profile_s"] = profile_fused(bdev, gops, gpu)
+        scale["gpu_order_reconstruction"] = order_reconstruction(bdev, names, gops, gpu,
+                                                                 repeats)
         gb = gpu.to_host(compute_loaded_day(bdev, names, gops).values)
         if gpu.xp is not np:
             pool = gpu.xp.get_default_memory_pool()
@@ -444,6 +520,12 @@ def main(argv: list[str] | None = None) -> int:
         line += (f" (fused on; off: {gf['off']['compute']['median_s'] * 1e3:.1f} ms, "
                  f"{gf['gain']:.2f}x; by family on vs off, ms: {fams}; same bits "
                  f"{gf['bitwise_equal']})")
+    orc = result.get("gpu_order_reconstruction", {})
+    if "segmented" in orc:
+        line += (f"; order reconstruction per side (buy) segmented "
+                 f"{orc['segmented']['group_sum_buy']['median_s'] * 1e3:.2f} ms vs two sorts "
+                 f"{orc['global']['group_sum_buy']['median_s'] * 1e3:.2f} ms, same bits "
+                 f"{orc['bitwise_equal']}")
     if "cpu_compute" in result:
         line += (f", cpu compute {result['cpu_compute']['median_s']:.3f} s "
                  f"({result['speedup_compute']:.0f}x), parity max rel "
