@@ -308,11 +308,6 @@ def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = No
         out.cancels = (align_ticks(out.cancels, out.orders.symbols)
                        if out.orders is not None else None)
     out.universe = np.array(sorted(set().union(*out.source_symbols.values())), dtype=object)
-    # Map the mapped columns' pages in on a side thread while numba and the contexts set up,
-    # instead of ~13,000 page faults inside the kernels (store.prefault; off: FBGPU_PREFAULT=0).
-    prefault_async([*(out.minute.fields.values() if out.minute is not None else ()),
-                    *(v for t in (out.trades, out.orders, out.cancels) if t is not None
-                      for v in t.columns.values())])
     return out
 
 
@@ -347,6 +342,12 @@ def compute_loaded_day(
             values[pos, col_of[n]] = evaluate_factor(spec, ctx, day.date, symbols)
 
     minute, trades, orders = day.minute, day.trades, day.orders
+    # The first two families' mapped columns are paged in on a side thread while numba and the
+    # contexts set up, instead of page faults inside the kernels (store.prefault; off:
+    # FBGPU_PREFAULT=0). Not the orders': their pass runs last, after the trade family's
+    # intermediates are freed, so faulting them in then keeps the peak RSS where it was.
+    prefault_async([*(minute.fields.values() if minute is not None else ()),
+                    *(trades.columns.values() if trades is not None else ())])
     minute_ctx = None
     if minute is not None:
         bars = {f: xp.asarray(minute.fields[f]) for f in MINUTE_FIELDS}
