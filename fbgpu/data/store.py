@@ -373,6 +373,12 @@ def _madvise() -> Any:
         return None
 
 
+def _mapped_view(a: object) -> bool:
+    """Whether ``a`` is a plain numpy array viewing memory it neither owns nor may write: what
+    the Arrow read path's zero-copy columns are (never a device or stand-in array)."""
+    return type(a) is np.ndarray and not (a.flags.owndata or a.flags.writeable)
+
+
 def prefault(arrays: Iterable[np.ndarray]) -> int:
     """Map in the pages of the read-only, memory-mapped ``arrays`` (the Arrow read path's
     zero-copy column views) with ``madvise(MADV_POPULATE_READ)``, one call per array, before the
@@ -393,7 +399,7 @@ def prefault(arrays: Iterable[np.ndarray]) -> int:
     page = os.sysconf("SC_PAGE_SIZE")
     done = 0
     for a in arrays:
-        if a.flags.owndata or a.flags.writeable or a.nbytes == 0:
+        if not _mapped_view(a) or a.nbytes == 0:
             continue
         start = a.ctypes.data - a.ctypes.data % page
         length = a.ctypes.data + a.nbytes - start
@@ -408,7 +414,7 @@ def prefault_async(arrays: Iterable[np.ndarray]) -> None:
     by it, as without prefaulting."""
     import threading
 
-    held = [a for a in arrays if not (a.flags.owndata or a.flags.writeable)]
+    held = [a for a in arrays if _mapped_view(a)]
     if held and _madvise() is not None:
         threading.Thread(target=prefault, args=(held,), name="fbgpu-prefault",
                          daemon=True).start()

@@ -346,8 +346,9 @@ def compute_loaded_day(
     # contexts set up, instead of page faults inside the kernels (store.prefault; off:
     # FBGPU_PREFAULT=0). Not the orders': their pass runs last, after the trade family's
     # intermediates are freed, so faulting them in then keeps the peak RSS where it was.
-    prefault_async([*(minute.fields.values() if minute is not None else ()),
-                    *(trades.columns.values() if trades is not None else ())])
+    if xp is np:  # host arrays: the CPU backend (device arrays are never mapped files)
+        prefault_async([*(minute.fields.values() if minute is not None else ()),
+                        *(trades.columns.values() if trades is not None else ())])
     minute_ctx = None
     if minute is not None:
         bars = {f: xp.asarray(minute.fields[f]) for f in MINUTE_FIELDS}
