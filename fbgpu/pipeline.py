@@ -218,8 +218,8 @@ def _run_stages(store: Store, backend: str, cfg: DemoConfig, sc: dict[str, dict[
         elif stage == "evaluate":
             _run_stage(store, "evaluate",
                        lambda c=cube: run_evaluate(store, config=sc.get("evaluate"),
-                                                   backend=backend, factors=c),
-                       backend, cfg.sync_guard)
+                                                   backend=backend, factors=c, writer=writer),
+                       backend, cfg.sync_guard, writer)
         elif stage == "train":
             tcfg = load_train_config({"seeds": [cfg.seed], **sc.get("train", {})}, demo=True)
             ecfg = EvaluateConfig.from_dict(sc.get("evaluate", {}))

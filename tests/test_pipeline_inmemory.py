@@ -66,7 +66,7 @@ def test_in_memory_demo_stores_what_the_step_by_step_commands_store(
         assert a == b, f"{table}: the in-memory route and the commands stored different data"
 
 
-@pytest.mark.parametrize("stage", ["factors", "train"])
+@pytest.mark.parametrize("stage", ["factors", "evaluate", "train"])
 def test_a_failed_write_behind_fails_the_demo_stage_naming_the_table(
         tiny_store: Store, tmp_path: Path, stage: str) -> None:
     """A write the background writer cannot make fails its stage (recorded as failed, with
@@ -78,7 +78,7 @@ def test_a_failed_write_behind_fails_the_demo_stage_naming_the_table(
     shutil.copytree(tiny_store.root, root, ignore=shutil.ignore_patterns(
         "factors", "panel", "reports", "run.json", "scores", "models"))
     store = Store(root)
-    table = "factors" if stage == "factors" else "scores"
+    table = {"factors": "factors", "evaluate": "panel", "train": "scores"}[stage]
     # The partition's directory is taken by a file: the write cannot make it (even as root).
     blocked = store.dates("trades")[-1] if stage == "factors" else None
     if blocked is not None:
@@ -86,7 +86,8 @@ def test_a_failed_write_behind_fails_the_demo_stage_naming_the_table(
         store.partition_dir(table, blocked).write_text("in the way")
     else:
         store.root.joinpath(table).write_text("in the way")
-    stages = ["factors"] if stage == "factors" else ["factors", "evaluate", "train"]
+    stages = {"factors": ["factors"], "evaluate": ["factors", "evaluate"],
+              "train": ["factors", "evaluate", "train"]}[stage]
     cfg = DemoConfig(preset="tiny", seed=0, stages=stages, models="hf")
     with pytest.raises(WriteBehindError, match=f"table '{table}'") as err:
         run_demo(store, backend="cpu", config=cfg,

@@ -113,3 +113,55 @@ def test_factors_on_the_standin_device_persist_through_one_counted_copy_per_day(
     for c in ref.column_names[2:]:
         np.testing.assert_allclose(dev.column(c).to_numpy(), ref.column(c).to_numpy(),
                                    rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=c)
+
+
+def test_the_panel_is_written_behind_through_two_counted_copies(tiny_store: Store,
+                                                                tmp_path: Path) -> None:
+    """write_panel decides the dates now and submits ONE job: the panel's values and universe
+    (two crossings, made by the writer's to_host_async) and a function that writes every
+    partition; the caller writes nothing itself. The partitions equal the host route's, and a
+    re-run with the same inputs submits nothing."""
+    import shutil
+
+    from fbgpu.panel.build import FactorPanel, write_panel
+
+    stores = {}
+    for k in ("dev", "host"):
+        shutil.copytree(tiny_store.root, tmp_path / k, ignore=shutil.ignore_patterns(
+            "factors", "panel", "reports", "run.json", "scores", "models"))
+        stores[k] = Store(tmp_path / k)
+    dates = stores["dev"].dates("daily")[:3]
+    rng = np.random.default_rng(0)
+    vals = rng.normal(size=(3, 5, 2))
+    vals[0, 1, :] = np.nan  # no finite value: not written
+    uni = np.ones((3, 5), dtype=bool)
+    uni[2, 3] = False  # outside the day's universe: not written
+    symbols = np.array([f"60000{i}.SH" for i in range(5)], dtype=object)
+    b = standin_backend()
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.jobs: list[tuple] = []
+
+        def submit(self, table, date, arrays, write) -> None:
+            self.jobs.append((table, date, arrays, write))
+
+    rec = Recorder()
+    dev_panel = FactorPanel(dates, symbols, ["f1", "f2"], b.xp.asarray(vals), b.xp.asarray(uni))
+    before = CROSSINGS["to_host"]
+    assert write_panel(stores["dev"], dev_panel, config={"k": 1}, writer=rec) == 3
+    assert CROSSINGS["to_host"] == before  # nothing crossed in the caller
+    assert [j[:2] for j in rec.jobs] == [("panel", None)] and not stores["dev"].dates("panel")
+    with StoreWriteBehind(stores["dev"], b.to_host_async) as w:
+        w.submit(*rec.jobs[0])
+    assert CROSSINGS["to_host"] == before + 2  # values and universe, by the writer
+    host_panel = FactorPanel(dates, symbols, ["f1", "f2"], vals, uni)
+    assert write_panel(stores["host"], host_panel, config={"k": 1}) == 3  # own writer, waited
+    for d in dates:
+        got, ref = stores["dev"].read("panel", d), stores["host"].read("panel", d)
+        assert got.equals(ref), d
+    assert stores["dev"].read("panel", dates[0]).num_rows == 4
+    assert stores["dev"].read("panel", dates[2]).num_rows == 4
+    again = Recorder()
+    assert write_panel(stores["dev"], dev_panel, config={"k": 1}, writer=again) == 0
+    assert again.jobs == []

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fbgpu.data.store import Store, StoreError
+from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.errors import ExitStatus
 from fbgpu.evaluate.composite import icir_weights, signed, weighted_composite
@@ -238,6 +239,7 @@ def run_evaluate(
     progress: bool = True,
     directions: dict[str, int] | None = None,
     factors: Any = None,
+    writer: StoreWriteBehind | None = None,
 ) -> EvaluateResult:
     """Evaluate every factor of the store and write tables and figures; see the module docstring.
 
@@ -250,8 +252,10 @@ def run_evaluate(
         factors: the raw factor values in memory (a :class:`fbgpu.factors.FactorCube` on the
             backend's device, e.g. ``run_factors(..., keep=True).cube``) instead of the store's
             ``factors`` table; the results are the same.
+        writer: the run's write-behind persistence (the demo's); the ``panel`` table is submitted
+            to it and the caller flushes it. Without, the call makes its own and waits for it
+            before returning.
     """
-    t0 = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
     if not store.root.is_dir():
         raise StoreError(f"store {store.root} does not exist")
@@ -262,6 +266,17 @@ def run_evaluate(
     else:
         cfg = config
     be = get_backend(backend)
+    if writer is None:  # our own: the panel's writes are waited for (and their errors raised)
+        with StoreWriteBehind(store, be.to_host_async, name="evaluate") as own:
+            return _evaluate(store, cfg, be, progress, directions, factors, own)
+    return _evaluate(store, cfg, be, progress, directions, factors, writer)
+
+
+def _evaluate(store: Store, cfg: EvaluateConfig, be: Backend, progress: bool,
+              directions: dict[str, int] | None, factors: Any,
+              writer: StoreWriteBehind) -> EvaluateResult:
+    """The body of :func:`run_evaluate`, the panel persisted through ``writer``."""
+    t0 = time.perf_counter()
     xp = be.xp
     market = load_market(store)
     names = list(cfg.factors) if cfg.factors else (
@@ -270,6 +285,12 @@ def run_evaluate(
     log.info("evaluate: %d factors, %d dates x %d stocks, backend %s", len(names),
              len(market.dates), len(market.symbols), be.name)
     panel = build_panel(store, market, names, cfg.panel, cfg.pool, be, factors=factors)
+    # The panel is persisted behind the rest of the evaluation (write-behind: its host copy
+    # starts now through the backend's crossing; the encoding and writes overlap what follows).
+    written = 0
+    if cfg.write_panel:
+        written = write_panel(store, panel, config=dataclasses.asdict(cfg.panel) | {
+            "pool": dataclasses.asdict(cfg.pool)}, window=cfg.panel.window, writer=writer)
 
     D = len(market.dates)
     rows = rebalance_indices(D, cfg.rebalance_every, cfg.rebalance_offset)
@@ -304,9 +325,10 @@ def run_evaluate(
     grid_fwd = xp.asarray(market.forward_returns(cfg.return_start, cfg.return_end)[grid])
     grid_pool = xp.asarray(market.pool(cfg.pool)[grid])
     grid_sv = signed(panel.values[xp.asarray(grid)], direction_vec)
-    ic_grid = np.stack([be.to_host(rank_ic(grid_sv[:, :, j], grid_fwd, grid_pool,
-                                           min_obs=max(cfg.min_stocks, 3)))
-                        for j in range(len(names))], axis=1)
+    # one crossing for the whole [grid dates, factors] IC table (the ICIR weights are host math)
+    ic_grid = be.to_host(xp.stack([rank_ic(grid_sv[:, :, j], grid_fwd, grid_pool,
+                                           min_obs=max(cfg.min_stocks, 3))
+                                   for j in range(len(names))], axis=1))
     weights_grid = icir_weights(ic_grid, grid, known_lag=cfg.return_end,
                                 lookback=cfg.icir_lookback, min_periods=cfg.icir_min_periods)
     weights = weights_grid[np.searchsorted(grid, rows)]
@@ -395,10 +417,6 @@ def run_evaluate(
     (out_dir / "index.json").write_text(json.dumps(
         {"title": "Single-factor tests", "text": text, "items": items}, indent=1))
 
-    written = 0
-    if cfg.write_panel:
-        written = write_panel(store, panel, config=dataclasses.asdict(cfg.panel) | {
-            "pool": dataclasses.asdict(cfg.pool)}, window=cfg.panel.window)
     res = EvaluateResult(summary, comp, every, fcorr, scorr, w_df, out_dir, be.name, written,
                          time.perf_counter() - t0)
     log.info("%s", res.one_line())

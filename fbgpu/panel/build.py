@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from fbgpu.data.store import Store, StoreError, config_hash
+from fbgpu.data.writebehind import AsyncToHost, StoreWriteBehind
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.panel.market import Market, PoolConfig
 from fbgpu.panel.preprocess import PanelConfig, preprocess_panel
@@ -160,6 +162,13 @@ def build_panel(
                        meta={"backend": be.name})
 
 
+def _host_copy_now(a: Any) -> Callable[[], np.ndarray]:
+    """``write_panel``'s default crossing when no writer is given: the array's own host copy
+    (cupy's ``.get()``, the stand-in's counted one; numpy: the array itself)."""
+    host = a.get() if hasattr(a, "get") else np.asarray(a)
+    return lambda: host
+
+
 def write_panel(
     store: Store,
     panel: FactorPanel,
@@ -168,22 +177,29 @@ def write_panel(
     window: int = 20,
     factors_table: str = "factors",
     skip_current: bool = True,
+    writer: StoreWriteBehind | None = None,
+    to_host: AsyncToHost | None = None,
 ) -> int:
-    """Write ``panel`` as the wide table ``panel``, one partition per date; return #written.
+    """Write ``panel`` as the wide table ``panel``, one partition per date; return how many
+    partitions are (being) written.
 
     Each partition's manifest lists as inputs the ``factors`` partitions of the last ``window``
     trading days, the ``daily`` partition of its date and the ``securities`` master (what the
     value at T depends on), so a re-run skips the dates whose inputs, code and configuration are
-    unchanged.
+    unchanged. Which dates to write is decided now, from the manifests (host metadata only).
+
+    The values are written *behind* (:mod:`fbgpu.data.writebehind`): ``panel.values`` and
+    ``panel.universe`` start their host copy through ``writer``'s crossing (in a run, the
+    backend's ``to_host_async``: two sanctioned crossings for the whole panel) and the Arrow
+    encoding and the atomic partition writes run on the writer's thread; nothing is read back.
+    With ``writer`` the caller flushes it before anything reads the table; without, the call
+    makes its own (its crossing ``to_host``, default the arrays' own host copy) and waits for it.
     """
-    vals = panel.values.get() if hasattr(panel.values, "get") else np.asarray(panel.values)
-    uni = panel.universe.get() if hasattr(panel.universe, "get") else np.asarray(panel.universe)
     chash = config_hash(config) if config is not None else ""
     have_factors = set(store.dates(factors_table))
     has_securities = store.has("securities")
-    written = 0
+    todo: list[tuple[int, dt.date, dict[str, str]]] = []
     for t, d in enumerate(panel.dates):
-        keep = uni[t] & np.isfinite(vals[t]).any(axis=1)
         pairs = [(factors_table, x) for x in panel.dates[max(0, t - window + 1): t + 1]
                  if x in have_factors]
         pairs.append(("daily", d))
@@ -192,16 +208,28 @@ def write_panel(
         inputs = store.fingerprints(pairs)
         if skip_current and store.is_current(PANEL_TABLE, d, config_hash_=chash, inputs=inputs):
             continue
-        idx = np.flatnonzero(keep)
-        cols: dict[str, Any] = {
-            "date": pa.array([d] * len(idx), type=pa.date32()),
-            "symbol": pa.array(panel.symbols[idx].astype(str).tolist(), type=pa.string()),
-        }
-        for j, n in enumerate(panel.names):
-            cols[n] = pa.array(vals[t, idx, j], type=pa.float64())
-        store.write(PANEL_TABLE, d, pa.table(cols), config_hash_=chash, inputs=inputs)
-        written += 1
-    return written
+        todo.append((t, d, inputs))
+    if not todo:
+        return 0
+
+    def write(host: list[np.ndarray]) -> None:
+        vals, uni = host
+        for t, d, inputs in todo:
+            idx = np.flatnonzero(uni[t] & np.isfinite(vals[t]).any(axis=1))
+            cols: dict[str, Any] = {
+                "date": pa.array([d] * len(idx), type=pa.date32()),
+                "symbol": pa.array(panel.symbols[idx].astype(str).tolist(), type=pa.string()),
+            }
+            for j, n in enumerate(panel.names):
+                cols[n] = pa.array(vals[t, idx, j], type=pa.float64())
+            store.write(PANEL_TABLE, d, pa.table(cols), config_hash_=chash, inputs=inputs)
+
+    if writer is not None:
+        writer.submit(PANEL_TABLE, None, [panel.values, panel.universe], write)
+    else:
+        with StoreWriteBehind(store, to_host or _host_copy_now, name="panel") as own:
+            own.submit(PANEL_TABLE, None, [panel.values, panel.universe], write)
+    return len(todo)
 
 
 def read_panel(store: Store, names: list[str] | None = None,
