@@ -267,3 +267,28 @@ def test_dropout_reaches_training(raw) -> None:
     assert not all(torch.equal(a, b) for a, b in zip(base, d1, strict=True))
     with pytest.raises(ValueError, match="dropout"):
         TrainConfig(dropout=1.0)
+
+
+def test_checkpoint_copies_are_sanctioned_crossings(tmp_path, monkeypatch) -> None:
+    """Saving and loading a checkpoint move the weights between the device and the host: on a
+    GPU under the sync guard each must run inside a sanctioned block (else torch's sync debug
+    mode raises mid-run). Every tensor move of save_seed/load_seed happens inside one."""
+    from fbgpu.engine.guard import SANCTIONED, sanctioned_reason
+    from fbgpu.models.checkpoints import load_seed, save_seed
+
+    seen: list[str | None] = []
+    real_to = torch.Tensor.to
+
+    def recording_to(self, *a, **k):
+        seen.append(sanctioned_reason())
+        return real_to(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "to", recording_to)
+    states = [{"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(3)}]
+    before = SANCTIONED["checkpoint"], SANCTIONED["checkpoint load"]
+    save_seed(tmp_path / "seed0.pt", {"states": states, "config_hash": "h"})
+    assert seen and set(seen) == {"checkpoint"}
+    assert SANCTIONED["checkpoint"] == before[0] + 1  # one crossing per checkpoint
+    loaded = load_seed(tmp_path / "seed0.pt", torch.device("cpu"))
+    assert loaded is not None and SANCTIONED["checkpoint load"] == before[1] + 1
+    torch.testing.assert_close(loaded["states"][0]["w"], states[0]["w"])

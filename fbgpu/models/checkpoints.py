@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from fbgpu.data.store import atomic_write_bytes
+from fbgpu.engine.guard import sanctioned
 
 WINDOW_FILE = "window.json"
 
@@ -47,11 +48,17 @@ class WindowPaths:
 
 
 def save_seed(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` of ``payload`` (state dicts moved to the CPU) to ``path``, atomically."""
+    """``torch.save`` of ``payload`` (state dicts moved to the CPU) to ``path``, atomically.
+
+    The copy of the weights to the host is a persistence crossing of the device path: one
+    sanctioned block per checkpoint (``"checkpoint"``, :func:`fbgpu.engine.guard.sanctioned`),
+    so that on a GPU under the sync guard it is allowed and counted rather than raising.
+    """
     payload = dict(payload)
-    payload["states"] = [
-        {k: v.detach().to("cpu") for k, v in s.items()} for s in payload["states"]
-    ]
+    with sanctioned("checkpoint"):
+        payload["states"] = [
+            {k: v.detach().to("cpu") for k, v in s.items()} for s in payload["states"]
+        ]
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -62,7 +69,9 @@ def load_seed(path: Path, device: torch.device) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        # a stored checkpoint going up to the device: a sanctioned upload, like the raw inputs
+        with sanctioned("checkpoint load"):
+            payload = torch.load(path, map_location=device, weights_only=True)
     except Exception:  # a damaged file is retrained, never trusted
         return None
     return payload if isinstance(payload, dict) and "states" in payload else None
