@@ -123,12 +123,14 @@ def _symbol_code() -> pl.Expr:
 
 
 def minute_returns(bars: Frame) -> Frame:
-    """Bars in ``(symbol, minute)`` order with the minute return ``r`` (``r_0 = close_0 /
-    open_0 - 1``, ``r_k = close_k / close_{k-1} - 1``) and ``prev_close``: one frame that the
-    minute and trade families share (the lazy plan computes it once)."""
+    """The bars with the minute return ``r`` (``r_0 = close_0 / open_0 - 1``, ``r_k = close_k /
+    close_{k-1} - 1``) and ``prev_close``: one frame that the minute and trade families share
+    (``collect_all`` computes it once). The store keeps the bars in ``(symbol, minute)`` order
+    (``fbgpu.data.schemas.SORT_KEYS``), so the previous bar is the previous row; sorting them
+    again cost 0.14 s."""
     prev_close = pl.col("close").shift(1)
     first = pl.col("minute") == 0
-    return bars.sort("symbol", "minute").with_columns(
+    return bars.with_columns(
         r=pl.when(first).then(pl.col("close") / pl.col("open") - 1)
         .otherwise(pl.col("close") / prev_close - 1),
         prev_close=prev_close,
@@ -211,11 +213,11 @@ def polars_trade(trades: Frame, bars: Frame | None, cfg: FactorConfig,
        after joining the per-stock threshold (5,000 rows) back; ``sum_j B_j`` over big orders
        is the amount of the trades whose order is big, ``sum_j B_j^2`` as in 2.
 
-    The per-minute net active buying is one ``group_by("symbol", "minute")`` (two small integer
-    keys; an ``agg`` of ``first()`` to carry a packed key's parts costs 3x the group-by in the
-    streaming engine), left-joined onto the bars' minute returns (already in ``(symbol, minute)``
-    order, every stock 240 bars): a stock without bars has no returns, so null correlations,
-    as on the full grid.
+    The per-minute net active buying is one ``group_by`` on a packed stock-minute key
+    ``code * 240 + minute``, left-joined on that key onto the bars' minute returns (already in
+    ``(symbol, minute)`` order, every stock 240 bars): a stock without bars has no returns, so
+    null correlations, as on the full grid. The join on one Int64 instead of ``(symbol,
+    minute)`` halves the join (0.53 s instead of 0.78 s for this part).
     """
     a, side = pl.col("amount"), pl.col("side")
     code = _symbol_code()
@@ -269,11 +271,13 @@ def polars_trade(trades: Frame, bars: Frame | None, cfg: FactorConfig,
     names = ["corr_netactivebuy_lastret", "corr_netactivebuy_nextret"]
     if bars is None:
         return [out.with_columns(pl.lit(None, dtype=pl.Float64).alias(c) for c in names)]
-    nab = trades.group_by("symbol", minute=_minute_of(ts).cast(pl.Int16)).agg(
+    # stock-minute key: one Int64 (the default Categorical's codes are one process-wide
+    # mapping, polars.Categories, so a code names the same symbol in the bars and the trades)
+    nab = trades.group_by(key=code * 240 + _minute_of(ts)).agg(
         nab=(a * side.cast(pl.Float64)).sum())
     full = (rets if rets is not None else minute_returns(bars)).select(
-        "symbol", pl.col("minute").cast(pl.Int16), "r"
-    ).join(nab, on=["symbol", "minute"], how="left", maintain_order="left")
+        "symbol", "minute", "r", key=code * 240 + pl.col("minute").cast(pl.Int64)
+    ).join(nab, on="key", how="left", maintain_order="left")
     full = full.with_columns(pl.col("nab").fill_null(0.0)).with_columns(
         nab_prev=pl.col("nab").shift(1), r_prev=pl.col("r").shift(1))
     lagged = pl.col("minute") >= 1
@@ -384,8 +388,11 @@ def polars_factors_from_frames(frames: dict[str, Frame], names: Sequence[str] | 
     names = resolve_names(list(names) if names is not None else None)
     cfg = config or FactorConfig()
     fams = {FACTORS[n].family for n in names}
-    parts: list[Frame] = [pl.concat([f.select(pl.col("symbol").unique())
-                                     for f in frames.values()]).unique()]
+    # The universe: each table's stocks are contiguous runs, so a run's first row names it (a
+    # comparison with the previous row instead of hashing 28 M codes: 0.18 s instead of 0.31).
+    code = _symbol_code()
+    run_starts = pl.col("symbol").filter(code != code.shift(1, fill_value=-1))
+    parts: list[Frame] = [pl.concat([f.select(run_starts) for f in frames.values()]).unique()]
     bars = frames.get("minute")
     rets = minute_returns(bars) if bars is not None else None
     if "minute" in fams and bars is not None:
@@ -396,7 +403,9 @@ def polars_factors_from_frames(frames: dict[str, Frame], names: Sequence[str] | 
         parts += polars_order(frames["orders"], cfg)
     done = [p for p in parts if isinstance(p, pl.DataFrame)]
     lazy = [p for p in parts if isinstance(p, pl.LazyFrame)]
-    done += pl.collect_all(lazy) if lazy else []
+    # streaming, explicitly (polars 2's default, unless POLARS_ENGINE_AFFINITY says otherwise):
+    # the in-memory engine took 6.8 s instead of 3.6 s for all 27 on the full-day preset
+    done += pl.collect_all(lazy, engine="streaming") if lazy else []
     out = done[0]
     for part in done[1:]:
         out = out.join(part, on="symbol", how="left")
