@@ -13,6 +13,10 @@ What is timed (wall clock, the device synchronised before the clock stops; media
   (all 27 factors, and per family), result left on the device;
 * ``with_io``: :func:`fbgpu.factors.compute_day` from the store, result copied to the host: what
   one day of ``fbgpu factors`` costs apart from the write;
+* ``gpu_days_with_io``: up to 3 consecutive days from the store, values to the host, with the
+  next day's read and upload overlapping this day's compute (``DayPrefetch`` on the GPU
+  backend: pinned staging buffers, a side stream) against read, upload, compute in turn
+  (:func:`days_with_io`);
 * the same for the CPU backend (numba, every core of the machine) on the same loaded day;
 * ``gpu_fused``: the GPU compute (all 27 and per family) with the fused family passes on and
   off (``FBGPU_FUSED``, :func:`with_fused`), their gain, whether both give the same bits, and
@@ -86,6 +90,43 @@ def timed(fn: Callable[[], Any], b: Backend, repeats: int, warmup: int = 1) -> d
         ts.append(time.perf_counter() - t)
     return {"median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts),
             "repeats": repeats}
+
+
+def days_with_io(store: Store, names: list[str], b: Backend, ops: Any, days: int = 3
+                 ) -> dict[str, Any]:
+    """Several consecutive days from the store, each day's values copied to the host: with the
+    next day's read and upload overlapping this day's compute (``overlap``: ``DayPrefetch``
+    with the backend, as ``run_factors`` runs it: pinned staging and a side stream on cupy)
+    and without (``inline``: read, upload, compute, one after another). One timed pass each
+    after the single-day timings warmed the kernels; the two alternate (inline, overlap,
+    inline, overlap) and the medians are reported."""
+    from fbgpu.factors.compute import DayPrefetch
+
+    dates = store.dates("trades")[:days]
+
+    def inline() -> None:
+        for d in dates:
+            b.to_host(compute_loaded_day(day_to_backend(load_day(store, d, names), b), names,
+                                         ops).values)
+
+    def overlap() -> None:
+        with DayPrefetch(store, [(d, names) for d in dates], backend=b) as pre:
+            for d in dates:
+                b.to_host(compute_day(store, d, names, b, ops=ops, loaded=pre.take(d)).values)
+
+    runs: dict[str, list[float]] = {"inline": [], "overlap": []}
+    for _ in range(2):
+        for k, fn in (("inline", inline), ("overlap", overlap)):
+            sync(b)
+            t = time.perf_counter()
+            fn()
+            sync(b)
+            runs[k].append(time.perf_counter() - t)
+    out: dict[str, Any] = {"days": len(dates)}
+    for k, ts in runs.items():
+        out[k] = {"median_s": statistics.median(ts), "min_s": min(ts), "runs": ts}
+    out["overlap_gain"] = out["inline"]["median_s"] / out["overlap"]["median_s"]
+    return out
 
 
 def tile_ticks(t: DayTicks, k: int, id_columns: tuple[str, ...] = ORDER_ID_COLUMNS) -> DayTicks:
@@ -401,6 +442,8 @@ def run(store: Store, gpu: Backend, repeats: int, scale_ticks: float, cpu: bool)
     result["gpu_with_io"] = timed(
         lambda: gpu.to_host(compute_day(store, date, names, gpu, ops=gops).values), gpu,
         max(1, repeats // 2))
+    if len(store.dates("trades")) > 1:  # the next day's read + upload behind this compute
+        result["gpu_days_with_io"] = days_with_io(store, names, gpu, gops)
     g1 = gpu.to_host(compute_loaded_day(dev, names, gops).values)
     g2 = gpu.to_host(compute_loaded_day(dev, names, gops).values)
     result["gpu_deterministic"] = bool(g1.tobytes() == g2.tobytes())

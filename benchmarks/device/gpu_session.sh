@@ -55,7 +55,8 @@ set -euo pipefail
 # the whole suite.
 GPU_TESTS=(tests/test_engine_gpu_parity.py tests/test_fused_gpu.py tests/test_engine_compile.py
     tests/test_engine_standin.py tests/test_engine_guard.py tests/test_panel_gpu_parity.py
-    tests/test_models_device.py tests/test_backend.py tests/test_factors_invariance.py)
+    tests/test_models_device.py tests/test_backend.py tests/test_factors_invariance.py
+    tests/test_device_io.py)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from types import ModuleType
@@ -98,10 +98,160 @@ class Backend:
 
         return wait
 
+    def staging_pool(self, slots: int = 2) -> StagingPool:
+        """A :class:`StagingPool` for :meth:`to_device_async` on this backend: page-locked
+        (pinned) host buffers on cupy (``cupyx.empty_pinned``), plain numpy buffers on the
+        stand-in device (the same reuse logic, testable without a GPU)."""
+        if self.is_gpu and self.xp.__name__.startswith("cupy"):
+            import cupyx
+
+            return StagingPool(slots, lambda n: cupyx.empty_pinned((n,), np.uint8))
+        return StagingPool(slots)
+
+    def compute_event(self) -> Any:
+        """An event recorded now on the current (compute) stream, for an upload to wait on
+        (:meth:`to_device_async` ``after``); None off cupy (nothing runs asynchronously)."""
+        if self.is_gpu and self.xp.__name__.startswith("cupy"):
+            return self.xp.cuda.get_current_stream().record()
+        return None
+
+    def to_device_async(self, arrays: Sequence[Any], staging: StagingPool | None = None,
+                        after: Any = None) -> Callable[[], list[Any]]:
+        """Start copying the host ``arrays`` to the device; the returned function makes the
+        caller's (compute) stream wait for the copies and returns the device arrays.
+
+        The upload crossing of the raw inputs, the mirror of :meth:`to_host_async`; one call
+        is one sanctioned ``to_device`` crossing (:func:`fbgpu.engine.guard.sanctioned`):
+
+        * cupy: the arrays are copied (host memcpy, in the calling thread) into one of
+          ``staging``'s page-locked buffers, each at a 256-byte-aligned offset, then copied
+          to freshly allocated device arrays with ``ndarray.set(..., stream=side)`` on a
+          non-blocking side stream (:func:`_upload_stream`), which first waits for ``after``
+          (an event of the compute stream, :meth:`compute_event`: device memory the pool
+          hands the new arrays may have been freed by kernels queued before it). An event
+          recorded after the copies is kept with the staging slot (the slot is not written
+          again before it completed) and waited on by the compute stream when the returned
+          function is called (``stream.wait_event``: the host does not block).
+        * the CPU stand-in device: the same staging, then the counted ``xp.asarray`` upload
+          of a copy (the stand-in's device arrays must not alias the reused staging buffer);
+        * numpy: the arrays themselves, no copy.
+
+        Without ``staging`` a one-slot pool is made for this call (a synchronous-looking
+        one-off upload, :func:`fbgpu.factors.compute.day_to_backend`).
+        """
+        if not self.is_gpu:
+            same = list(arrays)
+            return lambda: same
+        host = [np.ascontiguousarray(a) for a in arrays]
+        offsets, total = _staging_layout(host)
+        pool = staging if staging is not None else self.staging_pool(1)
+        cupy_dev = self.xp.__name__.startswith("cupy")
+        with sanctioned("to_device"):
+            slot, buf = pool.acquire(total)
+            views = []
+            for a, off in zip(host, offsets, strict=True):
+                v = buf[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
+                np.copyto(v, a)
+                views.append(v)
+            if not cupy_dev:  # the stand-in: counted uploads of copies, done at once
+                devs = [self.xp.asarray(v.copy()) for v in views]
+                pool.release(slot, _DONE)
+                return lambda: devs
+            cp = self.xp
+            stream = _upload_stream()
+            if after is not None:
+                stream.wait_event(after)
+            with stream:  # allocated in the stream's pool, ordered after ``after``
+                devs = [cp.empty(a.shape, a.dtype) for a in host]
+                for d, v in zip(devs, views, strict=True):
+                    if v.size:
+                        d.set(v, stream=stream)
+            done = stream.record()
+            pool.release(slot, done)
+
+        def wait() -> list[Any]:
+            cp.cuda.get_current_stream().wait_event(done)
+            return devs
+
+        return wait
+
+
+#: Alignment of each array in a staging buffer (bytes): what cupy's allocator gives device
+#: arrays, so DMA copies start aligned.
+STAGING_ALIGN = 256
+
+
+def _staging_layout(arrays: Sequence[np.ndarray]) -> tuple[list[int], int]:
+    """Byte offset of each array in a staging buffer (aligned) and the bytes needed."""
+    offsets, at = [], 0
+    for a in arrays:
+        offsets.append(at)
+        at += -(-a.nbytes // STAGING_ALIGN) * STAGING_ALIGN
+    return offsets, at
+
+
+class _Done:
+    """An already completed event (the stand-in's uploads finish at once)."""
+
+    def synchronize(self) -> None:
+        return None
+
+
+_DONE = _Done()
+
+
+class StagingPool:
+    """Reusable host staging buffers of :meth:`Backend.to_device_async`, one per slot, used
+    round-robin; grown (reallocated, rounded up to 1 MiB) when a day needs more bytes.
+
+    Lifetime: a slot's buffer holds one upload's source until that upload's event completed.
+    :meth:`acquire` waits for the event of the slot's previous upload before handing the
+    buffer out again, so day ``k + 2``'s read cannot overwrite day ``k``'s bytes before they
+    reached the device. With two slots (double buffering) and one reader thread, staging
+    day ``k + 1`` never waits for day ``k``'s copy, and day ``k + 2``'s wait is for a copy the
+    compute stream has already waited on. Not thread-safe: one reader thread uses a pool.
+    """
+
+    def __init__(self, slots: int = 2, alloc: Callable[[int], np.ndarray] | None = None) -> None:
+        if slots < 1:
+            raise ValueError(f"a staging pool needs at least one slot, got {slots}")
+        self.buffers: list[np.ndarray | None] = [None] * slots
+        self.events: list[Any] = [None] * slots
+        self.grown = 0  #: buffers allocated so far (for tests and logs)
+        self._alloc = alloc or (lambda n: np.empty(n, dtype=np.uint8))
+        self._next = 0
+
+    def acquire(self, nbytes: int) -> tuple[int, np.ndarray]:
+        """The next slot and its buffer (at least ``nbytes``), once its last upload landed."""
+        i = self._next
+        self._next = (i + 1) % len(self.buffers)
+        if self.events[i] is not None:
+            self.events[i].synchronize()
+            self.events[i] = None
+        buf = self.buffers[i]
+        if buf is None or buf.nbytes < nbytes:
+            self.buffers[i] = None  # the old buffer goes back to its pool first
+            buf = self.buffers[i] = self._alloc(max(1, -(-nbytes // 2**20)) * 2**20)
+            self.grown += 1
+        return i, buf
+
+    def release(self, slot: int, event: Any) -> None:
+        """Record ``event`` (completes when the slot's upload has landed) for the slot."""
+        self.events[slot] = event
+
 
 @cache
 def _side_stream() -> Any:
     """The non-blocking CUDA stream of the persistence copies (one per process)."""
+    import cupy
+
+    return cupy.cuda.Stream(non_blocking=True)
+
+
+@cache
+def _upload_stream() -> Any:
+    """The non-blocking CUDA stream of the input uploads (one per process; not the
+    persistence stream, so an upload does not queue behind a device->host copy)."""
     import cupy
 
     return cupy.cuda.Stream(non_blocking=True)

@@ -39,7 +39,7 @@ from fbgpu.data.store import (
     symbol_column,
 )
 from fbgpu.data.writebehind import StoreWriteBehind
-from fbgpu.engine.backend import Backend, get_backend
+from fbgpu.engine.backend import Backend, StagingPool, get_backend
 from fbgpu.engine.segments import SegmentOps, check_offsets, segment_ops
 from fbgpu.factors.config import FactorConfig
 from fbgpu.factors.context import CancelTicks, MinuteContext, OrderContext, TradeContext
@@ -213,26 +213,52 @@ class DayInputs:
         return sum(t.n_rows for t in (self.trades, self.orders) if t is not None)
 
 
-def day_to_backend(day: DayInputs, backend: Backend) -> DayInputs:
-    """``day`` with its arrays (minute fields, tick columns and offsets) on ``backend``'s device:
-    the one host->device upload of the raw inputs. Symbols stay on the host (they index the
-    universe, a host concern). On the CPU backend ``day`` is returned as it is.
-    """
-    if not backend.is_gpu:
-        return day
-    to = backend.xp.asarray
+def _day_arrays(day: DayInputs) -> list[Any]:
+    """The arrays of ``day`` that live on the device, in a fixed order (:func:`_with_arrays`):
+    the minute fields, then per tick source (trades, orders, cancels) its offsets and columns."""
+    out: list[Any] = []
+    if day.minute is not None:
+        out += list(day.minute.fields.values())
+    for t in (day.trades, day.orders, day.cancels):
+        if t is not None:
+            out += [t.offsets, *t.columns.values()]
+    return out
+
+
+def _with_arrays(day: DayInputs, arrays: Sequence[Any]) -> DayInputs:
+    """``day`` with its device arrays replaced, in :func:`_day_arrays`' order."""
+    it = iter(arrays)
     minute = None
     if day.minute is not None:
         minute = MinuteDay(day.minute.date, day.minute.symbols,
-                           {k: to(v) for k, v in day.minute.fields.items()})
+                           {k: next(it) for k in day.minute.fields})
 
     def ticks(t: DayTicks | None) -> DayTicks | None:
         if t is None:
             return None
-        return DayTicks(t.date, t.symbols, to(t.offsets), {k: to(v) for k, v in t.columns.items()})
+        offsets = next(it)
+        return DayTicks(t.date, t.symbols, offsets, {k: next(it) for k in t.columns})
 
-    return DayInputs(day.date, day.universe, day.source_symbols, minute, ticks(day.trades),
-                     ticks(day.orders), ticks(day.cancels))
+    trades, orders, cancels = ticks(day.trades), ticks(day.orders), ticks(day.cancels)
+    return DayInputs(day.date, day.universe, day.source_symbols, minute, trades, orders, cancels)
+
+
+def upload_day(day: DayInputs, backend: Backend, staging: StagingPool | None = None,
+               after: Any = None) -> Callable[[], DayInputs]:
+    """Start the one host->device upload of ``day``'s raw inputs (minute fields, tick columns
+    and offsets), one :meth:`Backend.to_device_async` crossing; the returned function orders
+    the caller's stream after it and returns the day on the device. Symbols stay on the host
+    (they index the universe, a host concern). On the CPU backend: ``day`` itself, no copy."""
+    if not backend.is_gpu:
+        return lambda: day
+    pending = backend.to_device_async(_day_arrays(day), staging, after)
+    return lambda: _with_arrays(day, pending())
+
+
+def day_to_backend(day: DayInputs, backend: Backend) -> DayInputs:
+    """``day`` with its arrays on ``backend``'s device (:func:`upload_day`, waited for). On
+    the CPU backend ``day`` is returned as it is."""
+    return upload_day(day, backend)()
 
 
 def align_ticks(ticks: DayTicks, symbols: np.ndarray) -> DayTicks:
@@ -486,23 +512,39 @@ def compute_day(
 class DayPrefetch:
     """Reads days ahead on one reader thread: while day ``k`` computes, day ``k + 1``'s
     :func:`load_day` runs (pyarrow and numpy release the GIL while they decode, copy or fault
-    pages in). ``days``: ``(date, names)`` in the order they will be taken; :meth:`take`
-    returns a date's inputs (waiting for them; a read error is raised there, for that date)
-    and starts the next read. Disabled, :meth:`take` returns None (the caller reads)."""
+    pages in) and, on a GPU backend (``backend``), its upload starts too (:func:`upload_day`
+    through a two-slot :class:`StagingPool`: pinned buffers and a side stream on cupy), so
+    :meth:`take` hands back the day already on the device. ``days``: ``(date, names)`` in the
+    order they will be taken; :meth:`take` returns a date's inputs (waiting for them; a read
+    error is raised there, for that date) and starts the next read. Disabled, :meth:`take`
+    returns None (the caller reads).
+
+    Device memory: the upload of day ``k + 1`` allocates its arrays from the side stream's
+    pool, which may hand out memory that an earlier day's inputs used; it therefore waits for
+    an event of the compute stream recorded in ``take(k)``, when all of day ``k - 1``'s work
+    had been queued (not day ``k``'s: the copy overlaps day ``k``'s compute). To make that
+    enough, the prefetcher keeps the inputs it handed out until the next :meth:`take` has
+    recorded its event, so a day's inputs are freed only after every kernel reading them
+    was queued before an event the next upload waits on. Hence a day returned by
+    :meth:`take` must not be given new device work after the following :meth:`take`.
+    """
 
     def __init__(self, store: Store, days: Sequence[tuple[dt.date, Sequence[str]]],
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, backend: Backend | None = None) -> None:
         self.store = store
         self.days = list(days)
         self.enabled = enabled and len(self.days) > 1
+        self.backend = backend if backend is not None and backend.is_gpu else None
+        self.staging = self.backend.staging_pool(2) if self.backend is not None else None
         self._pool: ThreadPoolExecutor | None = None
         self._futures: dict[dt.date, Any] = {}
         self._next = 0
+        self._held: DayInputs | None = None
 
     def __enter__(self) -> DayPrefetch:
         if self.enabled:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="fbgpu-prefetch")
-            self._submit()
+            self._submit(self.backend.compute_event() if self.backend is not None else None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -512,21 +554,36 @@ class DayPrefetch:
             self._pool.shutdown(wait=True)
             self._pool = None
         self._futures.clear()
+        self._held = None
 
-    def _submit(self) -> None:
+    def _read(self, d: dt.date, names: list[str], after: Any) -> Callable[[], DayInputs]:
+        """The reader thread's job: read ``d``, start its upload (GPU backend)."""
+        day = load_day(self.store, d, names)
+        if self.backend is None:
+            return lambda: day
+        return upload_day(day, self.backend, self.staging, after)
+
+    def _submit(self, after: Any) -> None:
         if self._pool is not None and self._next < len(self.days):
             d, names = self.days[self._next]
-            self._futures[d] = self._pool.submit(load_day, self.store, d, list(names))
+            self._futures[d] = self._pool.submit(self._read, d, list(names), after)
             self._next += 1
 
     def take(self, date: dt.date) -> DayInputs | None:
-        """The inputs of ``date`` (read ahead), or None when prefetching is off or ``date``
-        was not read ahead; the next day's read starts."""
+        """The inputs of ``date`` (read ahead; on the device with a GPU backend), or None when
+        prefetching is off or ``date`` was not read ahead; the next day's read starts."""
         fut = self._futures.pop(date, None)
         if fut is None:
             return None
-        self._submit()
-        return fut.result()
+        # The previous day's work is all queued now: the next upload waits for this event
+        # only, and the previous day's inputs may be freed after it (class docstring).
+        after = self.backend.compute_event() if self.backend is not None else None
+        self._held = None
+        self._submit(after)
+        day = fut.result()()  # the compute stream waits for the upload (not the host)
+        if self.backend is not None:
+            self._held = day
+        return day
 
 
 #: Bytes a stock-day row costs while it is being processed (the columns read, CSR and masks,
@@ -867,10 +924,11 @@ def run_factors(
             continue
         reuse = _current_columns(store, d, inputs, col_hashes)
         plan.append((d, inputs, reuse, [n for n in names if n not in reuse]))
-    # Without a budget the next day is read by a reader thread while this day computes (its
-    # inputs are then resident beside this day's: what a budget exists to prevent).
+    # Without a budget the next day is read by a reader thread while this day computes, and on
+    # a GPU its upload starts there too (its inputs are then resident beside this day's: what a
+    # budget exists to prevent).
     prefetch = DayPrefetch(store, [(d, todo) for d, _, _, todo in plan if todo],
-                           enabled=memory_budget is None)
+                           enabled=memory_budget is None, backend=b)
     with prefetch, w if own else contextlib.nullcontext(w):  # own writer: writes waited for
         for d, inputs, reuse, todo in track(plan, "factors") if progress else plan:
             if todo:

@@ -1,0 +1,305 @@
+"""IO straight to the device: the raw inputs' upload crossing (``Backend.to_device_async``),
+its reusable staging buffers, and the next day's read + upload overlapping this day's compute
+(``DayPrefetch`` on a GPU backend).
+
+The CPU tests run the device path on the stand-in device (``fbgpu.engine.standin``), which
+counts every upload and rejects implicit host conversions. The last test needs cupy and a CUDA
+device (run by ``benchmarks/device/gpu_session.sh``): the real pinned staging and side stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from fbgpu.data.store import Store, StoreError
+from fbgpu.engine.backend import Backend, StagingPool, get_backend
+from fbgpu.engine.guard import SANCTIONED
+from fbgpu.engine.standin import CROSSINGS, StandinArray, standin_backend
+
+DATES = [dt.date(2024, 3, 1), dt.date(2024, 3, 4), dt.date(2024, 3, 5)]
+#: One factor of each tick family (minute and trades read): a quicker day on the emulated kernels.
+NAMES = ["late_skew_ret", "bigorder_amt_perc"]
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Store:
+    """Three days of the hand-made oracle market (small: the emulated kernels are slow)."""
+    from oracle_factors import make_market
+
+    store = Store(tmp_path / "market")
+    make_market(store, DATES, seed=7)
+    return store
+
+
+def _copy_inputs(store: Store, root: Path) -> Store:
+    import shutil
+
+    shutil.copytree(store.root, root, ignore=shutil.ignore_patterns("factors"))
+    return Store(root)
+
+
+def _partitions(store: Store) -> dict[dt.date, bytes]:
+    """Each stored ``factors`` partition's values, as bytes (byte-identical comparisons)."""
+    out = {}
+    for d in store.dates("factors"):
+        t = store.read("factors", d)
+        out[d] = b"".join(np.ascontiguousarray(t.column(c).to_numpy(zero_copy_only=False))
+                          .tobytes() if c != "symbol" else "|".join(t.column(c).to_pylist())
+                          .encode() for c in t.column_names[1:])
+    return out
+
+
+# -- the crossing and its staging ----------------------------------------------------------
+
+def test_cpu_upload_is_the_arrays_themselves() -> None:
+    a, b = np.arange(5.0), np.arange(3, dtype=np.int64)
+    out = get_backend("cpu").to_device_async([a, b])()
+    assert out[0] is a and out[1] is b  # no copy on the CPU backend
+
+
+def test_standin_upload_is_one_counted_crossing_and_does_not_alias_staging() -> None:
+    b = standin_backend()
+    pool = b.staging_pool(2)
+    rng = np.random.default_rng(0)
+    days = [[rng.normal(size=n), rng.integers(-9, 9, size=n, dtype=np.int16),
+             np.arange(n + 1, dtype=np.int64)] for n in (1000, 800, 1000, 0)]
+    before = CROSSINGS["upload"], SANCTIONED["to_device"]
+    got = [b.to_device_async(d, pool)() for d in days]
+    assert CROSSINGS["upload"] - before[0] == 3 * len(days)  # one per array
+    assert SANCTIONED["to_device"] - before[1] == len(days)  # one crossing per call
+    # Every day's device arrays still hold its values after later days went through the
+    # same two staging buffers (a device array aliasing its staging slot would not).
+    for host, dev in zip(days, got, strict=True):
+        for h, g in zip(host, dev, strict=True):
+            assert type(g) is StandinArray and g.dtype == h.dtype and g.shape == h.shape
+            np.testing.assert_array_equal(g.view(np.ndarray), h)
+
+
+class _Event:
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name = log, name
+
+    def synchronize(self) -> None:
+        self.log.append(f"sync {self.name}")
+
+
+def test_staging_slots_are_reused_grown_and_waited_for() -> None:
+    allocs: list[int] = []
+
+    def alloc(n: int) -> np.ndarray:
+        allocs.append(n)
+        return np.empty(n, dtype=np.uint8)
+
+    pool = StagingPool(2, alloc)
+    log: list[str] = []
+    seen = []
+    for k, size in enumerate([3 * 2**20, 2**20, 3 * 2**20, 2**20, 5 * 2**20]):
+        slot, buf = pool.acquire(size)
+        assert buf.nbytes >= size
+        seen.append((slot, buf))
+        log.append(f"use {k}")
+        pool.release(slot, _Event(log, str(k)))
+    # Round-robin over two slots; days of equal or smaller size get the same buffer objects.
+    assert [s for s, _ in seen] == [0, 1, 0, 1, 0]
+    assert seen[2][1] is seen[0][1] and seen[3][1] is seen[1][1]
+    assert seen[4][1] is not seen[0][1] and seen[4][1].nbytes >= 5 * 2**20  # grown
+    assert allocs == [3 * 2**20, 2**20, 5 * 2**20] and pool.grown == 3
+    # A slot is written again only after its previous upload's event completed.
+    assert log == ["use 0", "use 1", "sync 0", "use 2", "sync 1", "use 3", "sync 2", "use 4"]
+
+
+def test_day_to_backend_goes_through_the_crossing(market: Store) -> None:
+    from fbgpu.factors.compute import _day_arrays, day_to_backend, load_day
+
+    host = load_day(market, DATES[0])
+    assert day_to_backend(host, get_backend("cpu")) is host
+    b = standin_backend()
+    before = CROSSINGS["upload"], SANCTIONED["to_device"]
+    dev = day_to_backend(host, b)
+    n = len(_day_arrays(host))
+    # minute: 7 fields (all read); trades: offsets + 6 columns; orders: offsets + 5 columns
+    assert n == 7 + 7 + 6
+    assert (CROSSINGS["upload"] - before[0], SANCTIONED["to_device"] - before[1]) == (n, 1)
+    for h, d in zip(_day_arrays(host), _day_arrays(dev), strict=True):
+        assert type(d) is StandinArray
+        np.testing.assert_array_equal(d.view(np.ndarray), h)
+    assert list(dev.trades.symbols) == list(host.trades.symbols)
+    assert dev.orders.columns.keys() == host.orders.columns.keys()
+
+
+# -- the overlapped run on the stand-in device ---------------------------------------------
+
+def test_standin_run_counts_crossings_and_matches_the_unoverlapped_run(
+        market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3-day ``run_factors`` on the stand-in device with the prefetch (read + upload of day
+    k+1 during day k): per day exactly one upload crossing carrying the day's arrays, the 5
+    uploads of host index metadata, one persistence copy, no implicit crossing (it would
+    raise); partitions byte-identical to the same device path without prefetch (``memory_budget``
+    disables it: the day is read and uploaded inline), and the CPU backend's to 1e-9."""
+    from fbgpu.engine.segments import GpuSegmentOps
+    from fbgpu.factors import compute as compute_mod
+    from fbgpu.factors import run_factors
+    from fbgpu.factors.compute import _day_arrays, load_day
+
+    b = standin_backend()
+    ops = GpuSegmentOps(b.xp)  # warmed: its fixed column lists are uploaded once, here
+    compute_mod.compute_loaded_day(compute_mod.day_to_backend(load_day(market, DATES[0]), b),
+                                   ops=ops)
+    monkeypatch.setattr(compute_mod, "segment_ops", lambda backend: ops)
+    arrays = sum(len(_day_arrays(load_day(market, d))) for d in DATES)
+
+    over = _copy_inputs(market, tmp_path / "over")
+    before = CROSSINGS.copy(), SANCTIONED.copy()
+    s = run_factors(over, backend=b, progress=False)
+    assert s.dates_computed == DATES
+    assert SANCTIONED["to_device"] - before[1]["to_device"] == len(DATES)
+    assert CROSSINGS["upload"] - before[0]["upload"] == arrays + 5 * len(DATES)
+    assert CROSSINGS["to_host"] - before[0]["to_host"] == len(DATES)
+
+    inline = _copy_inputs(market, tmp_path / "inline")
+    run_factors(inline, backend=b, progress=False, memory_budget=1e12)
+    cpu = _copy_inputs(market, tmp_path / "cpu")
+    run_factors(cpu, backend="cpu", progress=False)
+    got, ref = _partitions(over), _partitions(inline)
+    assert list(got) == DATES and got == ref
+    for d in DATES:
+        dev, host = over.read("factors", d), cpu.read("factors", d)
+        assert dev.column_names == host.column_names
+        for c in host.column_names[2:]:
+            np.testing.assert_allclose(dev.column(c).to_numpy(), host.column(c).to_numpy(),
+                                       rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=c)
+
+
+def test_cpu_run_with_prefetch_is_byte_identical_and_uploads_nothing(
+        market: Store, tmp_path: Path) -> None:
+    from fbgpu.factors import run_factors
+
+    on, off = _copy_inputs(market, tmp_path / "on"), _copy_inputs(market, tmp_path / "off")
+    before = CROSSINGS["upload"], SANCTIONED["to_device"]
+    run_factors(on, backend="cpu", progress=False)
+    assert (CROSSINGS["upload"], SANCTIONED["to_device"]) == before
+    run_factors(off, backend="cpu", progress=False, memory_budget=1e12)
+    assert _partitions(on) == _partitions(off) and len(_partitions(on)) == len(DATES)
+
+
+class _RecordingBackend(Backend):
+    """The stand-in backend, counting (and logging) the uploads it starts."""
+
+    log: ClassVar[list[str]] = []
+    cond: ClassVar[threading.Condition] = threading.Condition()
+    uploads: ClassVar[int] = 0
+
+    def to_device_async(self, arrays, staging=None, after=None):  # type: ignore[override]
+        with _RecordingBackend.cond:
+            _RecordingBackend.uploads += 1
+            _RecordingBackend.log.append(f"upload {_RecordingBackend.uploads}")
+            _RecordingBackend.cond.notify_all()
+        return super().to_device_async(arrays, staging, after)
+
+
+def test_next_days_upload_starts_before_this_days_compute_ends(
+        market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ordering, not timing: day ``i``'s compute (the real one, wrapped) does not end before
+    upload ``i + 2`` (day ``i + 1``'s) has started; it waits for it, so without the overlap
+    (the next day uploaded only when taken) the wait times out and the test fails. Each day
+    is handed over already on the device."""
+    from fbgpu.factors import compute as compute_mod
+    from fbgpu.factors import run_factors
+
+    sb = standin_backend()
+    b = _RecordingBackend(sb.name, sb.xp, sb.device)
+    _RecordingBackend.log, _RecordingBackend.uploads = [], 0
+    log = _RecordingBackend.log
+    real = compute_mod.compute_day
+
+    def compute_day(store, d, names, backend, config, ops, budget, loaded=None):
+        assert loaded is not None and isinstance(loaded.trades.offsets, StandinArray)
+        i = DATES.index(d)
+        out = real(store, d, names, backend, config, ops, budget, loaded=loaded)
+        if i + 1 < len(DATES):
+            with _RecordingBackend.cond:
+                assert _RecordingBackend.cond.wait_for(
+                    lambda: _RecordingBackend.uploads >= i + 2, 60), f"no upload during {d}"
+        with _RecordingBackend.cond:
+            log.append(f"end {i}")
+        return out
+
+    monkeypatch.setattr(compute_mod, "compute_day", compute_day)
+    run_factors(_copy_inputs(market, tmp_path / "s"), backend=b, progress=False, names=NAMES)
+    # Day i+1's upload (number i+2) is logged before day i's compute ends, and no upload
+    # beyond the last day happens.
+    assert log.index("upload 2") < log.index("end 0") < log.index("end 1")
+    assert log.index("upload 3") < log.index("end 1")
+    assert sorted(x for x in log if x.startswith("upload")) == ["upload 1", "upload 2",
+                                                                "upload 3"], log
+
+
+def test_a_read_error_of_the_next_day_surfaces_for_that_date(
+        market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fbgpu.factors import run_factors
+
+    store = _copy_inputs(market, tmp_path / "bad")
+    real = Store.read_ticks
+
+    def read_ticks(self, table, date, columns=None, symbols=None):
+        if str(date) == str(DATES[1]) and table == "trades":
+            raise StoreError(f"cannot read trades/{date}: corrupt (test)")
+        return real(self, table, date, columns, symbols)
+
+    monkeypatch.setattr(Store, "read_ticks", read_ticks)
+    with pytest.raises(StoreError, match=f"trades/{DATES[1]}"):
+        run_factors(store, backend=standin_backend(), progress=False,
+                    names=NAMES)
+    assert store.dates("factors") == [DATES[0]]  # the day before was computed and written
+
+
+# -- the real thing, on a GPU ----------------------------------------------------------------
+
+def _cuda() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs cupy and a CUDA device")
+def test_pinned_overlapped_upload_on_the_gpu(market: Store, tmp_path: Path) -> None:
+    """cupy: staging buffers are page-locked and reused, the copy runs on the upload side
+    stream, the compute stream waits for it, the device arrays equal the host's, and a
+    prefetched multi-day run stores what the inline (unprefetched) GPU run stores."""
+    import cupy
+    import cupyx
+
+    from fbgpu.engine.backend import _upload_stream
+    from fbgpu.factors import run_factors
+    from fbgpu.factors.compute import _day_arrays, day_to_backend, load_day, upload_day
+
+    gpu = get_backend("gpu")
+    pool = gpu.staging_pool(2)
+    pinned = type(cupyx.empty_pinned((1,), np.uint8).base)
+    days = [load_day(market, d) for d in DATES]
+    got = []
+    for day in days:
+        got.append(upload_day(day, gpu, pool, gpu.compute_event())())
+    assert all(isinstance(b.base, pinned) or isinstance(b, np.ndarray) for b in pool.buffers)
+    assert pool.grown <= 3
+    assert _upload_stream().ptr != cupy.cuda.get_current_stream().ptr
+    for host, dev in zip(days, got, strict=True):
+        for h, d in zip(_day_arrays(host), _day_arrays(dev), strict=True):
+            assert isinstance(d, cupy.ndarray)
+            np.testing.assert_array_equal(d.get(), h)
+        ref = day_to_backend(host, gpu)
+        for a, b in zip(_day_arrays(ref), _day_arrays(dev), strict=True):
+            assert bool((a == b).all())
+    over, inline = _copy_inputs(market, tmp_path / "o"), _copy_inputs(market, tmp_path / "i")
+    run_factors(over, backend=gpu, progress=False)
+    run_factors(inline, backend=gpu, progress=False, memory_budget=1e12)
+    assert _partitions(over) == _partitions(inline)
