@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -28,12 +28,15 @@ NAMES = ["late_skew_ret", "bigorder_amt_perc"]
 
 
 @pytest.fixture
-def market(tmp_path: Path) -> Store:
-    """Three days of the hand-made oracle market (small: the emulated kernels are slow)."""
+def market(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """Three days of the hand-made oracle market (small: the emulated kernels are slow), in
+    the default hot format (Arrow IPC)."""
     from oracle_factors import make_market
 
-    store = Store(tmp_path / "market")
-    make_market(store, DATES, seed=7)
+    with monkeypatch.context() as m:
+        m.setenv("FBGPU_STORE_FORMAT", "arrow")
+        store = Store(tmp_path / "market")
+        make_market(store, DATES, seed=7)
     return store
 
 
@@ -247,16 +250,134 @@ def test_a_read_error_of_the_next_day_surfaces_for_that_date(
     store = _copy_inputs(market, tmp_path / "bad")
     real = Store.read_ticks
 
-    def read_ticks(self, table, date, columns=None, symbols=None):
+    def read_ticks(self, table, date, columns=None, symbols=None, **kw):
         if str(date) == str(DATES[1]) and table == "trades":
             raise StoreError(f"cannot read trades/{date}: corrupt (test)")
-        return real(self, table, date, columns, symbols)
+        return real(self, table, date, columns, symbols, **kw)
 
     monkeypatch.setattr(Store, "read_ticks", read_ticks)
     with pytest.raises(StoreError, match=f"trades/{DATES[1]}"):
         run_factors(store, backend=standin_backend(), progress=False,
                     names=NAMES)
     assert store.dates("factors") == [DATES[0]]  # the day before was computed and written
+
+
+# -- cudf: Parquet decoded on the device (a stand-in cudf module) -----------------------------
+
+class _StubSeries:
+    """What the read uses of a ``cudf.Series``, over a pyarrow column; device arrays are
+    stand-in arrays made without an upload (cudf decodes on the device)."""
+
+    def __init__(self, col: Any) -> None:
+        self._col = col
+
+    @property
+    def null_count(self) -> int:
+        return self._col.null_count
+
+    @property
+    def values(self) -> Any:
+        from fbgpu.engine.standin import STANDIN
+
+        return STANDIN.array(self._col.to_numpy())
+
+    def astype(self, dtype: str) -> _StubSeries:
+        import pyarrow as pa
+
+        return _StubSeries(self._col.cast(pa.float64()))
+
+    def to_cupy(self, na_value: float) -> Any:
+        from fbgpu.engine.standin import STANDIN
+
+        return STANDIN.array(self._col.to_numpy(zero_copy_only=False))
+
+
+def _stub_cudf(calls: list[tuple[str, tuple[str, ...]]]) -> Any:
+    import types
+
+    import pyarrow.parquet as pq
+
+    class Frame:
+        def __init__(self, table: Any) -> None:
+            self._t = table
+
+        def __getitem__(self, c: str) -> _StubSeries:
+            return _StubSeries(self._t.column(c))
+
+    def read_parquet(path: str, columns: list[str]) -> Frame:
+        calls.append((Path(path).parent.parent.name, tuple(columns)))
+        return Frame(pq.read_table(path, columns=columns))
+
+    mod = types.ModuleType("cudf")
+    mod.read_parquet = read_parquet  # type: ignore[attr-defined]
+    return mod
+
+
+@pytest.fixture
+def parquet_market(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    from oracle_factors import make_market
+
+    with monkeypatch.context() as m:
+        m.setenv("FBGPU_STORE_FORMAT", "parquet")
+        store = Store(tmp_path / "pq")
+        make_market(store, DATES, seed=7)
+    assert store.partition_path("trades", DATES[0]).suffix == ".parquet"
+    return store
+
+
+def test_cudf_read_gives_the_host_paths_day_ticks(parquet_market: Store, market: Store) -> None:
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    stub = _stub_cudf(calls)
+    for table in ("trades", "orders"):
+        host = parquet_market.read_ticks(table, DATES[1])
+        dev = parquet_market.read_ticks(table, DATES[1], cudf=stub)
+        assert list(dev.symbols) == list(host.symbols) and len(host.symbols) > 3
+        assert type(dev.offsets) is np.ndarray
+        np.testing.assert_array_equal(dev.offsets, host.offsets)
+        assert dev.columns.keys() == host.columns.keys()
+        for c, h in host.columns.items():
+            g = dev.columns[c]
+            assert type(g) is StandinArray and g.dtype == h.dtype, c
+            np.testing.assert_array_equal(g.view(np.ndarray), h)
+    assert [t for t, _ in calls] == ["trades", "orders"]
+    # An Arrow IPC partition, or a stock selection, is read on the host as before.
+    assert market.partition_path("trades", DATES[1]).suffix == ".arrow"
+    assert type(market.read_ticks("trades", DATES[1], cudf=stub).columns["price"]) is np.ndarray
+    sel = parquet_market.read_ticks("trades", DATES[1], symbols=["000001.SZ"], cudf=stub)
+    assert type(sel.columns["price"]) is np.ndarray and len(calls) == 2
+
+
+def test_standin_run_with_cudf_uploads_only_what_the_host_read(
+        parquet_market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cudf module importable, the prefetched run decodes trades and orders on the
+    device: per day the upload crossing carries only the minute fields and the two CSR
+    offsets; the partitions are byte-identical to the run without cudf (``FBGPU_CUDF=0``)."""
+    import sys
+
+    from fbgpu.engine.segments import GpuSegmentOps
+    from fbgpu.factors import compute as compute_mod
+    from fbgpu.factors import run_factors
+
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    monkeypatch.setitem(sys.modules, "cudf", _stub_cudf(calls))
+    b = standin_backend()
+    ops = GpuSegmentOps(b.xp)
+    compute_mod.compute_loaded_day(
+        compute_mod.day_to_backend(compute_mod.load_day(parquet_market, DATES[0]), b), ops=ops)
+    monkeypatch.setattr(compute_mod, "segment_ops", lambda backend: ops)
+    dev = _copy_inputs(parquet_market, tmp_path / "dev")
+    before = CROSSINGS["upload"], SANCTIONED["to_device"]
+    run_factors(dev, backend=b, progress=False)
+    assert sorted(calls) == sorted([("trades", compute_mod.TRADE_COLUMNS),
+                                    ("orders", compute_mod.ORDER_COLUMNS)] * len(DATES))
+    assert SANCTIONED["to_device"] - before[1] == len(DATES)
+    assert CROSSINGS["upload"] - before[0] == (7 + 2 + 5) * len(DATES)
+    monkeypatch.setenv(compute_mod.CUDF_ENV, "0")
+    host = _copy_inputs(parquet_market, tmp_path / "host")
+    run_factors(host, backend=b, progress=False)
+    assert len(calls) == 2 * len(DATES)  # not used again
+    got = _partitions(dev)
+    assert list(got) == DATES and got == _partitions(host)
 
 
 # -- the real thing, on a GPU ----------------------------------------------------------------

@@ -792,11 +792,26 @@ class Store:
 
     def read_ticks(
         self, table: str, date: dt.date | str, columns: Sequence[str] | None = None,
-        symbols: Sequence[str] | None = None,
+        symbols: Sequence[str] | None = None, cudf: Any = None,
     ) -> DayTicks:
         """One day of ``trades``/``orders``/``cancels`` (of ``symbols`` only, if given) as
-        column arrays plus CSR offsets."""
+        column arrays plus CSR offsets.
+
+        ``cudf`` (the module, or None): a whole-day (no ``symbols``) Parquet partition has its
+        value columns decoded on the GPU straight into device arrays
+        (:func:`fbgpu.data.tickread.read_runs_cudf`); symbols and offsets stay host arrays.
+        Other partitions (Arrow IPC, a stock selection) are read on the host as without it."""
+        from fbgpu.data.tickread import TickReadError, is_ipc, read_runs_cudf
+
         path = self._existing_path(table, date)
+        if cudf is not None and symbols is None and not is_ipc(path):
+            try:
+                syms, offsets, arrays = read_runs_cudf(path, columns, cudf)
+            except TickReadError as e:
+                raise StoreError(str(e)) from e
+            except (pa.ArrowInvalid, OSError) as e:
+                raise StoreError(f"cannot read {path}: {e}") from e
+            return DayTicks(_as_date(date), syms, offsets, arrays)  # type: ignore[arg-type]
         syms, offsets, arrays = self._read_runs(path, columns, symbols)
         return DayTicks(_as_date(date), syms, offsets, arrays)  # type: ignore[arg-type]
 

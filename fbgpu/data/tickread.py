@@ -36,6 +36,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -314,3 +315,29 @@ def read_runs_ipc(
             _copy_chunk(out[c], arr, c0, spans, span_ends)
             c0 += len(arr)
     return run_names[keep], offsets, out
+
+
+def read_runs_cudf(path: str | Path, columns: Sequence[str] | None, cudf: Any
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """:func:`read_runs` of a whole symbol-sorted Parquet partition with the value columns
+    decoded on the GPU by ``cudf.read_parquet(path, columns=...)`` and taken as device (cupy)
+    arrays (``Series.values``; a column with nulls as float64 with NaN, ``to_cupy``, as the
+    host path converts it).
+
+    The runs (symbols and CSR ``offsets``, host arrays: they index the universe) come from
+    the ``symbol`` column's dictionary codes read on the host (:func:`symbol_counts`, 4 bytes
+    a row, the host path's own logic and its sortedness check), so both paths give the same
+    ``DayTicks``. ``cudf``: the module (the tests pass a stand-in). Never run against a real
+    cudf (none was installed where this was built).
+    """
+    names, rows = symbol_counts(path)
+    cols, _ = _selection(path, pq.ParquetFile(path).schema_arrow, columns, None)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(rows, out=offsets[1:])
+    df = cudf.read_parquet(str(path), columns=list(cols))
+    out: dict[str, Any] = {}
+    for c in cols:
+        col = df[c]
+        out[c] = col.values if col.null_count == 0 else col.astype("float64").to_cupy(
+            na_value=np.nan)
+    return np.asarray(names, dtype=object), offsets, out

@@ -136,12 +136,25 @@ class Backend:
           of a copy (the stand-in's device arrays must not alias the reused staging buffer);
         * numpy: the arrays themselves, no copy.
 
-        Without ``staging`` a one-slot pool is made for this call (a synchronous-looking
-        one-off upload, :func:`fbgpu.factors.compute.day_to_backend`).
+        Arrays already on the device (a cudf read) are handed back as they are. Without
+        ``staging`` a one-slot pool is made for this call (a one-off upload,
+        :func:`fbgpu.factors.compute.day_to_backend`).
         """
         if not self.is_gpu:
             same = list(arrays)
             return lambda: same
+        on_device = [array_module(a) is not np for a in arrays]
+        if any(on_device):  # already there (decoded on the GPU by cudf): passed through
+            at = [i for i, dev in enumerate(on_device) if not dev]
+            up = self.to_device_async([arrays[i] for i in at], staging, after)
+
+            def merged() -> list[Any]:
+                out = list(arrays)
+                for i, a in zip(at, up(), strict=True):
+                    out[i] = a
+                return out
+
+            return merged
         host = [np.ascontiguousarray(a) for a in arrays]
         offsets, total = _staging_layout(host)
         pool = staging if staging is not None else self.staging_pool(1)

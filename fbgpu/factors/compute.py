@@ -278,10 +278,30 @@ def align_ticks(ticks: DayTicks, symbols: np.ndarray) -> DayTicks:
     return DayTicks(ticks.date, symbols, offsets, columns)
 
 
+def device_reader(backend: Backend) -> Any:
+    """The ``cudf`` module when the GPU decode of Parquet partitions can be used with
+    ``backend`` (a GPU backend, cudf importable, ``FBGPU_CUDF`` not ``0``), else None."""
+    if not backend.is_gpu or os.environ.get(CUDF_ENV, "1") == "0":
+        return None
+    try:
+        import cudf
+    except Exception:  # not installed (the usual case), or a broken CUDA install
+        return None
+    return cudf
+
+
+#: Environment variable: ``0`` keeps the host (pyarrow) read where cudf is installed.
+CUDF_ENV = "FBGPU_CUDF"
+
+
 def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = None,
-             symbols: Sequence[str] | None = None) -> DayInputs:
+             symbols: Sequence[str] | None = None, cudf: Any = None) -> DayInputs:
     """Read what the factors ``names`` need of ``date`` (only the columns they use; only the
     stocks ``symbols`` when given).
+
+    ``cudf`` (:func:`device_reader`): the trades' and orders' Parquet partitions are decoded
+    on the GPU, their columns device arrays (:meth:`Store.read_ticks`); everything else is
+    read on the host.
 
     Raises :class:`StoreError` when the store has no minute, trades or orders partition then.
     """
@@ -310,7 +330,7 @@ def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = No
             check_offsets(ticks.offsets, ticks.n_rows, f"{t}/{d}")
             return t, ticks, np.asarray(ticks.symbols, dtype=object)
         if t in ("trades", "orders") and need[t]:
-            ticks = store.read_ticks(t, d, tick_columns(t, names), symbols)
+            ticks = store.read_ticks(t, d, tick_columns(t, names), symbols, cudf=cudf)
             check_offsets(ticks.offsets, ticks.n_rows, f"{t}/{d}")
             return t, ticks, np.asarray(ticks.symbols, dtype=object)
         syms = _symbols_of(store, t, d)
@@ -536,6 +556,7 @@ class DayPrefetch:
         self.enabled = enabled and len(self.days) > 1
         self.backend = backend if backend is not None and backend.is_gpu else None
         self.staging = self.backend.staging_pool(2) if self.backend is not None else None
+        self.cudf = device_reader(self.backend) if self.backend is not None else None
         self._pool: ThreadPoolExecutor | None = None
         self._futures: dict[dt.date, Any] = {}
         self._next = 0
@@ -558,7 +579,7 @@ class DayPrefetch:
 
     def _read(self, d: dt.date, names: list[str], after: Any) -> Callable[[], DayInputs]:
         """The reader thread's job: read ``d``, start its upload (GPU backend)."""
-        day = load_day(self.store, d, names)
+        day = load_day(self.store, d, names, cudf=self.cudf)
         if self.backend is None:
             return lambda: day
         return upload_day(day, self.backend, self.staging, after)
