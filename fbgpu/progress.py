@@ -7,8 +7,10 @@ CI, ``fbgpu factors`` in a pipeline) does not pay for it.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -16,6 +18,12 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: Seconds between the plain progress lines of a long step when no bar is shown
+#: (``FBGPU_PROGRESS_LOG_S``; 0 = none).
+PROGRESS_LOG_S = 30.0
 
 
 def progress_enabled() -> bool:
@@ -53,7 +61,7 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     """Iterate ``items`` with a progress bar labelled ``description`` (a plain iteration when
     bars are off: :func:`progress_enabled`)."""
     if not progress_enabled():
-        yield from items
+        yield from _logged(items, description, total)
         return
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
@@ -62,3 +70,21 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             prog.advance(task)
+
+
+def _logged(items: Iterable[T], description: str, total: int | None) -> Iterator[T]:
+    """Plain iteration with one log line every :data:`PROGRESS_LOG_S` seconds (what a log file
+    or CI gets instead of a bar): ``description: k/total done, s elapsed``. Steps shorter than
+    that log nothing."""
+    every = float(os.environ.get("FBGPU_PROGRESS_LOG_S", PROGRESS_LOG_S))
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    last = t0
+    for k, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if every > 0 and now - last >= every:
+            last = now
+            of = f"/{total}" if total else ""
+            log.info("%s: %d%s done, %.0f s elapsed", description, k, of, now - t0)

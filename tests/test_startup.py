@@ -79,6 +79,17 @@ def test_track_without_a_bar_imports_no_rich_progress() -> None:
     assert "[0, 1, 2, 3, 4] True" in _run(code, FBGPU_PROGRESS="1")
 
 
+def test_without_a_bar_a_long_step_logs_plain_progress_lines() -> None:
+    """Not on a terminal, ``track`` logs ``description: k/total done`` at most every
+    ``FBGPU_PROGRESS_LOG_S`` seconds (here: every item), and nothing when the step is short."""
+    code = ("import logging, sys, time\nfrom fbgpu.progress import track\n"
+            "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s')\n"
+            "for _ in track(range(3), 'steps'): time.sleep(0.02)\n")
+    out = _run(code, FBGPU_PROGRESS="0", FBGPU_PROGRESS_LOG_S="0.01")
+    assert "steps: 1/3 done" in out and "steps: 3/3 done" in out
+    assert "steps:" not in _run(code, FBGPU_PROGRESS="0")  # 30 s default: a short step is quiet
+
+
 @pytest.fixture(scope="module")
 def market(tmp_path_factory: pytest.TempPathFactory) -> Store:
     store = Store(tmp_path_factory.mktemp("startup") / "s")
@@ -152,8 +163,8 @@ def test_a_factor_run_leaves_scipy_linalg_pyarrow_compute_and_rich_progress_out(
     code = ("import sys\nfrom fbgpu.cli import main\n"
             f"rc = main(['factors', '--store', {str(root)!r}, '--start', {d!r}, '--end', {d!r},"
             " '--backend', 'cpu'])\n"
-            "print('LEFT OUT', [m for m in ('scipy.linalg', 'pyarrow.compute', 'rich.progress',"
-            " 'pandas') if m in sys.modules], 'RC', rc)\n")
+            "print('LEFT OUT', [m for m in ('scipy.linalg', 'pyarrow.compute', 'rich',"
+            " 'rich.progress', 'pandas') if m in sys.modules], 'RC', rc)\n")
     assert "LEFT OUT [] RC 0" in _run(code, FBGPU_PRELOAD="0")
     stored = Store(root).read("factors", day)
     cube = compute_factors(tiny_store, [d], backend="cpu")

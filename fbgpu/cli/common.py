@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 #: Commands that only read the store: they do not take its write lock.
 READ_ONLY_COMMANDS = frozenset({"bench", "export"})
@@ -40,7 +40,6 @@ STORE_OPTION = typer.Option(
 BACKEND_OPTION = typer.Option("auto", "--backend", help="cpu | gpu | auto (GPU when usable).")
 CONFIG_OPTION = typer.Option(None, "--config", help="TOML configuration file (see docs/config.md).")
 
-console = Console(stderr=True)
 log = logging.getLogger("fbgpu")
 
 
@@ -61,5 +60,10 @@ def load_toml(path: Path | None, section: str | None = None) -> dict[str, Any]:
 
 
 def done(summary: str) -> None:
-    """The one-line summary every command ends with."""
-    console.print(f"[bold green]done[/] {summary}")
+    """The one-line summary every command ends with (on stderr; styled on a terminal)."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold green]done[/] {summary}")
+    else:
+        print(f"done {summary}", file=sys.stderr, flush=True)
