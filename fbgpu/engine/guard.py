@@ -13,8 +13,15 @@ implicit crossings are caught in CI by the stand-in device (:mod:`fbgpu.engine.s
 raises on each of them, and on a GPU every explicit one goes through ``Backend.to_host``, which
 is sanctioned and counted.
 
-On the CPU backend, or where torch has no CUDA, the guard does nothing (there is no device to
-synchronise with) and says so in its report. The mode is process-wide in torch, so the guard is
+On the CPU stand-in device (:func:`fbgpu.engine.standin.standin_backend`: a ``gpu`` backend whose
+arrays are host memory, torch running on the CPU) the guard opens the registered stand-in audits
+instead (:func:`register_standin_audit`; :mod:`fbgpu.models.syncmode` registers torch's
+:class:`~fbgpu.models.syncmode.StrictSyncMode` when ``fbgpu.models`` is imported): the torch ops
+that sync debug mode rejects on CUDA raise (``"error"``) or are logged (``"warn"``) on the CPU,
+so CI runs the same audit. (The engine does not import the models layer: the audit registers
+itself.) On the CPU backend, or on a ``gpu`` backend where torch has no CUDA and the arrays are
+not the stand-in's, the guard does nothing (there is no device to synchronise with) and says so
+in its report. The mode is process-wide in torch, so the guard is
 meant for one pipeline at a time (the demo, a benchmark, the device tests).
 """
 
@@ -24,7 +31,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +42,18 @@ SANCTIONED: Counter[str] = Counter()
 _lock = threading.Lock()
 _active: list[str] = []  # the mode of each open guard (innermost last)
 _local = threading.local()  # the reasons of the sanctioned blocks open in this thread
+
+
+#: Audits the guard opens on the stand-in device: name -> factory(mode) of a context manager.
+_STANDIN_AUDITS: dict[str, Callable[[str], contextlib.AbstractContextManager[Any]]] = {}
+
+
+def register_standin_audit(
+        name: str, factory: Callable[[str], contextlib.AbstractContextManager[Any]]) -> None:
+    """Have :func:`device_sync_guard` open ``factory(mode)`` around its block on the stand-in
+    device (``name`` replaces an earlier registration of the same name)."""
+    with _lock:
+        _STANDIN_AUDITS[name] = factory
 
 
 def sanctioned_reason() -> str | None:
@@ -78,6 +97,12 @@ def device_sync_guard(backend: Any, mode: str = "error") -> Iterator[GuardReport
     """
     if mode not in ("error", "warn"):
         raise ValueError(f"sync guard mode must be 'error' or 'warn', got {mode!r}")
+    from fbgpu.engine.standin import is_host_namespace
+
+    if getattr(backend, "is_gpu", False) and is_host_namespace(getattr(backend, "xp", None)):
+        with _standin_audits(mode) as report:
+            yield report
+        return
     if not getattr(backend, "is_gpu", False) or not _torch_cuda():
         yield GuardReport(False, mode, "no CUDA device: nothing to synchronise with")
         return
@@ -98,6 +123,26 @@ def device_sync_guard(backend: Any, mode: str = "error") -> Iterator[GuardReport
         _set_mode(outer)
         report.sanctioned = Counter(SANCTIONED) - before
         log.debug("sync guard (%s): sanctioned crossings %s", mode, dict(report.sanctioned))
+
+
+@contextlib.contextmanager
+def _standin_audits(mode: str) -> Iterator[GuardReport]:
+    """The guard on the stand-in device: every registered audit open around the block."""
+    with _lock:
+        audits = dict(_STANDIN_AUDITS)
+    before = Counter(SANCTIONED)
+    report = GuardReport(bool(audits), mode, "stand-in device: " + (
+        ", ".join(sorted(audits)) + " audit" if audits else
+        "no audit registered (fbgpu.models not imported)"))
+    with contextlib.ExitStack() as stack:
+        for name in sorted(audits):
+            stack.enter_context(audits[name](mode))
+        try:
+            yield report
+        finally:
+            report.sanctioned = Counter(SANCTIONED) - before
+            log.debug("sync guard (%s, stand-in): sanctioned crossings %s", mode,
+                      dict(report.sanctioned))
 
 
 @contextlib.contextmanager

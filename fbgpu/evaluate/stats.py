@@ -32,8 +32,15 @@ def average_ranks(x: Array) -> Array:
     new[:, 1:] = xs[:, 1:] != xs[:, :-1]  # NaN != NaN: every NaN is its own group
     flat_new = new.ravel()
     gid = xp.cumsum(flat_new) - 1
-    starts = xp.flatnonzero(flat_new)
-    ends = xp.concatenate([starts[1:], xp.asarray([D * S], dtype=starts.dtype)]) - 1
+    # Each group's first and last position, scattered by group id (no nonzero: its size would
+    # be read on the host, a device sync); non-boundary positions write a spare slot, D * S.
+    pos = xp.arange(D * S)
+    last = xp.ones(D * S, dtype=bool)
+    last[:-1] = flat_new[1:]
+    starts = xp.zeros(D * S + 1, dtype=pos.dtype)
+    ends = xp.zeros(D * S + 1, dtype=pos.dtype)
+    starts[xp.where(flat_new, gid, D * S)] = pos
+    ends[xp.where(last, gid, D * S)] = pos
     # Groups never span rows (a row always opens a group), so positions mod S are in-row ranks.
     avg = ((starts[gid] % S) + (ends[gid] % S)).astype(xp.float64) / 2.0 + 1.0
     ranked_sorted = xp.where(xp.isfinite(xs.ravel()), avg, xp.nan).reshape(D, S)

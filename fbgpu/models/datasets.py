@@ -172,7 +172,7 @@ def period_to_date_bars(bars: torch.Tensor, start: torch.Tensor, max_len: int) -
     """
     o, h, lo, c, vw, vol = (bars[..., k] for k in range(6))
     D = bars.shape[0]
-    nan = torch.tensor(float("nan"), dtype=bars.dtype, device=bars.device)
+    nan = torch.full((), float("nan"), dtype=bars.dtype, device=bars.device)  # no upload
     first_open = torch.full_like(o, float("nan"))
     high = torch.full_like(h, float("nan"))
     low = torch.full_like(lo, float("nan"))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from fbgpu.engine.guard import sanctioned_reason
+from fbgpu.models import syncmode as _syncmode  # noqa: F401  (registers the stand-in audit)
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,13 @@ def upload_index(a: Any, device: torch.device) -> torch.Tensor:
 
     On CUDA the host copy is pinned and uploaded with ``non_blocking=True`` (a pageable upload
     synchronises the stream, which the sync guard rightly rejects; torch's pinned-memory pool
-    keeps the buffer until the copy has run). On the CPU it is the array itself.
+    keeps the buffer until the copy has run). On the CPU it is the array itself, through the
+    same non-blocking call (a no-op there), so the stand-in's audit checks the GPU's call.
     """
     t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
     if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 def to_torch(a: Any, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
@@ -95,6 +97,18 @@ def to_torch(a: Any, device: torch.device | None = None, dtype: torch.dtype | No
     return t
 
 
+#: Why each patched call synchronises a GPU (the messages of the device-path audit).
+_WHY = {
+    "torch.Tensor.cpu": "a blocking device->host copy",
+    "torch.Tensor.numpy": "device data read on the host",
+    "torch.Tensor.tolist": "device data read on the host",
+    "torch.Tensor.to(device)": "a blocking copy between host and device: pass "
+                               "non_blocking=True from pinned memory, or sanction it",
+    "torch.tensor(host data, device=)": "a pageable host->device upload",
+    "torch.as_tensor(host data, device=)": "a pageable host->device upload",
+}
+
+
 @dataclass
 class TransferEvent:
     """One guarded call: which API, how many elements, from which device, where from, and
@@ -119,6 +133,13 @@ class TransferGuard:
     """
 
     strict: bool = False
+    #: The stand-in's device path (:class:`fbgpu.models.syncmode.StrictSyncMode` opens it so):
+    #: torch's device is the CPU there, so every tensor counts as device memory; ``.numpy()``,
+    #: ``.tolist()``, ``.cpu()``, ``.to(<device>)`` without ``non_blocking=True`` and
+    #: ``torch.tensor``/``torch.as_tensor`` of host data with a ``device`` are reported to
+    #: ``on_violation`` outside sanctioned blocks (``.item()`` is left to the dispatch mode).
+    device_path: bool = False
+    on_violation: Callable[[str], None] | None = None
     events: list[TransferEvent] = field(default_factory=list)
     _restore: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -153,6 +174,9 @@ class TransferGuard:
             self.events.append(ev)
         if self.strict and api != "torch.Tensor.item" and not ev.sanctioned:
             raise RuntimeError(f"device->host transfer inside a TransferGuard: {ev}")
+        if (self.device_path and self.on_violation is not None and not ev.sanctioned
+                and api != "torch.Tensor.item"):
+            self.on_violation(f"{api} ({_WHY.get(api, 'a device->host copy')})")
 
     def _wrap_method(
         self, owner: Any, name: str, api: str, only_if: Callable[..., bool] | None = None
@@ -176,6 +200,24 @@ class TransferGuard:
         else:
             self._restore.append(lambda: delattr(owner, name))
 
+    def _wrap_factory(self, name: str) -> None:
+        """Patch ``torch.<name>(data, ..., device=...)``: host data made on a device (a pageable
+        upload, synchronous on CUDA) is recorded."""
+        original = getattr(torch, name)
+        guard = self
+
+        def factory(data: Any, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("device") is not None and not isinstance(data, torch.Tensor):
+                guard._record(f"torch.{name}(host data, device=)", np.asarray(data))
+            guard._depth += 1
+            try:
+                return original(data, *args, **kwargs)
+            finally:
+                guard._depth -= 1
+
+        setattr(torch, name, factory)
+        self._restore.append(lambda: setattr(torch, name, original))
+
     def __enter__(self) -> TransferGuard:
         T = torch.Tensor
         for name in ("cpu", "numpy", "tolist", "item"):
@@ -187,7 +229,19 @@ class TransferGuard:
                 return torch.device(target).type == "cpu" and t.device.type != "cpu"
             return False
 
-        self._wrap_method(T, "to", "torch.Tensor.to(cpu)", only_if=_to_host)
+        def _to_sync(t: Any, *args: Any, **kwargs: Any) -> bool:
+            # On the stand-in torch's device is the CPU: a .to(<device>) is a download or a
+            # pageable upload on a GPU (both synchronous) unless non_blocking=True.
+            target = kwargs.get("device", args[0] if args else None)
+            blocking = not kwargs.get("non_blocking", len(args) > 2 and bool(args[2]))
+            return isinstance(target, str | torch.device) and blocking
+
+        if self.device_path:
+            self._wrap_method(T, "to", "torch.Tensor.to(device)", only_if=_to_sync)
+            for fn in ("tensor", "as_tensor"):
+                self._wrap_factory(fn)
+        else:
+            self._wrap_method(T, "to", "torch.Tensor.to(cpu)", only_if=_to_host)
         try:
             import cupy
         except Exception:  # no cupy (CPU machine): nothing to patch

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from fbgpu.data.store import code_version, config_hash
+from fbgpu.engine.guard import sanctioned
 from fbgpu.models.checkpoints import (
     WindowPaths,
     load_seed,
@@ -296,7 +297,7 @@ def finish_rolling(
                     })
             # Prediction only (eval mode: no dropout); the initial weights are overwritten by
             # the state, the seeded block keeps the caller's RNG untouched.
-            with seeded(seed, data.device):
+            with seeded(seed, data.device), sanctioned("initial weights"):
                 nets = [n.to(data.device)
                         for n in build_nets(kind, plan.n_factors, config.hidden_size)]
             for net, state in zip(nets, states, strict=True):

@@ -169,8 +169,11 @@ def fit_model(
     own early stopping; every other kind has one network.
     """
     with torch_runtime(config, data.device), seeded(seed, data.device):
-        nets = [n.to(data.device)
-                for n in build_nets(kind, n_factors, config.hidden_size, config.dropout)]
+        # The initial weights are drawn on the host (the same seeded draws on every device)
+        # and uploaded once per fit: a sanctioned crossing (a pageable upload syncs on CUDA).
+        with sanctioned("initial weights"):
+            nets = [n.to(data.device)
+                    for n in build_nets(kind, n_factors, config.hidden_size, config.dropout)]
         result = FitResult(states=[])
         for j, net in enumerate(nets):
             rng = np.random.default_rng([seed, j])
