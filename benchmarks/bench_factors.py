@@ -1,4 +1,4 @@
-"""Factor throughput: fbgpu cpu (and gpu) vs. a straightforward polars implementation.
+"""Factor throughput: fbgpu cpu (and gpu) vs. an expert polars implementation.
 
 Usage::
 
@@ -11,7 +11,9 @@ all 27 factors, on data already in memory (the Parquet read is timed separately)
 * ``cpu``: :func:`fbgpu.factors.compute_loaded_day` on the CPU backend;
 * ``gpu``: the same on the GPU backend, when one is usable (host->device copies included);
 * ``polars``: :func:`polars_factors_from_frames`, the same definitions as polars expressions
-  (group_by / over / joins), the way a polars user would write them;
+  (filtered group-bys, windows over packed integer keys, ``collect_all`` of per-family parts),
+  profiled and rewritten step by step in session 8 (docs/benchmarks.md, "The polars peer,
+  rewritten (session 8)");
 * the bandwidth floor: bytes the family must read once (the columns it uses) divided by the
   measured copy bandwidth of a large numpy copy.
 
