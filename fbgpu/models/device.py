@@ -6,7 +6,10 @@
 * :class:`TransferGuard` patches the calls through which data leave a device (cupy ``asnumpy``
   and ``ndarray.get``; torch ``Tensor.cpu/.numpy/.tolist/.item`` and ``.to("cpu")``) and records
   every call made while it is active. ``.item()`` is a scalar synchronisation (early stopping
-  reads one validation IC per epoch) and is counted apart from array transfers.
+  reads one validation IC per epoch) and is counted apart from array transfers. With
+  ``device_path=True`` (opened by :class:`fbgpu.models.syncmode.StrictSyncMode` on the stand-in
+  device) it also reports blocking ``.to(<device>)`` calls and ``torch.tensor``/``as_tensor`` of
+  host data with a ``device``, and hands each unsanctioned one to ``on_violation``.
 """
 
 from __future__ import annotations
