@@ -254,5 +254,5 @@ def test_demo_evaluate_and_train_on_the_standin_under_the_strict_guard(
 def test_demo_device_stages_on_the_standin_under_the_strict_guard(
         factor_store: Path, tmp_path: Path) -> None:
     """factors -> evaluate -> train, the settings of the GPU test in tests/test_engine_guard.py,
-    on the stand-in (~100 s on the 2-core VM: the emulated factor kernels)."""
+    on the stand-in (~3 min on the shared 2-core VM: the emulated factor kernels)."""
     _demo_on_standin(factor_store, tmp_path / "demo", ["factors", "evaluate", "train"])
