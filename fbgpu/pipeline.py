@@ -63,7 +63,8 @@ class DemoConfig(BaseModel):
     sync_guard: Literal["off", "warn", "error"] = Field(
         "off", description="On a GPU, run the device stages (factors, evaluate, train) with "
         "implicit torch device synchronisations raising (error) or warning (warn); the "
-        "sanctioned crossings are counted (fbgpu/engine/guard.py).")
+        "sanctioned crossings are counted (fbgpu/engine/guard.py). On the CPU stand-in device "
+        "the torch stand-in audit (fbgpu/models/syncmode.py) does the same on the CPU.")
 
 
 def stage_summary(result: Any) -> str:
