@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.path.insert(0, str(HERE))
-    from bench_process import _peer_code, child_env, commands, drop_factors, run_once
+    from bench_process import _peer_code, child_env, commands, drop_factors, interleaved, run_once
 
     from fbgpu.data.store import Store
 
@@ -116,16 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return r
 
     load_before = list(os.getloadavg())
-    for name in cmds:
-        one(name)
-        log.info("warmed %s", name)
-    runs: dict[str, list[dict[str, float]]] = {k: [] for k in cmds}
-    for _ in range(args.repeats):
-        for name in cmds:
-            r = one(name)
-            runs[name].append(r)
-            log.info("%-11s %.2f s wall, %.2f CPU s, load %.2f", name, r["wall_s"],
-                     r["user_s"] + r["sys_s"], r["load1_after"])
+    runs = interleaved(list(cmds), one, args.repeats)
     rows: dict[str, dict[str, Any]] = {}
     for k, rr in runs.items():
         wall = [r["wall_s"] for r in rr]

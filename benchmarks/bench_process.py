@@ -181,6 +181,23 @@ def store_info(store: Path, date: dt.date) -> dict[str, Any]:
     return {"hot_format": st.hot_format, "partitions": files}
 
 
+def interleaved(names: list[str], one: Any, repeats: int) -> dict[str, list[dict[str, float]]]:
+    """``one(name)`` for every name once untimed (warm-up: page cache, numba cache, .pyc), then
+    ``repeats`` rounds of all names in turn (interleaved, so a load change hits every variant
+    alike); each run is a :func:`run_once` record, logged with the load average."""
+    for name in names:
+        one(name)
+        log.info("warmed %s", name)
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in names}
+    for _ in range(repeats):
+        for name in names:
+            r = one(name)
+            runs[name].append(r)
+            log.info("%-12s %.3f s (cpu %.3f s, load %.1f)", name, r["wall_s"],
+                     r["user_s"] + r["sys_s"], os.getloadavg()[0])
+    return runs
+
+
 def floor_seconds(store: Path, date: dt.date) -> dict[str, float]:
     """Bytes the 27 factors must read once and the copy-bandwidth floor (seconds)."""
     sys.path.insert(0, str(HERE))
@@ -220,16 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             drop_factors(args.store, date)
         return run_once(cmds[name], expect.get(name))
 
-    for name in cmds:  # warm-up: page cache, numba cache, .pyc
-        one(name)
-        log.info("warmed %s", name)
-    runs: dict[str, list[dict[str, float]]] = {k: [] for k in cmds}
-    for _ in range(args.repeats):
-        for name in cmds:
-            r = one(name)
-            runs[name].append(r)
-            log.info("%-12s %.3f s (cpu %.3f s, load %.1f)", name, r["wall_s"],
-                     r["user_s"] + r["sys_s"], os.getloadavg()[0])
+    runs = interleaved(list(cmds), one, args.repeats)
     fl = floor_seconds(args.store, date)
     rows: dict[str, dict[str, Any]] = {}
     for k, rr in runs.items():
