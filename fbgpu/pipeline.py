@@ -64,7 +64,9 @@ class DemoConfig(BaseModel):
         "off", description="On a GPU, run the device stages (factors, evaluate, train) with "
         "implicit torch device synchronisations raising (error) or warning (warn); the "
         "sanctioned crossings are counted (fbgpu/engine/guard.py). On the CPU stand-in device "
-        "the torch stand-in audit (fbgpu/models/syncmode.py) does the same on the CPU.")
+        "(fbgpu.engine.standin) it opens the torch stand-in audit (fbgpu/models/syncmode.py: "
+        "the aten ops that would synchronise a GPU raise or warn outside sanctioned blocks; "
+        "docs/engine.md). On the CPU backend it does nothing.")
 
 
 def stage_summary(result: Any) -> str:
