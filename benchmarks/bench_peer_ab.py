@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +89,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.path.insert(0, str(HERE))
-    from bench_process import _peer_code, child_env, commands, drop_factors, interleaved, run_once
+    from bench_process import (
+        _peer_code,
+        child_env,
+        commands,
+        drop_factors,
+        interleaved,
+        run_once,
+        run_summary,
+    )
 
     from fbgpu.data.store import Store
 
@@ -119,10 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = interleaved(list(cmds), one, args.repeats)
     rows: dict[str, dict[str, Any]] = {}
     for k, rr in runs.items():
-        wall = [r["wall_s"] for r in rr]
-        cpu = [r["user_s"] + r["sys_s"] for r in rr]
-        rows[k] = {"min_s": min(wall), "median_s": statistics.median(wall), "runs_s": wall,
-                   "cpu_s_min": min(cpu), "cpu_s_runs": cpu,
+        rows[k] = {**run_summary(rr),
                    "peak_rss_mb_max": max(r["rss_mb"] for r in rr),
                    "load1_after_runs": [r["load1_after"] for r in rr]}
     for k in ("polars_new", "polars_old"):

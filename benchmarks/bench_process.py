@@ -198,6 +198,15 @@ def interleaved(names: list[str], one: Any, repeats: int) -> dict[str, list[dict
     return runs
 
 
+def run_summary(rr: list[dict[str, float]]) -> dict[str, Any]:
+    """Wall seconds (min, median, every run) and CPU seconds (user + system of the child: min,
+    every run) of one command's :func:`run_once` records."""
+    wall = [r["wall_s"] for r in rr]
+    cpu = [r["user_s"] + r["sys_s"] for r in rr]
+    return {"min_s": min(wall), "median_s": statistics.median(wall), "runs_s": wall,
+            "cpu_s_min": min(cpu), "cpu_s_runs": cpu}
+
+
 def floor_seconds(store: Path, date: dt.date) -> dict[str, float]:
     """Bytes the 27 factors must read once and the copy-bandwidth floor (seconds)."""
     sys.path.insert(0, str(HERE))
@@ -242,9 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     for k, rr in runs.items():
         v = [r["wall_s"] for r in rr]
-        cpu = [r["user_s"] + r["sys_s"] for r in rr]
-        rows[k] = {"min_s": min(v), "median_s": statistics.median(v), "runs_s": v,
-                   "cpu_s_min": min(cpu), "cpu_s_runs": cpu,
+        rows[k] = {**run_summary(rr),
                    "user_s_runs": [r["user_s"] for r in rr],
                    "sys_s_runs": [r["sys_s"] for r in rr],
                    "minflt_min": min(r["minflt"] for r in rr),

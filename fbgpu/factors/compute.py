@@ -278,6 +278,10 @@ def align_ticks(ticks: DayTicks, symbols: np.ndarray) -> DayTicks:
     return DayTicks(ticks.date, symbols, offsets, columns)
 
 
+#: Environment variable: ``0`` keeps the host (pyarrow) read where cudf is installed.
+CUDF_ENV = "FBGPU_CUDF"
+
+
 def device_reader(backend: Backend) -> Any:
     """The ``cudf`` module when the GPU decode of Parquet partitions can be used with
     ``backend`` (a GPU backend, cudf importable, ``FBGPU_CUDF`` not ``0``), else None."""
@@ -288,10 +292,6 @@ def device_reader(backend: Backend) -> Any:
     except Exception:  # not installed (the usual case), or a broken CUDA install
         return None
     return cudf
-
-
-#: Environment variable: ``0`` keeps the host (pyarrow) read where cudf is installed.
-CUDF_ENV = "FBGPU_CUDF"
 
 
 def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = None,

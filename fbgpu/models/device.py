@@ -181,6 +181,15 @@ class TransferGuard:
                 and api != "torch.Tensor.item"):
             self.on_violation(f"{api} ({_WHY.get(api, 'a device->host copy')})")
 
+    def _call_inner(self, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``original(*args, **kwargs)`` with the guard one level deep: the guarded calls it
+        makes itself are part of this one transfer, not new ones (:meth:`_record`)."""
+        self._depth += 1
+        try:
+            return original(*args, **kwargs)
+        finally:
+            self._depth -= 1
+
     def _wrap_method(
         self, owner: Any, name: str, api: str, only_if: Callable[..., bool] | None = None
     ) -> None:
@@ -191,11 +200,7 @@ class TransferGuard:
         def wrapper(obj: Any, *args: Any, **kwargs: Any) -> Any:
             if only_if is None or only_if(obj, *args, **kwargs):
                 guard._record(api, obj)
-            guard._depth += 1
-            try:
-                return original(obj, *args, **kwargs)
-            finally:
-                guard._depth -= 1
+            return guard._call_inner(original, obj, *args, **kwargs)
 
         setattr(owner, name, wrapper)
         if had:
@@ -212,11 +217,7 @@ class TransferGuard:
         def factory(data: Any, *args: Any, **kwargs: Any) -> Any:
             if kwargs.get("device") is not None and not isinstance(data, torch.Tensor):
                 guard._record(f"torch.{name}(host data, device=)", np.asarray(data))
-            guard._depth += 1
-            try:
-                return original(data, *args, **kwargs)
-            finally:
-                guard._depth -= 1
+            return guard._call_inner(original, data, *args, **kwargs)
 
         setattr(torch, name, factory)
         self._restore.append(lambda: setattr(torch, name, original))
