@@ -6,7 +6,9 @@ demo after an interruption continues where it stopped.
 
 The stages hand each other their results in memory, on the backend's device (the factor cube,
 the score panel), and the store is written behind the compute by one background writer
-(:class:`fbgpu.data.writebehind.StoreWriteBehind`: the factors partitions, the scores table).
+(:class:`fbgpu.data.writebehind.StoreWriteBehind`: the factors partitions, the panel and scores
+tables, the checkpoints and the evaluation's result tables; figures and everything after the
+OSQP step are written synchronously; docs/engine.md lists each write).
 Each stage ends by waiting for its writes (the next stage's fingerprints and the report read
 them); a failed write fails the stage with the table named (exit status 3 from ``fbgpu demo``).
 

@@ -183,7 +183,8 @@ def test_model_inputs_are_built_on_the_device_with_uploads_only(planted) -> None
 
 def test_training_on_the_standin_device_gives_the_cpu_scores(planted, tmp_path) -> None:
     """run_train through the GPU backend's path on the stand-in: per stage, the inputs' uploads
-    and one persistence copy per score column, no other crossing; the same scores as the CPU
+    and one persistence copy per score column and per checkpointed state tensor, no other
+    crossing; the same scores as the CPU
     backend, in memory and in the store."""
     import shutil
 
@@ -199,7 +200,13 @@ def test_training_on_the_standin_device_gives_the_cpu_scores(planted, tmp_path) 
     dev = run_train(Store(roots["dev"]), ["hf", "lf"], STANDIN_TRAIN, backend=b,
                     progress=False, report=False)
     assert dev.columns == ["hf_gru", "lf_mtl", "fused"]
-    assert _delta(before) == {"upload": INPUT_UPLOADS, "to_host": len(dev.columns)}
+    # persistence copies: one per score column and one per state tensor of each checkpoint
+    # (written behind through the writer's to_host_async), nothing else
+    ckpts = sorted((roots["dev"] / "models").rglob("seed*.pt"))
+    n_state = sum(len(s) for p in ckpts
+                  for s in torch.load(p, weights_only=True)["states"])
+    assert ckpts and n_state > 0
+    assert _delta(before) == {"upload": INPUT_UPLOADS, "to_host": len(dev.columns) + n_state}
     ref = run_train(Store(roots["cpu"]), ["hf", "lf"], STANDIN_TRAIN, backend="cpu",
                     progress=False, report=False)
     assert dev.scores is not None and ref.scores is not None

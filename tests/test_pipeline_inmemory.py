@@ -35,8 +35,14 @@ def _partitions(store: Store, table: str) -> dict[str, str]:
     return out
 
 
+def _files(root: Path, pattern: str) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under ``root`` matching ``pattern``."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob(pattern))
+            if p.is_file()}
+
+
 def test_in_memory_demo_stores_what_the_step_by_step_commands_store(
-        tiny_store: Store, tmp_path: Path) -> None:
+        tiny_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     skip = shutil.ignore_patterns("factors", "panel", "reports", "run.json", "scores", "models")
     mem, steps = tmp_path / "memory", tmp_path / "steps"
     shutil.copytree(tiny_store.root, mem, ignore=skip)
@@ -64,6 +70,28 @@ def test_in_memory_demo_stores_what_the_step_by_step_commands_store(
         a, b = _partitions(Store(mem), table), _partitions(Store(steps), table)
         assert a, f"the demo wrote no {table} table"
         assert a == b, f"{table}: the in-memory route and the commands stored different data"
+    # the checkpoints (written behind by both routes; window.json records timings, so only
+    # its presence) and the evaluation's result tables
+    assert _files(mem / "models", "window.json").keys() == _files(steps / "models",
+                                                                  "window.json").keys()
+    for sub, pattern in (("models", "*.pt"), ("reports/evaluate", "*.csv")):
+        a, b = _files(mem / sub, pattern), _files(steps / sub, pattern)
+        assert a and a.keys() == b.keys(), sub
+        assert a == b, f"{sub}: the routes wrote different files"
+
+    # Resume: the demo's train stage flushed its writer, so a re-run finds every checkpoint
+    # (the seed files and window.json) and fits nothing.
+    from fbgpu.models import runner
+
+    def no_fit(jobs, *args, **kwargs):
+        if jobs:
+            raise AssertionError(f"a checkpointed window was retrained: {jobs[0].describe()}")
+        return {}
+
+    monkeypatch.setattr(runner, "fit_all", no_fit)
+    run_demo(Store(mem), backend="cpu", config=cfg.model_copy(update={"stages": ["train"]}),
+             stage_config={"evaluate": EVALUATE, "train": TRAIN})
+    assert _files(mem / "models", "*.pt") == _files(steps / "models", "*.pt")
 
 
 @pytest.mark.parametrize("stage", ["factors", "evaluate", "train"])
@@ -97,6 +125,42 @@ def test_a_failed_write_behind_fails_the_demo_stage_naming_the_table(
     assert step["status"] == "failed" and table in step["error"]
     if stage == "factors":  # the other dates were written
         assert len(store.dates("factors")) == len(store.dates("trades")) - 1
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "evaluation table"])
+def test_a_failed_file_write_behind_fails_the_demo_stage_naming_the_file(
+        tiny_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
+    """The files written behind (a checkpoint of the train stage, a result table of the
+    evaluate stage) fail their stage, recorded as failed with the file named."""
+    from fbgpu.data.runlog import read_runlog
+    from fbgpu.data.writebehind import WriteBehindError
+    from fbgpu.models import checkpoints
+
+    root = tmp_path / "demo"
+    shutil.copytree(tiny_store.root, root, ignore=shutil.ignore_patterns(
+        "factors", "panel", "reports", "run.json", "scores", "models"))
+    store = Store(root)
+    if what == "checkpoint":
+        stage, name = "train", "seed0.pt"
+        real = checkpoints.atomic_write_bytes
+
+        def failing(path: Path, data: bytes) -> None:
+            if path.name == name:
+                raise OSError("disk full")
+            real(path, data)
+
+        monkeypatch.setattr(checkpoints, "atomic_write_bytes", failing)
+    else:  # the table's file is taken by a directory: the write cannot replace it
+        stage, name = "evaluate", "single_factor.csv"
+        (store.report_dir / "evaluate" / name).mkdir(parents=True)
+    stages = ["factors", "evaluate", "train"][:["factors", "evaluate", "train"].index(stage) + 1]
+    cfg = DemoConfig(preset="tiny", seed=0, stages=stages, models="hf")
+    with pytest.raises(WriteBehindError, match=f"file '[^']*{name}'") as err:
+        run_demo(store, backend="cpu", config=cfg,
+                 stage_config={"evaluate": EVALUATE, "train": TRAIN})
+    assert err.value.failures[0].kind == "file"
+    step = read_runlog(store)["steps"][stage]
+    assert step["status"] == "failed" and name in step["error"]
 
 
 def test_fbgpu_factors_exits_3_naming_the_table_when_a_write_behind_fails(

@@ -165,3 +165,68 @@ def test_the_panel_is_written_behind_through_two_counted_copies(tiny_store: Stor
     again = Recorder()
     assert write_panel(stores["dev"], dev_panel, config={"k": 1}, writer=again) == 0
     assert again.jobs == []
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _states() -> list[dict]:
+    """Two networks' state dicts with the dtypes and shapes a checkpoint holds (float32
+    weights, a 0-d tensor, an int64 counter), from a computation, not constants."""
+    import torch
+
+    g = torch.Generator().manual_seed(3)
+    return [{"w": torch.randn(4, 3, generator=g), "b": torch.randn(3, generator=g)},
+            {"w": torch.randn(2, 5, generator=g).t(),  # not contiguous
+             "scale": torch.tensor(1.5), "n": torch.tensor(7, dtype=torch.int64)}]
+
+
+@pytest.mark.parametrize("device", ["cpu", "standin"])
+def test_a_checkpoint_written_behind_has_the_synchronous_bytes(tmp_path: Path,
+                                                               device: str) -> None:
+    """save_seed through the writer: nothing is on disk until the writer runs the job, the file
+    then holds exactly the bytes of the synchronous route, and load_seed reads it back. On the
+    stand-in device each state tensor leaves the device by the writer's counted crossing and
+    the caller makes none itself."""
+    import torch
+
+    from fbgpu.models.checkpoints import load_seed, save_seed
+
+    b = standin_backend() if device == "standin" else get_backend("cpu")
+    payload = {"kind": "hf", "seed": 0, "config_hash": "h", "fingerprint": "f",
+               "states": _states(), "best_valid_ic": [0.1, 0.2], "history": [[1.0]]}
+    save_seed(tmp_path / "sync.pt", payload)
+    gate = threading.Event()
+    before = CROSSINGS["to_host"]
+    with StoreWriteBehind(Store(tmp_path), b.to_host_async) as w:
+        w.submit("gate", None, [], lambda h: gate.wait(10))  # holds the writer's thread
+        save_seed(tmp_path / "behind.pt", payload, w, b.xp)
+        assert not (tmp_path / "behind.pt").exists()  # queued, not written in the caller
+        n_tensors = sum(len(s) for s in payload["states"])
+        assert CROSSINGS["to_host"] - before == (n_tensors if device == "standin" else 0)
+        gate.set()
+    assert (tmp_path / "behind.pt").read_bytes() == (tmp_path / "sync.pt").read_bytes()
+    loaded = load_seed(tmp_path / "behind.pt", torch.device("cpu"))
+    assert loaded is not None
+    for got, want in zip(loaded["states"], payload["states"], strict=True):
+        assert list(got) == list(want)
+        for k in want:
+            assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k])
+
+
+def test_a_failed_checkpoint_write_names_the_file(tmp_path: Path) -> None:
+    """A checkpoint the writer cannot write (its directory is taken by a file) is raised by the
+    flush, naming the file; the window manifest queued after it is still written last."""
+    from fbgpu.models.checkpoints import WindowPaths, save_seed, write_window_manifest
+
+    paths = WindowPaths(tmp_path / "models", "hf", "2024-03-29")
+    paths.seed(0).parent.parent.mkdir(parents=True)
+    (tmp_path / "models" / "hf" / "other").write_text("x")
+    blocked = WindowPaths(tmp_path / "models", "hf", "other")
+    b = get_backend("cpu")
+    w = StoreWriteBehind(Store(tmp_path), b.to_host_async)
+    save_seed(blocked.seed(0), {"states": _states()}, w, b.xp)
+    save_seed(paths.seed(0), {"states": _states()}, w, b.xp)
+    write_window_manifest(paths, {"seeds": [0]}, w)
+    with pytest.raises(WriteBehindError, match=r"file '.*other/seed0\.pt'"):
+        w.close()
+    assert paths.seed(0).exists() and paths.manifest.exists()
+    assert paths.seed(0).stat().st_mtime_ns <= paths.manifest.stat().st_mtime_ns

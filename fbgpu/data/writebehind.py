@@ -57,14 +57,19 @@ def host_now(a: Any) -> Callable[[], np.ndarray]:
 
 @dataclass(frozen=True)
 class WriteFailure:
-    """A write that failed: the table and partition (None for a whole-table write) and why."""
+    """A write that failed: the table and partition (None for a whole-table write) and why.
+
+    ``kind`` says what ``table`` names: a store ``"table"``, or a ``"file"`` (its path) for the
+    files the run writes outside the tables (checkpoints, the evaluation's result tables).
+    """
 
     table: str
     date: dt.date | None
     error: BaseException
+    kind: str = "table"
 
     def describe(self) -> str:
-        where = f"table {self.table!r}" + (f" partition {self.date}" if self.date else "")
+        where = f"{self.kind} {self.table!r}" + (f" partition {self.date}" if self.date else "")
         return f"{where}: {type(self.error).__name__}: {self.error}"
 
 
@@ -86,6 +91,7 @@ class _Job:
     date: dt.date | None
     pending: list[Callable[[], np.ndarray]]
     write: Callable[[list[np.ndarray]], Any]
+    kind: str = "table"
 
 
 _STOP = object()
@@ -116,9 +122,12 @@ class StoreWriteBehind:
 
     # ----------------------------------------------------------------- submitting
     def submit(self, table: str, date: dt.date | None, arrays: Sequence[Any],
-               write: Callable[[list[np.ndarray]], Any]) -> None:
+               write: Callable[[list[np.ndarray]], Any], *, kind: str = "table") -> None:
         """Queue ``write(host_arrays)`` for ``table`` (partition ``date``), after starting the
-        host copies of ``arrays`` (in order); blocks while ``max_pending`` jobs wait."""
+        host copies of ``arrays`` (in order); blocks while ``max_pending`` jobs wait.
+
+        ``kind="file"``: ``table`` is the path of a file written outside the store's tables
+        (a failure then names the file)."""
         if self._closed:
             raise RuntimeError(f"write-behind {self.name!r} is closed")
         pending = [self._to_host(a) for a in arrays]
@@ -126,7 +135,12 @@ class StoreWriteBehind:
             self._thread = threading.Thread(target=self._run, name=f"fbgpu-write-{self.name}",
                                             daemon=True)
             self._thread.start()
-        self._queue.put(_Job(table, date, pending, write))
+        self._queue.put(_Job(table, date, pending, write, kind))
+
+    def submit_file(self, path: Any, write: Callable[[], Any]) -> None:
+        """Queue ``write()``, which writes the file ``path`` from host data (a checkpoint's
+        manifest, an evaluation table): no device copy; a failure names the file."""
+        self.submit(str(path), None, [], lambda _host: write(), kind="file")
 
     # ----------------------------------------------------------------- the thread
     def _run(self) -> None:
@@ -140,7 +154,7 @@ class StoreWriteBehind:
                     with self._lock:
                         self.written += 1
                 except BaseException as e:  # kept and raised by flush(), with the table named
-                    fail = WriteFailure(job.table, job.date, e)
+                    fail = WriteFailure(job.table, job.date, e, job.kind)
                     log.error("write-behind: %s", fail.describe())
                     log.debug("write-behind failure", exc_info=True)
                     with self._lock:

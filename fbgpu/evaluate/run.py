@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -224,12 +225,37 @@ def _host(a: Any) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
-def _write_table(df: pd.DataFrame, out_dir: Path, stem: str, index: bool = True) -> str:
+def _write_table_files(df: pd.DataFrame, out_dir: Path, stem: str, index: bool) -> None:
     df.to_csv(out_dir / f"{stem}.csv", index=index)
     (out_dir / f"{stem}.json").write_text(
         df.reset_index().to_json(orient="records", indent=1, date_format="iso")
         if index else df.to_json(orient="records", indent=1, date_format="iso"))
+
+
+def write_table(df: pd.DataFrame, out_dir: Path, stem: str, index: bool = True,
+                writer: StoreWriteBehind | None = None) -> str:
+    """Write ``df`` as ``<stem>.csv`` and ``<stem>.json`` (records) under ``out_dir``; return
+    the CSV's file name (for ``index.json``).
+
+    With ``writer`` both files are written behind, by the writer's thread (a failure names the
+    CSV); the frame is copied first, so the caller may go on changing its own.
+    """
+    if writer is None:
+        _write_table_files(df, out_dir, stem, index)
+    else:
+        frame = df.copy()
+        writer.submit_file(out_dir / f"{stem}.csv",
+                           lambda: _write_table_files(frame, out_dir, stem, index))
     return f"{stem}.csv"
+
+
+def write_text(path: Path, text: str, writer: StoreWriteBehind | None = None) -> None:
+    """``path.write_text(text)``, now or (with ``writer``) behind, after the files queued
+    before it (an ``index.json`` after the tables it lists)."""
+    if writer is None:
+        path.write_text(text)
+    else:
+        writer.submit_file(path, lambda: path.write_text(text))
 
 
 def run_evaluate(
@@ -358,38 +384,41 @@ def _evaluate(store: Store, cfg: EvaluateConfig, be: Backend, progress: bool,
 
     out_dir = store.report_dir / "evaluate"
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The result tables go behind the rest of the stage (the figures are drawn here: pyplot is
+    # not thread-safe); index.json is queued after them. Nothing in the stage reads them back.
+    table = functools.partial(write_table, writer=writer)
     items: list[dict[str, str]] = []
-    items.append({"file": _write_table(summary, out_dir, "single_factor"),
+    items.append({"file": table(summary, out_dir, "single_factor"),
                   "caption": f"Single-factor test ({cfg.groups} groups, weekly, direction-signed)"})
-    items.append({"file": _write_table(comp, out_dir, "composites"),
+    items.append({"file": table(comp, out_dir, "composites"),
                   "caption": f"Equal-weight and ICIR-weighted composites "
                              f"({cfg.composite_groups} groups)"})
     every = {**reports, **comp_reports}
     ic_df = pd.DataFrame({n: r.ic for n, r in every.items()})
-    _write_table(ic_df, out_dir, "rank_ic")
+    table(ic_df, out_dir, "rank_ic")
     nav_long = pd.concat(
         [r.group_nav.stack().rename("nav").reset_index().assign(factor=n)
          for n, r in every.items()], ignore_index=True)[["date", "factor", "group", "nav"]]
-    _write_table(nav_long, out_dir, "group_nav", index=False)
+    table(nav_long, out_dir, "group_nav", index=False)
     gm = pd.DataFrame({n: r.mean_group_returns() for n, r in every.items()}).T
     gm.index.name = "factor"
-    _write_table(gm, out_dir, "group_mean_returns")
-    _write_table(w_df, out_dir, "icir_weights")
+    table(gm, out_dir, "group_mean_returns")
+    table(w_df, out_dir, "icir_weights")
     fcorr.index.name = "factor"
     scorr.index.name = "factor"
-    items.append({"file": _write_table(scorr, out_dir, "style_correlation"),
+    items.append({"file": table(scorr, out_dir, "style_correlation"),
                   "caption": "Correlation with style factors (mean cross-sectional Pearson)"})
-    _write_table(fcorr, out_dir, "factor_correlation")
+    table(fcorr, out_dir, "factor_correlation")
     from fbgpu.evaluate.families import factor_families, write_family_exhibits
 
     items += write_family_exhibits(out_dir, summary, fcorr, factor_families(names, store),
-                                   _write_table, cfg.figures)
+                                   table, cfg.figures)
     from fbgpu.evaluate.truth import factor_truth_table
 
     truth = factor_truth_table(store, market, rows, pool, values, names, dirs,
                                {n: reports[n].ic for n in names})
     if truth is not None:  # a synthetic store: what was planted in each factor (docs/synth.md)
-        items.append({"file": _write_table(truth, out_dir, "planted_truth"),
+        items.append({"file": table(truth, out_dir, "planted_truth"),
                       "caption": "Ground truth: the planted signal in each factor and the "
                                  "share of the oracle RankIC it recovers"})
 
@@ -414,8 +443,8 @@ def _evaluate(store: Store, cfg: EvaluateConfig, be: Backend, progress: bool,
             f"days; return P(T+{cfg.return_end})/P(T+{cfg.return_start})-1 at adjusted vwap; "
             f"pool: listed >= {cfg.pool.min_listed_days} days, not ST, tradable on T+1. "
             f"Backend: {be.name}.")
-    (out_dir / "index.json").write_text(json.dumps(
-        {"title": "Single-factor tests", "text": text, "items": items}, indent=1))
+    write_text(out_dir / "index.json", json.dumps(
+        {"title": "Single-factor tests", "text": text, "items": items}, indent=1), writer)
 
     res = EvaluateResult(summary, comp, every, fcorr, scorr, w_df, out_dir, be.name, written,
                          time.perf_counter() - t0)

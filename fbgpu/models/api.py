@@ -17,6 +17,7 @@ per column, the model kind, its configuration hash and the windows it came from.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -336,11 +337,12 @@ def run_train(
     of the store's ``factors`` table, as in :func:`load_model_inputs`; checkpoints still name the
     stored partitions as their inputs, so pass only a cube whose values were also stored.
 
-    The ``scores`` table is written behind (:mod:`fbgpu.data.writebehind`) from the device
-    columns (``Backend.to_host_async``, one crossing per column): by ``writer`` when given (the
-    demo's; ``summary.dates_written`` is set when the write has run, i.e. after the caller's
-    flush), else at once. Before anything reads the table back (the exhibits, a ``fused`` from
-    the store) the writer is flushed.
+    The checkpoints and the ``scores`` table are written behind (:mod:`fbgpu.data.writebehind`)
+    from the device tensors and columns (``Backend.to_host_async``, one crossing per state
+    tensor and per score column): by ``writer`` when given (the demo's, which the caller
+    flushes; ``summary.dates_written`` is set when the write has run), else by the call's own
+    writer, waited for before the call returns. Before anything reads the table back (the
+    exhibits, a ``fused`` from the store) the writer is flushed.
     """
     t0 = time.perf_counter()
     st = store if isinstance(store, Store) else Store(store)
@@ -369,38 +371,43 @@ def run_train(
     plans = [plan_rolling(kind, inputs, cfg, data, checkpoint_root=st.root / CHECKPOINT_DIR,
                           fingerprint=store_fingerprint(st, inputs, kind)) for kind in kinds]
     fitted, fit_seconds = fit_plans(plans, data, cfg, progress=progress)
-    for kind, plan in zip(kinds, plans, strict=True):
-        res: RollingResult = finish_rolling(plan, fitted, inputs, data, fit_seconds)
-        if pred_dates is not None and res.dates != pred_dates:
-            raise RuntimeError("models predicted different dates; this is a bug")
-        pred_dates = res.dates
-        tensors[SCORE_COLUMNS[kind]] = res.scores
-        provenance[SCORE_COLUMNS[kind]] = {
-            "kind": kind, "config_hash": model_config_hash(
-                kind, cfg, inputs.factor_names, inputs.meta.get("preprocessing")),
-            "windows": [w.window for w in res.windows], "backend": be.name,
-        }
-        summary.windows[kind] = res.windows
-    assert pred_dates is not None
-    # The scores stay on the device (torch -> backend arrays by DLPack) for the next stage; the
-    # store gets a persistence copy, the step's one device->host transfer per column.
-    scores = ScorePanel.from_torch(pred_dates, inputs.symbols, tensors, be)
-    hf_col, lf_col = SCORE_COLUMNS["hf"], SCORE_COLUMNS["lf"]
-    if scores.has(hf_col) and scores.has(lf_col):
-        scores = scores.with_column(FUSED_COLUMN, fuse_scores(
-            scores.columns[hf_col], scores.columns[lf_col], cfg.fusion_hf_weight,
-            cfg.fusion_lf_weight))
-        provenance[FUSED_COLUMN] = _fused_provenance(cfg)
-    names = list(scores.columns)
+    # Checkpoints and the scores table are written behind (the demo's writer, or our own,
+    # closed -- i.e. waited for, its failures raised -- when this block ends): nothing here
+    # reads them back; plan_rolling read the earlier runs' checkpoints above.
+    own = writer is None
+    w = writer if writer is not None else StoreWriteBehind(st, be.to_host_async, name="train")
+    with w if own else contextlib.nullcontext(w):
+        for kind, plan in zip(kinds, plans, strict=True):
+            res: RollingResult = finish_rolling(plan, fitted, inputs, data,
+                                                fit_seconds, w, be.xp)
+            if pred_dates is not None and res.dates != pred_dates:
+                raise RuntimeError("models predicted different dates; this is a bug")
+            pred_dates = res.dates
+            tensors[SCORE_COLUMNS[kind]] = res.scores
+            provenance[SCORE_COLUMNS[kind]] = {
+                "kind": kind, "config_hash": model_config_hash(
+                    kind, cfg, inputs.factor_names, inputs.meta.get("preprocessing")),
+                "windows": [r.window for r in res.windows], "backend": be.name,
+            }
+            summary.windows[kind] = res.windows
+        assert pred_dates is not None
+        # The scores stay on the device (torch -> backend arrays by DLPack) for the next stage;
+        # the store gets a persistence copy, the step's one device->host transfer per column.
+        scores = ScorePanel.from_torch(pred_dates, inputs.symbols, tensors, be)
+        hf_col, lf_col = SCORE_COLUMNS["hf"], SCORE_COLUMNS["lf"]
+        if scores.has(hf_col) and scores.has(lf_col):
+            scores = scores.with_column(FUSED_COLUMN, fuse_scores(
+                scores.columns[hf_col], scores.columns[lf_col], cfg.fusion_hf_weight,
+                cfg.fusion_lf_weight))
+            provenance[FUSED_COLUMN] = _fused_provenance(cfg)
+        names = list(scores.columns)
 
-    def persist(host: list[np.ndarray]) -> None:
-        summary.dates_written = write_scores(st, pred_dates, inputs.symbols,
-                                             dict(zip(names, host, strict=True)), provenance)
+        def persist(host: list[np.ndarray]) -> None:
+            summary.dates_written = write_scores(st, pred_dates, inputs.symbols,
+                                                 dict(zip(names, host, strict=True)),
+                                                 provenance)
 
-    w = writer if writer is not None else StoreWriteBehind(st, be.to_host_async, name="scores")
-    w.submit(SCORES_TABLE, None, [scores.columns[n] for n in names], persist)
-    if writer is None:
-        w.close()
+        w.submit(SCORES_TABLE, None, [scores.columns[n] for n in names], persist)
     summary.columns = list(scores.columns)
     summary.scores = scores
     # One part trained now, the other from an earlier run: fuse from the store.
@@ -416,7 +423,8 @@ def run_train(
         try:
             summary.report_dir = evaluate_models(st, backend=be, panel_config=panel_config,
                                                  pool_config=pool_config,
-                                                 train_config=cfg).out_dir
+                                                 train_config=cfg,
+                                                 writer=writer).out_dir
         except StoreError as e:
             log.warning("model exhibits skipped: %s", e)
     return summary

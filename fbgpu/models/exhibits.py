@@ -23,6 +23,7 @@ TOP IR, TOP win rate, TOP turnover (:data:`fbgpu.evaluate.single.SUMMARY_COLUMNS
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from fbgpu.data.store import Store, StoreError
+from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.backend import Backend, get_backend
 from fbgpu.evaluate.composite import icir_weights, signed, weighted_composite
 from fbgpu.evaluate.correlation import (
@@ -41,6 +43,7 @@ from fbgpu.evaluate.correlation import (
     style_correlation,
 )
 from fbgpu.evaluate.families import best_single_factor
+from fbgpu.evaluate.run import write_table, write_text
 from fbgpu.evaluate.single import SUMMARY_COLUMNS, FactorReport, evaluate_factor
 from fbgpu.evaluate.stats import rank_ic
 from fbgpu.models.api import SCORES_TABLE, read_scores
@@ -112,7 +115,7 @@ def _host(a: Any) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
-def _hf_composites(store: Store, market: Any, rows: np.ndarray, be: Backend,
+def hf_composites(store: Store, market: Any, rows: np.ndarray, be: Backend,
                    ret_end: int, panel_config: PanelConfig | None = None,
                    pool_config: PoolConfig | None = None,
                    min_stocks: int = 10) -> tuple[dict[str, np.ndarray], str]:
@@ -178,11 +181,13 @@ def evaluate_models(
     panel_config: PanelConfig | None = None,
     pool_config: PoolConfig | None = None,
     train_config: TrainConfig | None = None,
+    writer: StoreWriteBehind | None = None,
 ) -> ModelEvaluation:
     """Evaluate every score column of the store and build the model exhibits (module doc).
 
     ``train_config`` gives the LF sequence lengths of the LF input composite (default: the
-    spec's 40/20/12).
+    spec's 40/20/12). With ``writer`` (the demo's) the tables and ``index.json`` are written
+    behind (:func:`fbgpu.evaluate.run.write_table`); the figures are drawn here.
     """
     st = store if isinstance(store, Store) else Store(store)
     be = backend if isinstance(backend, Backend) else get_backend(backend)
@@ -200,7 +205,7 @@ def evaluate_models(
     notes = []
     labels = dict(LABELS)
     if st.dates("factors") and SCORE_COLUMNS["hf"] in values:
-        comps, best = _hf_composites(st, market, rows, be, ret_end, panel_config, pool_config)
+        comps, best = hf_composites(st, market, rows, be, ret_end, panel_config, pool_config)
         values.update(comps)
         if best:
             labels[BEST_SINGLE] = f"best single factor ({best})"
@@ -241,7 +246,7 @@ def evaluate_models(
         ev.truth = truth_table(st, market, rows, pool,
                                {r.name: r.ic for r in reports.values()})
     if write:
-        ev.out_dir = _write(st, ev, figures)
+        ev.out_dir = _write(st, ev, figures, writer)
     return ev
 
 
@@ -262,13 +267,6 @@ def ic_decay(values: dict[str, np.ndarray], market: Any, rows: np.ndarray, pool:
     return df
 
 
-def _write_table(df: pd.DataFrame, out_dir: Path, stem: str) -> str:
-    df.to_csv(out_dir / f"{stem}.csv", index=True)
-    (out_dir / f"{stem}.json").write_text(
-        df.reset_index().to_json(orient="records", indent=1, date_format="iso"))
-    return f"{stem}.csv"
-
-
 def window_table(store: Store) -> pd.DataFrame:
     """One row per trained (model, window): dates, validation IC mean over seeds, seconds."""
     rows = []
@@ -287,13 +285,15 @@ def window_table(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write(store: Store, ev: ModelEvaluation, figures: bool) -> Path:
+def _write(store: Store, ev: ModelEvaluation, figures: bool,
+           writer: StoreWriteBehind | None = None) -> Path:
     """Tables, figures and ``index.json`` under ``reports/models/``, grouped per block as in the
     report: table (45/52/57), group net value (46/53/58), TOP net value (47/54/59), cumulative
     RankIC (48/55/60), style correlation (49/56/61); then tear-sheet figures, IC decay, the
     retrain windows and, on a synthetic store, the oracle table."""
     out = store.report_dir / "models"
     out.mkdir(parents=True, exist_ok=True)
+    _write_table = functools.partial(write_table, writer=writer)
     items: list[dict[str, str]] = []
     ic = pd.DataFrame({r.name: r.ic for r in ev.reports.values()})
     _write_table(ic, out, "rank_ic")
@@ -371,9 +371,9 @@ def _write(store: Store, ev: ModelEvaluation, figures: bool) -> Path:
     first, last = ev.dates[0], ev.dates[-1]
     text = (f"Out-of-sample scores on {len(ev.dates)} rebalance dates, {first} to {last} "
             f"(table `{SCORES_TABLE}`). " + " ".join(ev.notes))
-    (out / "index.json").write_text(json.dumps(
+    write_text(out / "index.json", json.dumps(
         {"title": "Deep-learning factors and full-band fusion", "text": text, "items": items},
-        indent=1))
+        indent=1), writer)
     return out
 
 

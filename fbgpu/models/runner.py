@@ -20,12 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 
 from fbgpu.data.store import code_version, config_hash
+from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.guard import sanctioned
 from fbgpu.models.checkpoints import (
     WindowPaths,
@@ -262,9 +264,14 @@ def finish_rolling(
     inputs: ModelInputs,
     data: DeviceSamples,
     fit_seconds: dict[tuple[str, str, int], float] | None = None,
+    writer: StoreWriteBehind | None = None,
+    xp: ModuleType | None = None,
 ) -> RollingResult:
     """Checkpoint the new fits, predict every window's dates with each seed's networks
     (loaded or fitted), z-score per date and average the seeds; the scores stay on the device.
+
+    With ``writer`` (and the backend's array namespace ``xp``) the checkpoints are written
+    behind (:func:`fbgpu.models.checkpoints.save_seed`): on disk once the writer has flushed.
     """
     kind, config, chash = plan.kind, plan.config, plan.config_hash
     dates = list(inputs.dates)
@@ -294,7 +301,7 @@ def finish_rolling(
                         "config_hash": chash, "fingerprint": fp, "states": res.states,
                         "best_valid_ic": res.best_valid_ic, "best_epoch": res.best_epoch,
                         "history": res.history,
-                    })
+                    }, writer, xp)
             # Prediction only (eval mode: no dropout); the initial weights are overwritten by
             # the state, the seeded block keeps the caller's RNG untouched.
             with seeded(seed, data.device), sanctioned("initial weights"):
@@ -318,7 +325,7 @@ def finish_rolling(
                 "predict_dates": [rep.first_predict_date, rep.last_predict_date],
                 "valid_ic": rep.valid_ic, "best_epoch": rep.best_epoch,
                 "seconds": rep.seconds,
-            })
+            }, writer)
         log.info("%s window %s: fit %d dates, valid %d, valid IC %s%s (%.1fs)", kind,
                  w.name, rep.n_fit_dates, rep.n_valid_dates, format_valid_ic(rep.valid_ic),
                  " (resumed)" if wp.complete else "", rep.seconds)
