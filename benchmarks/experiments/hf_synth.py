@@ -8,7 +8,7 @@ Adam, early stopping on the validation IC of the last 20% of the known dates) on
 (:func:`make_windows`), and scored with fbgpu's ``evaluate_factor`` (weekly RankIC of the score
 at T against the ``T+1 -> T+6`` return, ``Market.pool()``) on the predicted dates. The
 reference is the trailing-ICIR composite of the same 27 preprocessed factors (what exhibit 45
-compares against, :func:`fbgpu.models.exhibits._hf_composites`).
+compares against, :func:`fbgpu.models.exhibits.hf_composites`).
 
 Learners (``--learners``):
 
@@ -44,10 +44,11 @@ from fbgpu.evaluate.single import evaluate_factor
 from fbgpu.models.api import load_model_inputs
 from fbgpu.models.config import load_train_config
 from fbgpu.models.datasets import DeviceSamples
-from fbgpu.models.exhibits import HF_EQUAL, HF_ICIR, _hf_composites
+from fbgpu.models.exhibits import HF_EQUAL, HF_ICIR, hf_composites
 from fbgpu.models.networks import NetSpec, build_nets
 from fbgpu.models.rolling import make_windows
-from fbgpu.models.training import fit_net, predict_model, seeded, torch_runtime, zscore_rows
+from fbgpu.models.training import fit_net, predict_model, seeded, torch_runtime
+from fbgpu.models.zscore import zscore
 from fbgpu.panel.market import load_market
 
 log = logging.getLogger("hf_synth")
@@ -132,7 +133,7 @@ def main() -> None:
     fwd = market.forward_returns(1, ret_end)[rows]
     pool = market.pool()[rows]
     dates = [market.dates[i] for i in rows]
-    comps, _ = _hf_composites(store, market, rows, be, ret_end)
+    comps, _ = hf_composites(store, market, rows, be, ret_end)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -162,7 +163,7 @@ def main() -> None:
                              "valid_ic": bic, "epochs": len(hist)})
             per_seed.append(sc)
             record(f"{learner}/seed{seed}", sc.numpy()[rows], {"kind": learner, "seed": seed})
-        ens = torch.stack([zscore_rows(s) for s in per_seed]).nanmean(0).numpy()[rows]
+        ens = torch.stack([zscore(s, 1) for s in per_seed]).nanmean(0).numpy()[rows]
         record(f"{learner}/ensemble", ens,
                {"kind": learner, "seeds": a.seeds, "windows": info,
                 "seconds": time.perf_counter() - t0, "max_epochs": a.max_epochs,

@@ -42,7 +42,8 @@ from fbgpu.models.config import TrainConfig
 from fbgpu.models.datasets import DeviceSamples
 from fbgpu.models.rolling import RetrainWindow, make_windows
 from fbgpu.models.runner import sources_for
-from fbgpu.models.training import fit_model, predict_model, zscore_rows
+from fbgpu.models.training import fit_model, predict_model
+from fbgpu.models.zscore import zscore
 from fbgpu.panel.market import Market, load_market
 
 log = logging.getLogger("lf_real")
@@ -267,7 +268,7 @@ def main() -> None:
             # ensemble of the seeds saved by earlier runs (--save-dir): merge:NAME:A.npz,B.npz
             _, name, files = exp.split(":", 2)
             seeds = np.concatenate([np.load(f)["seeds"] for f in files.split(",")])
-            ens = torch.stack([zscore_rows(torch.as_tensor(x)) for x in seeds]).nanmean(0).numpy()
+            ens = torch.stack([zscore(torch.as_tensor(x), 1) for x in seeds]).nanmean(0).numpy()
             triv = trivial_factors(market)
             corr = {k: mean_cross_corr(ens[rows], v[rows], evalpool[rows]) for k, v in triv.items()}
             record(evaluate(ens, fwd, evalpool, rows, f"{name}/ensemble", dates),
@@ -325,7 +326,7 @@ def main() -> None:
             record(evaluate(sc, fwd, evalpool, rows, f"{exp}/seed{seed}", dates),
                    {"exp": exp, "seed": seed, "kind": kind, "overrides": over,
                     "seconds": time.perf_counter() - t_seed})
-        ens = torch.stack([zscore_rows(torch.as_tensor(s)) for s in per_seed]).nanmean(0).numpy()
+        ens = torch.stack([zscore(torch.as_tensor(s), 1) for s in per_seed]).nanmean(0).numpy()
         if a.save_dir:
             Path(a.save_dir).mkdir(parents=True, exist_ok=True)
             np.savez_compressed(Path(a.save_dir) / f"{exp}.npz", ensemble=ens,
@@ -334,8 +335,8 @@ def main() -> None:
         # correlation on the evaluation rows, and the RankIC of the equal blend with low_vol20
         triv = trivial_factors(market)
         corr = {k: mean_cross_corr(ens[rows], v[rows], evalpool[rows]) for k, v in triv.items()}
-        z = zscore_rows(torch.as_tensor(np.where(evalpool, triv["low_vol20"], np.nan)))
-        blend = np.nanmean(np.stack([zscore_rows(torch.as_tensor(ens)).numpy(), z.numpy()]), 0)
+        z = zscore(torch.as_tensor(np.where(evalpool, triv["low_vol20"], np.nan)), 1)
+        blend = np.nanmean(np.stack([zscore(torch.as_tensor(ens), 1).numpy(), z.numpy()]), 0)
         blend_ic = evaluate(blend, fwd, evalpool, rows, "blend", dates)["rank_ic"]
         record(evaluate(ens, fwd, evalpool, rows, f"{exp}/ensemble", dates),
                {"exp": exp, "kind": kind, "overrides": over, "windows": wins,

@@ -37,6 +37,7 @@ from fbgpu.engine.guard import sanctioned
 from fbgpu.errors import ExitStatus
 from fbgpu.models.config import TrainConfig
 from fbgpu.models.device import cpu_threads, to_torch, upload_index
+from fbgpu.models.zscore import zscore
 from fbgpu.panel.market import zscored_return
 
 #: Daily bar features of the LF models, in tensor order.
@@ -242,18 +243,6 @@ def _log_returns(x: torch.Tensor) -> torch.Tensor:
 LF_TRANSFORMS = {"relative": _relative_to_last, "logdiff": _log_returns}
 
 
-def _zscore_stocks(x: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
-    """Z-score ``x [n, L, S, F]`` across pool stocks per (date, position, feature); NaN -> 0."""
-    m = torch.isfinite(x) & pool[:, None, :, None]
-    cnt = m.sum(2, keepdim=True).clamp(min=1)
-    xs = torch.where(m, x, 0.0)
-    mean = xs.sum(2, keepdim=True) / cnt
-    var = (torch.where(m, x - mean, 0.0) ** 2).sum(2, keepdim=True) / cnt
-    ok = var > 1e-12
-    z = (x - mean) / torch.sqrt(torch.where(ok, var, 1.0))
-    return torch.where(m & ok, z, 0.0)
-
-
 @dataclass
 class Batch:
     """Samples of a few whole dates: inputs per source, labels, batch-local date index."""
@@ -354,7 +343,8 @@ class DeviceSamples:
         ):
             blocks.append(LF_TRANSFORMS[self.config.lf_inputs](_gather_days(src, seq[day_t])))
         x = torch.cat(blocks, 1)  # [n, L, S, 6]
-        z = _zscore_stocks(x, self.pool[day_t])
+        # Per (date, position, feature) across the pool; missing -> 0, the neutral input.
+        z = zscore(x, 2, self.pool[day_t][:, None, :, None], min_var=1e-12, keep_missing=False)
         return z.permute(0, 2, 1, 3).contiguous()
 
     def lf_equal_weight(self, days: Sequence[int] | np.ndarray) -> torch.Tensor:

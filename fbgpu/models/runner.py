@@ -42,7 +42,8 @@ from fbgpu.models.datasets import LF_SOURCES, DeviceSamples, ModelInputs
 from fbgpu.models.executor import FitJob, fit_all
 from fbgpu.models.networks import build_nets, net_specs
 from fbgpu.models.rolling import RetrainWindow, make_windows
-from fbgpu.models.training import FitResult, predict_model, seeded, zscore_rows
+from fbgpu.models.training import FitResult, predict_model, seeded
+from fbgpu.models.zscore import zscore
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ def finish_rolling(
                         for n in build_nets(kind, plan.n_factors, config.hidden_size)]
             for net, state in zip(nets, states, strict=True):
                 net.load_state_dict(state)
-            seed_scores.append(zscore_rows(predict_model(nets, data, w.predict_days)))
+            seed_scores.append(zscore(predict_model(nets, data, w.predict_days), 1))
         outputs.append(torch.stack(seed_scores).mean(0))
         days_out += list(w.predict_days)
         rep.seconds = fit_s + time.perf_counter() - t0

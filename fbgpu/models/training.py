@@ -31,6 +31,7 @@ from fbgpu.models.datasets import DeviceSamples
 from fbgpu.models.device import cpu_threads
 from fbgpu.models.losses import multitask_loss, per_date_ic
 from fbgpu.models.networks import MultiSourceGRU, build_nets
+from fbgpu.models.zscore import zscore
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +191,6 @@ def fit_model(
     return nets, result
 
 
-def zscore_rows(x: torch.Tensor) -> torch.Tensor:
-    """Z-score each row of ``x [n, S]`` over its finite entries (NaN stays NaN)."""
-    m = torch.isfinite(x)
-    cnt = m.sum(1, keepdim=True).clamp(min=1)
-    mean = torch.where(m, x, 0.0).sum(1, keepdim=True) / cnt
-    var = (torch.where(m, x - mean, 0.0) ** 2).sum(1, keepdim=True) / cnt
-    std = torch.sqrt(var)
-    return torch.where(m & (std > 0), (x - mean) / std.clamp(min=1e-30), torch.where(m, 0.0, x))
-
-
 def predict_model(
     nets: Sequence[MultiSourceGRU], data: DeviceSamples, days: Sequence[int]
 ) -> torch.Tensor:
@@ -222,4 +213,4 @@ def predict_model(
             per_net.append(out)
     if len(per_net) == 1:
         return per_net[0]
-    return torch.stack([zscore_rows(p) for p in per_net]).mean(0)
+    return torch.stack([zscore(p, 1) for p in per_net]).mean(0)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from fbgpu.data.store import Store
+from fbgpu.panel.preprocess import zscore
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ def active_exposures(w: pd.Series, b: pd.Series, industry: pd.Series,
     against benchmark weights ``b`` (both indexed by symbol); ``industry`` and ``log_cap`` are
     indexed by the symbols of the day's cross-section (module doc)."""
     cap = log_cap.dropna()
-    z = (cap - cap.mean()) / cap.std(ddof=0) if len(cap) > 1 and cap.std(ddof=0) > 0 else cap * 0
+    # The project's one cross-sectional z-score (ddof 0); NaN for a constant or single cap,
+    # counted as no size exposure below.
+    z = pd.Series(zscore(cap.to_numpy(dtype=np.float64)[None, :], min_stocks=2)[0], index=cap.index)
     syms = w.index.union(b.index)
     active = w.reindex(syms, fill_value=0.0) - b.reindex(syms, fill_value=0.0)
     size = float((active * z.reindex(syms).fillna(0.0)).sum())

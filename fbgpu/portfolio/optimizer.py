@@ -88,6 +88,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
+from fbgpu.panel.preprocess import zscore
 from fbgpu.portfolio.workingset import WorkingSetQP, WorkingSetSettings
 
 log = logging.getLogger(__name__)
@@ -682,7 +683,7 @@ def random_problem(
     b[members] = cap[members]
     b /= b.sum()
     logcap = np.log(cap)
-    z = (logcap - logcap.mean()) / logcap.std()
+    z = zscore(logcap[None, :])[0]
     flags = rng.random(n)
     third = frozen_share / 3
     can_buy = ~((flags < third) | ((flags >= third) & (flags < 2 * third)))
