@@ -424,3 +424,210 @@ def test_pinned_overlapped_upload_on_the_gpu(market: Store, tmp_path: Path) -> N
     run_factors(over, backend=gpu, progress=False)
     run_factors(inline, backend=gpu, progress=False, memory_budget=1e12)
     assert _partitions(over) == _partitions(inline)
+
+
+# -- every GPU read through the crossing: budgeted chunks, a single day, compute_day ---------
+
+#: A budget (bytes of device working memory; the stand-in's fixed footprint is 0) that splits
+#: each of the oracle market's days into two stock chunks (asserted where used).
+TWO_CHUNKS = 1.2e6
+
+
+def _warm_standin(store: Store, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The stand-in backend and warmed primitives (their fixed column lists uploaded once,
+    here, not in the counted runs), installed as what ``run_factors`` builds."""
+    from fbgpu.engine.segments import GpuSegmentOps
+    from fbgpu.factors import compute as compute_mod
+
+    b = standin_backend()
+    ops = GpuSegmentOps(b.xp)
+    compute_mod.compute_loaded_day(compute_mod.load_day(store, DATES[0]), ops=ops)
+    monkeypatch.setattr(compute_mod, "segment_ops", lambda backend: ops)
+    return b, ops
+
+
+def _chunk_uploads(store: Store, d: dt.date) -> tuple[int, int, int]:
+    """(chunks, arrays of the chunks' upload crossings, index uploads) of ``d`` under
+    :data:`TWO_CHUNKS`: per chunk one position array per family present, plus the two
+    minute-row index arrays when a trades stock has minute bars."""
+    from fbgpu.factors.compute import _day_arrays, load_day, stock_chunks
+
+    chunks = stock_chunks(store, d, TWO_CHUNKS)
+    assert chunks is not None and len(chunks) == 2, d
+    arrays = index = 0
+    for c in chunks:
+        day = load_day(store, d, None, list(c))
+        arrays += len(_day_arrays(day))
+        index += sum(x is not None for x in (day.minute, day.trades, day.orders))
+        index += 2 * bool(set(day.trades.symbols) & set(day.minute.symbols))
+    return len(chunks), arrays, index
+
+
+def _counts() -> tuple[int, int, int, int]:
+    return (SANCTIONED["to_device"], SANCTIONED["to_device index"], CROSSINGS["upload"],
+            CROSSINGS["to_host"])
+
+
+def _diff(after: tuple[int, ...], before: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(a - b for a, b in zip(after, before, strict=True))
+
+
+def test_budgeted_standin_run_uploads_each_chunk_through_the_crossing(
+        market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A memory-budgeted stand-in run (two stock chunks a day): per chunk exactly one
+    ``to_device`` crossing carrying the chunk's arrays, and its index arrays through the
+    explicit index upload; no other upload (inside the compute one would raise), one
+    persistence copy a day; partitions byte-identical to the unbudgeted (prefetched) run and
+    within 1e-9 of the CPU backend."""
+    from fbgpu.factors import run_factors
+
+    b, _ = _warm_standin(market, monkeypatch)
+    expect = [_chunk_uploads(market, d) for d in DATES]
+    chunks, arrays, index = (sum(x[i] for x in expect) for i in range(3))
+    budgeted = _copy_inputs(market, tmp_path / "budgeted")
+    before = _counts()
+    run_factors(budgeted, backend=b, progress=False, memory_budget=TWO_CHUNKS)
+    assert _diff(_counts(), before) == (chunks, index, arrays + index, len(DATES))
+    assert chunks == 2 * len(DATES)
+
+    whole = _copy_inputs(market, tmp_path / "whole")
+    run_factors(whole, backend=b, progress=False)
+    cpu = _copy_inputs(market, tmp_path / "cpu")
+    run_factors(cpu, backend="cpu", progress=False)
+    got = _partitions(budgeted)
+    assert list(got) == DATES and got == _partitions(whole)
+    for d in DATES:
+        dev, host = budgeted.read("factors", d), cpu.read("factors", d)
+        assert dev.column_names == host.column_names
+        for c in host.column_names[2:]:
+            np.testing.assert_allclose(dev.column(c).to_numpy(), host.column(c).to_numpy(),
+                                       rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=c)
+
+
+def test_next_chunks_upload_starts_before_this_chunks_compute_ends(
+        market: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ordering, as for days: chunk ``k``'s compute does not end before chunk ``k + 1``'s
+    upload (number ``k + 2``) has started; without the read-ahead the wait times out. Each
+    chunk reaches ``compute_loaded_day`` already on the device; the day's values equal the
+    unbudgeted ``compute_day``'s bit for bit."""
+    from fbgpu.factors import compute as compute_mod
+
+    _, ops = _warm_standin(market, monkeypatch)
+    sb = standin_backend()
+    b = _RecordingBackend(sb.name, sb.xp, sb.device)
+    _RecordingBackend.log, _RecordingBackend.uploads = [], 0
+    log = _RecordingBackend.log
+    real = compute_mod.compute_loaded_day
+    seen: list[int] = []
+
+    def compute_loaded_day(day, names=None, ops=None, config=None):
+        assert all(type(a) is StandinArray for a in compute_mod._day_arrays(day))
+        k = len(seen)
+        seen.append(k)
+        out = real(day, names, ops, config)
+        if k == 0:
+            with _RecordingBackend.cond:
+                assert _RecordingBackend.cond.wait_for(
+                    lambda: _RecordingBackend.uploads >= 2, 60), "no upload during chunk 0"
+        with _RecordingBackend.cond:
+            log.append(f"end {k}")
+        return out
+
+    monkeypatch.setattr(compute_mod, "compute_loaded_day", compute_loaded_day)
+    got = compute_mod.compute_day(market, DATES[1], NAMES, b, None, ops, TWO_CHUNKS)
+    assert log.index("upload 2") < log.index("end 0") < log.index("end 1")
+    assert sorted(x for x in log if x.startswith("upload")) == ["upload 1", "upload 2"], log
+    monkeypatch.setattr(compute_mod, "compute_loaded_day", real)
+    ref = compute_mod.compute_day(market, DATES[1], NAMES, b, None, ops)
+    assert list(got.symbols) == list(ref.symbols)
+    assert got.values.view(np.ndarray).tobytes() == ref.values.view(np.ndarray).tobytes()
+
+
+def test_single_day_run_and_compute_day_upload_once(
+        market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-day run (no read-ahead) and ``compute_day`` alone each make exactly one upload
+    crossing carrying the day's arrays, plus the 5 index uploads, and give the same values."""
+    from fbgpu.factors import compute as compute_mod
+    from fbgpu.factors import run_factors
+    from fbgpu.factors.compute import _day_arrays, load_day
+
+    b, ops = _warm_standin(market, monkeypatch)
+    n = len(_day_arrays(load_day(market, DATES[1])))
+    one = _copy_inputs(market, tmp_path / "one")
+    before = _counts()
+    run_factors(one, start=DATES[1], end=DATES[1], backend=b, progress=False)
+    assert _diff(_counts(), before) == (1, 5, n + 5, 1)
+    before = _counts()
+    day = compute_mod.compute_day(market, DATES[1], None, b, None, ops)
+    assert _diff(_counts(), before) == (1, 5, n + 5, 0)
+    stored = one.read("factors", DATES[1])
+    assert list(day.symbols) == stored.column("symbol").to_pylist()
+    np.testing.assert_array_equal(  # bit for bit, NaN where NaN
+        b.to_host(day.values),
+        np.column_stack([stored.column(c).to_numpy() for c in stored.column_names[2:]]))
+
+
+def test_cpu_budgeted_run_uploads_nothing_and_is_byte_identical(
+        market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU backend in stock chunks: no upload, no crossing, no read-ahead of the next
+    chunk (its budget is host memory), and the same bytes as the whole-day run."""
+    from fbgpu.factors import compute as compute_mod
+    from fbgpu.factors import run_factors
+    from fbgpu.factors.compute import fixed_footprint
+
+    reads: list[tuple[str, ...] | None] = []
+    real = compute_mod.load_day
+
+    def load_day(store, date, names=None, symbols=None, cudf=None):
+        if symbols is not None:  # a chunk: read by the computing thread, not ahead
+            assert threading.current_thread() is threading.main_thread()
+        reads.append(tuple(symbols) if symbols is not None else None)
+        return real(store, date, names, symbols, cudf)
+
+    monkeypatch.setattr(compute_mod, "load_day", load_day)
+    whole, chunked = _copy_inputs(market, tmp_path / "w"), _copy_inputs(market, tmp_path / "c")
+    before = _counts()
+    run_factors(whole, backend="cpu", progress=False)
+    reads.clear()
+    run_factors(chunked, backend="cpu", progress=False,
+                memory_budget=fixed_footprint() + TWO_CHUNKS)
+    assert _diff(_counts(), before) == (0, 0, 0, 0)
+    assert len(reads) > len(DATES) and all(r is not None for r in reads)  # chunks were read
+    assert _partitions(whole) == _partitions(chunked) and len(_partitions(whole)) == len(DATES)
+
+
+def test_an_implicit_upload_inside_the_compute_fails_on_the_standin(
+        market: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the compute only explicit uploads are allowed: ``xp.asarray`` of host data
+    raises on the stand-in (outside it is counted; a sanctioned or index upload passes). A
+    host day that skipped the upload crossing therefore fails the run."""
+    from fbgpu.engine.backend import index_to_device
+    from fbgpu.engine.guard import explicit_uploads_only, sanctioned
+    from fbgpu.engine.standin import STANDIN, HostCrossingError
+    from fbgpu.factors import compute as compute_mod
+
+    host = np.arange(4.0)
+    before = CROSSINGS["upload"]
+    assert type(STANDIN.asarray(host)) is StandinArray
+    with explicit_uploads_only():
+        with pytest.raises(HostCrossingError, match="implicit upload"):
+            STANDIN.asarray(host)
+        with pytest.raises(HostCrossingError, match="implicit upload"):
+            STANDIN.ascontiguousarray(host)
+        dev = STANDIN.asarray(STANDIN.zeros(3))  # device data: no upload
+        with sanctioned("to_device"):
+            STANDIN.asarray(host)
+        idx = index_to_device(STANDIN, np.arange(3))
+    assert type(dev) is StandinArray and type(idx) is StandinArray
+    assert CROSSINGS["upload"] - before == 3
+    assert index_to_device(np, host) is host  # the CPU: no copy
+
+    _, ops = _warm_standin(market, monkeypatch)
+    monkeypatch.setattr(compute_mod, "_resident", lambda day, backend: day)  # the regression
+    with pytest.raises(Exception) as e:
+        compute_mod.compute_loaded_day(compute_mod.load_day(market, DATES[0], NAMES), NAMES, ops)
+    chain, err = [], e.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    assert any(isinstance(x, HostCrossingError) and "implicit upload" in str(x) for x in chain)

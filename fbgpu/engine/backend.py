@@ -50,6 +50,12 @@ class Backend:
         """Move/convert ``a`` to this backend's array type (host->device on the GPU)."""
         return self.xp.asarray(a, dtype=dtype)
 
+    def to_device(self, a: Any) -> Any:
+        """Upload the small host array ``a`` now (index metadata: positions in a universe, a
+        kernel's column list), :func:`index_to_device`. Bulk inputs go through
+        :meth:`to_device_async` instead."""
+        return index_to_device(self.xp, a)
+
     def to_host(self, a: Any) -> np.ndarray:
         """Copy ``a`` to a numpy array (a device->host transfer on the GPU).
 
@@ -187,6 +193,17 @@ class Backend:
             return devs
 
         return wait
+
+
+def index_to_device(xp: Any, a: Any) -> Any:
+    """``a`` (a small host array: kilobytes of index metadata) as an array of ``xp``'s device:
+    the explicit upload of :func:`fbgpu.engine.guard.explicit_uploads_only` blocks, sanctioned
+    and counted as ``to_device index`` (on cupy a blocking pageable copy, cheap at this size;
+    not staged). On numpy ``np.asarray(a)``, no copy; device data is returned as it is."""
+    if xp is np or array_module(a) is not np:
+        return xp.asarray(a)
+    with sanctioned("to_device index"):
+        return xp.asarray(a)
 
 
 #: Alignment of each array in a staging buffer (bytes): what cupy's allocator gives device

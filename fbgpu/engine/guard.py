@@ -56,6 +56,31 @@ def register_standin_audit(
         _STANDIN_AUDITS[name] = factory
 
 
+@contextlib.contextmanager
+def explicit_uploads_only() -> Iterator[None]:
+    """Within the block (in this thread), host data may reach the device only through a
+    sanctioned crossing (``Backend.to_device_async``, ``Backend.to_device``): an upload made
+    by the array namespace itself (``xp.asarray`` of a numpy array) is an error.
+
+    Enforced on the stand-in device (:meth:`fbgpu.engine.standin.StandinNamespace.asarray`
+    raises), so a hidden upload fails a CPU test; on cupy nothing checks it (``cupy.asarray``
+    of host data is a pageable copy that waits for the stream), and on numpy there is no
+    upload. Blocks nest.
+    """
+    depth = getattr(_local, "explicit_uploads", 0)
+    _local.explicit_uploads = depth + 1
+    try:
+        yield
+    finally:
+        _local.explicit_uploads = depth
+
+
+def implicit_upload_allowed() -> bool:
+    """False inside :func:`explicit_uploads_only` (this thread) unless a :func:`sanctioned`
+    block is open within it."""
+    return not getattr(_local, "explicit_uploads", 0) or sanctioned_reason() is not None
+
+
 def sanctioned_reason() -> str | None:
     """The reason of the innermost :func:`sanctioned` block open in this thread, else None
     (the CPU-side transfer guard, :class:`fbgpu.models.device.TransferGuard`, asks)."""

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from fbgpu.engine.backend import Backend
+from fbgpu.engine.backend import Backend, index_to_device
 
 
 @functools.cache
@@ -789,7 +789,7 @@ class GpuSegmentOps(SegmentOps):
         key = tuple(int(c) for c in cols)
         dev_cols = self._cols.get(key)
         if dev_cols is None:
-            dev_cols = self._cols[key] = self.xp.asarray(cols)
+            dev_cols = self._cols[key] = index_to_device(self.xp, cols)
         self._launch("ordered_column_sum", (S + self.block - 1) // self.block, m, np.int64(S),
                      np.int64(W), dev_cols, np.int64(cols.size), out)
         return out

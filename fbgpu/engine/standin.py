@@ -10,7 +10,8 @@ to the host is the sanctioned crossing, :meth:`StandinArray.get` (what
 :meth:`fbgpu.engine.backend.Backend.to_host` calls, as ``cupy.ndarray.get``), and those are
 counted (:data:`CROSSINGS`). The GPU kernels run on it under the host emulation
 (:class:`fbgpu.engine.cuda_c.EmulatedKernels`). Uploads (``xp.asarray`` of a host array) are
-counted too.
+counted too, and refused where only explicit uploads are allowed
+(:func:`fbgpu.engine.guard.explicit_uploads_only`: the factor compute of a day).
 
 Limits: reductions return 0-d stand-in arrays (as cupy does) and shapes are host data (fine); but a
 ``numpy`` call on a stand-in array made outside ``xp`` that converts it (``np.asarray(a)``,
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fbgpu.engine.backend import Backend
+from fbgpu.engine.guard import implicit_upload_allowed
 
 
 class HostCrossingError(RuntimeError):
@@ -170,17 +172,29 @@ class StandinNamespace:
         return _device(np.where(cond, *xy))
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
-        """An upload when ``a`` is host data (counted), a no-op view for device data."""
-        if not isinstance(a, StandinArray):
-            with _lock:
-                CROSSINGS["upload"] += 1
+        """An upload when ``a`` is host data (counted; refused inside
+        :func:`fbgpu.engine.guard.explicit_uploads_only`), a no-op view for device data."""
+        _upload(a)
         return _device(np.asarray(a, dtype=dtype))
 
     def ascontiguousarray(self, a: Any, dtype: Any = None) -> Any:
-        if not isinstance(a, StandinArray):
-            with _lock:
-                CROSSINGS["upload"] += 1
+        _upload(a)
         return _device(np.ascontiguousarray(a, dtype=dtype))
+
+
+def _upload(a: Any) -> None:
+    """Count the upload of ``a`` when it is host data; raise :class:`HostCrossingError` where
+    only explicit uploads are allowed (:func:`fbgpu.engine.guard.explicit_uploads_only`)."""
+    if isinstance(a, StandinArray):
+        return
+    if not implicit_upload_allowed():
+        raise HostCrossingError(
+            f"implicit upload of host data ({type(a).__name__}) by xp.asarray where only "
+            "explicit uploads are allowed: on a GPU a pageable host->device copy that waits "
+            "for the stream. Upload with Backend.to_device_async / fbgpu.factors.upload_day "
+            "(the day's inputs) or Backend.to_device (small index arrays)")
+    with _lock:
+        CROSSINGS["upload"] += 1
 
 
 STANDIN = StandinNamespace()

@@ -39,7 +39,8 @@ from fbgpu.data.store import (
     symbol_column,
 )
 from fbgpu.data.writebehind import StoreWriteBehind
-from fbgpu.engine.backend import Backend, StagingPool, get_backend
+from fbgpu.engine.backend import Backend, StagingPool, array_module, get_backend, index_to_device
+from fbgpu.engine.guard import explicit_uploads_only
 from fbgpu.engine.segments import SegmentOps, check_offsets, segment_ops
 from fbgpu.factors.config import FactorConfig
 from fbgpu.factors.context import CancelTicks, MinuteContext, OrderContext, TradeContext
@@ -257,8 +258,20 @@ def upload_day(day: DayInputs, backend: Backend, staging: StagingPool | None = N
 
 def day_to_backend(day: DayInputs, backend: Backend) -> DayInputs:
     """``day`` with its arrays on ``backend``'s device (:func:`upload_day`, waited for). On
-    the CPU backend ``day`` is returned as it is."""
-    return upload_day(day, backend)()
+    the CPU backend ``day`` is returned as it is.
+
+    The upload first waits for all the work queued on the compute stream so far: its arrays
+    are allocated from the upload stream's pool, which may hand out memory that an earlier
+    day's inputs (uploaded on that stream) held while queued kernels still read them."""
+    return upload_day(day, backend, after=backend.compute_event() if backend.is_gpu else None)()
+
+
+def _resident(day: DayInputs, backend: Backend) -> DayInputs:
+    """``day`` on ``backend``'s device: uploaded (:func:`day_to_backend`, one crossing) when
+    any of its arrays is on the host, else ``day`` itself (a prefetched day, or the CPU)."""
+    if not backend.is_gpu or all(array_module(a) is not np for a in _day_arrays(day)):
+        return day
+    return day_to_backend(day, backend)
 
 
 def align_ticks(ticks: DayTicks, symbols: np.ndarray) -> DayTicks:
@@ -364,10 +377,26 @@ def compute_loaded_day(
     config: FactorConfig | None = None,
 ) -> DayFactors:
     """The factors ``names`` of an already loaded day, ``[universe, len(names)]`` on ``ops``'s
-    backend (default: the CPU)."""
+    backend (default: the CPU).
+
+    On a device backend a day still on the host is first uploaded through :func:`upload_day`
+    (one ``to_device`` crossing); the compute itself runs under
+    :func:`fbgpu.engine.guard.explicit_uploads_only`: the only other uploads are the small
+    index arrays (a source's positions in the universe, the minute rows of the trades'
+    stocks), through :func:`fbgpu.engine.backend.index_to_device`. The stand-in device
+    refuses any other ``xp.asarray`` of host data here."""
     names = resolve_names(list(names) if names is not None else None)
     cfg = config or FactorConfig()
     ops = ops or segment_ops("cpu")
+    if ops.xp is not np:  # the CPU backend computes on the host arrays as they are
+        day = _resident(day, _device_backend(ops))
+    with explicit_uploads_only():
+        return _compute_resident_day(day, names, ops, cfg)
+
+
+def _compute_resident_day(day: DayInputs, names: list[str], ops: SegmentOps,
+                          cfg: FactorConfig) -> DayFactors:
+    """:func:`compute_loaded_day` of a day whose arrays are on ``ops``'s device."""
     xp = ops.xp
     universe = day.universe
     col_of = {n: j for j, n in enumerate(names)}
@@ -378,7 +407,7 @@ def compute_loaded_day(
         if not wanted:
             return
         symbols = np.asarray(day.source_symbols[source], dtype=object)
-        pos = xp.asarray(_positions(universe, symbols))
+        pos = index_to_device(xp, _positions(universe, symbols))
         prime(ctx, wanted)  # the fused family pass, where the backend has one (fused.py)
         for n in wanted:
             spec = FACTORS[n]
@@ -395,10 +424,11 @@ def compute_loaded_day(
     if xp is np:  # host arrays: the CPU backend (device arrays are never mapped files)
         prefault_async([*(minute.fields.values() if minute is not None else ()),
                         *(trades.columns.values() if trades is not None else ())])
+    # The day's arrays are on ops's device already (compute_loaded_day uploaded a host day;
+    # on the CPU they are the host arrays themselves): no xp.asarray of them here.
     minute_ctx = None
     if minute is not None:
-        bars = {f: xp.asarray(minute.fields[f]) for f in MINUTE_FIELDS}
-        minute_ctx = MinuteContext(ops, cfg, bars)
+        minute_ctx = MinuteContext(ops, cfg, {f: minute.fields[f] for f in MINUTE_FIELDS})
         put("minute", "minute", minute_ctx)
     if trades is not None and any(FACTORS[n].family == "trade" for n in names):
         ret = xp.full((trades.n_stocks, 240), xp.nan)
@@ -407,17 +437,26 @@ def compute_loaded_day(
                          np.asarray(trades.symbols, dtype=object))
             has = np.flatnonzero(at >= 0)
             if has.size:
-                ret[xp.asarray(has)] = minute_ctx.ret[xp.asarray(at[has])]
-        cols = {c: xp.asarray(v) for c, v in trades.columns.items()}
-        put("trade", "trades", TradeContext(ops, cfg, xp.asarray(trades.offsets), cols, ret))
+                ret[index_to_device(xp, has)] = minute_ctx.ret[index_to_device(xp, at[has])]
+        put("trade", "trades", TradeContext(ops, cfg, trades.offsets, dict(trades.columns), ret))
     if orders is not None:
-        cols = {c: xp.asarray(v) for c, v in orders.columns.items()}
         cancels = None
         if day.cancels is not None:
-            cancels = CancelTicks(ops, cfg, xp.asarray(day.cancels.offsets),
-                                  {c: xp.asarray(v) for c, v in day.cancels.columns.items()})
-        put("order", "orders", OrderContext(ops, cfg, xp.asarray(orders.offsets), cols, cancels))
+            cancels = CancelTicks(ops, cfg, day.cancels.offsets, dict(day.cancels.columns))
+        put("order", "orders", OrderContext(ops, cfg, orders.offsets, dict(orders.columns),
+                                            cancels))
     return DayFactors(day.date, universe, values)
+
+
+def _device_backend(ops: SegmentOps, backend: Backend | str | None = None) -> Backend:
+    """The backend whose device ``ops`` computes on, for an upload to it: ``backend`` when it
+    is that one (a caller's, e.g. a recording test backend), else one built on ``ops.xp``
+    (the upload needs only the namespace)."""
+    if isinstance(backend, Backend) and backend.xp is ops.xp:
+        return backend
+    if ops.xp is np:
+        return get_backend("cpu")
+    return Backend("gpu", ops.xp, f"device of {getattr(ops.xp, '__name__', ops.xp)}")
 
 
 class FactorComputeError(RuntimeError):
@@ -515,17 +554,33 @@ def compute_day(
     :func:`stock_chunks`; stock-days are independent, so the values are identical to a
     whole-day run. A budget below the footprint plus the heaviest stock-day's need raises
     :class:`MemoryBudgetError`.
+
+    On a device every read reaches :func:`compute_loaded_day` through the upload crossing:
+    chunk ``k + 1`` is read and its upload started (:class:`DayPrefetch`) while chunk ``k``
+    computes; a whole day not prefetched is uploaded with :func:`day_to_backend`.
     """
     if ops is None:
         ops = segment_ops(get_backend(backend))
+    names = resolve_names(list(names) if names is not None else None)
     chunks = (stock_chunks(store, date, memory_budget, fixed_footprint(ops.xp is not np))
               if memory_budget else None)
+    dev = _device_backend(ops, backend)
     if chunks is None:
         day = loaded if loaded is not None else load_day(store, date, names)
-        return compute_loaded_day(day, names, ops, config)
-    parts = [compute_loaded_day(load_day(store, date, names, list(c)), names, ops, config)
-             for c in chunks]
-    return DayFactors(_as_date(date), np.concatenate([p.symbols for p in parts]),
+        return compute_loaded_day(_resident(day, dev), names, ops, config)
+    # On a device, chunk k+1 is read and its upload started while chunk k computes (its raw
+    # inputs are then resident beside chunk k's working memory); on the CPU the chunks are
+    # read one at a time, as the budget there is host memory.
+    d = _as_date(date)
+    parts = []
+    with DayPrefetch(store, [((d, k), names) for k in range(len(chunks))], enabled=dev.is_gpu,
+                     backend=dev, symbols=[list(c) for c in chunks]) as ahead:
+        for k, c in enumerate(chunks):
+            day = ahead.take((d, k))
+            if day is None:
+                day = load_day(store, d, names, list(c))
+            parts.append(compute_loaded_day(day, names, ops, config))
+    return DayFactors(d, np.concatenate([p.symbols for p in parts]),
                       ops.xp.concatenate([p.values for p in parts], axis=0))
 
 
@@ -539,6 +594,10 @@ class DayPrefetch:
     error is raised there, for that date) and starts the next read. Disabled, :meth:`take`
     returns None (the caller reads).
 
+    The stock chunks of a memory-budgeted day (:func:`compute_day`) use the same reader:
+    ``days`` then holds ``((date, k), names)`` (the key :meth:`take` is given: the date, or a
+    ``(date, chunk)`` pair) and ``symbols`` the stocks of each entry.
+
     Device memory: the upload of day ``k + 1`` allocates its arrays from the side stream's
     pool, which may hand out memory that an earlier day's inputs used; it therefore waits for
     an event of the compute stream recorded in ``take(k)``, when all of day ``k - 1``'s work
@@ -549,16 +608,18 @@ class DayPrefetch:
     :meth:`take` must not be given new device work after the following :meth:`take`.
     """
 
-    def __init__(self, store: Store, days: Sequence[tuple[dt.date, Sequence[str]]],
-                 enabled: bool = True, backend: Backend | None = None) -> None:
+    def __init__(self, store: Store, days: Sequence[tuple[Any, Sequence[str]]],
+                 enabled: bool = True, backend: Backend | None = None,
+                 symbols: Sequence[Sequence[str] | None] | None = None) -> None:
         self.store = store
         self.days = list(days)
+        self.symbols = list(symbols) if symbols is not None else [None] * len(self.days)
         self.enabled = enabled and len(self.days) > 1
         self.backend = backend if backend is not None and backend.is_gpu else None
         self.staging = self.backend.staging_pool(2) if self.backend is not None else None
         self.cudf = device_reader(self.backend) if self.backend is not None else None
         self._pool: ThreadPoolExecutor | None = None
-        self._futures: dict[dt.date, Any] = {}
+        self._futures: dict[Any, Any] = {}
         self._next = 0
         self._held: DayInputs | None = None
 
@@ -577,22 +638,27 @@ class DayPrefetch:
         self._futures.clear()
         self._held = None
 
-    def _read(self, d: dt.date, names: list[str], after: Any) -> Callable[[], DayInputs]:
-        """The reader thread's job: read ``d``, start its upload (GPU backend)."""
-        day = load_day(self.store, d, names, cudf=self.cudf)
+    def _read(self, key: Any, names: list[str], symbols: list[str] | None,
+              after: Any) -> Callable[[], DayInputs]:
+        """The reader thread's job: read ``key``'s day (its ``symbols`` only, when given),
+        start its upload (GPU backend)."""
+        d = key[0] if isinstance(key, tuple) else key
+        day = load_day(self.store, d, names, symbols, cudf=self.cudf)
         if self.backend is None:
             return lambda: day
         return upload_day(day, self.backend, self.staging, after)
 
     def _submit(self, after: Any) -> None:
         if self._pool is not None and self._next < len(self.days):
-            d, names = self.days[self._next]
-            self._futures[d] = self._pool.submit(self._read, d, list(names), after)
+            key, names = self.days[self._next]
+            self._futures[key] = self._pool.submit(
+                self._read, key, list(names), self.symbols[self._next], after)
             self._next += 1
 
-    def take(self, date: dt.date) -> DayInputs | None:
-        """The inputs of ``date`` (read ahead; on the device with a GPU backend), or None when
-        prefetching is off or ``date`` was not read ahead; the next day's read starts."""
+    def take(self, date: Any) -> DayInputs | None:
+        """The inputs of ``date`` (a date, or a ``(date, chunk)`` key; read ahead, on the
+        device with a GPU backend), or None when prefetching is off or ``date`` was not read
+        ahead; the next entry's read starts."""
         fut = self._futures.pop(date, None)
         if fut is None:
             return None
