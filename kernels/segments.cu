@@ -308,6 +308,21 @@ extern "C" __global__ void seg_corr(const i64* offsets, const double* x, const d
     }
 }
 
+// The owner-adds step of the shared-memory bin sums (seg_bin_sum, fused_trade_bins): staged
+// element j (bin relative to the launch, or -1) goes to the thread owning that bin, q * BLOCK +
+// tid, which adds it to acc[q]; every thread scans j in element order, so each bin's sum is the
+// CPU's sequential sum, bit for bit, with no atomics.
+template <int Q>
+__device__ __forceinline__ void add_owned(double (&acc)[Q], const int* staged_bin,
+                                          const double* staged_value, int m, int tid) {
+    for (int j = 0; j < m; ++j) {
+        const int r = staged_bin[j];
+#pragma unroll
+        for (int q = 0; q < Q; ++q)
+            if (r == q * BLOCK + tid) acc[q] += staged_value[j];
+    }
+}
+
 // Block s: out[s, b] = sum of the finite masked-in x[i] with bins[i] == b, for the bins
 // b in [bin_lo, bin_lo + BLOCK * BINS_PER_THREAD) below n_bins (the launcher covers wider
 // histograms with several launches). No atomics: the segment is staged through shared memory
@@ -345,14 +360,7 @@ extern "C" __global__ void seg_bin_sum(const i64* offsets, const i64* bins, cons
         }
         __syncthreads();
         const int m = (hi - base < BIN_CHUNK) ? (int)(hi - base) : BIN_CHUNK;
-        if (owns) {
-            for (int j = 0; j < m; ++j) {
-                const int r = sb[j];
-#pragma unroll
-                for (int q = 0; q < BINS_PER_THREAD; ++q)
-                    if (r == q * BLOCK + tid) acc[q] += sx[j];
-            }
-        }
+        if (owns) add_owned<BINS_PER_THREAD>(acc, sb, sx, m, tid);
         __syncthreads();
     }
 #pragma unroll
@@ -864,23 +872,10 @@ extern "C" __global__ void fused_trade_bins(const i64* offsets, const i64* ts,
         __syncthreads();
         const int m = (hi - base < BIN_CHUNK) ? (int)(hi - base) : BIN_CHUNK;
         if (owns_code) {
-            for (int j = 0; j < m; ++j) {
-                const int ra = sca[j], rd = scd[j];
-#pragma unroll
-                for (int q = 0; q < CODE_Q; ++q) {
-                    if (ra == q * BLOCK + tid) acc_a[q] += sva[j];
-                    if (rd == q * BLOCK + tid) acc_d[q] += svd[j];
-                }
-            }
+            add_owned<CODE_Q>(acc_a, sca, sva, m, tid);
+            add_owned<CODE_Q>(acc_d, scd, svd, m, tid);
         }
-        if (owns_minute) {
-            for (int j = 0; j < m; ++j) {
-                const int r = scm[j];
-#pragma unroll
-                for (int q = 0; q < MINUTE_Q; ++q)
-                    if (r == q * BLOCK + tid) acc_n[q] += svs[j];
-            }
-        }
+        if (owns_minute) add_owned<MINUTE_Q>(acc_n, scm, svs, m, tid);
         __syncthreads();
     }
 #pragma unroll
