@@ -1,10 +1,21 @@
-"""Dask scale-out: map independent trading days over a ``dask.distributed`` cluster.
+"""Dask scale-out: map blocks of consecutive trading days over a ``dask.distributed`` cluster.
 
-Days are independent for factor computation, so a multi-day run is one task per date. Each task
-opens the store itself, reads its own input partitions and writes its own ``factors`` partition
-atomically (with its manifest) through the same :func:`fbgpu.factors.run_factors` code path as a
-single-process run: the outputs are byte-for-byte the same, a lost worker's task is simply retried
-(a half-done task left no partition that reads as complete), and a re-run skips finished dates.
+Days are independent for factor computation, so a multi-day run is split into contiguous blocks
+of dates (:func:`date_blocks`), one task per block. Each task opens the store itself and calls
+:func:`fbgpu.factors.run_factors` on its block (``first .. last``): the same code path as a
+single-process run, so within a block the next day's read (and on a GPU its pinned upload,
+:class:`fbgpu.factors.compute.DayPrefetch`) overlaps the current day's compute, and each day's
+``factors`` partition is written atomically (with its manifest) behind the compute. Hence the
+outputs are byte-for-byte those of a single-process run, a lost worker's task is simply retried
+(a half-done block left no partition that reads as complete; its finished days are skipped on
+the retry), and a re-run skips finished dates.
+
+Block size (``dates_per_task``): by default ``max(1, D // (2 * W))`` for ``D`` dates and ``W``
+workers, so there are at least ``2 W`` blocks whenever ``D >= 2 W``: every worker gets two or
+more, and a worker that finishes early takes another (load balance), while each block is as
+long as that allows (the prefetch overlap is lost only at a block's first day). A block that
+fails is run again one date at a time, which retries it and names the failing date
+(:class:`FactorDateError`).
 
 Clusters (``--cluster``):
 
@@ -69,9 +80,43 @@ def dask_client(cluster: str = "local", n_workers: int | None = None) -> Any:
             owned.close()
 
 
-def _factors_one_day(root: str, date: dt.date, names: list[str], backend: str,
-                     config: dict[str, Any],
-                     modules: list[tuple[str, str]] | None = None) -> FactorRunSummary:
+class FactorDateError(RuntimeError):
+    """Computing the factors of one date failed on a worker; the message names the date."""
+
+    def __init__(self, date: dt.date, cause: str) -> None:
+        self.date = date
+        self.cause = cause
+        super().__init__(f"factors for {date} failed: {cause}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # raised on a worker, re-raised on the client
+        return (FactorDateError, (self.date, self.cause))
+
+
+def date_blocks(dates: Sequence[dt.date], n_workers: int,
+                dates_per_task: int | None = None) -> list[list[dt.date]]:
+    """Split ``dates`` (sorted) into contiguous blocks, in order: every date in exactly one.
+
+    ``dates_per_task`` dates per block (the last may be shorter); None: ``max(1, D // (2 W))``
+    for ``D`` dates and ``W = n_workers``, i.e. at least ``2 W`` blocks when ``D >= 2 W``
+    (module doc).
+    """
+    if dates_per_task is None:
+        dates_per_task = max(1, len(dates) // (2 * max(1, n_workers)))
+    if dates_per_task < 1:
+        raise ValueError(f"dates_per_task must be >= 1, got {dates_per_task}")
+    return [list(dates[i:i + dates_per_task]) for i in range(0, len(dates), dates_per_task)]
+
+
+def _factors_block(root: str, block: list[dt.date], names: list[str], backend: str,
+                   config: dict[str, Any],
+                   modules: list[tuple[str, str]] | None = None) -> FactorRunSummary:
+    """One task: :func:`run_factors` over the block's dates (first .. last, with prefetch).
+
+    If the block fails, its dates are run again one at a time (those already written are
+    skipped as current): a transient error is thus retried, and a lasting one is raised as
+    :class:`FactorDateError` naming the date it happens on, after the block's other dates
+    were tried.
+    """
     # User modules travel as source text: the worker registers the very code the client
     # loaded, whether or not it sees the client's files.
     from fbgpu.factors.user import load_source
@@ -79,8 +124,37 @@ def _factors_one_day(root: str, date: dt.date, names: list[str], backend: str,
     for origin, source in modules or []:
         load_source(origin, source)
     cfg = FactorConfig(**{**config, "modules": ()})
-    return run_factors(Store(root), date, date, names=names, backend=backend, config=cfg,
-                       progress=False)
+    store = Store(root)
+    try:
+        return run_factors(store, block[0], block[-1], names=names, backend=backend,
+                           config=cfg, progress=False)
+    except Exception as e:
+        if len(block) == 1:
+            raise FactorDateError(block[0], f"{type(e).__name__}: {e}") from e
+        log.warning("factors block %s .. %s failed (%s: %s); running it one date at a time",
+                    block[0], block[-1], type(e).__name__, e)
+    total = FactorRunSummary(factors=len(names), backend=backend)
+    failed: list[tuple[dt.date, Exception]] = []
+    for d in block:  # every date is tried: one bad day does not cost the others
+        try:
+            _add(total, run_factors(store, d, d, names=names, backend=backend, config=cfg,
+                                    progress=False))
+        except Exception as e:
+            failed.append((d, e))
+    if failed:
+        (d, e), more = failed[0], len(failed) - 1
+        raise FactorDateError(d, f"{type(e).__name__}: {e}" + (
+            f" (and {more} more failed dates: {', '.join(str(f[0]) for f in failed[1:])})"
+            if more else "")) from e
+    return total
+
+
+def _add(total: FactorRunSummary, part: FactorRunSummary) -> None:
+    """Sum ``part`` (one task's summary) into ``total``."""
+    total.dates_computed += part.dates_computed
+    total.dates_skipped += part.dates_skipped
+    total.stock_days += part.stock_days
+    total.backend = part.backend
 
 
 def run_factors_distributed(
@@ -92,8 +166,14 @@ def run_factors_distributed(
     config: FactorConfig | None = None,
     cluster: str = "local",
     n_workers: int | None = None,
+    dates_per_task: int | None = None,
 ) -> FactorRunSummary:
-    """:func:`fbgpu.factors.run_factors` with one task per date on a Dask cluster."""
+    """:func:`fbgpu.factors.run_factors` with one task per block of consecutive dates on a Dask
+    cluster (:func:`date_blocks`; ``dates_per_task`` None: at least two blocks per worker).
+
+    A date that fails raises :class:`FactorDateError` naming it, once every block has run (after
+    the task's retries; the other dates are written).
+    """
     t0 = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
     dates = input_dates(store, start, end)
@@ -105,14 +185,28 @@ def run_factors_distributed(
     cfg = config.model_dump(mode="json")
     total = FactorRunSummary(factors=len(names), backend=backend)
     with dask_client(cluster, n_workers) as client:
-        futures = client.map(_factors_one_day, [str(store.root)] * len(dates), dates,
+        from dask.distributed import wait  # importable: dask_client checked the extra
+
+        workers = max(1, len(client.nthreads()))  # the workers connected now
+        blocks = date_blocks(dates, workers, dates_per_task)
+        log.info("dask %s: %d dates in %d tasks of <= %d dates over %d workers", cluster,
+                 len(dates), len(blocks), max(len(b) for b in blocks), workers)
+        futures = client.map(_factors_block, [str(store.root)] * len(blocks), blocks,
                              names=names, backend=backend, config=cfg, modules=modules,
                              pure=False, retries=2)
-        for part in client.gather(futures):
-            total.dates_computed += part.dates_computed
-            total.dates_skipped += part.dates_skipped
-            total.stock_days += part.stock_days
-            total.backend = part.backend
+        # every block runs to its end (a failed one does not cancel the others), then the
+        # earliest failure is raised
+        wait(futures)
+        errors: list[BaseException] = []
+        for f in futures:
+            if f.status == "error":
+                errors.append(f.exception())
+            else:
+                _add(total, f.result())
+        for e in errors[1:]:
+            log.error("dask %s: %s", cluster, e)
+        if errors:
+            raise errors[0]
     total.dates_computed.sort()
     total.dates_skipped.sort()
     total.seconds = time.perf_counter() - t0

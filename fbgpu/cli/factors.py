@@ -88,6 +88,10 @@ def register(app: typer.Typer) -> None:
             None, "--cluster", help="Map dates over a Dask cluster: local | local-cuda | "
             "scheduler ADDRESS (dist extra). Default: this process."),
         workers: int | None = typer.Option(None, "--workers", help="Workers of a local cluster."),
+        dates_per_task: int | None = typer.Option(
+            None, "--dates-per-task", min=1, help="With --cluster: consecutive dates per task "
+            "(one run_factors call, the next day's read and upload overlapping). Default: "
+            "dates // (2 x workers), at least 1, so every worker gets two or more tasks."),
         memory_gb: str | None = typer.Option(
             None, "--memory-gb", help="Memory budget per day in GB, or 'auto' (half the free "
             "host/device memory): a day that does not fit is processed in stock chunks. "
@@ -127,7 +131,8 @@ def register(app: typer.Typer) -> None:
 
                 summary = run_factors_distributed(Store(store), start, end, names=names,
                                                   backend=backend, config=cfg, cluster=cluster,
-                                                  n_workers=workers)
+                                                  n_workers=workers,
+                                                  dates_per_task=dates_per_task)
             else:
                 summary = run_factors(Store(store), start, end, names=names, backend=backend,
                                       config=cfg, progress=progress,
