@@ -266,3 +266,26 @@ def test_entry_point_turns_an_escaped_exception_into_3_with_traceback() -> None:
     assert res.returncode == 3
     assert "RuntimeError: escaped from main" in res.stderr
     assert "Traceback" in res.stderr
+
+
+def test_factors_and_evaluate_reject_a_damaged_or_missing_input_with_2(tmp_path: Path) -> None:
+    """`fbgpu factors` with an input partition whose manifest is damaged, and `fbgpu evaluate`
+    on a store without a factors table: rejected input (2, naming the partition or table, no
+    usage banner), the store byte-identical. Both used to exit 1 as if an option were wrong."""
+    store = Store(tmp_path / "store")
+    res = fbgpu("synth", "--store", str(store.root), "--preset", "tiny", "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = fbgpu("evaluate", "--store", str(store.root), "--backend", "cpu")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "fbgpu: error:" in res.stderr and "factors" in res.stderr
+    assert "Usage:" not in res.stderr and "the store was not changed" in res.stderr
+
+    bad = store.dates("trades")[1]
+    manifest = store.partition_dir("trades", bad) / "_manifest.json"
+    manifest.write_text("{ not json")
+    before = digest(store.root)
+    res = fbgpu("factors", "--store", str(store.root), "--backend", "cpu", "--no-progress")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"trades/{bad}" in res.stderr and "damaged" in res.stderr
+    assert "Usage:" not in res.stderr and "the store was not changed" in res.stderr
+    assert digest(store.root) == before

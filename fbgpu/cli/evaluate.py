@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         and the preprocessed panel as table ``panel``. Settings: section [evaluate] of --config
         (see docs/evaluate.md).
         """
-        from fbgpu.data.store import Store, StoreError
+        from fbgpu.data.store import Store
         from fbgpu.engine.backend import BackendError
         from fbgpu.evaluate.run import EvaluateConfig, EvaluateConfigError, run_evaluate
 
@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
             res = run_evaluate(Store(store), cfg, backend=backend)
         except BackendError as e:
             raise typer.BadParameter(str(e), param_hint="--backend") from e
-        except (StoreError, KeyError) as e:
+        except KeyError as e:
             raise typer.BadParameter(str(e), param_hint="--store") from e
+        # A StoreError (no factors table, a damaged partition) is rejected input: exit 2.
         done(res.one_line())

@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
             return
         if not cluster:
             _preload_cpu_engine(backend)
-        from fbgpu.data.store import Store, StoreError
+        from fbgpu.data.store import Store
         from fbgpu.engine.backend import BackendError
         from fbgpu.factors import FactorConfig, resolve_names, run_factors
 
@@ -137,8 +137,10 @@ def register(app: typer.Typer) -> None:
                 summary = run_factors(Store(store), start, end, names=names, backend=backend,
                                       config=cfg, progress=progress,
                                       memory_budget=_budget(memory_gb))
-        except (ValueError, StoreError, BackendError) as e:
+        except (ValueError, BackendError) as e:
             raise typer.BadParameter(str(e)) from e
+        # A StoreError (an input partition missing or damaged) is rejected input: it reaches
+        # fbgpu.cli.run, which exits 2 (fbgpu.errors), not 1 with a usage banner.
         done(summary.line())
 
     @factors_app.command("check")

@@ -731,6 +731,12 @@ class Store:
         for table, date in pairs:
             m = self.manifest(table, date)
             if m is None:
+                path = self.partition_dir(table, date) / MANIFEST_NAME
+                if path.exists():  # present but not a manifest: say so, not "no partition"
+                    raise StoreError(
+                        f"partition {self.input_key(table, date)} in {self.root} is damaged: "
+                        f"its manifest {path} is unreadable (re-ingest it, or re-run the step "
+                        "that writes it)")
                 raise StoreError(f"no partition {self.input_key(table, date)} in {self.root}")
             out[self.input_key(table, date)] = m.sha256
         return out
