@@ -221,10 +221,11 @@ def test_next_days_upload_starts_before_this_days_compute_ends(
     log = _RecordingBackend.log
     real = compute_mod.compute_day
 
-    def compute_day(store, d, names, backend, config, ops, budget, loaded=None):
+    def compute_day(store, d, names, backend, config, ops, budget, loaded=None, staging=None):
         assert loaded is not None and isinstance(loaded.trades.offsets, StandinArray)
         i = DATES.index(d)
-        out = real(store, d, names, backend, config, ops, budget, loaded=loaded)
+        out = real(store, d, names, backend, config, ops, budget, loaded=loaded,
+                   staging=staging)
         if i + 1 < len(DATES):
             with _RecordingBackend.cond:
                 assert _RecordingBackend.cond.wait_for(
@@ -448,11 +449,12 @@ def _warm_standin(store: Store, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def _chunk_uploads(store: Store, d: dt.date) -> tuple[int, int, int]:
     """(chunks, arrays of the chunks' upload crossings, index uploads) of ``d`` under
-    :data:`TWO_CHUNKS`: per chunk one position array per family present, plus the two
-    minute-row index arrays when a trades stock has minute bars."""
+    :data:`TWO_CHUNKS` (planned as on a device: the next chunk read ahead): per chunk one
+    position array per family present, plus the two minute-row index arrays when a trades
+    stock has minute bars."""
     from fbgpu.factors.compute import _day_arrays, load_day, stock_chunks
 
-    chunks = stock_chunks(store, d, TWO_CHUNKS)
+    chunks = stock_chunks(store, d, TWO_CHUNKS, read_ahead=True)
     assert chunks is not None and len(chunks) == 2, d
     arrays = index = 0
     for c in chunks:
@@ -502,6 +504,67 @@ def test_budgeted_standin_run_uploads_each_chunk_through_the_crossing(
         for c in host.column_names[2:]:
             np.testing.assert_allclose(dev.column(c).to_numpy(), host.column(c).to_numpy(),
                                        rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=c)
+
+
+def _counting_pools(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """From now on every staging pool a backend makes (``Backend.staging_pool``), as the list
+    of the buffer sizes it allocated, in the order made."""
+    pools: list[list[int]] = []
+
+    def staging_pool(self: Backend, slots: int = 2) -> StagingPool:
+        allocs: list[int] = []
+        pools.append(allocs)
+
+        def alloc(n: int) -> np.ndarray:
+            allocs.append(n)
+            return np.empty(n, dtype=np.uint8)
+
+        return StagingPool(slots, alloc)
+
+    monkeypatch.setattr(Backend, "staging_pool", staging_pool)
+    return pools
+
+
+def test_one_staging_pool_per_run_allocates_two_buffers(
+        market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's one staging pool (``run_staging``): a 3-day budgeted stand-in run (two
+    chunks a day, six uploads, every chunk within a slot's first MiB) makes one pool and
+    allocates exactly two buffers, its two slots, reused for every later chunk; so do the
+    unbudgeted (prefetched) run and ``compute_factors`` (three one-off day uploads). Before,
+    each day's ``compute_day`` made its own pool (six buffers) and each one-off upload one.
+    The partitions are byte-identical to a budgeted run with a fresh pool per upload."""
+    from fbgpu.factors import compute as compute_mod
+    from fbgpu.factors import compute_factors, run_factors
+
+    b, _ = _warm_standin(market, monkeypatch)
+    pools = _counting_pools(monkeypatch)
+    budgeted = _copy_inputs(market, tmp_path / "budgeted")
+    before = SANCTIONED["to_device"]
+    run_factors(budgeted, backend=b, progress=False, memory_budget=TWO_CHUNKS)
+    assert SANCTIONED["to_device"] - before == 2 * len(DATES)  # six chunk uploads
+    assert pools == [[2**20, 2**20]], pools
+
+    pools.clear()
+    whole = _copy_inputs(market, tmp_path / "whole")
+    run_factors(whole, backend=b, progress=False)
+    assert pools == [[2**20, 2**20]], pools
+    pools.clear()
+    cube = compute_factors(market, DATES, NAMES, backend=b)
+    assert pools == [[2**20, 2**20]], pools  # three days through two slots
+
+    pools.clear()  # the baseline: no run pool, every upload stages through a pool of its own
+    monkeypatch.setattr(compute_mod, "run_staging", lambda backend: None)
+    fresh = _copy_inputs(market, tmp_path / "fresh")
+    run_factors(fresh, backend=b, progress=False, memory_budget=TWO_CHUNKS)
+    assert pools == [[2**20]] * (2 * len(DATES)), pools  # six buffers, one per upload
+    assert _partitions(budgeted) == _partitions(fresh) == _partitions(whole)
+    assert len(_partitions(budgeted)) == len(DATES)
+    for i, d in enumerate(DATES):
+        t = whole.read("factors", d)
+        at = np.searchsorted(cube.symbols, np.asarray(t.column("symbol").to_pylist(), object))
+        for j, n in enumerate(NAMES):
+            np.testing.assert_array_equal(b.to_host(cube.values[i, at, j]),
+                                          t.column(n).to_numpy())
 
 
 def test_next_chunks_upload_starts_before_this_chunks_compute_ends(

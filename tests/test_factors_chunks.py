@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+import pytest
 
 from fbgpu.data.store import Store
 from fbgpu.factors.compute import compute_day, fixed_footprint, stock_chunks
@@ -154,3 +157,90 @@ def test_a_factor_run_imports_neither_pandas_nor_numba_before_it_computes(tiny_s
     assert line, out.stdout + out.stderr
     assert line[0] == "EARLY [] PANDAS False RC 0", line[0]
     assert Store(root).has("factors", d)
+
+
+def _check_plan(starts: list[int], need: np.ndarray, ahead: np.ndarray, room: float) -> None:
+    """``starts`` cover the stocks in order, and while chunk k computes, its working bytes
+    plus chunk k+1's raw bytes (read ahead) stay within ``room``; the last chunk alone too."""
+    n = len(need)
+    assert starts[0] == 0 and starts == sorted(set(starts)) and starts[-1] < n
+    bounds = [*starts, n]
+    chunks = list(itertools.pairwise(bounds))
+    for k, (a, b) in enumerate(chunks):
+        nxt = ahead[slice(*chunks[k + 1])].sum() if k + 1 < len(chunks) else 0.0
+        assert need[a:b].sum() + nxt <= room, (k, need[a:b].sum(), nxt, room)
+
+
+def test_plan_with_read_ahead_counts_the_next_chunks_raw_inputs() -> None:
+    """Known sizes: four stocks of 4 working bytes and 1 raw byte each, room 9. The plain
+    fill ([0, 1], [2, 3]: 8 bytes each) would have chunk 1's 2 raw bytes beside chunk 0's 8;
+    with read-ahead every chunk's need plus the next chunk's raw bytes fits. Random sizes:
+    the same property, and the least room (``min_chunk_room``) is accepted."""
+    from fbgpu.factors.compute import min_chunk_room, plan_chunks
+
+    need, ahead = np.full(4, 4.0), np.full(4, 1.0)
+    assert plan_chunks(need, 9.0) == [0, 2]  # no read-ahead: the plain greedy fill
+    with pytest.raises(AssertionError):
+        _check_plan([0, 2], need, ahead, 9.0)  # 8 + 2 > 9: the budget would not hold
+    # chunks of at most room / (1 + max(ahead / need)) = 9 / 1.25 = 7.2 bytes: one stock each
+    assert plan_chunks(need, 9.0, ahead) == [0, 1, 2, 3]
+    _check_plan([0, 1, 2, 3], need, ahead, 9.0)
+    assert plan_chunks(need, 10.0, ahead) == [0, 2]  # 8 + 2 <= 10: the plain plan holds
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        need = rng.gamma(0.7, 100.0, n) + 1.0
+        ahead = need * rng.uniform(0.0, 0.2, n)  # raw bytes are a share of a stock's need
+        least = float(min_chunk_room(need, ahead).max())
+        for room in (least, least * rng.uniform(1.0, 3.0), need.sum() * 0.9):
+            if room >= least:
+                _check_plan(plan_chunks(need, room, ahead), need, ahead, room)
+
+
+def test_read_ahead_budget_holds_on_a_store_and_too_small_is_refused(tiny_store: Store) -> None:
+    """``stock_chunks(read_ahead=True)`` (a device run reads chunk k+1 while chunk k
+    computes) on the tiny market: each chunk's working bytes plus the next chunk's raw bytes
+    (per-stock rows x WORKING_/RAW_BYTES_PER_ROW) fit the budget. A budget that fits the
+    heaviest stock-day alone but not with its neighbour's raw inputs read ahead is refused,
+    naming the read-ahead and the least budget, which is then accepted."""
+    import re
+
+    from fbgpu.factors.compute import (
+        RAW_BYTES_PER_ROW,
+        WORKING_BYTES_PER_ROW,
+        MemoryBudgetError,
+        min_chunk_room,
+    )
+
+    d = tiny_store.dates("trades")[1]
+    universe = np.array(sorted(set().union(*(tiny_store.symbol_counts(t, d)[0]
+                                             for t in ("minute", "trades", "orders")))),
+                        dtype=object)
+    need, ahead = np.zeros(len(universe)), np.zeros(len(universe))
+    for t in ("minute", "trades", "orders"):
+        names, rows = tiny_store.symbol_counts(t, d)
+        at = np.searchsorted(universe, names)
+        need[at] += rows * WORKING_BYTES_PER_ROW[t]
+        ahead[at] += rows * RAW_BYTES_PER_ROW[t]
+    footprint = 50e6
+    for budget in (need.sum() / 3, need.sum() / 8):
+        chunks = stock_chunks(tiny_store, d, footprint + budget, footprint, read_ahead=True)
+        assert chunks is not None and list(np.concatenate(chunks)) == list(universe)
+        starts = np.cumsum([0, *map(len, chunks)])[:-1].tolist()
+        _check_plan(starts, need, ahead, budget)
+        plain = stock_chunks(tiny_store, d, footprint + budget, footprint)
+        assert len(chunks) >= len(plain)  # the read-ahead takes room: never fewer chunks
+
+    least = min_chunk_room(need, ahead)
+    assert least.max() > need.max()  # the read-ahead is what binds
+    between = (need.max() + least.max()) / 2
+    stock_chunks(tiny_store, d, footprint + between, footprint)  # no read-ahead: accepted
+    with pytest.raises(MemoryBudgetError, match="read ahead") as e:
+        stock_chunks(tiny_store, d, footprint + between, footprint, read_ahead=True)
+    msg = str(e.value)
+    assert f"stock-day {universe[int(np.argmax(least))]} alone needs" in msg
+    given = float(re.search(r"at least ([0-9.]+) MB", msg).group(1)) * 2**20
+    assert abs(given - (footprint + least.max())) <= 0.05 * 2**20
+    ok = stock_chunks(tiny_store, d, footprint + least.max(), footprint, read_ahead=True)
+    assert ok is not None
+    _check_plan(np.cumsum([0, *map(len, ok)])[:-1].tolist(), need, ahead, least.max())

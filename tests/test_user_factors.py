@@ -348,6 +348,55 @@ def test_check_passes_the_eight_examples_and_fails_bad_factors(market: Path,
     assert "inf on a one-tick stock" in fails["infinite"]
 
 
+def test_check_reports_an_implicit_upload_with_the_factor_and_its_call(
+        market: Path, tmp_path: Path) -> None:
+    """A factor that hands ``ctx.xp.asarray`` a numpy array uploads host data behind the
+    engine's back: the check fails it at parity with a finding that names the factor, the
+    call (file, line, source) and what to use instead, not a traceback or a "round trip".
+    The same factor uploading through ``to_device`` (the explicit crossing) or building the
+    array with ``ctx.xp`` passes, with the same values on the CPU."""
+    mod = _module(tmp_path, "uploads", '''
+        import numpy as np
+
+        def _ramp(xp):
+            return xp.asarray(np.linspace(0.0, 1.0, 240))
+
+        @fbgpu.factor("ramp_volume_host", "minute", 1)
+        def ramp_volume_host(ctx):
+            """Volume weighted by a minute ramp made on the host (a hidden upload)."""
+            return ctx.row_sum(ctx.volume * _ramp(ctx.xp))
+
+        @fbgpu.factor("ramp_volume_explicit", "minute", 1)
+        def ramp_volume_explicit(ctx):
+            """The same ramp uploaded explicitly."""
+            return ctx.row_sum(ctx.volume * to_device(ctx.xp, np.linspace(0.0, 1.0, 240)))
+
+        @fbgpu.factor("ramp_volume_xp", "minute", 1)
+        def ramp_volume_xp(ctx):
+            """The same ramp built on the device."""
+            return ctx.row_sum(ctx.volume * ctx.xp.linspace(0.0, 1.0, 240))
+        ''')
+    report = check_modules([str(mod)], n_days=2, store=Store(market))
+    rows = {r.name: r for r in report.rows}
+    bad = rows["ramp_volume_host"]
+    assert not bad.passed and bad.parity == "simulator: implicit upload", bad.parity
+    (finding,) = bad.failures
+    line = mod.read_text().splitlines().index(
+        "    return xp.asarray(np.linspace(0.0, 1.0, 240))") + 1
+    assert finding.startswith("simulator: implicit host->device upload in factor "
+                              "ramp_volume_host: "), finding
+    assert f"{mod}:{line} `return xp.asarray(np.linspace(0.0, 1.0, 240))`" in finding
+    assert "ctx.xp" in finding and "to_device(ctx.xp, a)" in finding
+    assert "Traceback" not in report.table() and "round trip" not in finding
+    for n in ("ramp_volume_explicit", "ramp_volume_xp"):
+        assert rows[n].passed, (n, rows[n].failures)
+        assert rows[n].parity.startswith("simulator ") and ":" not in rows[n].parity  # ran
+    day = load_day(Store(market), Store(market).dates("minute")[0], list(rows))
+    v = compute_loaded_day(day, list(rows)).values  # the CPU: no guard, one value per column
+    assert np.array_equal(v[:, 0], v[:, 1], equal_nan=True)
+    assert np.array_equal(v[:, 0], v[:, 2], equal_nan=True)
+
+
 def test_cli_factors_with_a_module_and_check_exit_codes(market: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -143,8 +143,8 @@ class Backend:
         * numpy: the arrays themselves, no copy.
 
         Arrays already on the device (a cudf read) are handed back as they are. Without
-        ``staging`` a one-slot pool is made for this call (a one-off upload,
-        :func:`fbgpu.factors.compute.day_to_backend`).
+        ``staging`` a one-slot pool is made for this call (a one-off upload: a run passes its
+        one pool, :func:`fbgpu.factors.compute.run_staging`).
         """
         if not self.is_gpu:
             same = list(arrays)
@@ -239,7 +239,9 @@ class StagingPool:
     buffer out again, so day ``k + 2``'s read cannot overwrite day ``k``'s bytes before they
     reached the device. With two slots (double buffering) and one reader thread, staging
     day ``k + 1`` never waits for day ``k``'s copy, and day ``k + 2``'s wait is for a copy the
-    compute stream has already waited on. Not thread-safe: one reader thread uses a pool.
+    compute stream has already waited on. Not thread-safe: one thread at a time uses a pool
+    (a run's pool, :func:`fbgpu.factors.compute.run_staging`, passes from one reader thread to
+    the next, never used by two at once).
     """
 
     def __init__(self, slots: int = 2, alloc: Callable[[int], np.ndarray] | None = None) -> None:

@@ -36,6 +36,12 @@ class HostCrossingError(RuntimeError):
     """Device data was converted to host data outside the sanctioned crossings."""
 
 
+class ImplicitUploadError(HostCrossingError):
+    """Host data was uploaded by ``xp.asarray`` where only explicit uploads are allowed
+    (:func:`fbgpu.engine.guard.explicit_uploads_only`): the other direction of a hidden
+    crossing, told apart so that ``fbgpu factors check`` can name it."""
+
+
 #: Counts of sanctioned crossings on the stand-in: ``to_host`` (``.get()``) and ``upload``.
 CROSSINGS: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -188,7 +194,7 @@ def _upload(a: Any) -> None:
     if isinstance(a, StandinArray):
         return
     if not implicit_upload_allowed():
-        raise HostCrossingError(
+        raise ImplicitUploadError(
             f"implicit upload of host data ({type(a).__name__}) by xp.asarray where only "
             "explicit uploads are allowed: on a GPU a pageable host->device copy that waits "
             "for the stream. Upload with Backend.to_device_async / fbgpu.factors.upload_day "

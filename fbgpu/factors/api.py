@@ -31,8 +31,11 @@ Primitives (``ctx.ops``, :class:`SegmentOps`), all per segment (stock) and NaN-a
 ``rows(n_rows, width)`` (CSR of a dense ``[n_rows, width]`` array). Statistics from them:
 :func:`skewness`, :func:`kurtosis`, :func:`correlation`, :func:`ratio`. Time windows:
 :func:`time_window` and the exchange-time constants ``T_0915 ... T_1500`` (ns since midnight),
-:func:`minute_index`.
+:func:`minute_index`. A small host constant goes to the device with :func:`to_device`, never
+with ``ctx.xp.asarray`` (a hidden upload, refused on the GPU code path).
 """
+
+from typing import Any
 
 from fbgpu.data.bars import (
     NS_PER_MIN,
@@ -45,6 +48,7 @@ from fbgpu.data.bars import (
     T_1500,
     hhmm_to_ns,
 )
+from fbgpu.engine.backend import index_to_device
 from fbgpu.engine.segments import (
     CorrStats,
     Moments,
@@ -66,6 +70,17 @@ from fbgpu.factors.context import (
     time_window,
 )
 from fbgpu.factors.registry import FactorDefinitionError, FactorSpec, factor
+
+
+def to_device(xp: Any, a: Any) -> Any:
+    """The small host array ``a`` (a constant table, weights read from a file) as an array of
+    ``xp``'s device (``ctx.xp``): the explicit upload a factor may make, counted as the
+    ``to_device index`` crossing (:func:`fbgpu.engine.backend.index_to_device`). On the CPU
+    backend ``a`` itself, no copy. ``ctx.xp.asarray(a)`` of a host array is refused on the
+    GPU code path instead (a hidden upload; ``fbgpu factors check`` reports it). Prefer
+    building the array on the device with ``ctx.xp`` (``ctx.xp.linspace``, ``arange``,
+    ``full``): on a GPU every call of this is a blocking host->device copy."""
+    return index_to_device(xp, a)
 
 __all__ = [
     "FLAGS",
@@ -96,4 +111,5 @@ __all__ = [
     "ratio",
     "skewness",
     "time_window",
+    "to_device",
 ]

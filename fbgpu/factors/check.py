@@ -6,7 +6,9 @@ For each user factor of the loaded modules, on a synthetic market of ``n_days`` 
 * **parity**: the CPU backend against the GPU code path on the CPU stand-in device (the GPU
   segment kernels built for the host, CuPy-style arrays that raise on any implicit host
   crossing), and against a real GPU when one is usable. Pass: same NaN positions and
-  ``|a - b| <= 1e-9 * max(1, |a|)``. A host round trip in the factor fails here.
+  ``|a - b| <= 1e-9 * max(1, |a|)``. A host round trip in the factor fails here, and so does
+  an implicit host->device upload (``ctx.xp.asarray`` of a numpy array: the stand-in refuses
+  it), reported with the factor's call (file, line, source) and what to use instead.
 * **determinism**: two CPU runs are bitwise equal.
 * **NaN rules**: one stock cut to a single tick per source (one traded minute; no
   cancellations) and one stock made constant (every price and size equal). The factor must not
@@ -27,6 +29,7 @@ import json
 import logging
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +45,7 @@ from fbgpu.factors.compute import (
     day_to_backend,
     input_dates,
     load_day,
+    run_staging,
 )
 from fbgpu.factors.registry import FACTORS, builtin_names
 from fbgpu.factors.user import load_modules, origin_of
@@ -191,7 +195,7 @@ def _determinism(r: FactorCheck, days: list[DayInputs], ref: list[np.ndarray],
 def _parity(r: FactorCheck, days: list[DayInputs], ref: list[np.ndarray], n: str) -> None:
     """CPU vs the GPU path on the stand-in device (and on a real GPU when usable)."""
     from fbgpu.engine.cuda_c import KernelBuildError, emulated_kernels
-    from fbgpu.engine.standin import HostCrossingError, standin_backend
+    from fbgpu.engine.standin import HostCrossingError, ImplicitUploadError, standin_backend
 
     targets: list[tuple[str, Any]] = []
     parts = []
@@ -206,12 +210,18 @@ def _parity(r: FactorCheck, days: list[DayInputs], ref: list[np.ndarray], n: str
     for label, b in targets:
         try:
             ops = segment_ops(b)
+            staging = run_staging(b)  # the days' uploads reuse one pool
             worst = 0.0
             for day, want in zip(days, ref, strict=True):
-                out = compute_loaded_day(day_to_backend(day, b), [n], ops).values[:, 0]
+                out = compute_loaded_day(day_to_backend(day, b, staging), [n], ops).values[:, 0]
                 got = b.to_host(out)
                 worst = max(worst, _rel_diff(r, label, want, got))
         except Exception as e:
+            upload = _cause(e, ImplicitUploadError)
+            if upload is not None:
+                r.failures.append(f"{label}: {implicit_upload_finding(n, upload)}")
+                parts.append(f"{label}: implicit upload")
+                continue
             crossing = _cause(e, HostCrossingError)
             if crossing is not None:
                 r.failures.append(f"{label}: a host round trip inside the factor: {crossing}")
@@ -222,6 +232,35 @@ def _parity(r: FactorCheck, days: list[DayInputs], ref: list[np.ndarray], n: str
             continue
         parts.append(f"{label} {worst:.1e}")
     r.parity = "; ".join(parts)
+
+
+def implicit_upload_finding(name: str, err: BaseException) -> str:
+    """The check's finding for factor ``name`` whose compute made the implicit upload
+    ``err`` (:class:`fbgpu.engine.standin.ImplicitUploadError`): the call, then what to use
+    instead."""
+    return (f"implicit host->device upload in factor {name}: {_call_site(name, err)} hands "
+            "xp.asarray a host (numpy) array; on a GPU that is a pageable copy that waits for "
+            "the stream, on every call. Use ctx.xp to build the array on the device instead "
+            "(ctx.xp.linspace / arange / full / zeros ...), or upload a small host constant "
+            "explicitly with to_device(ctx.xp, a) from fbgpu.factors.api")
+
+
+def _call_site(name: str, err: BaseException) -> str:
+    """Where factor ``name``'s code made the call that raised ``err``: ``file:line `source```
+    of the innermost frame in the factor function's file (a helper of the same module
+    included), else the innermost frame outside fbgpu; ``"a call"`` when none is known."""
+    import fbgpu
+
+    code = getattr(FACTORS[name].compute, "__code__", None)
+    frames = traceback.extract_tb(err.__traceback__)
+    pkg = str(fbgpu.__path__[0])
+    mine = ([f for f in frames if code is not None and f.filename == code.co_filename]
+            or [f for f in frames if not f.filename.startswith(pkg)])
+    if not mine:
+        return "a call"
+    f = mine[-1]
+    where = f"{f.filename}:{f.lineno}"
+    return f"{where} `{f.line.strip()}`" if f.line else where
 
 
 def _cause(e: BaseException | None, kind: type[BaseException]) -> BaseException | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from fbgpu.data.schemas import SCHEMAS
 from fbgpu.data.store import (
     DayTicks,
     MinuteDay,
@@ -256,22 +258,37 @@ def upload_day(day: DayInputs, backend: Backend, staging: StagingPool | None = N
     return lambda: _with_arrays(day, pending())
 
 
-def day_to_backend(day: DayInputs, backend: Backend) -> DayInputs:
+def day_to_backend(day: DayInputs, backend: Backend,
+                   staging: StagingPool | None = None) -> DayInputs:
     """``day`` with its arrays on ``backend``'s device (:func:`upload_day`, waited for). On
     the CPU backend ``day`` is returned as it is.
+
+    ``staging``: the run's :class:`StagingPool` (:func:`run_staging`), so repeated uploads
+    reuse its host buffers; without it a one-slot pool is allocated for this call.
 
     The upload first waits for all the work queued on the compute stream so far: its arrays
     are allocated from the upload stream's pool, which may hand out memory that an earlier
     day's inputs (uploaded on that stream) held while queued kernels still read them."""
-    return upload_day(day, backend, after=backend.compute_event() if backend.is_gpu else None)()
+    return upload_day(day, backend, staging,
+                      after=backend.compute_event() if backend.is_gpu else None)()
 
 
-def _resident(day: DayInputs, backend: Backend) -> DayInputs:
-    """``day`` on ``backend``'s device: uploaded (:func:`day_to_backend`, one crossing) when
-    any of its arrays is on the host, else ``day`` itself (a prefetched day, or the CPU)."""
+def run_staging(backend: Backend) -> StagingPool | None:
+    """The one staging pool of a run on ``backend`` (two slots: double buffering), handed to
+    its :class:`DayPrefetch`, :func:`compute_day` and :func:`day_to_backend`, so the pinned
+    host buffers are allocated once per slot and grow to the run's largest day or chunk
+    rather than being allocated again for every day; None on the CPU backend (no upload).
+    The pool is used by one thread at a time: the run's reader threads follow each other."""
+    return backend.staging_pool(2) if backend.is_gpu else None
+
+
+def _resident(day: DayInputs, backend: Backend, staging: StagingPool | None = None) -> DayInputs:
+    """``day`` on ``backend``'s device: uploaded (:func:`day_to_backend` through ``staging``,
+    one crossing) when any of its arrays is on the host, else ``day`` itself (a prefetched
+    day, or the CPU)."""
     if not backend.is_gpu or all(array_module(a) is not np for a in _day_arrays(day)):
         return day
-    return day_to_backend(day, backend)
+    return day_to_backend(day, backend, staging)
 
 
 def align_ticks(ticks: DayTicks, symbols: np.ndarray) -> DayTicks:
@@ -542,18 +559,21 @@ def compute_day(
     ops: SegmentOps | None = None,
     memory_budget: float | None = None,
     loaded: DayInputs | None = None,
+    staging: StagingPool | None = None,
 ) -> DayFactors:
     """All requested factors of one day, ``[universe, len(names)]`` on the backend.
 
     ``loaded``: the day's inputs already read (``load_day(store, date, names)``, e.g. by a
     :class:`DayPrefetch` reader thread); used when the day is not split into chunks.
+    ``staging``: the run's staging pool (:func:`run_staging`) for the uploads on a device;
+    without it one is allocated for this day.
 
     Reads only ``date``'s partitions of minute/trades/orders (:func:`load_day`), then computes
     (:func:`compute_loaded_day`). With ``memory_budget`` (bytes the whole process may use,
     its :func:`fixed_footprint` included) the day is processed in stock chunks sized by
     :func:`stock_chunks`; stock-days are independent, so the values are identical to a
-    whole-day run. A budget below the footprint plus the heaviest stock-day's need raises
-    :class:`MemoryBudgetError`.
+    whole-day run. A budget below the footprint plus the heaviest stock-day's need (plus, on
+    a device, the next stock-day's raw inputs read ahead) raises :class:`MemoryBudgetError`.
 
     On a device every read reaches :func:`compute_loaded_day` through the upload crossing:
     chunk ``k + 1`` is read and its upload started (:class:`DayPrefetch`) while chunk ``k``
@@ -562,23 +582,25 @@ def compute_day(
     if ops is None:
         ops = segment_ops(get_backend(backend))
     names = resolve_names(list(names) if names is not None else None)
-    chunks = (stock_chunks(store, date, memory_budget, fixed_footprint(ops.xp is not np))
-              if memory_budget else None)
     dev = _device_backend(ops, backend)
+    # On a device chunk k+1 is read ahead (below): the planner counts its raw inputs.
+    chunks = (stock_chunks(store, date, memory_budget, fixed_footprint(ops.xp is not np),
+                           read_ahead=dev.is_gpu)
+              if memory_budget else None)
     if chunks is None:
         day = loaded if loaded is not None else load_day(store, date, names)
-        return compute_loaded_day(_resident(day, dev), names, ops, config)
+        return compute_loaded_day(_resident(day, dev, staging), names, ops, config)
     # On a device, chunk k+1 is read and its upload started while chunk k computes (its raw
     # inputs are then resident beside chunk k's working memory); on the CPU the chunks are
     # read one at a time, as the budget there is host memory.
     d = _as_date(date)
     parts = []
     with DayPrefetch(store, [((d, k), names) for k in range(len(chunks))], enabled=dev.is_gpu,
-                     backend=dev, symbols=[list(c) for c in chunks]) as ahead:
+                     backend=dev, symbols=[list(c) for c in chunks], staging=staging) as ahead:
         for k, c in enumerate(chunks):
             day = ahead.take((d, k))
             if day is None:
-                day = load_day(store, d, names, list(c))
+                day = _resident(load_day(store, d, names, list(c)), dev, staging)
             parts.append(compute_loaded_day(day, names, ops, config))
     return DayFactors(d, np.concatenate([p.symbols for p in parts]),
                       ops.xp.concatenate([p.values for p in parts], axis=0))
@@ -598,6 +620,9 @@ class DayPrefetch:
     ``days`` then holds ``((date, k), names)`` (the key :meth:`take` is given: the date, or a
     ``(date, chunk)`` pair) and ``symbols`` the stocks of each entry.
 
+    ``staging``: the run's pool (:func:`run_staging`), shared with the run's other uploads;
+    without it the prefetcher allocates its own two-slot pool.
+
     Device memory: the upload of day ``k + 1`` allocates its arrays from the side stream's
     pool, which may hand out memory that an earlier day's inputs used; it therefore waits for
     an event of the compute stream recorded in ``take(k)``, when all of day ``k - 1``'s work
@@ -610,13 +635,16 @@ class DayPrefetch:
 
     def __init__(self, store: Store, days: Sequence[tuple[Any, Sequence[str]]],
                  enabled: bool = True, backend: Backend | None = None,
-                 symbols: Sequence[Sequence[str] | None] | None = None) -> None:
+                 symbols: Sequence[Sequence[str] | None] | None = None,
+                 staging: StagingPool | None = None) -> None:
         self.store = store
         self.days = list(days)
         self.symbols = list(symbols) if symbols is not None else [None] * len(self.days)
         self.enabled = enabled and len(self.days) > 1
         self.backend = backend if backend is not None and backend.is_gpu else None
-        self.staging = self.backend.staging_pool(2) if self.backend is not None else None
+        if staging is None and self.backend is not None:
+            staging = run_staging(self.backend)
+        self.staging = staging
         self.cudf = device_reader(self.backend) if self.backend is not None else None
         self._pool: ThreadPoolExecutor | None = None
         self._futures: dict[Any, Any] = {}
@@ -677,6 +705,15 @@ class DayPrefetch:
 #: the family's intermediates), by source; measured on the ``full-day`` preset, with headroom.
 WORKING_BYTES_PER_ROW = {"trades": 400, "orders": 300, "minute": 400}
 
+#: Bytes a stock-day row occupies as raw input on the device (and in the host staging slot)
+#: once uploaded: the schema's widths of every column a factor of the source may read (the
+#: user-factor column sets, an upper bound of the built-ins'): trades 57, orders 42, minute 52
+#: (7 fields of a minute bar). What chunk ``k + 1``'s read-ahead adds beside chunk ``k``.
+RAW_BYTES_PER_ROW = {
+    t: sum(SCHEMAS[t].field(c).type.byte_width for c in cols)
+    for t, cols in (("trades", USER_TRADE_COLUMNS), ("orders", USER_ORDER_COLUMNS),
+                    ("minute", MINUTE_FIELDS))}
+
 
 #: Resident bytes the CPU engine adds when it is first used (numba, llvmlite and the compiled
 #: kernels loaded from numba's cache): measured +133 MB on the 2-core VM (the first compute
@@ -729,16 +766,20 @@ def memory_budget_for(budget: float | str | None, backend: Backend) -> float | N
 
 
 def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
-                 footprint: float = 0.0) -> list[np.ndarray] | None:
+                 footprint: float = 0.0, read_ahead: bool = False) -> list[np.ndarray] | None:
     """Split a day's stocks (sorted) into consecutive chunks whose working memory fits
     ``memory_budget - footprint`` bytes; None when the whole day fits.
 
     A stock-day's working memory is ``sum over sources of rows x WORKING_BYTES_PER_ROW``, from
     each partition's per-stock row counts (:meth:`Store.symbol_counts`, the ``symbol`` column
     only); chunks are filled greedily in symbol order, so a heavy stock cannot overflow a chunk
-    sized by the average. Stock-days cannot be split: when the heaviest one alone needs more
-    than ``memory_budget - footprint``, the budget is refused (:class:`MemoryBudgetError`,
-    naming the stock, its need, the footprint and the smallest budget that works).
+    sized by the average (:func:`plan_chunks`). ``read_ahead`` (a device backend, where
+    :func:`compute_day` reads and uploads chunk ``k + 1`` while chunk ``k`` computes): chunk
+    ``k + 1``'s raw inputs (``rows x RAW_BYTES_PER_ROW``) are resident beside chunk ``k``'s
+    working memory and count against the same room. Stock-days cannot be split: when the
+    heaviest one alone (plus the next stock-day's raw inputs, read ahead) needs more than
+    ``memory_budget - footprint``, the budget is refused (:class:`MemoryBudgetError`, naming
+    the stock, its need, the footprint and the smallest budget that works).
     """
     d = _as_date(date)
     present = [t for t in SOURCES if store.has(t, d)]
@@ -747,29 +788,77 @@ def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
                         dtype=object)
     if len(universe) == 0:
         return None
-    need = np.zeros(len(universe))
+    need, raw = np.zeros(len(universe)), np.zeros(len(universe))
     for t, names, rows in runs:
-        need[_positions(universe, names)] += rows * float(WORKING_BYTES_PER_ROW[t])
+        at = _positions(universe, names)
+        need[at] += rows * float(WORKING_BYTES_PER_ROW[t])
+        raw[at] += rows * float(RAW_BYTES_PER_ROW[t])
     room = memory_budget - footprint
     if need.sum() <= room:
         return None
-    worst = int(np.argmax(need))
-    if need[worst] > room:
+    ahead = raw if read_ahead else np.zeros(len(universe))
+    least = min_chunk_room(need, ahead)
+    worst = int(np.argmax(least))
+    if least[worst] > room:
         mb = 2**20
+        plus = (f" plus ~{ahead[worst + 1] / mb:.1f} MB for the raw inputs of the next "
+                f"stock-day ({universe[worst + 1]}), read ahead while it computes"
+                if worst + 1 < len(universe) and ahead[worst + 1] > 0 else "")
         raise MemoryBudgetError(
             f"{d}: memory budget {memory_budget / mb:.1f} MB is too small: the process's fixed "
             f"footprint is {footprint / mb:.1f} MB and stock-day {universe[worst]} alone needs "
-            f"~{need[worst] / mb:.1f} MB (stock-days are not split); give at least "
-            f"{(footprint + need[worst]) / mb:.1f} MB")
-    chunks: list[np.ndarray] = []
-    start, used = 0, 0.0
-    for i, b in enumerate(need.tolist()):
-        if used + b > room and i > start:
-            chunks.append(universe[start:i])
-            start, used = i, 0.0
-        used += b
-    chunks.append(universe[start:])
-    return chunks
+            f"~{need[worst] / mb:.1f} MB{plus} (stock-days are not split); give at least "
+            f"{(footprint + least[worst]) / mb:.1f} MB")
+    starts = plan_chunks(need, room, ahead)
+    return [universe[a:b] for a, b in itertools.pairwise([*starts, len(universe)])]
+
+
+def min_chunk_room(need: np.ndarray, ahead: np.ndarray) -> np.ndarray:
+    """Per stock ``i`` the least room any chunking needs because of it: ``need[i] +
+    ahead[i + 1]`` (``need[-1]`` for the last). A chunk ending at ``i`` has the next chunk,
+    which starts with stock ``i + 1``, read ahead beside it; a chunk holding ``i`` and
+    ``i + 1`` needs ``need[i] + need[i + 1]`` already, more since ``ahead <= need``. So the
+    maximum is a lower bound for every plan, and :func:`plan_chunks` succeeds at it."""
+    return need + np.append(ahead[1:], 0.0)
+
+
+def plan_chunks(need: np.ndarray, room: float, ahead: np.ndarray | None = None) -> list[int]:
+    """The start index of each chunk of consecutive stocks, filled greedily, such that
+
+        need(chunk k) + ahead(chunk k + 1) <= room   for every k  (no next chunk: 0)
+
+    where ``need`` is each stock's working bytes and ``ahead`` its raw input bytes resident
+    while the previous chunk computes (read-ahead; None or zeros: ``need(chunk) <= room``,
+    the plain greedy fill). A stock joins the open chunk when the chunk, with it, still leaves
+    room for the next stock's raw inputs, when the chunk's own raw inputs still fit the room
+    the previous chunk left (``room - need(chunk k - 1)``), and when the chunk stays within
+    ``room / (1 + rho)``, ``rho = max(ahead / need)`` (the largest raw share of a stock's
+    need): filling a chunk to the brim would leave the next one only a sliver of room for its
+    read-ahead (a one-stock chunk after every full one), while chunks of ``room / (1 + rho)``
+    leave each next chunk room for its raw inputs. Closing a chunk early never breaks the
+    first two rules. Requires ``room >= max(min_chunk_room(need, ahead))`` (checked by
+    :func:`stock_chunks`)."""
+    n = len(need)
+    ahead = np.zeros(n) if ahead is None else ahead
+    has = need > 0
+    rho = float(np.max(ahead[has] / need[has])) if has.any() else 0.0
+    target = room / (1.0 + rho)
+    nxt = np.append(ahead[1:], 0.0).tolist()
+    w, r = need.tolist(), ahead.tolist()
+    starts = [0]
+    used = raw = 0.0
+    cap = float("inf")  # the first chunk is read before any compute: nothing beside it
+    for i in range(n):
+        fits = (used + w[i] + nxt[i] <= room and raw + r[i] <= cap
+                and used + w[i] <= target)
+        if not fits and i > starts[-1]:
+            # the last stock admitted left room[...] >= r[i], so stock i alone fits the cap
+            cap = room - used
+            starts.append(i)
+            used = raw = 0.0
+        used += w[i]
+        raw += r[i]
+    return starts
 
 
 def compute_factors(
@@ -783,7 +872,8 @@ def compute_factors(
     """Daily values of the factors ``names`` (default: all 27) for ``dates``: a :class:`FactorCube`.
 
     The cube stays on the backend (cupy on the GPU). Symbols are the sorted union over the days;
-    ``present`` marks the stock-days in each day's universe.
+    ``present`` marks the stock-days in each day's universe. On a device every day goes up
+    through the one staging pool of the call (:func:`run_staging`).
     """
     store = store if isinstance(store, Store) else Store(store)
     if config is not None and config.modules:
@@ -793,7 +883,8 @@ def compute_factors(
     ops = segment_ops(b)
     dates = [_as_date(d) for d in dates]
     it = track(dates, "factors") if progress else dates
-    days = [compute_day(store, d, names, b, config, ops) for d in it]
+    staging = run_staging(b)
+    days = [compute_day(store, d, names, b, config, ops, staging=staging) for d in it]
     return assemble_cube(days, names, b)
 
 
@@ -1014,13 +1105,15 @@ def run_factors(
     # Without a budget the next day is read by a reader thread while this day computes, and on
     # a GPU its upload starts there too (its inputs are then resident beside this day's: what a
     # budget exists to prevent).
+    # One staging pool for the whole run (day read-ahead, budget chunks, single uploads).
+    staging = run_staging(b)
     prefetch = DayPrefetch(store, [(d, todo) for d, _, _, todo in plan if todo],
-                           enabled=memory_budget is None, backend=b)
+                           enabled=memory_budget is None, backend=b, staging=staging)
     with prefetch, w if own else contextlib.nullcontext(w):  # own writer: writes waited for
         for d, inputs, reuse, todo in track(plan, "factors") if progress else plan:
             if todo:
                 day = compute_day(store, d, todo, b, cfg, ops, memory_budget_for(memory_budget, b),
-                                  loaded=prefetch.take(d))
+                                  loaded=prefetch.take(d), staging=staging)
             else:  # only the selection's order or membership changed: nothing to compute
                 syms = store.read(FACTORS_TABLE, d, ["symbol"]).column("symbol").to_pylist()
                 day = DayFactors(d, np.asarray(syms, dtype=object), b.xp.empty((len(syms), 0)))
