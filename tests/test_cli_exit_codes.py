@@ -289,3 +289,33 @@ def test_factors_and_evaluate_reject_a_damaged_or_missing_input_with_2(tmp_path:
     assert f"trades/{bad}" in res.stderr and "damaged" in res.stderr
     assert "Usage:" not in res.stderr and "the store was not changed" in res.stderr
     assert digest(store.root) == before
+
+
+def test_factors_failing_after_earlier_dates_were_written_exits_3_and_says_so(
+        tmp_path: Path) -> None:
+    """A damaged data file on the third date (its manifest intact, so the plan accepts it):
+    the first two dates are computed and written before the read fails. That is no longer
+    'rejected, store unchanged' (2) but a step that failed while running (3), and the error
+    names the date and what was written; a re-run after the repair computes only the rest."""
+    store = Store(tmp_path / "store")
+    res = fbgpu("synth", "--store", str(store.root), "--preset", "tiny", "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    dates = store.dates("trades")
+    bad = dates[2]
+    victims = sorted(store.partition_dir("trades", bad).rglob("part-*"))
+    assert victims
+    saved = {v: v.read_bytes() for v in victims}
+    for v in victims:
+        v.write_bytes(b"not a partition")
+    res = fbgpu("factors", "--store", str(store.root), "--backend", "cpu", "--no-progress")
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert f"factors for {bad} failed after 2 earlier date(s)" in res.stderr
+    assert f"{dates[0]} .. {dates[1]}" in res.stderr
+    assert "the store was not changed" not in res.stderr
+    assert store.dates("factors") == dates[:2]
+    assert read_runlog(store)["steps"]["factors"]["exit_code"] == 3
+    for v, b in saved.items():
+        v.write_bytes(b)
+    res = fbgpu("factors", "--store", str(store.root), "--backend", "cpu", "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert store.dates("factors") == dates

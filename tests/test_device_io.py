@@ -247,6 +247,7 @@ def test_next_days_upload_starts_before_this_days_compute_ends(
 def test_a_read_error_of_the_next_day_surfaces_for_that_date(
         market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fbgpu.factors import run_factors
+    from fbgpu.factors.compute import PartialRunError
 
     store = _copy_inputs(market, tmp_path / "bad")
     real = Store.read_ticks
@@ -257,10 +258,14 @@ def test_a_read_error_of_the_next_day_surfaces_for_that_date(
         return real(self, table, date, columns, symbols, **kw)
 
     monkeypatch.setattr(Store, "read_ticks", read_ticks)
-    with pytest.raises(StoreError, match=f"trades/{DATES[1]}"):
+    # the day before was computed and written, so the run reports a partial run (exit 3)
+    # naming the date, with the read error as its cause
+    with pytest.raises(PartialRunError, match=f"trades/{DATES[1]}") as err:
         run_factors(store, backend=standin_backend(), progress=False,
                     names=NAMES)
-    assert store.dates("factors") == [DATES[0]]  # the day before was computed and written
+    assert err.value.date == DATES[1] and err.value.written == [DATES[0]]
+    assert isinstance(err.value.__cause__, StoreError)
+    assert store.dates("factors") == [DATES[0]]
 
 
 # -- cudf: Parquet decoded on the device (a stand-in cudf module) -----------------------------

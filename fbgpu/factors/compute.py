@@ -1111,15 +1111,15 @@ def run_factors(
                            enabled=memory_budget is None, backend=b, staging=staging)
     with prefetch, w if own else contextlib.nullcontext(w):  # own writer: writes waited for
         for d, inputs, reuse, todo in track(plan, "factors") if progress else plan:
-            if todo:
-                day = compute_day(store, d, todo, b, cfg, ops, memory_budget_for(memory_budget, b),
-                                  loaded=prefetch.take(d), staging=staging)
-            else:  # only the selection's order or membership changed: nothing to compute
-                syms = store.read(FACTORS_TABLE, d, ["symbol"]).column("symbol").to_pylist()
-                day = DayFactors(d, np.asarray(syms, dtype=object), b.xp.empty((len(syms), 0)))
-            if reuse:
-                day = _merge_stored(store, d, day, todo, names, reuse, b)
-                log.info("%s: %d column(s) recomputed, %d reused", d, len(todo), len(reuse))
+            try:
+                day = _compute_planned(store, d, reuse, todo, names, b, cfg, ops, memory_budget,
+                                       prefetch, staging)
+            except Exception as e:
+                if not summary.dates_computed:
+                    raise  # nothing written yet: the error (and its exit status) as it is
+                # Earlier dates are written (the writer finishes queued writes on an error), so
+                # this is no longer a rejected input with the store unchanged: say what landed.
+                raise PartialRunError(d, summary.dates_computed, e) from e
             w.submit(FACTORS_TABLE, d, [day.values], _partition_writer(
                 store, d, list(day.symbols), names, chash, inputs,
                 {"backend": b.name, "device": b.device, **extra_meta}))
@@ -1132,3 +1132,35 @@ def run_factors(
     summary.seconds = time.perf_counter() - t0
     log.info(summary.line())
     return summary
+
+
+class PartialRunError(RuntimeError):
+    """A date of a multi-date run failed after earlier dates were computed and written: exit
+    status 3 (failed while running, :mod:`fbgpu.errors`), whatever the cause's own status, since
+    the store did change. The message names the failing date, the dates written and the cause."""
+
+    def __init__(self, date: dt.date, written: Sequence[dt.date], cause: BaseException) -> None:
+        self.date = date
+        self.written = list(written)
+        span = (f"{written[0]}" if len(written) == 1 else f"{written[0]} .. {written[-1]}")
+        super().__init__(f"factors for {date} failed after {len(written)} earlier date(s) were "
+                         f"computed and written ({span}; re-running skips them): "
+                         f"{type(cause).__name__}: {cause}")
+
+
+def _compute_planned(store: Store, d: dt.date, reuse: dict[str, str], todo: list[str],
+                     names: list[str], b: Backend, cfg: FactorConfig, ops: SegmentOps,
+                     memory_budget: float | str | None, prefetch: DayPrefetch,
+                     staging: StagingPool | None) -> DayFactors:
+    """One planned date of :func:`run_factors`: compute ``todo`` (prefetched or read now) and
+    merge the ``reuse`` columns from the stored partition."""
+    if todo:
+        day = compute_day(store, d, todo, b, cfg, ops, memory_budget_for(memory_budget, b),
+                          loaded=prefetch.take(d), staging=staging)
+    else:  # only the selection's order or membership changed: nothing to compute
+        syms = store.read(FACTORS_TABLE, d, ["symbol"]).column("symbol").to_pylist()
+        day = DayFactors(d, np.asarray(syms, dtype=object), b.xp.empty((len(syms), 0)))
+    if reuse:
+        day = _merge_stored(store, d, day, todo, names, reuse, b)
+        log.info("%s: %d column(s) recomputed, %d reused", d, len(todo), len(reuse))
+    return day
