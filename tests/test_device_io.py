@@ -171,8 +171,13 @@ def test_standin_run_counts_crossings_and_matches_the_unoverlapped_run(
     run_factors(cpu, backend="cpu", progress=False)
     got, ref = _partitions(over), _partitions(inline)
     assert list(got) == DATES and got == ref
+    _assert_within_1e9_of_cpu(over, cpu)
+
+
+def _assert_within_1e9_of_cpu(device_run: Store, cpu_run: Store) -> None:
+    """Every date's factors of the device run equal the CPU backend's to 1e-9 (relative)."""
     for d in DATES:
-        dev, host = over.read("factors", d), cpu.read("factors", d)
+        dev, host = device_run.read("factors", d), cpu_run.read("factors", d)
         assert dev.column_names == host.column_names
         for c in host.column_names[2:]:
             np.testing.assert_allclose(dev.column(c).to_numpy(), host.column(c).to_numpy(),
@@ -503,12 +508,7 @@ def test_budgeted_standin_run_uploads_each_chunk_through_the_crossing(
     run_factors(cpu, backend="cpu", progress=False)
     got = _partitions(budgeted)
     assert list(got) == DATES and got == _partitions(whole)
-    for d in DATES:
-        dev, host = budgeted.read("factors", d), cpu.read("factors", d)
-        assert dev.column_names == host.column_names
-        for c in host.column_names[2:]:
-            np.testing.assert_allclose(dev.column(c).to_numpy(), host.column(c).to_numpy(),
-                                       rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=c)
+    _assert_within_1e9_of_cpu(budgeted, cpu)
 
 
 def _counting_pools(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
