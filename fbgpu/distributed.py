@@ -6,9 +6,12 @@ of dates (:func:`date_blocks`), one task per block. Each task opens the store it
 single-process run, so within a block the next day's read (and on a GPU its pinned upload,
 :class:`fbgpu.factors.compute.DayPrefetch`) overlaps the current day's compute, and each day's
 ``factors`` partition is written atomically (with its manifest) behind the compute. Hence the
-outputs are byte-for-byte those of a single-process run, a lost worker's task is simply retried
-(a half-done block left no partition that reads as complete; its finished days are skipped on
-the retry), and a re-run skips finished dates.
+outputs are byte-for-byte those of a single-process run, a lost worker's task is rescheduled
+by the scheduler (its ``allowed-failures`` setting; a half-done block left no partition that
+reads as complete, and its finished days are skipped when it runs again), and a re-run skips
+finished dates. Errors raised by a task are not retried by Dask (``retries=0``): the task
+itself already retries a failed block one date at a time, and a deterministic failure would
+otherwise run three times more.
 
 Block size (``dates_per_task``): by default ``max(1, D // (2 * W))`` for ``D`` dates and ``W``
 workers, so there are at least ``2 W`` blocks whenever ``D >= 2 W``: every worker gets two or
@@ -38,6 +41,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from fbgpu.data.store import Store
+from fbgpu.errors import ExitStatus, exit_status_of
 from fbgpu.factors import (
     FactorConfig,
     FactorRunSummary,
@@ -81,15 +85,20 @@ def dask_client(cluster: str = "local", n_workers: int | None = None) -> Any:
 
 
 class FactorDateError(RuntimeError):
-    """Computing the factors of one date failed on a worker; the message names the date."""
+    """Computing the factors of one date failed on a worker; the message names the date.
 
-    def __init__(self, date: dt.date, cause: str) -> None:
+    ``exit_status`` (:mod:`fbgpu.errors`): the cause's own when the task wrote nothing (a
+    rejected input stays 2, as in a single-process run), else 3 (the store changed)."""
+
+    def __init__(self, date: dt.date, cause: str,
+                 exit_status: int = ExitStatus.FAILED) -> None:
         self.date = date
         self.cause = cause
+        self.exit_status = ExitStatus(exit_status)
         super().__init__(f"factors for {date} failed: {cause}")
 
     def __reduce__(self) -> tuple[Any, ...]:  # raised on a worker, re-raised on the client
-        return (FactorDateError, (self.date, self.cause))
+        return (FactorDateError, (self.date, self.cause, int(self.exit_status)))
 
 
 def date_blocks(dates: Sequence[dt.date], n_workers: int,
@@ -125,17 +134,24 @@ def _factors_block(root: str, block: list[dt.date], names: list[str], backend: s
         load_source(origin, source)
     cfg = FactorConfig(**{**config, "modules": ()})
     store = Store(root)
+    total = FactorRunSummary(factors=len(names), backend=backend)
     try:
         return run_factors(store, block[0], block[-1], names=names, backend=backend,
                            config=cfg, progress=False)
     except Exception as e:
+        # dates the block computed before failing: written, so counted as computed (the
+        # one-date-at-a-time pass below finds them current)
+        early = list(getattr(e, "written", []))
+        total.dates_computed += early
         if len(block) == 1:
-            raise FactorDateError(block[0], f"{type(e).__name__}: {e}") from e
+            raise FactorDateError(block[0], f"{type(e).__name__}: {e}",
+                                  exit_status_of(e)) from e
         log.warning("factors block %s .. %s failed (%s: %s); running it one date at a time",
                     block[0], block[-1], type(e).__name__, e)
-    total = FactorRunSummary(factors=len(names), backend=backend)
     failed: list[tuple[dt.date, Exception]] = []
     for d in block:  # every date is tried: one bad day does not cost the others
+        if d in early:
+            continue
         try:
             _add(total, run_factors(store, d, d, names=names, backend=backend, config=cfg,
                                     progress=False))
@@ -143,9 +159,11 @@ def _factors_block(root: str, block: list[dt.date], names: list[str], backend: s
             failed.append((d, e))
     if failed:
         (d, e), more = failed[0], len(failed) - 1
+        # nothing written by this task: the cause's status (a rejected input stays 2)
+        status = exit_status_of(e) if not total.dates_computed else ExitStatus.FAILED
         raise FactorDateError(d, f"{type(e).__name__}: {e}" + (
             f" (and {more} more failed dates: {', '.join(str(f[0]) for f in failed[1:])})"
-            if more else "")) from e
+            if more else ""), status) from e
     return total
 
 
@@ -193,7 +211,7 @@ def run_factors_distributed(
                  len(dates), len(blocks), max(len(b) for b in blocks), workers)
         futures = client.map(_factors_block, [str(store.root)] * len(blocks), blocks,
                              names=names, backend=backend, config=cfg, modules=modules,
-                             pure=False, retries=2)
+                             pure=False, retries=0)
         # every block runs to its end (a failed one does not cancel the others), then the
         # earliest failure is raised
         wait(futures)

@@ -18,9 +18,9 @@ status  name             meaning                                                
 130     ``INTERRUPTED``  Ctrl-C                                                          failed
 ======  ===============  ==============================================================  ========
 
-Library errors say which status they mean with a class attribute ``exit_status``; an exception
-without one is status 3. This module imports nothing from the package so that every layer can
-use it.
+Library errors say which status they mean with an attribute ``exit_status`` (of the class, or of
+the instance where it depends on the case); an exception without one is status 3. This module
+imports nothing from the package so that every layer can use it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class ExitStatus(IntEnum):
 
 
 def exit_status_of(error: BaseException) -> ExitStatus:
-    """The exit status an error stands for: its class's ``exit_status``, else ``FAILED``."""
-    status = getattr(type(error), "exit_status", None)
+    """The exit status an error stands for: its ``exit_status`` (the instance's, else its
+    class's), else ``FAILED``."""
+    status = getattr(error, "exit_status", None)
     return ExitStatus(status) if isinstance(status, int) else ExitStatus.FAILED

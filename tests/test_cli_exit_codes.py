@@ -289,6 +289,12 @@ def test_factors_and_evaluate_reject_a_damaged_or_missing_input_with_2(tmp_path:
     assert f"trades/{bad}" in res.stderr and "damaged" in res.stderr
     assert "Usage:" not in res.stderr and "the store was not changed" in res.stderr
     assert digest(store.root) == before
+    manifest.write_bytes(b"\xff\xfe not utf-8")  # undecodable bytes: the same verdict
+    before = digest(store.root)
+    res = fbgpu("factors", "--store", str(store.root), "--backend", "cpu", "--no-progress")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"trades/{bad}" in res.stderr and "damaged" in res.stderr
+    assert digest(store.root) == before
 
 
 def test_factors_failing_after_earlier_dates_were_written_exits_3_and_says_so(
@@ -319,3 +325,18 @@ def test_factors_failing_after_earlier_dates_were_written_exits_3_and_says_so(
     res = fbgpu("factors", "--store", str(store.root), "--backend", "cpu", "--no-progress")
     assert res.returncode == 0, res.stdout + res.stderr
     assert store.dates("factors") == dates
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["--dates-per-task", "2"], "needs --cluster"),
+    (["--workers", "2"], "needs --cluster"),
+    (["--cluster", "local", "--memory-gb", "1"], "not used by a --cluster run"),
+])
+def test_factors_refuses_an_option_of_the_other_route(tmp_path: Path, argv: list[str],
+                                                      hint: str) -> None:
+    """Options that only one route (Dask or a single process) reads are refused as usage
+    errors (1) before anything runs, instead of being silently ignored."""
+    (tmp_path / "store").mkdir()
+    res = fbgpu("factors", "--store", str(tmp_path / "store"), *argv)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert hint in res.stderr

@@ -437,6 +437,28 @@ def test_pinned_overlapped_upload_on_the_gpu(market: Store, tmp_path: Path) -> N
     assert _partitions(over) == _partitions(inline)
 
 
+
+@pytest.mark.skipif(not _cuda(), reason="needs cupy and a CUDA device")
+def test_one_off_upload_survives_reuse_of_its_pinned_buffer(market: Store) -> None:
+    """An upload without the run's pool (``day_to_backend(day, gpu)``) stages through a
+    one-off pinned buffer: once its wait function returns, the copy has ended, so pinned
+    memory handed out right after (and scribbled over) cannot change the device arrays."""
+    import cupy
+    import cupyx
+
+    from fbgpu.factors.compute import _day_arrays, day_to_backend, load_day
+
+    gpu = get_backend("gpu")
+    host = load_day(market, DATES[0])
+    dev = day_to_backend(host, gpu)
+    total = sum(a.nbytes for a in _day_arrays(host))
+    junk = cupyx.empty_pinned((total + (1 << 20),), np.uint8)
+    junk[:] = 0xA5  # reuses the freed staging block when the pinned pool hands it out again
+    cupy.cuda.get_current_stream().synchronize()
+    for h, d in zip(_day_arrays(host), _day_arrays(dev), strict=True):
+        np.testing.assert_array_equal(d.get(), h)
+
+
 # -- every GPU read through the crossing: budgeted chunks, a single day, compute_day ---------
 
 #: A budget (bytes of device working memory; the stand-in's fixed footprint is 0) that splits

@@ -76,15 +76,39 @@ def test_a_failing_date_inside_a_block_is_named(tiny_store: Store, tmp_path: Pat
     dates = tiny_store.dates("trades")[:6]
     store = _copy_inputs(tiny_store, tmp_path / "dist")
     bad = dates[1]  # block [d0, d1, d2]: the failure comes after d0 was computed
-    part = store.partition_dir("trades", bad)
-    for f in (part.rglob("*") if part.is_dir() else [part]):
-        if f.is_file():
-            f.write_bytes(b"not a partition")
+    # the data file only (the manifest intact, so the plan accepts the date and the read
+    # fails after d0 was written: the block's partial-run path, then one date at a time)
+    victims = sorted(store.partition_dir("trades", bad).rglob("part-*"))
+    assert victims
+    for f in victims:
+        f.write_bytes(b"not a partition")
     with pytest.raises(FactorDateError, match=f"factors for {bad} failed") as err:
         run_factors_distributed(store, dates[0], dates[-1], backend="cpu", cluster="local",
                                 n_workers=2, dates_per_task=3)
     assert err.value.date == bad
+    assert err.value.exit_status == 3  # other dates were written: the store changed
     assert store.dates("factors") == [d for d in dates if d != bad]
+
+
+def test_a_block_that_wrote_nothing_keeps_the_causes_exit_status(tiny_store: Store,
+                                                                  tmp_path: Path) -> None:
+    """A one-date task whose input is rejected (a damaged manifest: StoreError, status 2)
+    raises FactorDateError with status 2, as a single-process run exits; the status survives
+    the pickling from worker to client."""
+    import pickle
+
+    from fbgpu.distributed import FactorDateError, _factors_block
+    from fbgpu.errors import exit_status_of
+
+    d = tiny_store.dates("trades")[0]
+    store = _copy_inputs(tiny_store, tmp_path / "one")
+    (store.partition_dir("trades", d) / "_manifest.json").write_text("{ not json")
+    with pytest.raises(FactorDateError, match="damaged") as err:
+        _factors_block(str(store.root), [d], ["bigorder_ret"], "cpu", {})
+    assert exit_status_of(err.value) == 2
+    back = pickle.loads(pickle.dumps(err.value))
+    assert exit_status_of(back) == 2 and back.date == d and str(back) == str(err.value)
+    assert store.dates("factors") == []
 
 
 def test_local_cuda_without_dask_cuda_says_which_extra(tiny_store: Store, tmp_path: Path,

@@ -116,6 +116,13 @@ def register(app: typer.Typer) -> None:
 
         if not Path(store).is_dir():
             raise typer.BadParameter(f"store {store} does not exist", param_hint="--store")
+        # options of one route only: refused rather than silently ignored
+        if not cluster and (dates_per_task is not None or workers is not None):
+            raise typer.BadParameter("needs --cluster (a Dask run)",
+                                     param_hint="--dates-per-task/--workers")
+        if cluster and memory_gb is not None:
+            raise typer.BadParameter("is not used by a --cluster run (each worker computes "
+                                     "whole days)", param_hint="--memory-gb")
         try:
             cfg = FactorConfig.from_toml(config)
         except ValueError as e:

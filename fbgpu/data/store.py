@@ -716,7 +716,7 @@ class Store:
             return None
         try:
             return Manifest(**json.loads(p.read_text()))
-        except (json.JSONDecodeError, TypeError):
+        except (ValueError, TypeError, OSError):  # not JSON, not UTF-8, wrong fields, unreadable
             return None
 
     def input_key(self, table: str, date: dt.date | str | None) -> str:
@@ -732,6 +732,10 @@ class Store:
             m = self.manifest(table, date)
             if m is None:
                 path = self.partition_dir(table, date) / MANIFEST_NAME
+                if path.exists() and not self.has(table, date):
+                    raise StoreError(
+                        f"partition {self.input_key(table, date)} in {self.root} is damaged: "
+                        f"its manifest is there but its data file is missing")
                 if path.exists():  # present but not a manifest: say so, not "no partition"
                     raise StoreError(
                         f"partition {self.input_key(table, date)} in {self.root} is damaged: "

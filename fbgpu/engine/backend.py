@@ -144,7 +144,9 @@ class Backend:
 
         Arrays already on the device (a cudf read) are handed back as they are. Without
         ``staging`` a one-slot pool is made for this call (a one-off upload: a run passes its
-        one pool, :func:`fbgpu.factors.compute.run_staging`).
+        one pool, :func:`fbgpu.factors.compute.run_staging`), and on cupy the returned function
+        waits on the host for the copy to end, since nothing else keeps that pinned buffer
+        from being reused while the copy reads it.
         """
         if not self.is_gpu:
             same = list(arrays)
@@ -187,6 +189,21 @@ class Backend:
                         d.set(v, stream=stream)
             done = stream.record()
             pool.release(slot, done)
+
+        if staging is None:
+            # A one-off pool: nothing else holds its pinned buffer, which cupy's pinned pool
+            # may hand out again once freed (it does not track the stream still reading it),
+            # so the copy must end before ``buf`` is dropped: the host waits here, inside the
+            # crossing (a one-off upload: runs pass their pool and never block).
+            held = (pool, buf)  # referenced below: alive until the copy has ended
+
+            def wait_one_off() -> list[Any]:
+                with sanctioned("to_device"):
+                    done.synchronize()
+                held[1].shape  # noqa: B018 - the buffer is released only after this call
+                return devs
+
+            return wait_one_off
 
         def wait() -> list[Any]:
             cp.cuda.get_current_stream().wait_event(done)

@@ -32,7 +32,8 @@ Primitives (``ctx.ops``, :class:`SegmentOps`), all per segment (stock) and NaN-a
 :func:`skewness`, :func:`kurtosis`, :func:`correlation`, :func:`ratio`. Time windows:
 :func:`time_window` and the exchange-time constants ``T_0915 ... T_1500`` (ns since midnight),
 :func:`minute_index`. A small host constant goes to the device with :func:`to_device`, never
-with ``ctx.xp.asarray`` (a hidden upload, refused on the GPU code path).
+with ``ctx.xp.asarray`` (a hidden upload: the CPU stand-in device refuses it and
+``fbgpu factors check`` reports it; cupy itself would copy silently).
 """
 
 from typing import Any
@@ -76,8 +77,9 @@ def to_device(xp: Any, a: Any) -> Any:
     """The small host array ``a`` (a constant table, weights read from a file) as an array of
     ``xp``'s device (``ctx.xp``): the explicit upload a factor may make, counted as the
     ``to_device index`` crossing (:func:`fbgpu.engine.backend.index_to_device`). On the CPU
-    backend ``a`` itself, no copy. ``ctx.xp.asarray(a)`` of a host array is refused on the
-    GPU code path instead (a hidden upload; ``fbgpu factors check`` reports it). Prefer
+    backend ``a`` itself, no copy. ``ctx.xp.asarray(a)`` of a host array is a hidden upload
+    instead: the CPU stand-in device refuses it and ``fbgpu factors check`` reports it (cupy
+    itself would copy silently). Prefer
     building the array on the device with ``ctx.xp`` (``ctx.xp.linspace``, ``arange``,
     ``full``): on a GPU every call of this is a blocking host->device copy."""
     return index_to_device(xp, a)

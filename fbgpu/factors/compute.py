@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -808,7 +809,7 @@ def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
             f"{d}: memory budget {memory_budget / mb:.1f} MB is too small: the process's fixed "
             f"footprint is {footprint / mb:.1f} MB and stock-day {universe[worst]} alone needs "
             f"~{need[worst] / mb:.1f} MB{plus} (stock-days are not split); give at least "
-            f"{(footprint + least[worst]) / mb:.1f} MB")
+            f"{math.ceil((footprint + least[worst]) / mb * 10) / 10:.1f} MB")  # rounded up
     starts = plan_chunks(need, room, ahead)
     return [universe[a:b] for a, b in itertools.pairwise([*starts, len(universe)])]
 
@@ -1135,7 +1136,8 @@ def run_factors(
 
 
 class PartialRunError(RuntimeError):
-    """A date of a multi-date run failed after earlier dates were computed and written: exit
+    """A date of a multi-date run failed after earlier dates were computed and handed to the
+    writer (which finishes queued writes on an error): exit
     status 3 (failed while running, :mod:`fbgpu.errors`), whatever the cause's own status, since
     the store did change. The message names the failing date, the dates written and the cause."""
 
@@ -1144,8 +1146,8 @@ class PartialRunError(RuntimeError):
         self.written = list(written)
         span = (f"{written[0]}" if len(written) == 1 else f"{written[0]} .. {written[-1]}")
         super().__init__(f"factors for {date} failed after {len(written)} earlier date(s) were "
-                         f"computed and written ({span}; re-running skips them): "
-                         f"{type(cause).__name__}: {cause}")
+                         f"computed and handed to the writer ({span}; a re-run skips those "
+                         f"written): {type(cause).__name__}: {cause}")
 
 
 def _compute_planned(store: Store, d: dt.date, reuse: dict[str, str], todo: list[str],
