@@ -44,6 +44,8 @@ def register(app: typer.Typer) -> None:
             res = run_evaluate(Store(store), cfg, backend=backend)
         except BackendError as e:
             raise typer.BadParameter(str(e), param_hint="--backend") from e
+        except EvaluateConfigError as e:  # e.g. --factors naming a factor the table lacks
+            raise typer.BadParameter(str(e), param_hint="--factors/--config") from e
         except KeyError as e:
             raise typer.BadParameter(str(e), param_hint="--store") from e
         # A StoreError (no factors table, a damaged partition) is rejected input: exit 2.

@@ -305,8 +305,13 @@ def _evaluate(store: Store, cfg: EvaluateConfig, be: Backend, progress: bool,
     t0 = time.perf_counter()
     xp = be.xp
     market = load_market(store)
-    names = list(cfg.factors) if cfg.factors else (
-        list(factors.names) if factors is not None else factor_names(store))
+    available = list(factors.names) if factors is not None else factor_names(store)
+    names = list(cfg.factors) if cfg.factors else available
+    unknown = [n for n in names if n not in available]
+    if unknown:  # a usage error, named before anything is read
+        raise EvaluateConfigError(
+            f"unknown factor(s) {', '.join(map(repr, unknown))}: the factors "
+            f"{'cube' if factors is not None else 'table'} has {', '.join(available)}")
     dirs = resolve_directions(names, {**cfg.directions, **(directions or {})}, store)
     log.info("evaluate: %d factors, %d dates x %d stocks, backend %s", len(names),
              len(market.dates), len(market.symbols), be.name)
