@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fbgpu.data.bars import minute_of_ts
 from fbgpu.data.store import DayTicks, MinuteDay, Store
@@ -37,7 +39,16 @@ from fbgpu.factors.fused import prime
 REAL = Path(os.environ.get("FBGPU_REAL_DATA", "/work/shared/data/real"))
 NS = 1_000_000_000
 #: One thread below 2**20 elements (the default), and the parallel loop forced on every input.
-OPS = {"serial": CpuSegmentOps(), "parallel": CpuSegmentOps(parallel_min_elements=0)}
+def _grouped_ops() -> CpuSegmentOps:
+    """Parallel CPU ops whose fused trade pass runs over groups of ~50 trades (many groups per
+    day, giant stocks alone in theirs, the scratch reused): must give the whole-day bits."""
+    ops = CpuSegmentOps(parallel_min_elements=0)
+    ops.trade_group_trades = 50
+    return ops
+
+
+OPS = {"serial": CpuSegmentOps(), "parallel": CpuSegmentOps(parallel_min_elements=0),
+       "grouped": _grouped_ops()}
 
 
 def assert_same_bits(a: np.ndarray, b: np.ndarray, what: str = "") -> None:
@@ -363,3 +374,45 @@ def test_edge_cases(monkeypatch: pytest.MonkeyPatch) -> None:
     assert np.isnan(row["A4"][col["skew_order_diff"]])            # equal volumes: NaN
     assert np.isfinite(row["A6"][col["concentration_diff"]])
     assert np.isfinite(row["A6"][col["kurt_order_diff"]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=30),
+       trades=st.one_of(st.none(), st.integers(1, 60)))
+def test_stock_groups_cover_every_stock_once_in_order(lengths: list[int],
+                                                      trades: int | None) -> None:
+    """The trade pass's stock groups: consecutive, non-empty, covering every stock once, each
+    group's last stock starting within ``trades`` trades of its first (so a group holds about
+    ``trades`` trades plus its last stock, which is never split); None when one group holds
+    the day."""
+    from fbgpu.factors.fused import _stock_groups
+
+    off = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    groups = _stock_groups(off, trades)
+    if groups is None:
+        assert trades is None or len(lengths) <= 1 or off[-1] <= trades
+        return
+    assert groups[0][0] == 0 and groups[-1][1] == len(lengths)
+    assert all(a < b for a, b in groups)
+    assert all(groups[i][1] == groups[i + 1][0] for i in range(len(groups) - 1))
+    for a, b in groups:
+        assert off[b - 1] - off[a] < trades
+
+
+def test_totals_out_is_written_and_checked() -> None:
+    """``trade_order_stats(..., totals_out=)`` on the CPU writes the per-trade totals into the
+    caller's buffers (the same values as freshly allocated ones) and refuses wrong ones."""
+    rng = np.random.default_rng(5)
+    off = _random_segments(rng)
+    n = int(off[-1])
+    keys = rng.integers(0, 5, n).astype(np.int64)
+    amount = rng.lognormal(8, 1, n)
+    ops = CpuSegmentOps()
+    ref = ops.trade_order_stats(off, keys, keys[::-1].copy(), amount)
+    buf = np.full((2, n), np.nan)
+    got = ops.trade_order_stats(off, keys, keys[::-1].copy(), amount, (buf[0], buf[1]))
+    assert np.shares_memory(got.buy_totals, buf[0]) and np.shares_memory(got.sell_totals, buf[1])
+    assert_same_bits(buf[0], ref.buy_totals)
+    assert_same_bits(buf[1], ref.sell_totals)
+    with pytest.raises(ValueError, match="totals_out"):
+        ops.trade_order_stats(off, keys, keys, amount, (np.empty(n + 1), buf[1]))

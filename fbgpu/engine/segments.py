@@ -393,6 +393,10 @@ class SegmentOps:
     #: :meth:`trade_flag_bins` are implemented (:func:`fused_enabled` decides their use).
     fused_passes: bool = False
 
+    #: Trades per group of stocks in the fused trade pass (:func:`fbgpu.factors.fused.
+    #: prime_trades`), or None for the whole day in one group (one launch per kernel: the GPU).
+    trade_group_trades: int | None = None
+
     def order_family_stats(
         self, offsets: Array, ts: Array, side: Array, volume: Array, price: Array,
         order_type: Array, session: tuple[int, int], early: tuple[int, int], limit_type: int,
@@ -409,15 +413,20 @@ class SegmentOps:
                                         session, early, int(limit_type))
 
     def trade_order_stats(self, offsets: Array, buy_id: Array, sell_id: Array,
-                          amount: Array) -> TradeOrderStats:
+                          amount: Array, totals_out: tuple[Array, Array] | None = None,
+                          ) -> TradeOrderStats:
         """One pass over each stock's trades: ``group_sum`` of ``amount`` by ``buy_id`` and by
         ``sell_id`` (the per-trade order totals) and the bits of ``moments(offsets, totals,
-        first)`` for both."""
+        first)`` for both.
+
+        ``totals_out``: two contiguous float64 arrays of ``len(amount)`` (a caller's reused
+        buffers) that the CPU writes the per-trade totals into instead of allocating; the GPU
+        allocates from its memory pool and does not use them."""
         amount = self._f64(amount)
         buy_id = self._i64(buy_id)
         sell_id = self._i64(sell_id)
         offsets = self._check(offsets, amount, buy_id, sell_id)
-        return self._trade_order_stats(offsets, buy_id, sell_id, amount)
+        return self._trade_order_stats(offsets, buy_id, sell_id, amount, totals_out)
 
     def trade_flag_bins(
         self, offsets: Array, ts: Array, side: Array, amount: Array, log_price: Array,
@@ -594,6 +603,14 @@ class CpuSegmentOps(SegmentOps):
     # -- fused family passes (numba, prange over stocks; fbgpu.engine.cpu_kernels)
     fused_passes = True
 
+    #: The trade pass's per-trade intermediates (the order totals of both sides and the log
+    #: prices, float64) are made for groups of stocks of about this many trades, in one
+    #: scratch buffer reused by every group (24 MB), instead of for the whole day (3 x 82 MB on
+    #: the full-day preset): fresh memory is faulted in page by page on first touch, which on
+    #: the development VM costs more than the kernels (docs/engine.md, "Fused family passes").
+    #: The values do not depend on it (per-stock kernels).
+    trade_group_trades = 1_000_000
+
     def _order_family_stats(self, offsets, ts, side, volume, price, order_type, session, early,
                             limit_type):
         S = offsets.shape[0] - 1
@@ -626,10 +643,16 @@ class CpuSegmentOps(SegmentOps):
                  for j in range(5)]
         return MinuteFamilyStats(Moments(n[0], *mom), *corrs, tuple(sums), buckets)
 
-    def _trade_order_stats(self, offsets, buy_id, sell_id, amount):
+    def _trade_order_stats(self, offsets, buy_id, sell_id, amount, totals_out=None):
         S = offsets.shape[0] - 1
-        buy_tot = np.empty(amount.shape[0], dtype=np.float64)
-        sell_tot = np.empty(amount.shape[0], dtype=np.float64)
+        if totals_out is not None:
+            buy_tot, sell_tot = totals_out
+            if any(t.shape != amount.shape or t.dtype != np.float64
+                   or not t.flags.c_contiguous for t in totals_out):
+                raise ValueError("totals_out: two contiguous float64 arrays of len(amount)")
+        else:
+            buy_tot = np.empty(amount.shape[0], dtype=np.float64)
+            sell_tot = np.empty(amount.shape[0], dtype=np.float64)
         n = np.empty((2, S), dtype=np.int64)
         mom = np.empty((2, 6, S), dtype=np.float64)
         self._run(_cpu_kernels().fused_trade_orders, 8 * amount.shape[0], offsets, buy_id,
@@ -841,7 +864,7 @@ class GpuSegmentOps(SegmentOps):
         return OrderFamilyStats(*(Moments(n[k], *_rows(mom[k], 6)) for k in range(3)),
                                 CorrStats(n[3], corr[0], corr[1], corr[2], deg))
 
-    def _trade_order_stats(self, offsets, buy_id, sell_id, amount):
+    def _trade_order_stats(self, offsets, buy_id, sell_id, amount, totals_out=None):
         """Order reconstruction is :meth:`_group_sum` per side: one ``seg_group_total``
         launch each (sharing one scratch), or with ``FBGPU_GROUP_SORT=global`` two stable radix
         sorts and one ``group_total`` launch each (the segment ids built once for both); the

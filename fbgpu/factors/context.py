@@ -327,32 +327,9 @@ class TradeContext(TickContext):
 
     @cached_property
     def big_threshold(self) -> tuple[Array, Array]:
-        """Per stock: ``(threshold, all_equal)`` of the big-order rule over all its orders.
-
-        ``mean_plus_k_std``: mean and population std over the union of buy and sell orders,
-        merged exactly from the two sets' moments (Chan et al.), ``all_equal`` when every order
-        amount is exactly the same (then every order is big). ``fixed_notional``: the constant.
-        """
-        xp = self.xp
-        cfg = self.config
-        if cfg.big_order_rule == "fixed_notional":
-            return xp.full(self.S, cfg.big_order_notional), xp.zeros(self.S, dtype=bool)
-        mb, ms = self.order_moments
-        nb = mb.n.astype(xp.float64)
-        ns = ms.n.astype(xp.float64)
-        n = nb + ns
-        with quiet(xp):
-            mean_b = xp.where(nb > 0, mb.mean, 0.0)
-            mean_s = xp.where(ns > 0, ms.mean, 0.0)
-            m2b = xp.where(nb > 0, mb.m2, 0.0)
-            m2s = xp.where(ns > 0, ms.m2, 0.0)
-            mean = (nb * mean_b + ns * mean_s) / n
-            delta = mean_s - mean_b
-            var = (nb * m2b + ns * m2s + nb * ns / n * delta * delta) / n
-            std = xp.sqrt(xp.maximum(var, 0.0))
-        lo = xp.fmin(mb.min, ms.min)
-        hi = xp.fmax(mb.max, ms.max)
-        return mean + cfg.big_order_k * std, lo == hi
+        """Per stock: ``(threshold, all_equal)`` of the big-order rule over all its orders
+        (:func:`big_order_threshold` of :attr:`order_moments`)."""
+        return big_order_threshold(self.xp, self.config, *self.order_moments)
 
     def _is_big(self, order_amount: Array) -> Array:
         thr, all_equal = self.big_threshold
@@ -498,3 +475,34 @@ class OrderContext(TickContext):
         """(volume, price) co-moments of the session's buy limit orders."""
         mask = self.buy & (self.col("order_type") == ORDER_TYPE_LIMIT)
         return self.ops.corr_stats(self.offsets, self.volume, self.price, mask)
+
+
+def big_order_threshold(xp: Any, config: FactorConfig, buy: Moments,
+                        sell: Moments) -> tuple[Array, Array]:
+    """Per stock: ``(threshold, all_equal)`` of the big-order rule, from the moments of its buy
+    orders' and sell orders' amounts (one value per order).
+
+    ``mean_plus_k_std``: mean and population std over the union of buy and sell orders,
+    merged exactly from the two sets' moments (Chan et al.), threshold ``mean + k std``;
+    ``all_equal`` when every order amount is exactly the same (then every order is big).
+    ``fixed_notional``: the constant. Elementwise per stock, so computing it on a subset of the
+    stocks gives the same bits for them (:func:`fbgpu.factors.fused.prime_trades` does, per
+    group of stocks)."""
+    S = int(buy.n.shape[0])
+    if config.big_order_rule == "fixed_notional":
+        return xp.full(S, config.big_order_notional), xp.zeros(S, dtype=bool)
+    nb = buy.n.astype(xp.float64)
+    ns = sell.n.astype(xp.float64)
+    n = nb + ns
+    with quiet(xp):
+        mean_b = xp.where(nb > 0, buy.mean, 0.0)
+        mean_s = xp.where(ns > 0, sell.mean, 0.0)
+        m2b = xp.where(nb > 0, buy.m2, 0.0)
+        m2s = xp.where(ns > 0, sell.m2, 0.0)
+        mean = (nb * mean_b + ns * mean_s) / n
+        delta = mean_s - mean_b
+        var = (nb * m2b + ns * m2s + nb * ns / n * delta * delta) / n
+        std = xp.sqrt(xp.maximum(var, 0.0))
+    lo = xp.fmin(buy.min, sell.min)
+    hi = xp.fmax(buy.max, sell.max)
+    return mean + config.big_order_k * std, lo == hi

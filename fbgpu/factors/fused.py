@@ -29,12 +29,16 @@ one switch (``FBGPU_FUSED=0`` turns the fused passes off, on both backends).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
+import numpy as np
+
 from fbgpu.data.schemas import ORDER_TYPE_LIMIT
-from fbgpu.engine.segments import fused_enabled
+from fbgpu.engine.segments import Moments, fused_enabled
 from fbgpu.factors.context import (
     BUCKET_BARS,
     EARLY_BARS,
@@ -44,6 +48,7 @@ from fbgpu.factors.context import (
     MinuteContext,
     OrderContext,
     TradeContext,
+    big_order_threshold,
 )
 from fbgpu.factors.registry import FACTORS
 
@@ -67,15 +72,65 @@ def prime_orders(ctx: OrderContext) -> None:
 
 def prime_trades(ctx: TradeContext) -> None:
     """Fill the trade context's order moments, flag-code bins and net active buying per minute
-    from two fused passes (the big-order threshold between them is the context's own)."""
-    ops = ctx.ops
+    from two fused passes (the big-order threshold between them is the context's own rule,
+    :func:`~fbgpu.factors.context.big_order_threshold`).
+
+    Where the backend asks for it (:attr:`~fbgpu.engine.segments.SegmentOps.
+    trade_group_trades`: the CPU) the passes run over groups of consecutive stocks, so the
+    per-trade intermediates (order totals, log prices) exist for one group at a time; every
+    output is per stock, so the values are the same bits as one whole-day pass."""
+    groups = _stock_groups(ctx.offsets, ctx.ops.trade_group_trades)
+    xp = ctx.xp
+    if groups is None:
+        parts = [_trade_passes(ctx)]
+    else:
+        off = np.asarray(ctx.offsets)
+        width = max(int(off[hi] - off[lo]) for lo, hi in groups)
+        scratch = xp.empty((3, width), dtype=xp.float64)  # totals x 2, log prices: reused
+        parts = [_trade_passes(ctx.subset(lo, hi), scratch) for lo, hi in groups]
+    buy, sell = (Moments(*(xp.concatenate([getattr(p[k], f.name) for p in parts])
+                           for f in fields(Moments))) for k in (0, 1))
+    _seed(ctx, order_moments=(buy, sell),
+          **{name: xp.concatenate([p[2][i] for p in parts]) for i, name in
+             enumerate(("amount_bins", "dlogp_bins", "net_active_buy"))})
+
+
+def _trade_passes(ctx: TradeContext, scratch: Any = None,
+                  ) -> tuple[Moments, Moments, tuple[Any, Any, Any]]:
+    """The two fused trade passes over ``ctx``'s stocks: ``(buy moments, sell moments,
+    (amount bins, dlogp bins, net active buying))``. ``scratch`` (``[3, >= ctx.n]`` float64,
+    reused across groups) holds the per-trade order totals and log prices; without it they
+    are allocated (and the log prices cached on ``ctx``)."""
+    ops, xp = ctx.ops, ctx.xp
+    if scratch is None:
+        totals, log_price = None, ctx.log_price
+    else:
+        n = ctx.n
+        totals = (scratch[0, :n], scratch[1, :n])
+        # the same bits as ctx.log_price (elementwise), into the reused row
+        log_price = xp.log(xp.asarray(ctx.col("price"), dtype=xp.float64), out=scratch[2, :n])
     orders = ops.trade_order_stats(ctx.offsets, ctx.col("buy_order_id"), ctx.col("sell_order_id"),
-                                   ctx.amount)
-    _seed(ctx, order_moments=(orders.buy, orders.sell))
-    thr, always = ctx.big_threshold
-    bins = ops.trade_flag_bins(ctx.offsets, ctx.col("ts"), ctx.side, ctx.amount, ctx.log_price,
+                                   ctx.amount, totals)
+    thr, always = big_order_threshold(xp, ctx.config, orders.buy, orders.sell)
+    bins = ops.trade_flag_bins(ctx.offsets, ctx.col("ts"), ctx.side, ctx.amount, log_price,
                                orders.buy_totals, orders.sell_totals, thr, always, EARLY_WINDOW)
-    _seed(ctx, amount_bins=bins.amount, dlogp_bins=bins.dlogp, net_active_buy=bins.nab)
+    return orders.buy, orders.sell, (bins.amount, bins.dlogp, bins.nab)
+
+
+def _stock_groups(offsets: Any, trades: int | None) -> list[tuple[int, int]] | None:
+    """Consecutive stock ranges ``(lo, hi)`` of about ``trades`` trades each (a stock is never
+    split; at least one stock per group), or None for one group: ``trades`` is None, or the
+    day fits in one. ``offsets`` are host CSR offsets (the groups are planned on the host)."""
+    if trades is None:
+        return None
+    off = np.asarray(offsets)
+    S = off.shape[0] - 1
+    if S <= 1 or int(off[-1]) <= trades:
+        return None
+    # the first stock whose start reaches each multiple of ``trades``
+    cuts = np.searchsorted(off[:-1], np.arange(trades, int(off[-1]), trades), side="left")
+    bounds = np.unique(np.concatenate([[0], cuts, [S]]))
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def prime_minutes(ctx: MinuteContext) -> None:
