@@ -34,3 +34,22 @@ def test_auto_falls_back_to_cpu_with_a_reason_when_no_gpu() -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(BackendError, match="unknown backend 'tpu'"):
         get_backend("tpu")
+
+
+def test_cpu_backend_starts_no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the CPU backend (every `fbgpu factors` does) spawns no process: the processor
+    name comes from /proc/cpuinfo, not `platform.processor()` (which runs `uname -p`)."""
+    import subprocess
+
+    from fbgpu.engine import backend as backend_mod
+
+    def no_spawn(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"subprocess started: {args!r}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_spawn)
+    backend_mod._cpu_backend.cache_clear()
+    try:
+        info = backend_mod._cpu_backend().info
+    finally:
+        backend_mod._cpu_backend.cache_clear()
+    assert isinstance(info["processor"], str) and info["processor"]

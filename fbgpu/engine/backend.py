@@ -306,13 +306,28 @@ def _upload_stream() -> Any:
     return cupy.cuda.Stream(non_blocking=True)
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``platform.machine()``. Not
+    ``platform.processor()``: on Linux it runs ``uname -p`` in a subprocess (~0.03 s of every
+    ``fbgpu factors``) to answer, at best, the machine name again."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 @cache
 def _cpu_backend() -> Backend:
     import numba
 
     info = {
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "numba": numba.__version__,
         "numba_threads": numba.config.NUMBA_NUM_THREADS,
