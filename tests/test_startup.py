@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -268,3 +269,34 @@ def test_prefault_maps_read_only_views_and_changes_nothing(tmp_path: Path, monke
         np.testing.assert_array_equal(v, want, err_msg=k)
     monkeypatch.setenv("FBGPU_PREFAULT", "0")
     assert prefault(views) == 0
+
+
+@pytest.mark.parametrize("preset,want", [(None, "__all__"), ("", ""), ("logfire", "logfire")])
+def test_cli_skips_pydantic_plugin_discovery_unless_told(
+        monkeypatch: pytest.MonkeyPatch, preset: str | None, want: str) -> None:
+    """The `fbgpu` process entry turns pydantic's plugin discovery (an entry-point scan of every
+    installed distribution, ~0.03 s) off, unless PYDANTIC_DISABLE_PLUGINS is already set (to
+    anything, "" included), which it leaves as it is."""
+    import fbgpu.cli as cli
+
+    seen: list[str | None] = []
+
+    class ExitCalledError(Exception):
+        pass
+
+    def fake_exit(code: int) -> None:
+        raise ExitCalledError(code)
+
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "-")  # recorded: restored after the test
+    if preset is None:
+        monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS")
+    else:
+        monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", preset)
+    monkeypatch.setattr(cli, "main", lambda: seen.append(os.environ.get(
+        "PYDANTIC_DISABLE_PLUGINS")) or 0)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(cli.atexit, "_run_exitfuncs", lambda: None)
+    monkeypatch.setattr(cli.logging, "shutdown", lambda: None)  # pytest's handlers stay open
+    with pytest.raises(ExitCalledError):
+        cli.run()
+    assert seen == [want]
