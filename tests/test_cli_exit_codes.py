@@ -280,6 +280,14 @@ def test_factors_and_evaluate_reject_a_damaged_or_missing_input_with_2(tmp_path:
     assert "fbgpu: error:" in res.stderr and "factors" in res.stderr
     assert "Usage:" not in res.stderr and "the store was not changed" in res.stderr
 
+    # with a factors table, a --factors name it lacks is a usage error (1), named, nothing read
+    res = fbgpu("factors", "--store", str(store.root), "--backend", "cpu", "--no-progress")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = fbgpu("evaluate", "--store", str(store.root), "--backend", "cpu",
+                "--factors", "nosuch", "--no-figures")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "unknown factor(s) 'nosuch'" in res.stderr and "Traceback" not in res.stderr
+
     bad = store.dates("trades")[1]
     manifest = store.partition_dir("trades", bad) / "_manifest.json"
     manifest.write_text("{ not json")
