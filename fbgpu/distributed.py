@@ -50,6 +50,7 @@ from fbgpu.factors import (
     resolve_names,
     run_factors,
 )
+from fbgpu.factors.compute import PartialRunError
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _factors_block(root: str, block: list[dt.date], names: list[str], backend: s
     except Exception as e:
         # dates the block computed before failing: written, so counted as computed (the
         # one-date-at-a-time pass below finds them current)
-        early = list(getattr(e, "written", []))
+        early = list(e.written) if isinstance(e, PartialRunError) else []
         total.dates_computed += early
         if len(block) == 1:
             raise FactorDateError(block[0], f"{type(e).__name__}: {e}",

@@ -79,12 +79,13 @@ def prime_trades(ctx: TradeContext) -> None:
     trade_group_trades`: the CPU) the passes run over groups of consecutive stocks, so the
     per-trade intermediates (order totals, log prices) exist for one group at a time; every
     output is per stock, so the values are the same bits as one whole-day pass."""
-    groups = _stock_groups(ctx.offsets, ctx.ops.trade_group_trades)
+    trades = ctx.ops.trade_group_trades
+    off = np.asarray(ctx.offsets) if trades is not None else None  # host offsets (the CPU)
+    groups = _stock_groups(off, trades)
     xp = ctx.xp
     if groups is None:
         parts = [_trade_passes(ctx)]
     else:
-        off = np.asarray(ctx.offsets)
         width = max(int(off[hi] - off[lo]) for lo, hi in groups)
         scratch = xp.empty((3, width), dtype=xp.float64)  # totals x 2, log prices: reused
         parts = [_trade_passes(ctx.subset(lo, hi), scratch) for lo, hi in groups]
@@ -123,7 +124,7 @@ def _stock_groups(offsets: Any, trades: int | None) -> list[tuple[int, int]] | N
     day fits in one. ``offsets`` are host CSR offsets (the groups are planned on the host)."""
     if trades is None:
         return None
-    off = np.asarray(offsets)
+    off = np.asarray(offsets)  # no copy for the host offsets prime_trades passes
     S = off.shape[0] - 1
     if S <= 1 or int(off[-1]) <= trades:
         return None
