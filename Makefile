@@ -27,8 +27,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The second line builds the ahead-of-time CPU kernels once (fbgpu/engine/cpu_aot.py; ~20 s, cached
+# by kernel source, numba version and CPU; a machine without a C compiler falls back to numba's JIT).
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m fbgpu.engine.cpu_aot
 
 test: install
 	$(BIN)/python -m ruff check fbgpu tests benchmarks

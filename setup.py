@@ -13,7 +13,7 @@ setup(
     package_data={
         "fbgpu": ["py.typed"],
         "fbgpu.report.templates": ["*.html"],
-        "fbgpu._kernels": ["*.cu", "*.h", "*.cpp", "*.md"],
+        "fbgpu._kernels": ["*.cu", "*.h", "*.cpp", "*.c", "*.md"],
         "fbgpu._bench": ["*.md"],
         "fbgpu._bench.device": ["*"],
     },

@@ -243,7 +243,8 @@ def _child(argv: list[str]) -> None:  # pragma: no cover - runs in a subprocess
                                               "extra": extra,
                                               "modules": len(sys.modules),
                                               "scipy_linalg_imported":
-                                                  "scipy.linalg" in sys.modules}))
+                                                  "scipy.linalg" in sys.modules,
+                                              "numba_imported": "numba" in sys.modules}))
 
     atexit.register(dump)
     marks["hooks"] = _clock()
@@ -331,7 +332,8 @@ def phases_of(run: dict[str, Any]) -> dict[str, Any]:
             "kernels": [{k: v for k, v in x.items() if k != "start"} for x in kern],
             "write": write,
             "preload": preload, "peak_rss_mb": par["maxrss_mb"], "modules": run["modules"],
-            "scipy_linalg_imported": run["scipy_linalg_imported"]}
+            "scipy_linalg_imported": run["scipy_linalg_imported"],
+            "numba_imported": run.get("numba_imported")}
 
 
 def interpreter_start() -> dict[str, float]:

@@ -25,7 +25,8 @@ import os, sys
 import numpy as np
 from fbgpu.engine import cpu_kernels as k
 off = np.array([0, 3, 5], dtype=np.int64)
-n, s = k.seg_sum(off, np.arange(5.0), np.ones(1, dtype=bool), False)
+n, s = np.empty(2, dtype=np.int64), np.empty(2)
+k.seg_sum(off, np.arange(5.0), np.ones(1, dtype=bool), False, n, s)
 assert n.tolist() == [3, 2] and s.tolist() == [3.0, 7.0]
 import numba.np.arraymath as am
 print("LINALG", "scipy.linalg" in sys.modules, "HAVE_BLAS", am._HAVE_BLAS)
@@ -101,14 +102,21 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Store:
 def test_bench_startup_accounts_for_the_whole_process(market: Store, tmp_path: Path) -> None:
     """One instrumented run per variant: the phases tile the process (their wall and CPU
     seconds add up to the parent's totals), the compute split adds up to the compute phase,
-    the day was really computed, and the variants' environments reached the child."""
+    the day was really computed, and the variants' environments reached the child. The
+    numba-JIT variants (``FBGPU_AOT=0``) load kernels through numba's dispatcher; the default
+    run uses the ahead-of-time kernels and never imports numba."""
+    from fbgpu.engine import cpu_aot
+
     out = tmp_path / "startup.json"
     res = main(["--store", str(market.root), "--repeats", "1", "--out", str(out),
-                "--variant", "on:FBGPU_BLAS_PROBE=1", "--variant", "off:FBGPU_BLAS_PROBE=0"])
+                "--variant", "on:FBGPU_BLAS_PROBE=1,FBGPU_AOT=0",
+                "--variant", "off:FBGPU_BLAS_PROBE=0,FBGPU_AOT=0", "--variant", "aot"])
     on_disk = json.loads(out.read_text())
-    assert on_disk["summary"].keys() == {"on", "off"} == res["runs"].keys()
-    assert on_disk["variants"] == {"on": {"FBGPU_BLAS_PROBE": "1"},
-                                   "off": {"FBGPU_BLAS_PROBE": "0"}}
+    assert on_disk["summary"].keys() == {"on", "off", "aot"} == res["runs"].keys()
+    assert on_disk["variants"] == {"on": {"FBGPU_BLAS_PROBE": "1", "FBGPU_AOT": "0"},
+                                   "off": {"FBGPU_BLAS_PROBE": "0", "FBGPU_AOT": "0"},
+                                   "aot": {}}
+    aot_built = cpu_aot.kernels() is not None
     for name, runs in on_disk["runs"].items():
         (r,) = runs
         ph = r["phases"]
@@ -120,7 +128,12 @@ def test_bench_startup_accounts_for_the_whole_process(market: Store, tmp_path: P
         split = r["compute_split"]
         assert (split["numba_context_s"] + split["kernel_load_s"]
                 + split["kernel_run_and_rest_s"]) == pytest.approx(ph["compute"]["wall_s"])
+        if name == "aot" and aot_built:
+            assert r["kernels"] == [] and r["numba_imported"] is False
+            assert split["numba_context_s"] == 0
+            continue
         assert r["kernels"] and all(k["wall_s"] > 0 for k in r["kernels"])
+        assert r["numba_imported"] is True
         assert r["scipy_linalg_imported"] is (name == "off")
         assert r["write"] is not None and r["write"]["wall_s"] > 0
     assert market.has("factors", dt.date(2024, 3, 4))

@@ -33,11 +33,16 @@ MODULE_OPTION = typer.Option(
 def _preload_cpu_engine(backend: str) -> None:
     """Import numba and the CPU kernels (:mod:`fbgpu.engine.cpu_kernels`, ~0.2-0.4 s) on a
     background thread while this one imports the rest, parses the config and reads the store,
-    unless ``FBGPU_PRELOAD=0``. Only for ``--backend cpu|auto``; a failure is left for the
-    first kernel call to report."""
+    unless ``FBGPU_PRELOAD=0``. Only for ``--backend cpu|auto``, and only when the kernels
+    have no ahead-of-time build (:mod:`fbgpu.engine.cpu_aot`: then the run never imports
+    numba); a failure is left for the first kernel call to report."""
     import os
 
     if backend not in ("cpu", "auto") or os.environ.get("FBGPU_PRELOAD", "1") == "0":
+        return
+    from fbgpu.engine import cpu_aot
+
+    if cpu_aot.built_manifest() is not None:
         return
     import importlib
     import threading

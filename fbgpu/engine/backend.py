@@ -323,16 +323,23 @@ def _cpu_model() -> str:
 
 @cache
 def _cpu_backend() -> Backend:
-    import numba
+    from fbgpu.engine import cpu_aot
 
-    info = {
+    info: dict[str, Any] = {
         "machine": platform.machine(),
         "processor": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "numba": numba.__version__,
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
         "numpy": np.__version__,
     }
+    built = cpu_aot.built_manifest()
+    if built is not None:  # the kernels run without numba: describe them without importing it
+        info.update(numba=built["numba"], numba_threads=cpu_aot.thread_count(),
+                    cpu_kernels=f"ahead-of-time {built['build_key']}")
+    else:
+        import numba
+
+        info.update(numba=numba.__version__, numba_threads=numba.config.NUMBA_NUM_THREADS,
+                    cpu_kernels="numba JIT")
     return Backend("cpu", np, f"CPU ({os.cpu_count()} cores, {platform.machine()})", info)
 
 

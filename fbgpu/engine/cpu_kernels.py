@@ -160,11 +160,12 @@ def _finish_corr(n, sx, sy, sxx, syy, sxy):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, parallel=True)
-def seg_sum(offsets, x, mask, use_mask):  # pragma: no cover - compiled
-    """Per segment: count and sum of the finite (and masked-in) values."""
+def seg_sum(offsets, x, mask, use_mask, n_out, s_out):  # pragma: no cover - compiled
+    """Per segment: count and sum of the finite (and masked-in) values, into the caller's
+    ``n_out`` (int64) and ``s_out`` (float64), every element written (as the GPU's
+    ``seg_sum``: kernels write into caller-allocated outputs, so that the ahead-of-time build,
+    :mod:`fbgpu.engine.cpu_aot`, can run them)."""
     S = offsets.shape[0] - 1
-    n_out = np.zeros(S, dtype=np.int64)
-    s_out = np.zeros(S, dtype=np.float64)
     msel = _mask_select(use_mask)
     for s in nb.prange(S):
         n = 0
@@ -178,7 +179,6 @@ def seg_sum(offsets, x, mask, use_mask):  # pragma: no cover - compiled
             tot += v * np.float64(mk)
         n_out[s] = n
         s_out[s] = tot
-    return n_out, s_out
 
 
 @nb.njit(cache=True, parallel=True)
@@ -238,17 +238,15 @@ def seg_moments(offsets, x, mask, use_mask):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, parallel=True)
-def seg_corr(offsets, x, y, mask, use_mask):  # pragma: no cover - compiled
-    """Per segment over pairs with both sides finite: n, cov, var_x, var_y, degenerate.
+def seg_corr(offsets, x, y, mask, use_mask, n_out, cov_out, vx_out, vy_out,
+             deg_out):  # pragma: no cover - compiled
+    """Per segment over pairs with both sides finite: n, cov, var_x, var_y, degenerate, into
+    the caller's outputs (int64, float64 x 3, uint8; every element written).
 
-    ``degenerate`` is 1 when all x are exactly equal or all y are exactly equal (or n == 0).
+    ``degenerate`` is 1 when all x are exactly equal or all y are exactly equal (or n == 0);
+    cov and the variances are NaN where n == 0.
     """
     S = offsets.shape[0] - 1
-    n_out = np.zeros(S, dtype=np.int64)
-    cov_out = np.full(S, np.nan)
-    vx_out = np.full(S, np.nan)
-    vy_out = np.full(S, np.nan)
-    deg_out = np.ones(S, dtype=np.uint8)
     msel = _mask_select(use_mask)
     for s in nb.prange(S):
         lo = offsets[s]
@@ -279,6 +277,10 @@ def seg_corr(offsets, x, y, mask, use_mask):  # pragma: no cover - compiled
             ymx = max(ymx, bw - far)
         n_out[s] = n
         if n == 0:
+            cov_out[s] = np.nan
+            vx_out[s] = np.nan
+            vy_out[s] = np.nan
+            deg_out[s] = 1
             continue
         mx0 = tx / n
         my0 = ty / n
@@ -302,7 +304,6 @@ def seg_corr(offsets, x, y, mask, use_mask):  # pragma: no cover - compiled
             sxy += dx * dy
         cov_out[s], vx_out[s], vy_out[s] = _finish_corr(n, sx, sy, sxx, syy, sxy)
         deg_out[s] = 1 if (xmn == xmx or ymn == ymx) else 0
-    return n_out, cov_out, vx_out, vy_out, deg_out
 
 
 @nb.njit(cache=True, parallel=True)

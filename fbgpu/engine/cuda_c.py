@@ -161,7 +161,9 @@ class EmulatedKernels:
 _EMULATION_LOCK = threading.Lock()
 
 
-def _cache_dir() -> Path:
+def kernel_cache_dir() -> Path:
+    """The compiled-kernel cache: ``$FBGPU_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/fbgpu/kernels``,
+    else ``~/.cache/fbgpu/kernels`` (the emulation's and :mod:`.cpu_aot`'s builds)."""
     root = os.environ.get("FBGPU_KERNEL_CACHE") or os.environ.get("XDG_CACHE_HOME")
     base = Path(root) if root else Path.home() / ".cache"
     return base / "fbgpu" / "kernels"
@@ -173,7 +175,7 @@ def _emulation_library() -> ctypes.CDLL:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         raise KernelBuildError("no C++ compiler (g++) to build the emulated GPU kernels")
-    out_dir = _cache_dir()
+    out_dir = kernel_cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / f"emulated-{source_hash()}-b{EMULATED_BLOCK}-g{EMULATED_GROUP_CAP}.so"
     if not lib.exists():

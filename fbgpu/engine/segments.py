@@ -556,10 +556,22 @@ class CpuSegmentOps(SegmentOps):
             return np.ascontiguousarray(a)
         return self._i64(a)
 
-    def _run(self, kernel: Any, n: int, *args: Any) -> Any:
+    def _run(self, name: str, n: int, *args: Any) -> Any:
+        """Kernel ``name`` of :mod:`.cpu_kernels` on ``args``, parallel over stocks when the
+        call's work ``n`` (elements) reaches ``parallel_min_elements``: its ahead-of-time build
+        when there is one for these argument types (:mod:`.cpu_aot`: no numba in the process;
+        same bits), else numba's dispatcher. Returns what the kernel returns (None for the
+        ahead-of-time ones, which all write into their outputs)."""
+        from fbgpu.engine import cpu_aot
+
+        parallel = n >= self.parallel_min_elements
+        aot = cpu_aot.kernels()
+        if aot is not None and aot.run(name, args, parallel):
+            return None
         import numba
 
-        if n >= self.parallel_min_elements:
+        kernel = getattr(_cpu_kernels(), name)
+        if parallel:
             return kernel(*args)
         threads = numba.get_num_threads()
         numba.set_num_threads(1)
@@ -569,16 +581,25 @@ class CpuSegmentOps(SegmentOps):
             numba.set_num_threads(threads)
 
     def _sum(self, offsets, x, m, use):
-        return self._run(_cpu_kernels().seg_sum, x.shape[0], offsets, x, m, use)
+        S = offsets.shape[0] - 1
+        n = np.empty(S, dtype=np.int64)
+        tot = np.empty(S, dtype=np.float64)
+        self._run("seg_sum", x.shape[0], offsets, x, m, use, n, tot)
+        return n, tot
 
     def _moments(self, offsets, x, m, use):
-        return self._run(_cpu_kernels().seg_moments, 2 * x.shape[0], offsets, x, m, use)
+        return self._run("seg_moments", 2 * x.shape[0], offsets, x, m, use)
 
     def _corr(self, offsets, x, y, m, use):
-        return self._run(_cpu_kernels().seg_corr, 2 * x.shape[0], offsets, x, y, m, use)
+        S = offsets.shape[0] - 1
+        n = np.empty(S, dtype=np.int64)
+        cov, vx, vy = (np.empty(S, dtype=np.float64) for _ in range(3))
+        deg = np.empty(S, dtype=np.uint8)
+        self._run("seg_corr", 2 * x.shape[0], offsets, x, y, m, use, n, cov, vx, vy, deg)
+        return n, cov, vx, vy, deg
 
     def _bin_sum(self, offsets, bins, x, m, use, n_bins):
-        return self._run(_cpu_kernels().seg_bin_sum, x.shape[0], offsets, bins, x, m, use, n_bins)
+        return self._run("seg_bin_sum", x.shape[0], offsets, bins, x, m, use, n_bins)
 
     # Per-element outputs are allocated here, by numpy: it asks the kernel for transparent huge
     # pages on large arrays, so first touching them costs a fraction of what the 4 KiB page
@@ -587,17 +608,17 @@ class CpuSegmentOps(SegmentOps):
         totals = np.empty(x.shape[0], dtype=np.float64)
         first = np.empty(x.shape[0], dtype=bool)
         # Grouping costs several times a plain pass: parallel from a quarter of the size.
-        self._run(_cpu_kernels().seg_group_sum, 4 * x.shape[0], offsets, keys, x, totals, first)
+        self._run("seg_group_sum", 4 * x.shape[0], offsets, keys, x, totals, first)
         return totals, first
 
     def _topk(self, offsets, x, valid, k):
         out = np.empty(x.shape[0], dtype=bool)
-        self._run(_cpu_kernels().seg_topk_mask, 4 * x.shape[0], offsets, x, valid, k, out)
+        self._run("seg_topk_mask", 4 * x.shape[0], offsets, x, valid, k, out)
         return out
 
     def _threshold(self, offsets, x, thr, always):
         out = np.empty(x.shape[0], dtype=bool)
-        self._run(_cpu_kernels().seg_threshold_mask, x.shape[0], offsets, x, thr, always, out)
+        self._run("seg_threshold_mask", x.shape[0], offsets, x, thr, always, out)
         return out
 
     # -- fused family passes (numba, prange over stocks; fbgpu.engine.cpu_kernels)
@@ -619,7 +640,7 @@ class CpuSegmentOps(SegmentOps):
         corr = np.empty((3, S), dtype=np.float64)
         deg = np.empty(S, dtype=np.uint8)
         # Two streamed passes over five columns: parallel from a quarter of the usual size.
-        self._run(_cpu_kernels().fused_order_stats, 4 * volume.shape[0], offsets, ts, side,
+        self._run("fused_order_stats", 4 * volume.shape[0], offsets, ts, side,
                   volume, price, order_type, np.int64(session[0]), np.int64(session[1]),
                   np.int64(early[0]), np.int64(early[1]), np.int64(limit_type), n, mom, corr,
                   deg)
@@ -636,7 +657,7 @@ class CpuSegmentOps(SegmentOps):
         sums = np.empty((6, S), dtype=np.float64)
         buckets = np.empty((S, L // bucket), dtype=np.float64)
         # ~30 reductions per bar: parallel from a thirtieth of the usual size.
-        self._run(_cpu_kernels().fused_minute_stats, 30 * ret.size, open_, close, volume,
+        self._run("fused_minute_stats", 30 * ret.size, open_, close, volume,
                   amount, num_trades, ret, amplitude, np.int64(late_from), np.int64(early_bars),
                   np.int64(bucket), n, mom, corr, deg, sums, buckets)
         corrs = [CorrStats(n[1 + j], corr[j, 0], corr[j, 1], corr[j, 2], deg[j])
@@ -655,7 +676,7 @@ class CpuSegmentOps(SegmentOps):
             sell_tot = np.empty(amount.shape[0], dtype=np.float64)
         n = np.empty((2, S), dtype=np.int64)
         mom = np.empty((2, 6, S), dtype=np.float64)
-        self._run(_cpu_kernels().fused_trade_orders, 8 * amount.shape[0], offsets, buy_id,
+        self._run("fused_trade_orders", 8 * amount.shape[0], offsets, buy_id,
                   sell_id, amount, buy_tot, sell_tot, n, mom)
         return TradeOrderStats(buy_tot, sell_tot, Moments(n[0], *mom[0]), Moments(n[1], *mom[1]))
 
@@ -667,7 +688,7 @@ class CpuSegmentOps(SegmentOps):
         amount_bins = np.zeros((S, 32), dtype=np.float64)
         dlogp_bins = np.zeros((S, 32), dtype=np.float64)
         nab = np.zeros((S, MINUTES_PER_DAY), dtype=np.float64)
-        self._run(_cpu_kernels().fused_trade_bins, 2 * amount.shape[0], offsets, ts, side,
+        self._run("fused_trade_bins", 2 * amount.shape[0], offsets, ts, side,
                   amount, log_price, buy_tot, sell_tot, thr, always, np.int64(early[0]),
                   np.int64(early[1]), amount_bins, dlogp_bins, nab)
         return TradeBins(amount_bins, dlogp_bins, nab)
