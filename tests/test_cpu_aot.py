@@ -267,7 +267,8 @@ def test_the_build_key_follows_the_kernel_source(monkeypatch: pytest.MonkeyPatch
     (src / "engine").mkdir(parents=True)
     (src / "data").mkdir()
     pkg = Path(cpu_aot.__file__).resolve().parents[1]
-    for rel in ("engine/cpu_kernels.py", "data/bars.py", "engine/cpu_aot.py"):
+    for rel in ("engine/cpu_kernels.py", "data/bars.py", "data/bars_kernels.py",
+                "data/schemas.py", "engine/cpu_aot.py"):
         (src / rel).write_bytes((pkg / rel).read_bytes())
     (src / "engine" / "cpu_kernels.py").write_bytes((pkg / "engine" / "cpu_kernels.py")
                                                     .read_bytes() + b"\n# edited\n")

@@ -152,13 +152,20 @@ def build_key() -> str:
     version and the CPU. Computed without importing numba (its ``_version.py`` is read)."""
     h = hashlib.sha256()
     pkg = _HERE.parents[1]
-    for path in (pkg / "engine" / "cpu_kernels.py", pkg / "data" / "bars.py", _HERE,
+    for path in (pkg / "engine" / "cpu_kernels.py", pkg / "data" / "bars.py",
+                 pkg / "data" / "bars_kernels.py", pkg / "data" / "schemas.py", _HERE,
                  _runtime_source()):
-        h.update(path.read_bytes())
+        if path.is_file():
+            h.update(path.read_bytes())
     for name in ("numba", "llvmlite"):
         h.update(_package_file(name, "_version.py"))
     h.update(sys.version.encode())
     h.update(_cpu_signature())
+    import platform
+
+    h.update(platform.machine().encode())
+    for var in ("NUMBA_OPT", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_BOUNDSCHECK"):
+        h.update(f"{var}={os.environ.get(var, '')}".encode())
     return h.hexdigest()[:16]
 
 
@@ -180,7 +187,12 @@ def thread_count() -> int:
     if "numba" in sys.modules:
         return int(sys.modules["numba"].get_num_threads())
     env = os.environ.get("NUMBA_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:  # numba counts the cores this process may run on (cgroups, taskset)
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------------- build
@@ -322,8 +334,7 @@ class AotKernels:
         self.manifest = json.loads((directory / "manifest.json").read_text())
         self._kernels: dict[str, _Kernel] = {}
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_size = 0
+        self._pools: dict[int, ThreadPoolExecutor] = {}  # by size; never shut down (shared)
 
     def _kernel(self, name: str) -> _Kernel:
         k = self._kernels.get(name)
@@ -337,12 +348,11 @@ class AotKernels:
 
     def _executor(self, threads: int) -> ThreadPoolExecutor:
         with self._lock:
-            if self._pool is None or self._pool_size != threads:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=False)
-                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fbgpu-kernel")
-                self._pool_size = threads
-            return self._pool
+            pool = self._pools.get(threads)
+            if pool is None:
+                pool = ThreadPoolExecutor(threads, thread_name_prefix="fbgpu-kernel")
+                self._pools[threads] = pool
+            return pool
 
     def run(self, name: str, args: tuple[Any, ...], parallel: bool) -> bool:
         """Run kernel ``name`` on ``args`` and return True, or return False (nothing run) when
@@ -364,7 +374,14 @@ class AotKernels:
                    for a, r in zip(args, spec.roles, strict=True)
                    if r in ("stocks", "stocks_last")):
             return False
-        kernel = self._kernel(name)
+        try:
+            kernel = self._kernel(name)
+        except (OSError, AttributeError, KeyError) as e:  # a damaged cache entry: the JIT runs
+            if name not in _FAILED:
+                _FAILED.add(name)
+                log.warning("ahead-of-time CPU kernel %s unusable, using numba's JIT: %s",
+                            name, e)
+            return False
         threads = thread_count() if parallel else 1
         bounds = _chunk_bounds(offsets, n_stocks, threads * CHUNKS_PER_THREAD
                                if threads > 1 else 1)
