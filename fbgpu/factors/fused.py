@@ -130,8 +130,10 @@ def _stock_groups(offsets: Any, trades: int | None) -> list[tuple[int, int]] | N
         return None
     # the first stock whose start reaches each multiple of ``trades``
     cuts = np.searchsorted(off[:-1], np.arange(trades, int(off[-1]), trades), side="left")
-    bounds = np.unique(np.concatenate([[0], cuts, [S]]))
-    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+    # sorted already: pairs with b == a are the duplicates (np.unique would import numpy.ma,
+    # ~0.03 s of a whole run)
+    bounds = [0, *cuts.tolist(), S]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def prime_minutes(ctx: MinuteContext) -> None:
