@@ -505,3 +505,34 @@ def test_arrow_partitions_are_read_by_pandas_and_polars(tmp_path: Path) -> None:
     assert plf["seq"].to_list() == want.column("seq").to_pylist()
     assert plf["symbol"].cast(pl.Utf8).to_list() == want.column("symbol").to_pylist()
     assert s.read_schema("trades", D1) == SCHEMAS["trades"]
+
+
+def test_budget_chunks_find_the_stock_runs_once_per_partition(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """Reading a memory-mapped partition stock chunk by stock chunk scans its ``symbol`` column
+    for the stock runs once, not once per chunk (issue #16: a budgeted run costs little), and
+    the chunks read what a whole read holds; a partition the store rewrites (a new file, even of
+    the same size) is scanned again, so its new stocks are read, never the old runs."""
+    from fbgpu.data import tickread
+
+    store = Store(tmp_path, "arrow")
+    names = [f"{600000 + i}.SH" for i in range(9)]
+    syms = list(np.repeat(names, 5))
+    store.write("trades", D1, _trades(D1, syms, list(range(len(syms)))))
+    tickread._RUNS_CACHE.clear()
+    scans = []
+    real = tickread._symbol_runs
+    monkeypatch.setattr(tickread, "_symbol_runs", lambda ch: scans.append(1) or real(ch))
+    whole = store.read_ticks("trades", D1, ["price"])
+    parts = [store.read_ticks("trades", D1, ["price"], names[a:a + 3]) for a in (0, 3, 6)]
+    assert len(scans) == 1
+    assert [s for p in parts for s in p.symbols] == list(whole.symbols)
+    np.testing.assert_array_equal(np.concatenate([p.columns["price"] for p in parts]),
+                                  whole.columns["price"])
+    # same row count and sizes, other stocks: the rewrite is a new file, the runs are new
+    renamed = [f"{300000 + i}.SZ" for i in range(9)]
+    store.write("trades", D1, _trades(D1, list(np.repeat(renamed, 5)), list(range(len(syms)))))
+    again = store.read_ticks("trades", D1, ["price"], renamed[:3])
+    assert len(scans) == 2 and list(again.symbols) == renamed[:3]
+    assert list(store.symbol_counts("trades", D1)[0]) == renamed and len(scans) == 2

@@ -34,6 +34,9 @@ nulls is copied, once, into contiguous arrays.
 from __future__ import annotations
 
 import bisect
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -135,6 +138,46 @@ def _symbol_runs(chunks: Sequence[pa.Array]) -> tuple[list[str], list[int]]:
     return names, starts
 
 
+#: The stock runs of the last few Arrow IPC partitions read, keyed by the file's identity
+#: (device, inode, size, modification and change times, as Python's own bytecode and
+#: ``linecache`` checks do): a memory-budgeted day reads each partition once
+#: per stock chunk, and finding the runs scans the whole ``symbol`` column (16.7 M codes for
+#: the full-day orders, ~15-20 ms), so without it every chunk paid for the whole day. The
+#: store replaces a partition by writing a new file and renaming it (a new inode), so a
+#: rewritten partition never matches an old entry (a file overwritten in place by hand with
+#: the same size within one timestamp tick would: the store never does that).
+_RUNS_CACHE: OrderedDict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_RUNS_CACHE_SIZE = 8
+_RUNS_LOCK = threading.Lock()
+
+
+def _ipc_symbol_runs(path: str | Path, batches: Sequence[pa.RecordBatch]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(names, starts)`` of an Arrow IPC partition's stock runs (:func:`_symbol_runs`, as
+    read-only arrays; ``starts`` ends with the row count), checked to be one run per stock
+    (:class:`TickReadError` otherwise); remembered per file (``_RUNS_CACHE``)."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _RUNS_LOCK:
+        hit = _RUNS_CACHE.get(key)
+        if hit is not None:
+            _RUNS_CACHE.move_to_end(key)
+            return hit
+    names, starts = _symbol_runs([b.column("symbol") for b in batches])
+    if len(set(names)) != len(names):
+        raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
+                            "contiguous")
+    run_names = np.asarray(names, dtype=object)
+    run_starts = np.asarray(starts, dtype=np.int64)
+    run_names.flags.writeable = False
+    run_starts.flags.writeable = False
+    with _RUNS_LOCK:
+        _RUNS_CACHE[key] = (run_names, run_starts)
+        while len(_RUNS_CACHE) > _RUNS_CACHE_SIZE:
+            _RUNS_CACHE.popitem(last=False)
+    return run_names, run_starts
+
+
 def is_ipc(path: str | Path) -> bool:
     """Whether ``path`` is an Arrow IPC partition (by its name, ``*.arrow``)."""
     return str(path).endswith(".arrow")
@@ -153,14 +196,14 @@ def symbol_counts(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         schema, batches = _ipc_batches(path)
         if "symbol" not in schema.names:
             raise TickReadError(f"{path}: no symbol column")
-        names, starts = _symbol_runs([b.column("symbol") for b in batches])
-    else:
-        sym = pq.ParquetFile(path).read(columns=["symbol"]).column("symbol")
-        names, starts = _symbol_runs(sym.chunks)
-    if len(set(names)) != len(names):
+        names, starts = _ipc_symbol_runs(path, batches)
+        return names.copy(), np.diff(starts)
+    sym = pq.ParquetFile(path).read(columns=["symbol"]).column("symbol")
+    names_l, starts_l = _symbol_runs(sym.chunks)
+    if len(set(names_l)) != len(names_l):
         raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
                             "contiguous")
-    return np.asarray(names, dtype=object), np.diff(np.asarray(starts, dtype=np.int64))
+    return np.asarray(names_l, dtype=object), np.diff(np.asarray(starts_l, dtype=np.int64))
 
 
 def _spans(keep: np.ndarray, starts: np.ndarray) -> list[tuple[int, int, int]]:
@@ -285,13 +328,8 @@ def read_runs_ipc(
     """
     schema, batches = _ipc_batches(path)
     cols, want = _selection(path, schema, columns, symbols)
-    names, starts_l = _symbol_runs([b.column("symbol") for b in batches])
-    if len(set(names)) != len(names):
-        raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
-                            "contiguous")
-    run_names = np.asarray(names, dtype=object)
-    starts = np.asarray(starts_l, dtype=np.int64)
-    keep = (np.ones(len(names), dtype=bool) if want is None
+    run_names, starts = _ipc_symbol_runs(path, batches)
+    keep = (np.ones(len(run_names), dtype=bool) if want is None
             else np.isin(run_names.astype(str), want.astype(str)))
     counts = np.diff(starts)[keep]
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
