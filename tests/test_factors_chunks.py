@@ -23,16 +23,89 @@ def test_chunks_cover_the_day_in_order_and_shrink_with_the_budget(tiny_store: St
     assert list(flat) == list(whole.symbols)
 
 
-def test_chunked_day_equals_whole_day_bit_for_bit(tiny_store: Store) -> None:
-    """The budget counts the process's fixed footprint: the footprint plus 2 MB for the data
-    gives several chunks on the tiny market, and exactly the whole-day values."""
+def _host_need(store: Store, d) -> float:
+    """The CPU engine's planned working bytes of day ``d`` (rows x HOST_WORKING_BYTES_PER_ROW)."""
+    from fbgpu.factors.compute import HOST_WORKING_BYTES_PER_ROW
+
+    return float(sum(store.symbol_counts(t, d)[1].sum() * HOST_WORKING_BYTES_PER_ROW[t]
+                     for t in ("minute", "trades", "orders")))
+
+
+def test_chunked_day_equals_whole_day_bit_for_bit(tiny_store: Store,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget counts the process's fixed footprint: the footprint plus a third of the
+    day's planned working bytes (the CPU engine's per-row figures) gives several chunks on the
+    tiny market, each read on its own, and exactly the whole-day values."""
+    from fbgpu.factors import compute
+    from fbgpu.factors.compute import HOST_WORKING_BYTES_PER_ROW
+
+    reads = []
+    real = compute.load_day
+    monkeypatch.setattr(compute, "load_day", lambda *a, **k: reads.append(1) or real(*a, **k))
     for d in tiny_store.dates("trades")[:3]:
         whole = compute_day(tiny_store, d, backend="cpu")
-        assert len(stock_chunks(tiny_store, d, 2e6) or []) > 1
-        budget = fixed_footprint() + 2e6
-        chunked = compute_day(tiny_store, d, backend="cpu", memory_budget=budget)
+        data = _host_need(tiny_store, d) / 3
+        assert len(stock_chunks(tiny_store, d, data, per_row=HOST_WORKING_BYTES_PER_ROW)
+                   or []) > 1
+        reads.clear()
+        chunked = compute_day(tiny_store, d, backend="cpu",
+                              memory_budget=fixed_footprint() + data)
+        assert len(reads) > 1  # the day was read in chunks
         assert list(chunked.symbols) == list(whole.symbols)
         np.testing.assert_array_equal(chunked.values, whole.values)  # NaN where NaN, else equal
+
+
+def test_cpu_footprint_counts_the_engine_it_will_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While numba is not imported, the CPU footprint adds what the engine will add on first
+    use: the ahead-of-time kernels' small figure when they are available, numba's otherwise;
+    nothing once numba is loaded; 0 on a device."""
+    import sys
+
+    from fbgpu.engine import cpu_aot
+    from fbgpu.factors import compute
+
+    monkeypatch.setattr(compute, "resident_bytes", lambda: 1000)
+    assert fixed_footprint(True) == 0.0
+    monkeypatch.setitem(sys.modules, "numba", sys.modules.get("numba", object()))
+    assert fixed_footprint() == 1000
+    monkeypatch.delitem(sys.modules, "numba")
+    monkeypatch.setattr(cpu_aot, "kernels", lambda: object())
+    assert fixed_footprint() == 1000 + compute.AOT_ENGINE_FOOTPRINT_BYTES
+    monkeypatch.setattr(cpu_aot, "kernels", lambda: None)
+    assert fixed_footprint() == 1000 + compute.ENGINE_FOOTPRINT_BYTES
+    assert compute.AOT_ENGINE_FOOTPRINT_BYTES < compute.ENGINE_FOOTPRINT_BYTES
+
+
+def test_parquet_days_count_a_row_group_decode_per_partition(tiny_store: Store, tmp_path
+                                                             ) -> None:
+    """A memory-mapped Arrow day needs no read allowance; a Parquet day needs twice each
+    partition's largest row group in raw bytes (footers only), and a budget with the
+    allowance taken off still chunks the day and gives the whole-day values."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from fbgpu.factors.compute import RAW_BYTES_PER_ROW, parquet_read_bytes
+
+    d = tiny_store.dates("trades")[0]
+    assert all(str(tiny_store.partition_path(t, d)).endswith(".arrow")
+               for t in ("minute", "trades", "orders"))
+    assert parquet_read_bytes(tiny_store, d) == 0.0
+    root = tmp_path / "pq"
+    for t in ("trades", "orders", "minute"):
+        shutil.copytree(tiny_store.root / t, root / t)
+    store = Store(root)
+    store.convert("parquet")
+    want = 0.0
+    for t in ("minute", "trades", "orders"):
+        meta = pq.ParquetFile(store.partition_path(t, d)).metadata
+        want += 2 * max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) \
+            * RAW_BYTES_PER_ROW[t]
+    assert want > 0 and parquet_read_bytes(store, d) == want
+    whole = compute_day(store, d, backend="cpu")
+    budget = fixed_footprint() + want + _host_need(store, d) / 3
+    chunked = compute_day(store, d, backend="cpu", memory_budget=budget)
+    np.testing.assert_array_equal(chunked.values, whole.values)
 
 
 def test_budget_below_footprint_plus_one_stock_day_is_refused(tiny_store: Store) -> None:
@@ -72,7 +145,8 @@ def test_filtered_reads_return_only_the_requested_stocks(tiny_store: Store) -> N
     assert list(tiny_store.read_minute(d, symbols=pick).symbols) == pick
 
 
-def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path) -> None:
+def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
     from fbgpu.cli import main
@@ -90,9 +164,16 @@ def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path) -> None:
     assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
                  "--memory-gb", "0.001", "--no-progress"]) == 1
     assert not Store(root).has("factors", d)
-    gb = (fixed_footprint() + 50e6) / 2**30  # the footprint + 50 MB: chunks of stocks
+    # the footprint + a third of the day's planned working bytes: chunks of stocks
+    gb = (fixed_footprint() + _host_need(Store(root), d) / 3) / 2**30
+    from fbgpu.factors import compute
+
+    reads = []
+    real = compute.load_day
+    monkeypatch.setattr(compute, "load_day", lambda *a, **k: reads.append(1) or real(*a, **k))
     assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
                  "--memory-gb", f"{gb:.4f}", "--no-progress"]) == 0
+    assert len(reads) > 1
     chunked = Store(root).manifest("factors", d).sha256
     assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
                  "--memory-gb", "lots"]) != 0

@@ -440,10 +440,18 @@ def test_user_factors_chunked_and_on_the_gpu_code_path_match(store: Store) -> No
     dates = store.dates("trades")
     cube = compute_factors(store, dates, EXAMPLE_NAMES, backend="cpu", config=cfg)
     whole = cube.to_numpy()
-    from fbgpu.factors.compute import compute_day, fixed_footprint, stock_chunks
+    from fbgpu.factors.compute import (
+        HOST_WORKING_BYTES_PER_ROW,
+        compute_day,
+        fixed_footprint,
+        stock_chunks,
+    )
 
-    budget = 1_000_000  # a few stocks per chunk on this market (the heaviest needs ~0.7 MB)
-    assert len(stock_chunks(store, dates[0], budget) or []) >= 3
+    # a few stocks per chunk on this market: a quarter of the first day's planned CPU bytes
+    budget = min(sum(float(store.symbol_counts(t, d)[1].sum()) * HOST_WORKING_BYTES_PER_ROW[t]
+                     for t in ("minute", "trades", "orders")) for d in dates) / 4
+    assert len(stock_chunks(store, dates[0], budget, per_row=HOST_WORKING_BYTES_PER_ROW)
+               or []) >= 3
     for i, d in enumerate(dates):  # the budget counts the process's footprint, measured now
         day = compute_day(store, d, EXAMPLE_NAMES, "cpu", cfg,
                           memory_budget=fixed_footprint() + budget)

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -585,8 +585,13 @@ def compute_day(
     names = resolve_names(list(names) if names is not None else None)
     dev = _device_backend(ops, backend)
     # On a device chunk k+1 is read ahead (below): the planner counts its raw inputs.
-    chunks = (stock_chunks(store, date, memory_budget, fixed_footprint(ops.xp is not np),
-                           read_ahead=dev.is_gpu)
+    # On the CPU the budget is host memory, where a Parquet day's chunk reads decode whole row
+    # groups: that allowance is part of the footprint (a device budget holds device arrays).
+    footprint = (fixed_footprint(True) if ops.xp is not np
+                 else fixed_footprint() + parquet_read_bytes(store, date)) if memory_budget else 0.0
+    chunks = (stock_chunks(store, date, memory_budget, footprint, read_ahead=dev.is_gpu,
+                           per_row=WORKING_BYTES_PER_ROW if ops.xp is not np
+                           else HOST_WORKING_BYTES_PER_ROW)
               if memory_budget else None)
     if chunks is None:
         day = loaded if loaded is not None else load_day(store, date, names)
@@ -702,9 +707,18 @@ class DayPrefetch:
         return day
 
 
-#: Bytes a stock-day row costs while it is being processed (the columns read, CSR and masks,
-#: the family's intermediates), by source; measured on the ``full-day`` preset, with headroom.
+#: Bytes a stock-day row costs on a device while it is being processed (the columns read, CSR
+#: and masks, the family's intermediates), by source; measured on the ``full-day`` preset when
+#: the engine made whole-column intermediates, with headroom (never re-measured on a GPU).
 WORKING_BYTES_PER_ROW = {"trades": 400, "orders": 300, "minute": 400}
+
+#: The same for the CPU engine, whose family passes are fused and whose trade pass works over
+#: groups of ~1 M trades with one reused scratch: resident bytes a row adds while its family
+#: computes, measured on the ``full-day`` preset with both store formats (peak RSS minus the
+#: RSS at the day's start, one family at a time: minute 175 / 94 bytes a bar, trades ~31 / 43
+#: beyond the minute bars, orders 25 / 26, Arrow IPC / Parquet; docs/scale.md), x ~1.5-2 for
+#: headroom. A Parquet chunk also decodes whole row groups: :data:`PARQUET_READ_BYTES`.
+HOST_WORKING_BYTES_PER_ROW = {"trades": 64, "orders": 48, "minute": 280}
 
 #: Bytes a stock-day row occupies as raw input on the device (and in the host staging slot)
 #: once uploaded: the schema's widths of every column a factor of the source may read (the
@@ -716,11 +730,39 @@ RAW_BYTES_PER_ROW = {
                     ("minute", MINUTE_FIELDS))}
 
 
-#: Resident bytes the CPU engine adds when it is first used (numba, llvmlite and the compiled
-#: kernels loaded from numba's cache): measured +133 MB on the 2-core VM (the first compute
-#: of a 20-stock chunk after load_day; ~60 MB of it the imports), counted in the fixed
-#: footprint while numba is not imported yet.
+#: Resident bytes the CPU engine adds when it is first used through numba's JIT (numba,
+#: llvmlite and the compiled kernels loaded from numba's cache): measured +133 MB on the 2-core
+#: VM (the first compute of a 20-stock chunk after load_day; ~60 MB of it the imports), +117 MB
+#: in session 11; counted in the fixed footprint while numba is not imported yet.
 ENGINE_FOOTPRINT_BYTES = 144 * 2**20
+
+#: The same through the ahead-of-time kernels (:mod:`fbgpu.engine.cpu_aot`: a few shared
+#: libraries and a thread pool, no numba): measured +9.4 MB.
+AOT_ENGINE_FOOTPRINT_BYTES = 16 * 2**20
+
+
+def parquet_read_bytes(store: Store, date: dt.date | str) -> float:
+    """Host bytes that reading one stock chunk of ``date`` needs beyond the chunk's own rows
+    when its tick and minute partitions are Parquet: a chunk's stocks are decoded a whole row
+    group at a time (pyarrow decodes into its own pool, which keeps freed blocks), and the
+    partitions are read concurrently, so per Parquet partition twice its largest row group's
+    raw bytes (``rows x RAW_BYTES_PER_ROW``: the decoded columns and the pool's slack). 0 for
+    memory-mapped Arrow IPC partitions (a chunk is a view of the file). Footers only."""
+    from fbgpu.data.store import pq
+    from fbgpu.data.tickread import is_ipc
+
+    d = _as_date(date)
+    total = 0.0
+    for t in ("minute", "trades", "orders"):
+        if not store.has(t, d):
+            continue
+        path = store.partition_path(t, d)
+        if is_ipc(path):
+            continue
+        meta = pq.ParquetFile(path).metadata
+        rows = max((meta.row_group(i).num_rows for i in range(meta.num_row_groups)), default=0)
+        total += 2.0 * rows * RAW_BYTES_PER_ROW[t]
+    return total
 
 
 class MemoryBudgetError(ValueError):
@@ -743,14 +785,24 @@ def resident_bytes() -> int:
 
 def fixed_footprint(gpu: bool = False) -> float:
     """Bytes of the budget that the day's data cannot use: on the CPU backend the process's
-    resident memory now (interpreter, numpy, pyarrow, ...) plus :data:`ENGINE_FOOTPRINT_BYTES`
-    while numba is not loaded yet; 0 on the GPU backend (its budget is device memory, which
-    holds only the day's arrays)."""
+    resident memory now (interpreter, numpy, pyarrow, ...) plus what the engine will add on
+    first use while numba is not loaded yet: :data:`AOT_ENGINE_FOOTPRINT_BYTES` when the
+    ahead-of-time kernels are available (their libraries are loaded here), else
+    :data:`ENGINE_FOOTPRINT_BYTES` for numba's JIT; 0 on the GPU backend (its budget is device
+    memory, which holds only the day's arrays)."""
     if gpu:
         return 0.0
     import sys
 
-    return float(resident_bytes() + (0 if "numba" in sys.modules else ENGINE_FOOTPRINT_BYTES))
+    from fbgpu.engine import cpu_aot
+
+    if "numba" in sys.modules:
+        engine = 0
+    elif cpu_aot.kernels() is not None:
+        engine = AOT_ENGINE_FOOTPRINT_BYTES
+    else:
+        engine = ENGINE_FOOTPRINT_BYTES
+    return float(resident_bytes() + engine)
 
 
 def memory_budget_for(budget: float | str | None, backend: Backend) -> float | None:
@@ -767,11 +819,14 @@ def memory_budget_for(budget: float | str | None, backend: Backend) -> float | N
 
 
 def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
-                 footprint: float = 0.0, read_ahead: bool = False) -> list[np.ndarray] | None:
+                 footprint: float = 0.0, read_ahead: bool = False,
+                 per_row: Mapping[str, float] | None = None) -> list[np.ndarray] | None:
     """Split a day's stocks (sorted) into consecutive chunks whose working memory fits
     ``memory_budget - footprint`` bytes; None when the whole day fits.
 
-    A stock-day's working memory is ``sum over sources of rows x WORKING_BYTES_PER_ROW``, from
+    A stock-day's working memory is ``sum over sources of rows x per_row`` (bytes a row by
+    source; None: :data:`WORKING_BYTES_PER_ROW`, the device figures; :func:`compute_day` passes
+    :data:`HOST_WORKING_BYTES_PER_ROW` on the CPU), from
     each partition's per-stock row counts (:meth:`Store.symbol_counts`, the ``symbol`` column
     only); chunks are filled greedily in symbol order, so a heavy stock cannot overflow a chunk
     sized by the average (:func:`plan_chunks`). ``read_ahead`` (a device backend, where
@@ -783,6 +838,7 @@ def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
     the stock, its need, the footprint and the smallest budget that works).
     """
     d = _as_date(date)
+    per_row = WORKING_BYTES_PER_ROW if per_row is None else per_row
     present = [t for t in SOURCES if store.has(t, d)]
     runs = [(t, *store.symbol_counts(t, d)) for t in present]
     universe = np.array(sorted(set().union(*[set(names) for _, names, _ in runs])),
@@ -792,7 +848,7 @@ def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
     need, raw = np.zeros(len(universe)), np.zeros(len(universe))
     for t, names, rows in runs:
         at = _positions(universe, names)
-        need[at] += rows * float(WORKING_BYTES_PER_ROW[t])
+        need[at] += rows * float(per_row[t])
         raw[at] += rows * float(RAW_BYTES_PER_ROW[t])
     room = memory_budget - footprint
     if need.sum() <= room:
