@@ -184,6 +184,10 @@ def _symbols_of(store: Store, table: str, date: dt.date) -> np.ndarray:
 
 def _positions(universe: np.ndarray, symbols: np.ndarray) -> np.ndarray:
     """Index of each of ``symbols`` in the sorted ``universe`` (all must be present)."""
+    if len(symbols) == len(universe) and bool((symbols == universe).all()):
+        # the usual case (every source has every stock): no binary search over strings
+        # (~3 ms for the full-day universe's object array, once per family)
+        return np.arange(len(universe), dtype=np.int64)
     return np.searchsorted(universe, symbols).astype(np.int64)
 
 
