@@ -24,3 +24,17 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     store = Store(root)
     generate_market(store, "tiny", seed=0, progress=False)
     return store
+
+
+@pytest.fixture
+def steady_rss(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The process's resident set pinned at 200 MiB for the memory-budget planner
+    (``fbgpu.factors.compute.resident_bytes``), so that a test's budget of "the footprint plus
+    N bytes" leaves exactly N bytes for the data however the test process's RSS drifts between
+    days (the CPU's per-row figures make a tiny market's day need well under a megabyte, less
+    than that drift). Returns the pinned bytes."""
+    from fbgpu.factors import compute
+
+    pinned = 200 * 2**20
+    monkeypatch.setattr(compute, "resident_bytes", lambda: pinned)
+    return float(pinned)

@@ -658,7 +658,8 @@ def test_single_day_run_and_compute_day_upload_once(
 
 
 def test_cpu_budgeted_run_uploads_nothing_and_is_byte_identical(
-        market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        steady_rss: float) -> None:
     """The CPU backend in stock chunks: no upload, no crossing, no read-ahead of the next
     chunk (its budget is host memory), and the same bytes as the whole-day run."""
     from fbgpu.factors import compute as compute_mod

@@ -32,7 +32,8 @@ def _host_need(store: Store, d) -> float:
 
 
 def test_chunked_day_equals_whole_day_bit_for_bit(tiny_store: Store,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  steady_rss: float) -> None:
     """The budget counts the process's fixed footprint: the footprint plus a third of the
     day's planned working bytes (the CPU engine's per-row figures) gives several chunks on the
     tiny market, each read on its own, and exactly the whole-day values."""
@@ -71,13 +72,15 @@ def test_cpu_footprint_counts_the_engine_it_will_load(monkeypatch: pytest.Monkey
     monkeypatch.delitem(sys.modules, "numba")
     monkeypatch.setattr(cpu_aot, "kernels", lambda: object())
     assert fixed_footprint() == 1000 + compute.AOT_ENGINE_FOOTPRINT_BYTES
+    # a user factor module may call kernels with no ahead-of-time build: numba's figure
+    assert fixed_footprint(user_factors=True) == 1000 + compute.ENGINE_FOOTPRINT_BYTES
     monkeypatch.setattr(cpu_aot, "kernels", lambda: None)
     assert fixed_footprint() == 1000 + compute.ENGINE_FOOTPRINT_BYTES
     assert compute.AOT_ENGINE_FOOTPRINT_BYTES < compute.ENGINE_FOOTPRINT_BYTES
 
 
-def test_parquet_days_count_a_row_group_decode_per_partition(tiny_store: Store, tmp_path
-                                                             ) -> None:
+def test_parquet_days_count_a_row_group_decode_per_partition(
+        tiny_store: Store, tmp_path, monkeypatch: pytest.MonkeyPatch, steady_rss: float) -> None:
     """A memory-mapped Arrow day needs no read allowance; a Parquet day needs twice each
     partition's largest row group in raw bytes (footers only), and a budget with the
     allowance taken off still chunks the day and gives the whole-day values."""
@@ -103,9 +106,21 @@ def test_parquet_days_count_a_row_group_decode_per_partition(tiny_store: Store, 
             * RAW_BYTES_PER_ROW[t]
     assert want > 0 and parquet_read_bytes(store, d) == want
     whole = compute_day(store, d, backend="cpu")
+    from fbgpu.factors import compute
+
+    seen, reads = [], []
+    real_chunks, real_load = compute.stock_chunks, compute.load_day
+    monkeypatch.setattr(compute, "stock_chunks", lambda *a, **k: seen.append(k.get(
+        "read_allowance")) or real_chunks(*a, **k))
+    monkeypatch.setattr(compute, "load_day", lambda *a, **k: reads.append(1) or real_load(*a, **k))
     budget = fixed_footprint() + want + _host_need(store, d) / 3
     chunked = compute_day(store, d, backend="cpu", memory_budget=budget)
+    assert seen == [want] and len(reads) > 1  # the allowance was counted; the day chunked
     np.testing.assert_array_equal(chunked.values, whole.values)
+    # too small: the message names the reading allowance apart from the footprint
+    with pytest.raises(compute.MemoryBudgetError, match="reading a chunk of its Parquet "
+                       "partitions ~[0-9.]+ MB"):
+        compute_day(store, d, backend="cpu", memory_budget=fixed_footprint() + want / 2)
 
 
 def test_budget_below_footprint_plus_one_stock_day_is_refused(tiny_store: Store) -> None:
@@ -146,7 +161,7 @@ def test_filtered_reads_return_only_the_requested_stocks(tiny_store: Store) -> N
 
 
 def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                    monkeypatch: pytest.MonkeyPatch, steady_rss: float) -> None:
     import shutil
 
     from fbgpu.cli import main
@@ -172,7 +187,7 @@ def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path,
     real = compute.load_day
     monkeypatch.setattr(compute, "load_day", lambda *a, **k: reads.append(1) or real(*a, **k))
     assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
-                 "--memory-gb", f"{gb:.4f}", "--no-progress"]) == 0
+                 "--memory-gb", f"{gb:.9f}", "--no-progress"]) == 0
     assert len(reads) > 1
     chunked = Store(root).manifest("factors", d).sha256
     assert main(["factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",

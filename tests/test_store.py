@@ -536,3 +536,29 @@ def test_budget_chunks_find_the_stock_runs_once_per_partition(tmp_path: Path,
     again = store.read_ticks("trades", D1, ["price"], renamed[:3])
     assert len(scans) == 2 and list(again.symbols) == renamed[:3]
     assert list(store.symbol_counts("trades", D1)[0]) == renamed and len(scans) == 2
+
+
+def test_a_partition_replaced_while_it_is_mapped_is_not_remembered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the file at a partition's path changes between the identity read before mapping it
+    and the one after (a rename in between), its runs are found afresh and not cached under
+    either identity: the next read scans again."""
+    from fbgpu.data import tickread
+
+    store = Store(tmp_path, "arrow")
+    store.write("trades", D1, _trades(D1, ["600000.SH", "600001.SH"], [1, 2]))
+    tickread._RUNS_CACHE.clear()
+    scans = []
+    real = tickread._symbol_runs
+    monkeypatch.setattr(tickread, "_symbol_runs", lambda ch: scans.append(1) or real(ch))
+    real_key = tickread._file_key
+    calls = iter(range(1000))
+    monkeypatch.setattr(tickread, "_file_key", lambda p: (*real_key(p), next(calls)))
+    for _ in range(2):
+        assert list(store.read_ticks("trades", D1, ["price"]).symbols) == ["600000.SH",
+                                                                             "600001.SH"]
+    assert len(scans) == 2 and not tickread._RUNS_CACHE
+    monkeypatch.setattr(tickread, "_file_key", real_key)
+    store.read_ticks("trades", D1, ["price"])
+    store.read_ticks("trades", D1, ["price"])
+    assert len(scans) == 3 and len(tickread._RUNS_CACHE) == 1

@@ -430,7 +430,8 @@ def test_cli_factors_with_a_module_and_check_exit_codes(market: Path, tmp_path: 
     assert "FAIL always_raises" in r.stdout and "ZeroDivisionError" in r.stdout
 
 
-def test_user_factors_chunked_and_on_the_gpu_code_path_match(store: Store) -> None:
+def test_user_factors_chunked_and_on_the_gpu_code_path_match(store: Store,
+                                                              steady_rss: float) -> None:
     """Stock chunks under a memory budget, and the GPU code path on the CPU stand-in device
     (implicit host crossings raise), give the whole-day CPU values of the eight examples."""
     from fbgpu.engine.standin import standin_backend
@@ -454,7 +455,7 @@ def test_user_factors_chunked_and_on_the_gpu_code_path_match(store: Store) -> No
                or []) >= 3
     for i, d in enumerate(dates):  # the budget counts the process's footprint, measured now
         day = compute_day(store, d, EXAMPLE_NAMES, "cpu", cfg,
-                          memory_budget=fixed_footprint() + budget)
+                          memory_budget=fixed_footprint(user_factors=True) + budget)
         np.testing.assert_array_equal(day.values,
                                       whole[i, np.searchsorted(cube.symbols, day.symbols)])
     gpu = compute_factors(store, dates, EXAMPLE_NAMES, backend=standin_backend(), config=cfg)

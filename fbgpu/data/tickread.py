@@ -151,18 +151,32 @@ _RUNS_CACHE_SIZE = 8
 _RUNS_LOCK = threading.Lock()
 
 
-def _ipc_symbol_runs(path: str | Path, batches: Sequence[pa.RecordBatch]
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """``(names, starts)`` of an Arrow IPC partition's stock runs (:func:`_symbol_runs`, as
-    read-only arrays; ``starts`` ends with the row count), checked to be one run per stock
-    (:class:`TickReadError` otherwise); remembered per file (``_RUNS_CACHE``)."""
+def _file_key(path: str | Path) -> tuple[int, ...]:
+    """The identity of the file now at ``path``: device, inode, size, modification and change
+    times (ns)."""
     st = os.stat(path)
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    with _RUNS_LOCK:
-        hit = _RUNS_CACHE.get(key)
-        if hit is not None:
-            _RUNS_CACHE.move_to_end(key)
-            return hit
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _mapped_runs(path: str | Path
+                 ) -> tuple[pa.Schema, list[pa.RecordBatch], np.ndarray, np.ndarray]:
+    """Memory-map an Arrow IPC partition: ``(schema, batches, names, starts)``, the stock runs
+    (:func:`_symbol_runs` as read-only arrays; ``starts`` ends with the row count) checked to
+    be one run per stock (:class:`TickReadError` otherwise) and remembered per file
+    (``_RUNS_CACHE``). The file's identity is read before and after mapping it: when the two
+    differ (the store renamed a new file into place meanwhile) the runs are found afresh and
+    not remembered, so no key is ever paired with another file's runs."""
+    before = _file_key(path)
+    schema, batches = _ipc_batches(path)
+    if "symbol" not in schema.names:
+        raise TickReadError(f"{path}: no symbol column")
+    same = _file_key(path) == before
+    if same:
+        with _RUNS_LOCK:
+            hit = _RUNS_CACHE.get(before)
+            if hit is not None:
+                _RUNS_CACHE.move_to_end(before)
+                return schema, batches, *hit
     names, starts = _symbol_runs([b.column("symbol") for b in batches])
     if len(set(names)) != len(names):
         raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
@@ -171,11 +185,12 @@ def _ipc_symbol_runs(path: str | Path, batches: Sequence[pa.RecordBatch]
     run_starts = np.asarray(starts, dtype=np.int64)
     run_names.flags.writeable = False
     run_starts.flags.writeable = False
-    with _RUNS_LOCK:
-        _RUNS_CACHE[key] = (run_names, run_starts)
-        while len(_RUNS_CACHE) > _RUNS_CACHE_SIZE:
-            _RUNS_CACHE.popitem(last=False)
-    return run_names, run_starts
+    if same:
+        with _RUNS_LOCK:
+            _RUNS_CACHE[before] = (run_names, run_starts)
+            while len(_RUNS_CACHE) > _RUNS_CACHE_SIZE:
+                _RUNS_CACHE.popitem(last=False)
+    return schema, batches, run_names, run_starts
 
 
 def is_ipc(path: str | Path) -> bool:
@@ -193,10 +208,7 @@ def symbol_counts(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(symbols, rows)`` of a symbol-sorted partition: each stock's row count, from the
     ``symbol`` column alone (dictionary codes; no other column is decoded)."""
     if is_ipc(path):
-        schema, batches = _ipc_batches(path)
-        if "symbol" not in schema.names:
-            raise TickReadError(f"{path}: no symbol column")
-        names, starts = _ipc_symbol_runs(path, batches)
+        _, _, names, starts = _mapped_runs(path)
         return names.copy(), np.diff(starts)
     sym = pq.ParquetFile(path).read(columns=["symbol"]).column("symbol")
     names_l, starts_l = _symbol_runs(sym.chunks)
@@ -326,9 +338,8 @@ def read_runs_ipc(
     range (all stocks, or consecutive ones), each returned array is a read-only zero-copy view
     of the mapped file; otherwise the selected rows are copied once into contiguous arrays.
     """
-    schema, batches = _ipc_batches(path)
+    schema, batches, run_names, starts = _mapped_runs(path)
     cols, want = _selection(path, schema, columns, symbols)
-    run_names, starts = _ipc_symbol_runs(path, batches)
     keep = (np.ones(len(run_names), dtype=bool) if want is None
             else np.isin(run_names.astype(str), want.astype(str)))
     counts = np.diff(starts)[keep]

@@ -138,9 +138,10 @@ _BIG = np.finfo(np.float64).max
 # Selects in the order pass (session 11). The fused order pass writes the same arithmetic as
 # selects, ``tot + (fv if m else 0.0)``, ``min(mn, (fv + 0.0) if m else _BIG)``, ``(fv - mean0)
 # if m else 0.0``: each is the weighted form's value for both m (``fv * 1.0`` is fv, ``mean0 *
-# 1.0`` is mean0, the masked-out terms are exact zeros either way), so the bits are the same,
-# with three fewer floating-point operations per set and order. There LLVM keeps them as
-# selects (blends, no branch): measured 12-20% faster on the full-day orders.
+# 1.0`` is mean0; a masked-out term is an exact zero in both forms while mean0 is finite, and
+# an infinite mean0, an overflowed sum, makes the set's statistics NaN in both), so the bits
+# are the same, with three fewer floating-point operations per set and order. There LLVM keeps
+# them as selects (blends, no branch): measured 12-20% faster on the full-day orders.
 
 
 @nb.njit(cache=True, inline="always")

@@ -589,13 +589,15 @@ def compute_day(
     names = resolve_names(list(names) if names is not None else None)
     dev = _device_backend(ops, backend)
     # On a device chunk k+1 is read ahead (below): the planner counts its raw inputs.
+    host = ops.xp is np
     # On the CPU the budget is host memory, where a Parquet day's chunk reads decode whole row
-    # groups: that allowance is part of the footprint (a device budget holds device arrays).
-    footprint = (fixed_footprint(True) if ops.xp is not np
-                 else fixed_footprint() + parquet_read_bytes(store, date)) if memory_budget else 0.0
-    chunks = (stock_chunks(store, date, memory_budget, footprint, read_ahead=dev.is_gpu,
-                           per_row=WORKING_BYTES_PER_ROW if ops.xp is not np
-                           else HOST_WORKING_BYTES_PER_ROW)
+    # groups (a device budget holds device arrays only).
+    chunks = (stock_chunks(store, date, memory_budget,
+                           fixed_footprint(not host, user_factors=bool(
+                               config is not None and config.modules)),
+                           read_ahead=dev.is_gpu,
+                           per_row=HOST_WORKING_BYTES_PER_ROW if host else WORKING_BYTES_PER_ROW,
+                           read_allowance=parquet_read_bytes(store, date) if host else 0.0)
               if memory_budget else None)
     if chunks is None:
         day = loaded if loaded is not None else load_day(store, date, names)
@@ -787,13 +789,15 @@ def resident_bytes() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
-def fixed_footprint(gpu: bool = False) -> float:
+def fixed_footprint(gpu: bool = False, user_factors: bool = False) -> float:
     """Bytes of the budget that the day's data cannot use: on the CPU backend the process's
     resident memory now (interpreter, numpy, pyarrow, ...) plus what the engine will add on
     first use while numba is not loaded yet: :data:`AOT_ENGINE_FOOTPRINT_BYTES` when the
-    ahead-of-time kernels are available (their libraries are loaded here), else
-    :data:`ENGINE_FOOTPRINT_BYTES` for numba's JIT; 0 on the GPU backend (its budget is device
-    memory, which holds only the day's arrays)."""
+    ahead-of-time kernels are available (their libraries are loaded here) and no user factor
+    module is loaded, else :data:`ENGINE_FOOTPRINT_BYTES` for numba's JIT (``user_factors``:
+    a user factor's primitives, or its argument types, may have no ahead-of-time build, and
+    their first call loads numba); 0 on the GPU backend (its budget is device memory, which
+    holds only the day's arrays)."""
     if gpu:
         return 0.0
     import sys
@@ -802,7 +806,7 @@ def fixed_footprint(gpu: bool = False) -> float:
 
     if "numba" in sys.modules:
         engine = 0
-    elif cpu_aot.kernels() is not None:
+    elif not user_factors and cpu_aot.kernels() is not None:
         engine = AOT_ENGINE_FOOTPRINT_BYTES
     else:
         engine = ENGINE_FOOTPRINT_BYTES
@@ -824,7 +828,8 @@ def memory_budget_for(budget: float | str | None, backend: Backend) -> float | N
 
 def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
                  footprint: float = 0.0, read_ahead: bool = False,
-                 per_row: Mapping[str, float] | None = None) -> list[np.ndarray] | None:
+                 per_row: Mapping[str, float] | None = None,
+                 read_allowance: float = 0.0) -> list[np.ndarray] | None:
     """Split a day's stocks (sorted) into consecutive chunks whose working memory fits
     ``memory_budget - footprint`` bytes; None when the whole day fits.
 
@@ -836,7 +841,10 @@ def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
     sized by the average (:func:`plan_chunks`). ``read_ahead`` (a device backend, where
     :func:`compute_day` reads and uploads chunk ``k + 1`` while chunk ``k`` computes): chunk
     ``k + 1``'s raw inputs (``rows x RAW_BYTES_PER_ROW``) are resident beside chunk ``k``'s
-    working memory and count against the same room. Stock-days cannot be split: when the
+    working memory and count against the same room. ``read_allowance``: bytes that reading a
+    chunk needs beyond its rows (:func:`parquet_read_bytes` for a Parquet day on the CPU),
+    taken off the room like the footprint and named apart in the error. Stock-days cannot be
+    split: when the
     heaviest one alone (plus the next stock-day's raw inputs, read ahead) needs more than
     ``memory_budget - footprint``, the budget is refused (:class:`MemoryBudgetError`, naming
     the stock, its need, the footprint and the smallest budget that works).
@@ -854,7 +862,7 @@ def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
         at = _positions(universe, names)
         need[at] += rows * float(per_row[t])
         raw[at] += rows * float(RAW_BYTES_PER_ROW[t])
-    room = memory_budget - footprint
+    room = memory_budget - footprint - read_allowance
     if need.sum() <= room:
         return None
     ahead = raw if read_ahead else np.zeros(len(universe))
@@ -865,11 +873,14 @@ def stock_chunks(store: Store, date: dt.date | str, memory_budget: float,
         plus = (f" plus ~{ahead[worst + 1] / mb:.1f} MB for the raw inputs of the next "
                 f"stock-day ({universe[worst + 1]}), read ahead while it computes"
                 if worst + 1 < len(universe) and ahead[worst + 1] > 0 else "")
+        reading = (f", reading a chunk of its Parquet partitions ~{read_allowance / mb:.1f} MB "
+                   "(whole row groups are decoded)" if read_allowance > 0 else "")
         raise MemoryBudgetError(
             f"{d}: memory budget {memory_budget / mb:.1f} MB is too small: the process's fixed "
-            f"footprint is {footprint / mb:.1f} MB and stock-day {universe[worst]} alone needs "
-            f"~{need[worst] / mb:.1f} MB{plus} (stock-days are not split); give at least "
-            f"{math.ceil((footprint + least[worst]) / mb * 10) / 10:.1f} MB")  # rounded up
+            f"footprint is {footprint / mb:.1f} MB{reading} and stock-day {universe[worst]} "
+            f"alone needs ~{need[worst] / mb:.1f} MB{plus} (stock-days are not split); give at "
+            f"least {math.ceil((footprint + read_allowance + least[worst]) / mb * 10) / 10:.1f}"
+            " MB")  # rounded up
     starts = plan_chunks(need, room, ahead)
     return [universe[a:b] for a, b in itertools.pairwise([*starts, len(universe)])]
 
