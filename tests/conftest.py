@@ -38,3 +38,18 @@ def steady_rss(monkeypatch: pytest.MonkeyPatch) -> float:
     pinned = 200 * 2**20
     monkeypatch.setattr(compute, "resident_bytes", lambda: pinned)
     return float(pinned)
+
+
+@pytest.fixture
+def host_need():
+    """``host_need(store, date)``: the CPU engine's planned working bytes of a day, i.e. each
+    source's rows x ``HOST_WORKING_BYTES_PER_ROW`` (what ``stock_chunks`` fills chunks with on
+    the CPU), for tests that size a budget to a fraction of a day."""
+    from fbgpu.factors.compute import HOST_WORKING_BYTES_PER_ROW
+
+    def need(store: Store, date) -> float:
+        return float(sum(float(store.symbol_counts(t, date)[1].sum())
+                         * HOST_WORKING_BYTES_PER_ROW[t] for t in ("minute", "trades", "orders")
+                         if store.has(t, date)))
+
+    return need

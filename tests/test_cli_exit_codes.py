@@ -348,3 +348,27 @@ def test_factors_refuses_an_option_of_the_other_route(tmp_path: Path, argv: list
     res = fbgpu("factors", "--store", str(tmp_path / "store"), *argv)
     assert res.returncode == 1, res.stdout + res.stderr
     assert hint in res.stderr
+
+
+def test_factors_refuses_a_budget_below_the_footprint_as_a_process(tiny_store: Store,
+                                                                   tmp_path: Path) -> None:
+    """``fbgpu factors --memory-gb`` below what the process and one stock-day need exits 1,
+    names the footprint and, for a Parquet day, the row-group reading allowance apart, gives
+    the least budget that works, and writes nothing."""
+    import shutil
+
+    root = tmp_path / "pq"
+    for t in ("trades", "orders", "minute"):
+        shutil.copytree(tiny_store.root / t, root / t)
+    Store(root).convert("parquet")
+    d = str(tiny_store.dates("trades")[0])
+    before = digest(root)
+    res = fbgpu("factors", "--store", str(root), "--start", d, "--end", d, "--backend", "cpu",
+                "--memory-gb", "0.001", "--no-progress")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "memory budget 1.0 MB is too small" in res.stderr
+    assert "fixed footprint is" in res.stderr and "reading a chunk of its Parquet partitions" \
+        in res.stderr and "give at least" in res.stderr
+    assert not Store(root).has("factors", d)
+    assert {k: v for k, v in digest(root).items() if k != "run.json"} == {
+        k: v for k, v in before.items() if k != "run.json"}

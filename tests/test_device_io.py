@@ -659,12 +659,12 @@ def test_single_day_run_and_compute_day_upload_once(
 
 def test_cpu_budgeted_run_uploads_nothing_and_is_byte_identical(
         market: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        steady_rss: float) -> None:
+        steady_rss: float, host_need) -> None:
     """The CPU backend in stock chunks: no upload, no crossing, no read-ahead of the next
     chunk (its budget is host memory), and the same bytes as the whole-day run."""
     from fbgpu.factors import compute as compute_mod
     from fbgpu.factors import run_factors
-    from fbgpu.factors.compute import HOST_WORKING_BYTES_PER_ROW, fixed_footprint
+    from fbgpu.factors.compute import fixed_footprint
 
     reads: list[tuple[str, ...] | None] = []
     real = compute_mod.load_day
@@ -680,9 +680,7 @@ def test_cpu_budgeted_run_uploads_nothing_and_is_byte_identical(
     before = _counts()
     run_factors(whole, backend="cpu", progress=False)
     reads.clear()
-    # half the smallest day's planned working bytes on the CPU (its own per-row figures)
-    room = min(sum(float(market.symbol_counts(t, d)[1].sum()) * HOST_WORKING_BYTES_PER_ROW[t]
-                   for t in ("minute", "trades", "orders")) for d in DATES) / 2
+    room = min(host_need(market, d) for d in DATES) / 2  # half the smallest day's need
     run_factors(chunked, backend="cpu", progress=False, memory_budget=fixed_footprint() + room)
     assert _diff(_counts(), before) == (0, 0, 0, 0)
     assert len(reads) > len(DATES) and all(r is not None for r in reads)  # chunks were read

@@ -23,17 +23,9 @@ def test_chunks_cover_the_day_in_order_and_shrink_with_the_budget(tiny_store: St
     assert list(flat) == list(whole.symbols)
 
 
-def _host_need(store: Store, d) -> float:
-    """The CPU engine's planned working bytes of day ``d`` (rows x HOST_WORKING_BYTES_PER_ROW)."""
-    from fbgpu.factors.compute import HOST_WORKING_BYTES_PER_ROW
-
-    return float(sum(store.symbol_counts(t, d)[1].sum() * HOST_WORKING_BYTES_PER_ROW[t]
-                     for t in ("minute", "trades", "orders")))
-
-
 def test_chunked_day_equals_whole_day_bit_for_bit(tiny_store: Store,
                                                   monkeypatch: pytest.MonkeyPatch,
-                                                  steady_rss: float) -> None:
+                                                  steady_rss: float, host_need) -> None:
     """The budget counts the process's fixed footprint: the footprint plus a third of the
     day's planned working bytes (the CPU engine's per-row figures) gives several chunks on the
     tiny market, each read on its own, and exactly the whole-day values."""
@@ -45,7 +37,7 @@ def test_chunked_day_equals_whole_day_bit_for_bit(tiny_store: Store,
     monkeypatch.setattr(compute, "load_day", lambda *a, **k: reads.append(1) or real(*a, **k))
     for d in tiny_store.dates("trades")[:3]:
         whole = compute_day(tiny_store, d, backend="cpu")
-        data = _host_need(tiny_store, d) / 3
+        data = host_need(tiny_store, d) / 3
         assert len(stock_chunks(tiny_store, d, data, per_row=HOST_WORKING_BYTES_PER_ROW)
                    or []) > 1
         reads.clear()
@@ -80,7 +72,8 @@ def test_cpu_footprint_counts_the_engine_it_will_load(monkeypatch: pytest.Monkey
 
 
 def test_parquet_days_count_a_row_group_decode_per_partition(
-        tiny_store: Store, tmp_path, monkeypatch: pytest.MonkeyPatch, steady_rss: float) -> None:
+        tiny_store: Store, tmp_path, monkeypatch: pytest.MonkeyPatch, steady_rss: float,
+        host_need) -> None:
     """A memory-mapped Arrow day needs no read allowance; a Parquet day needs twice each
     partition's largest row group in raw bytes (footers only), and a budget with the
     allowance taken off still chunks the day and gives the whole-day values."""
@@ -113,7 +106,7 @@ def test_parquet_days_count_a_row_group_decode_per_partition(
     monkeypatch.setattr(compute, "stock_chunks", lambda *a, **k: seen.append(k.get(
         "read_allowance")) or real_chunks(*a, **k))
     monkeypatch.setattr(compute, "load_day", lambda *a, **k: reads.append(1) or real_load(*a, **k))
-    budget = fixed_footprint() + want + _host_need(store, d) / 3
+    budget = fixed_footprint() + want + host_need(store, d) / 3
     chunked = compute_day(store, d, backend="cpu", memory_budget=budget)
     assert seen == [want] and len(reads) > 1  # the allowance was counted; the day chunked
     np.testing.assert_array_equal(chunked.values, whole.values)
@@ -161,7 +154,8 @@ def test_filtered_reads_return_only_the_requested_stocks(tiny_store: Store) -> N
 
 
 def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path,
-                                    monkeypatch: pytest.MonkeyPatch, steady_rss: float) -> None:
+                                    monkeypatch: pytest.MonkeyPatch, steady_rss: float,
+                                    host_need) -> None:
     import shutil
 
     from fbgpu.cli import main
@@ -180,7 +174,7 @@ def test_auto_budget_and_cli_option(tiny_store: Store, tmp_path,
                  "--memory-gb", "0.001", "--no-progress"]) == 1
     assert not Store(root).has("factors", d)
     # the footprint + a third of the day's planned working bytes: chunks of stocks
-    gb = (fixed_footprint() + _host_need(Store(root), d) / 3) / 2**30
+    gb = (fixed_footprint() + host_need(Store(root), d) / 3) / 2**30
     from fbgpu.factors import compute
 
     reads = []

@@ -431,7 +431,8 @@ def test_cli_factors_with_a_module_and_check_exit_codes(market: Path, tmp_path: 
 
 
 def test_user_factors_chunked_and_on_the_gpu_code_path_match(store: Store,
-                                                              steady_rss: float) -> None:
+                                                              steady_rss: float,
+                                                              host_need) -> None:
     """Stock chunks under a memory budget, and the GPU code path on the CPU stand-in device
     (implicit host crossings raise), give the whole-day CPU values of the eight examples."""
     from fbgpu.engine.standin import standin_backend
@@ -449,8 +450,7 @@ def test_user_factors_chunked_and_on_the_gpu_code_path_match(store: Store,
     )
 
     # a few stocks per chunk on this market: a quarter of the first day's planned CPU bytes
-    budget = min(sum(float(store.symbol_counts(t, d)[1].sum()) * HOST_WORKING_BYTES_PER_ROW[t]
-                     for t in ("minute", "trades", "orders")) for d in dates) / 4
+    budget = min(host_need(store, d) for d in dates) / 4
     assert len(stock_chunks(store, dates[0], budget, per_row=HOST_WORKING_BYTES_PER_ROW)
                or []) >= 3
     for i, d in enumerate(dates):  # the budget counts the process's footprint, measured now

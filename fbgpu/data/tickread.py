@@ -138,6 +138,17 @@ def _symbol_runs(chunks: Sequence[pa.Array]) -> tuple[list[str], list[int]]:
     return names, starts
 
 
+def _stock_runs(path: str | Path, chunks: Sequence[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_symbol_runs` as arrays ``(names, starts)`` (object, int64; ``starts`` ends with
+    the row count), checked to be one run per stock: :class:`TickReadError` naming ``path``
+    otherwise."""
+    names, starts = _symbol_runs(chunks)
+    if len(set(names)) != len(names):
+        raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
+                            "contiguous")
+    return np.asarray(names, dtype=object), np.asarray(starts, dtype=np.int64)
+
+
 #: The stock runs of the last few Arrow IPC partitions read, keyed by the file's identity
 #: (device, inode, size, modification and change times, as Python's own bytecode and
 #: ``linecache`` checks do): a memory-budgeted day reads each partition once
@@ -177,12 +188,7 @@ def _mapped_runs(path: str | Path
             if hit is not None:
                 _RUNS_CACHE.move_to_end(before)
                 return schema, batches, *hit
-    names, starts = _symbol_runs([b.column("symbol") for b in batches])
-    if len(set(names)) != len(names):
-        raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
-                            "contiguous")
-    run_names = np.asarray(names, dtype=object)
-    run_starts = np.asarray(starts, dtype=np.int64)
+    run_names, run_starts = _stock_runs(path, [b.column("symbol") for b in batches])
     run_names.flags.writeable = False
     run_starts.flags.writeable = False
     if same:
@@ -210,12 +216,9 @@ def symbol_counts(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if is_ipc(path):
         _, _, names, starts = _mapped_runs(path)
         return names.copy(), np.diff(starts)
-    sym = pq.ParquetFile(path).read(columns=["symbol"]).column("symbol")
-    names_l, starts_l = _symbol_runs(sym.chunks)
-    if len(set(names_l)) != len(names_l):
-        raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
-                            "contiguous")
-    return np.asarray(names_l, dtype=object), np.diff(np.asarray(starts_l, dtype=np.int64))
+    names, starts = _stock_runs(path, pq.ParquetFile(path).read(columns=["symbol"])
+                                .column("symbol").chunks)
+    return names, np.diff(starts)
 
 
 def _spans(keep: np.ndarray, starts: np.ndarray) -> list[tuple[int, int, int]]:
@@ -272,14 +275,9 @@ def read_runs(
     sym_col = md.schema.to_arrow_schema().get_field_index("symbol")
     groups = _row_groups(md, sym_col, want)
     sym = f.read_row_groups(groups, columns=["symbol"]).column("symbol") if groups else None
-    names, starts_l = _symbol_runs(sym.chunks if sym is not None else [])
+    run_names, starts = _stock_runs(path, sym.chunks if sym is not None else [])
     del sym
-    run_names = np.asarray(names, dtype=object)
-    starts = np.asarray(starts_l, dtype=np.int64)
-    if len(set(names)) != len(names):
-        raise TickReadError(f"{path}: partition is not sorted by symbol: a stock-day is not "
-                            "contiguous")
-    keep = (np.ones(len(names), dtype=bool) if want is None
+    keep = (np.ones(len(run_names), dtype=bool) if want is None
             else np.isin(run_names.astype(str), want.astype(str)))
     counts = np.diff(starts)[keep]
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
