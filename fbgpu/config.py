@@ -141,7 +141,8 @@ def section_fields(cls: type) -> list[tuple[str, Any, str]]:
                 default = None
             if dataclasses.is_dataclass(default):
                 default = dataclasses.asdict(default)
-            out.append((f.name, _jsonable(default), _doc_entry(doc, f.name)))
+            desc = _doc_entry(doc, f.name).removeprefix(f"{f.name}: ")  # the key column names it
+            out.append((f.name, _jsonable(default), desc))
     else:  # pragma: no cover - every section class is one of the two
         raise TypeError(f"{cls} is neither a pydantic model nor a dataclass")
     return out

@@ -201,7 +201,7 @@ def run_factors_distributed(
     config = config or FactorConfig()
     modules = [(m.origin, m.source) for m in load_modules(config.modules)]
     names = resolve_names(list(names) if names is not None else None)
-    cfg = config.model_dump(mode="json")
+    cfg = config.to_dict()
     total = FactorRunSummary(factors=len(names), backend=backend)
     with dask_client(cluster, n_workers) as client:
         from dask.distributed import wait  # importable: dask_client checked the extra

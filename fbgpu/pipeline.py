@@ -213,7 +213,7 @@ def _run_stages(store: Store, backend: str, cfg: DemoConfig, sc: dict[str, dict[
                        lambda m=market: generate_market(store, m, seed=cfg.seed,
                                                         durable=cfg.synth_durable), backend)
         elif stage == "factors":
-            fcfg = FactorConfig(**sc.get("factors", {}))
+            fcfg = FactorConfig.from_mapping(sc.get("factors", {}))
             summary = _run_stage(store, "factors", lambda c=fcfg: run_factors(
                 store, backend=backend, config=c, keep=True, writer=writer), backend,
                 cfg.sync_guard, writer)

@@ -219,9 +219,10 @@ def test_prefetch_reads_each_planned_day_ahead_as_load_day_does(tiny_store: Stor
 
 def test_a_factor_run_imports_neither_pandas_nor_numba_before_it_computes(tiny_store: Store,
                                                                         tmp_path) -> None:
-    """`fbgpu factors`' imports leave numba, pandas, pyarrow.compute/parquet out (they cost
-    start-up), and the whole run of a day never imports pandas (pyarrow's to_numpy/pa.array
-    would: the read path and the factors writer build arrays from buffers)."""
+    """`fbgpu factors`' imports leave numba, pandas, pyarrow.compute/parquet, pydantic out (they
+    cost start-up), and the whole run of a day never imports pandas (pyarrow's to_numpy/pa.array
+    would: the read path and the factors writer build arrays from buffers) nor pydantic (typer
+    >= 0.29 builds a pydantic adapter per option; FactorConfig is a plain dataclass)."""
     import shutil
     import subprocess
     import sys
@@ -234,18 +235,19 @@ def test_a_factor_run_imports_neither_pandas_nor_numba_before_it_computes(tiny_s
         "import sys\n"
         "import fbgpu.cli.factors, fbgpu.factors.compute\n"
         "early = [m for m in ('numba', 'pandas', 'pyarrow.compute', 'pyarrow.parquet', 'torch',"
-        " 'scipy', 'matplotlib') if m in sys.modules]\n"
+        " 'scipy', 'matplotlib', 'pydantic') if m in sys.modules]\n"
         "from fbgpu.cli import main\n"
         "import os; os.environ['FBGPU_PRELOAD'] = '0'\n"
         f"rc = main(['factors', '--store', {str(root)!r}, '--start', {d!r}, '--end', {d!r},"
         " '--backend', 'cpu', '--no-progress'])\n"
-        "print('EARLY', early, 'PANDAS', 'pandas' in sys.modules, 'RC', rc)\n"
+        "print('EARLY', early, 'PANDAS', 'pandas' in sys.modules,"
+        " 'PYDANTIC', 'pydantic' in sys.modules, 'RC', rc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=600)
     line = [x for x in out.stdout.splitlines() if x.startswith("EARLY")]
     assert line, out.stdout + out.stderr
-    assert line[0] == "EARLY [] PANDAS False RC 0", line[0]
+    assert line[0] == "EARLY [] PANDAS False PYDANTIC False RC 0", line[0]
     assert Store(root).has("factors", d)
 
 

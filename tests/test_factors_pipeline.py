@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +118,51 @@ def test_config_defaults_and_toml(tmp_path: Path) -> None:
     p.write_text("[factors]\nbig_order_kk = 2\n")
     with pytest.raises(ValueError, match="c.toml"):
         FactorConfig.from_toml(p)
+
+
+def test_config_hash_fields_are_the_documented_json_values() -> None:
+    """The fields that key the factors partitions, pinned: a change here would silently change
+    every store's config hash (FactorConfig was a pydantic model before 2026-12-06; these are
+    that model's ``model_dump(mode="json")`` values, ints given for floats stored as floats)."""
+    assert FactorConfig().hash_fields() == {
+        "big_order_rule": "mean_plus_k_std", "big_order_k": 1.0,
+        "big_order_notional": 1000000.0, "min_obs_day": 10, "min_obs_window": 5,
+        "bigorder_ret_top_frac": 0.3}
+    cfg = FactorConfig(big_order_k=2, big_order_notional=5, min_obs_day=12.0, modules=["m"])
+    assert [type(v) for v in cfg.hash_fields().values()] == [str, float, float, int, int, float]
+    assert cfg.modules == ("m",) and cfg == FactorConfig(**cfg.to_dict())
+    assert cfg.replace(big_order_k=3).big_order_k == 3.0 and hash(cfg) == hash(cfg.replace())
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("big_order_rule", "median", "big_order_rule must be one of"),
+    ("big_order_k", -0.5, "big_order_k must be a finite number >= 0"),
+    ("big_order_k", float("nan"), "big_order_k must be a finite number"),
+    ("big_order_k", "1.5", "big_order_k must be a number"),
+    ("big_order_notional", 0, "big_order_notional must be a finite number > 0"),
+    ("big_order_notional", float("inf"), "big_order_notional must be a finite number"),
+    ("min_obs_day", 0, "min_obs_day must be >= 1"),
+    ("min_obs_window", 2.5, "min_obs_window must be a whole number"),
+    ("min_obs_window", True, "min_obs_window must be a whole number"),
+    ("bigorder_ret_top_frac", 1.5, "bigorder_ret_top_frac must be a finite number > 0 and <= 1"),
+    ("bigorder_ret_top_frac", 0.0, "bigorder_ret_top_frac must be a finite number > 0"),
+    ("modules", "a.py", "modules must be a list of strings"),
+])
+def test_config_refuses_bad_values_naming_key_and_file(tmp_path: Path, key: str, value: object,
+                                                       message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FactorConfig(**{key: value})
+    with pytest.raises(ValueError, match=message):
+        FactorConfig().replace(**{key: value})
+    if isinstance(value, float) and not math.isfinite(value):
+        return  # TOML writes nan/inf too, but the constructor case says it all
+    p = tmp_path / "bad.toml"
+    p.write_text(f"[factors]\n{key} = {json.dumps(value)}\n")
+    with pytest.raises(ValueError, match=rf"bad\.toml: invalid \[factors\] configuration: "
+                       rf"{re.escape(message)}"):
+        FactorConfig.from_toml(p)
+    with pytest.raises(ValueError, match=r"unknown keys \['big_order_kk'\]"):
+        FactorConfig.from_mapping({"big_order_kk": 1})
 
 
 def _app() -> typer.Typer:

@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
             cfg = FactorConfig.from_toml(config)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--config") from e
-        cfg = cfg.model_copy(update={"modules": _load_user_modules(cfg.modules, factors_module)})
+        cfg = cfg.replace(modules=_load_user_modules(cfg.modules, factors_module))
         try:
             names = resolve_names(only) if only else None
         except KeyError as e:

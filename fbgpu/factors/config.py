@@ -1,62 +1,114 @@
-"""Configuration of the factor step (``[factors]`` table of the TOML config)."""
+"""Configuration of the factor step (``[factors]`` table of the TOML config).
+
+A frozen dataclass checked in ``__post_init__`` rather than a pydantic model: ``fbgpu factors``
+imports this module before its first read, and pydantic's import (~0.05-0.07 s, a quarter of the
+command's imports; issue #16) bought nothing here that a few explicit checks do not.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+#: The rules that judge a reconstructed order big (``big_order_rule``).
+BIG_ORDER_RULES: tuple[str, ...] = ("mean_plus_k_std", "fixed_notional")
 
 
-class FactorConfig(BaseModel):
+def _real(name: str, v: Any, *, lo: float, lo_open: bool, hi: float = math.inf) -> float:
+    """``v`` (an int or float, not a bool) as a finite float with ``lo <= v <= hi``
+    (``lo < v`` when ``lo_open``); otherwise a ValueError naming the key."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f) or f < lo or (lo_open and f == lo) or f > hi:
+        low = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        high = "" if math.isinf(hi) else f" and <= {hi:g}"
+        raise ValueError(f"{name} must be a finite number {low}{high}, got {v!r}")
+    return f
+
+
+def _count(name: str, v: Any, *, lo: int) -> int:
+    """``v`` as an int ``>= lo`` (a float with no fractional part is accepted, as TOML writers
+    may emit ``10.0``; bools are not numbers here); otherwise a ValueError naming the key."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{name} must be a whole number, got {v!r}")
+    if v < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {v!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class FactorConfig:
     """Every knob of the 27 factor definitions, with the spec's defaults (spec/factors.md).
 
     Changing any value changes the config hash, so the ``factors`` partitions are recomputed.
+    Unknown keys are a TypeError (a ValueError naming the file from :meth:`from_toml`); ints are
+    accepted for the float keys and stored as floats; bools and strings are refused.
+
+    Attributes:
+        big_order_rule: How a reconstructed order is judged big: amount >= mean + k * std of the
+            stock-day's order amounts (population std; all-equal amounts make every order big),
+            or amount >= big_order_notional CNY.
+        big_order_k: The multiplier k of the mean + k * std rule (finite, >= 0).
+        big_order_notional: CNY threshold of the fixed_notional rule (finite, > 0).
+        min_obs_day: Minimum observations for full-day moments and correlations (>= 1).
+        min_obs_window: Minimum observations for 30-minute-window moments/correlations (>= 1).
+        bigorder_ret_top_frac: Share of traded minutes (by amount per trade) kept by
+            bigorder_ret: ceil(frac * n) minutes, computed exactly on the decimal fraction
+            (0 < frac <= 1).
+        modules: User factor modules to load (docs/user-factors.md): .py paths (relative to
+            the config file) or importable dotted names. Their factors are computed with the
+            built-ins; the list itself is not part of any hash (each module's source is).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    big_order_rule: str = "mean_plus_k_std"
+    big_order_k: float = 1.0
+    big_order_notional: float = 1_000_000.0
+    min_obs_day: int = 10
+    min_obs_window: int = 5
+    bigorder_ret_top_frac: float = 0.3
+    modules: tuple[str, ...] = ()
 
-    big_order_rule: Literal["mean_plus_k_std", "fixed_notional"] = Field(
-        "mean_plus_k_std",
-        description="How a reconstructed order is judged big: amount >= mean + k * std of the "
-        "stock-day's order amounts (population std; all-equal amounts make every order big), "
-        "or amount >= big_order_notional CNY.",
-    )
-    big_order_k: float = Field(1.0, ge=0, description="k of the mean + k * std rule.")
-    big_order_notional: float = Field(
-        1_000_000.0, gt=0, description="CNY threshold of the fixed_notional rule."
-    )
-    min_obs_day: int = Field(
-        10, ge=1, description="Minimum observations for full-day moments and correlations."
-    )
-    min_obs_window: int = Field(
-        5, ge=1, description="Minimum observations for 30-minute-window moments/correlations."
-    )
-    bigorder_ret_top_frac: float = Field(
-        0.3,
-        gt=0,
-        le=1,
-        description="Share of traded minutes (by amount per trade) kept by bigorder_ret: "
-        "ceil(frac * n) minutes, computed exactly on the decimal fraction.",
-    )
-
-    modules: tuple[str, ...] = Field(
-        (),
-        description="User factor modules to load (docs/user-factors.md): .py paths (relative "
-        "to the config file) or importable dotted names. Their factors are computed with the "
-        "built-ins; the list itself is not part of any hash (each module's source is).",
-    )
+    def __post_init__(self) -> None:
+        if self.big_order_rule not in BIG_ORDER_RULES:
+            raise ValueError(f"big_order_rule must be one of {list(BIG_ORDER_RULES)}, "
+                             f"got {self.big_order_rule!r}")
+        mods = self.modules
+        if isinstance(mods, str) or not isinstance(mods, (list, tuple)) or not all(
+                isinstance(m, str) for m in mods):
+            raise ValueError(f"modules must be a list of strings, got {mods!r}")
+        checked = {
+            "big_order_k": _real("big_order_k", self.big_order_k, lo=0.0, lo_open=False),
+            "big_order_notional": _real("big_order_notional", self.big_order_notional,
+                                        lo=0.0, lo_open=True),
+            "min_obs_day": _count("min_obs_day", self.min_obs_day, lo=1),
+            "min_obs_window": _count("min_obs_window", self.min_obs_window, lo=1),
+            "bigorder_ret_top_frac": _real("bigorder_ret_top_frac", self.bigorder_ret_top_frac,
+                                           lo=0.0, lo_open=True, hi=1.0),
+            "modules": tuple(mods),
+        }
+        for name, value in checked.items():  # frozen: the normalised values go in this way
+            object.__setattr__(self, name, value)
 
     def hash_fields(self) -> dict[str, object]:
-        """The fields that define the built-in factors' values (``modules`` excluded)."""
-        return self.model_dump(mode="json", exclude={"modules"})
+        """The fields that define the built-in factors' values (``modules`` excluded), in
+        declaration order, as JSON values."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "modules"}
 
-    @field_validator("bigorder_ret_top_frac")
-    @classmethod
-    def _representable(cls, v: float) -> float:
-        Fraction(str(v))  # raises on nonsense; keeps the exact decimal for ceil()
-        return v
+    def to_dict(self) -> dict[str, object]:
+        """Every field as JSON values (``modules`` as a list): ``FactorConfig(**d)`` rebuilds it."""
+        return {**self.hash_fields(), "modules": list(self.modules)}
+
+    def replace(self, **changes: Any) -> FactorConfig:
+        """A copy with ``changes`` applied and checked."""
+        return dataclasses.replace(self, **changes)
 
     @property
     def top_frac_fraction(self) -> Fraction:
@@ -91,6 +143,16 @@ class FactorConfig(BaseModel):
                 if isinstance(m, str) and m.endswith(".py") and not Path(m).is_absolute()
                 else m for m in mods]
         try:
-            return cls(**section)
-        except Exception as e:
+            return cls.from_mapping(section)
+        except ValueError as e:
             raise ValueError(f"{p}: invalid [factors] configuration: {e}") from e
+
+    @classmethod
+    def from_mapping(cls, section: dict[str, Any]) -> FactorConfig:
+        """Build from a ``[factors]`` table already parsed: unknown keys are a ValueError
+        naming them (the constructor's own would be a TypeError)."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; known: {known}")
+        return cls(**section)
