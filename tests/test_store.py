@@ -325,6 +325,71 @@ def test_stock_selection_decodes_only_overlapping_row_groups(tmp_path: Path,
     assert calls == [2, 3]
 
 
+def test_a_day_read_in_stock_chunks_decodes_each_row_group_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consecutive stock chunks (a memory budget's reads) decode each row group once: a chunk
+    that ends inside a group leaves its decode to the next chunk, which starts there. The
+    chunks' rows are the whole file's, and nothing stays remembered once the day is read."""
+    import pyarrow.parquet as pq
+
+    from fbgpu.data import tickread
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "t.parquet"
+    table = _sorted_ticks_file(path, rng, n_sym=40, row_group=37, dictionary=True)
+    names = sorted(set(table.column("symbol").to_pylist()))
+    calls: list[int] = []
+    real = pq.ParquetFile.read_row_group
+
+    def counting(self: pq.ParquetFile, i: int, *a: object, **k: object) -> pa.Table:
+        calls.append(i)
+        return real(self, i, *a, **k)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counting)
+    whole = {c: table.column(c).to_numpy() for c in RUN_COLUMNS}
+    n_groups = pq.ParquetFile(path).metadata.num_row_groups
+    for width in (1, 3, 7):  # chunks smaller and larger than a row group
+        calls.clear()
+        got = {c: [] for c in RUN_COLUMNS}
+        with tickread.chunked_reads():
+            for lo in range(0, len(names), width):
+                syms, _, cols = tickread.read_runs(path, list(RUN_COLUMNS),
+                                                   names[lo:lo + width])
+                assert list(syms) == names[lo:lo + width]
+                for c in RUN_COLUMNS:
+                    got[c].append(cols[c])
+            assert not tickread._DECODED  # the last chunk took the last group's decode
+        for c in RUN_COLUMNS:
+            np.testing.assert_array_equal(np.concatenate(got[c]), whole[c])
+        assert calls == list(range(n_groups)), width
+    # outside a chunked_reads block a read keeps nothing (and so decodes again)
+    calls.clear()
+    tickread.read_runs(path, ["ts"], names[:1])
+    tickread.read_runs(path, ["ts"], names[1:2])
+    assert not tickread._DECODED and calls == [0, 0]
+
+
+def test_a_replaced_parquet_file_is_not_read_from_an_earlier_decode(tmp_path: Path) -> None:
+    """A chunk read that ended inside a row group remembers that group's decode for the file
+    it read; a file renamed into place before the next chunk (the store's way of replacing a
+    partition) is another file, so the next chunk reads the new file's values."""
+    from fbgpu.data import tickread
+
+    rng = np.random.default_rng(5)
+    path = tmp_path / "t.parquet"
+    old = _sorted_ticks_file(path, rng, n_sym=10, row_group=1000, dictionary=True)
+    names = sorted(set(old.column("symbol").to_pylist()))
+    with tickread.chunked_reads():
+        tickread.read_runs(path, list(RUN_COLUMNS), names[:3])  # ends inside the only group
+        assert tickread._DECODED
+        new_path = tmp_path / "new.parquet"
+        new = _sorted_ticks_file(new_path, np.random.default_rng(6), n_sym=10, row_group=1000,
+                                 dictionary=True)
+        os.replace(new_path, path)
+        _assert_runs_match(path, new, names[3:])
+    assert not tickread._DECODED
+
+
 @pytest.mark.parametrize("fmt", ["arrow", "parquet"])
 def test_read_ticks_rejects_an_unsorted_partition(tmp_path: Path, fmt: str) -> None:
     import pyarrow.parquet as pq

@@ -838,6 +838,15 @@ class Store:
             )
         return path
 
+    @staticmethod
+    def chunked_reads() -> contextlib.AbstractContextManager[None]:
+        """A block of in-order stock-chunk reads (a memory budget's day): a Parquet partition's
+        row group that one chunk ends inside is decoded once for it and the next
+        (:func:`fbgpu.data.tickread.chunked_reads`)."""
+        from fbgpu.data.tickread import chunked_reads
+
+        return chunked_reads()
+
     def symbol_counts(self, table: str, date: dt.date | str) -> tuple[np.ndarray, np.ndarray]:
         """``(symbols, rows)``: each stock's row count in a symbol-sorted partition, from its
         ``symbol`` column only (:func:`fbgpu.data.tickread.symbol_counts`)."""

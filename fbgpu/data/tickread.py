@@ -13,12 +13,14 @@ preallocated numpy array per column:
   and the Arrow allocator reuses their pages for the next row group, so peak memory is the
   output plus one row group, not twice the day;
 * **stock selection by row-group ranges**: with ``symbols`` (a memory-budget chunk), only the
-  row groups whose ``symbol`` min/max statistics overlap the requested symbols are decoded (one
-  pass; no filtered re-scan of the whole partition), and only the requested stocks' rows are
-  copied.
+  row groups that hold the requested stocks' rows are decoded (one pass; no filtered re-scan
+  of the whole partition), and only those rows are copied. Inside :func:`chunked_reads` (a
+  memory budget's day), a chunk that ends inside a row group leaves that group's decode for
+  the next chunk, which starts there, so a day read in chunks decodes each row group once.
 
-The ``symbol`` column is read first (dictionary codes only, 4 bytes a row) to find the runs;
-the CSR ``offsets`` follow from the run lengths. Columns that contain nulls (none of the tick
+The ``symbol`` column is read first (dictionary codes only, 4 bytes a row) to find the runs,
+once per file (``_RUNS_CACHE``, shared with the Arrow IPC path); the CSR ``offsets`` follow
+from the run lengths. Columns that contain nulls (none of the tick
 schemas' columns do in a conformed store) are converted as ``pyarrow`` does (integers with nulls
 become float64 with NaN), so values are the same as ``Table.column(c).to_numpy()``.
 
@@ -34,17 +36,20 @@ nulls is copied, once, into contiguous arrays.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 from fbgpu.data.store import pq  # pyarrow.parquet, imported on first use
+
+_Opened = TypeVar("_Opened")  # what a partition's opening returns (_remembered_runs)
 
 
 class TickReadError(Exception):
@@ -80,32 +85,6 @@ def as_numpy(arr: pa.Array) -> np.ndarray:
         return np.frombuffer(buf, dtype=dtype, count=len(arr),
                              offset=arr.offset * dtype.itemsize)
     return arr.to_numpy(zero_copy_only=False)
-
-
-def _row_groups(md: pq.FileMetaData, sym_col: int, want: np.ndarray | None) -> list[int]:
-    """Row groups that may hold rows of the sorted symbols ``want`` (all when None), from the
-    ``symbol`` column's min/max statistics (a row group without statistics is kept)."""
-    groups = list(range(md.num_row_groups))
-    if want is None:
-        return groups
-    if len(want) == 0:
-        return []
-    lo, hi = str(want[0]), str(want[-1])
-    keep = []
-    for g in groups:
-        st = md.row_group(g).column(sym_col).statistics
-        if st is not None and st.has_min_max:
-            smin, smax = st.min, st.max
-            smin = smin.decode() if isinstance(smin, bytes) else str(smin)
-            smax = smax.decode() if isinstance(smax, bytes) else str(smax)
-            if smax < lo or smin > hi:
-                continue
-            # no requested symbol inside [smin, smax]: skip (the symbols are sorted)
-            i = np.searchsorted(want, smin)
-            if i >= len(want) or str(want[i]) > smax:
-                continue
-        keep.append(g)
-    return keep
 
 
 def _symbol_runs(chunks: Sequence[pa.Array]) -> tuple[list[str], list[int]]:
@@ -169,34 +148,110 @@ def _file_key(path: str | Path) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _mapped_runs(path: str | Path
-                 ) -> tuple[pa.Schema, list[pa.RecordBatch], np.ndarray, np.ndarray]:
-    """Memory-map an Arrow IPC partition: ``(schema, batches, names, starts)``, the stock runs
-    (:func:`_symbol_runs` as read-only arrays; ``starts`` ends with the row count) checked to
-    be one run per stock (:class:`TickReadError` otherwise) and remembered per file
-    (``_RUNS_CACHE``). The file's identity is read before and after mapping it: when the two
-    differ (the store renamed a new file into place meanwhile) the runs are found afresh and
-    not remembered, so no key is ever paired with another file's runs."""
-    before = _file_key(path)
-    schema, batches = _ipc_batches(path)
-    if "symbol" not in schema.names:
-        raise TickReadError(f"{path}: no symbol column")
-    same = _file_key(path) == before
-    if same:
+#: Within :func:`chunked_reads`: the last decoded row group of a Parquet partition whose
+#: stock-selection read ended inside it, keyed by the file's identity (``_file_key``), with the
+#: group and the columns. Under a memory budget the next chunk starts in that group, and
+#: decoding a 1 M-row group again for every chunk made a budgeted Parquet day 1.6-2.5x the
+#: unbudgeted one. Taken (removed) by the read that uses it; one entry per file, at most
+#: ``_DECODED_SIZE`` files; emptied when the outermost ``chunked_reads`` block ends. The
+#: budget planner counts it (``parquet_read_bytes``: two row groups per partition, this one
+#: and the one being decoded).
+_DECODED: OrderedDict[tuple[int, ...], tuple[int, tuple[str, ...], pa.Table]] = OrderedDict()
+_DECODED_SIZE = 4
+_CHUNKED_DEPTH = 0  # open chunked_reads() blocks (any thread: the reads run on a pool)
+
+
+@contextlib.contextmanager
+def chunked_reads() -> Iterator[None]:
+    """A block of in-order stock-chunk reads (a memory budget's day): inside it, a Parquet
+    read of a stock selection that ends inside a row group keeps that group's decode for the
+    next read, which starts there, so each row group is decoded once. Outside any such block
+    nothing is kept (an ad hoc selection holds no memory afterwards); leaving the outermost
+    block drops whatever is still kept. Process-wide (the reads run on reader threads)."""
+    global _CHUNKED_DEPTH
+    with _RUNS_LOCK:
+        _CHUNKED_DEPTH += 1
+    try:
+        yield
+    finally:
         with _RUNS_LOCK:
-            hit = _RUNS_CACHE.get(before)
+            _CHUNKED_DEPTH -= 1
+            if not _CHUNKED_DEPTH:
+                _DECODED.clear()
+
+
+def _take_decoded(key: tuple[int, ...] | None, group: int, cols: Sequence[str]
+                  ) -> pa.Table | None:
+    """The remembered decode of row ``group`` (these ``cols``) of the file ``key``, removed
+    from the cache; None when there is none (or ``key`` is None: an unstable file)."""
+    if key is None:
+        return None
+    with _RUNS_LOCK:
+        hit = _DECODED.get(key)
+        if hit is None or hit[0] != group or hit[1] != tuple(cols):
+            return None
+        del _DECODED[key]
+        return hit[2]
+
+
+def _keep_decoded(key: tuple[int, ...] | None, group: int, cols: Sequence[str],
+                  table: pa.Table) -> None:
+    """Remember ``table``, the decode of row ``group`` of the file ``key``, inside a
+    :func:`chunked_reads` block (replacing that file's previous entry; the oldest file's entry
+    goes beyond ``_DECODED_SIZE``)."""
+    if key is None:
+        return
+    with _RUNS_LOCK:
+        if not _CHUNKED_DEPTH:
+            return
+        _DECODED.pop(key, None)
+        _DECODED[key] = (group, tuple(cols), table)
+        while len(_DECODED) > _DECODED_SIZE:
+            _DECODED.popitem(last=False)
+
+
+def _remembered_runs(path: str | Path, open_file: Callable[[], _Opened],
+                     symbol_chunks: Callable[[_Opened], Sequence[pa.Array]]
+                     ) -> tuple[_Opened, np.ndarray, np.ndarray, tuple[int, ...] | None]:
+    """Open a partition (``open_file()``) and find its stock runs: ``(opened, names, starts,
+    key)``, the runs of :func:`_symbol_runs` over ``symbol_chunks(opened)`` as read-only arrays
+    (``starts`` ends with the row count), checked to be one run per stock
+    (:class:`TickReadError` otherwise) and remembered per file (``_RUNS_CACHE``). The file's
+    identity is read before and after opening it: when the two differ (the store renamed a new
+    file into place meanwhile) the runs are found afresh, nothing is remembered and ``key`` is
+    None, so no key is ever paired with another file's data."""
+    before = _file_key(path)
+    opened = open_file()
+    key = before if _file_key(path) == before else None
+    if key is not None:
+        with _RUNS_LOCK:
+            hit = _RUNS_CACHE.get(key)
             if hit is not None:
-                _RUNS_CACHE.move_to_end(before)
-                return schema, batches, *hit
-    run_names, run_starts = _stock_runs(path, [b.column("symbol") for b in batches])
+                _RUNS_CACHE.move_to_end(key)
+                return opened, *hit, key
+    run_names, run_starts = _stock_runs(path, symbol_chunks(opened))
     run_names.flags.writeable = False
     run_starts.flags.writeable = False
-    if same:
+    if key is not None:
         with _RUNS_LOCK:
-            _RUNS_CACHE[before] = (run_names, run_starts)
+            _RUNS_CACHE[key] = (run_names, run_starts)
             while len(_RUNS_CACHE) > _RUNS_CACHE_SIZE:
                 _RUNS_CACHE.popitem(last=False)
-    return schema, batches, run_names, run_starts
+    return opened, run_names, run_starts, key
+
+
+def _mapped_runs(path: str | Path
+                 ) -> tuple[pa.Schema, list[pa.RecordBatch], np.ndarray, np.ndarray]:
+    """Memory-map an Arrow IPC partition: ``(schema, batches, names, starts)``, its stock runs
+    remembered per file (:func:`_remembered_runs`)."""
+    def symbols(opened: tuple[pa.Schema, list[pa.RecordBatch]]) -> list[pa.Array]:
+        if "symbol" not in opened[0].names:
+            raise TickReadError(f"{path}: no symbol column")
+        return [b.column("symbol") for b in opened[1]]
+
+    (schema, batches), names, starts, _ = _remembered_runs(path, lambda: _ipc_batches(path),
+                                                          symbols)
+    return schema, batches, names, starts
 
 
 def is_ipc(path: str | Path) -> bool:
@@ -268,15 +323,12 @@ def read_runs(
     """
     if is_ipc(path):
         return read_runs_ipc(path, columns, symbols)
-    f = pq.ParquetFile(path)
+    f, run_names, starts, key = _remembered_runs(
+        path, lambda: pq.ParquetFile(path),
+        lambda opened: opened.read(columns=["symbol"]).column("symbol").chunks)
     md = f.metadata
     schema = f.schema_arrow
     cols, want = _selection(path, schema, columns, symbols)
-    sym_col = md.schema.to_arrow_schema().get_field_index("symbol")
-    groups = _row_groups(md, sym_col, want)
-    sym = f.read_row_groups(groups, columns=["symbol"]).column("symbol") if groups else None
-    run_names, starts = _stock_runs(path, sym.chunks if sym is not None else [])
-    del sym
     keep = (np.ones(len(run_names), dtype=bool) if want is None
             else np.isin(run_names.astype(str), want.astype(str)))
     counts = np.diff(starts)[keep]
@@ -287,7 +339,7 @@ def read_runs(
     span_ends = [s[1] for s in spans]
     out = {c: np.empty(n_out, dtype=numpy_dtype(schema.field(c).type)) for c in cols}
     base = 0
-    for g in groups:
+    for g in range(md.num_row_groups):
         if not cols or not spans:
             break
         n_g = md.row_group(g).num_rows
@@ -295,7 +347,8 @@ def read_runs(
             break
         k = bisect.bisect_right(span_ends, base)
         if k < len(spans) and spans[k][0] < base + n_g:  # the group holds kept rows
-            t = f.read_row_group(g, columns=cols)
+            # a stock chunk of a memory budget that ended inside this group decoded it
+            t = _take_decoded(key, g, cols) or f.read_row_group(g, columns=cols)
             for c in cols:
                 c0 = base
                 for ch in t.column(c).chunks:
@@ -304,6 +357,9 @@ def read_runs(
                         out[c] = out[c].astype(arr.dtype)  # ints with nulls become float
                     _copy_chunk(out[c], arr, c0, spans, span_ends)
                     c0 += len(ch)
+            if want is not None and span_ends[-1] < base + n_g:
+                # this read ends inside the group: the next chunk (the next stocks) starts here
+                _keep_decoded(key, g, cols, t)
             del t
         base += n_g
     return run_names[keep], offsets, out

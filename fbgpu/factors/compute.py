@@ -604,11 +604,13 @@ def compute_day(
         return compute_loaded_day(_resident(day, dev, staging), names, ops, config)
     # On a device, chunk k+1 is read and its upload started while chunk k computes (its raw
     # inputs are then resident beside chunk k's working memory); on the CPU the chunks are
-    # read one at a time, as the budget there is host memory.
+    # read one at a time, as the budget there is host memory. The chunks are read in stock
+    # order, so a Parquet row group that one chunk ends inside is decoded once for two.
     d = _as_date(date)
     parts = []
-    with DayPrefetch(store, [((d, k), names) for k in range(len(chunks))], enabled=dev.is_gpu,
-                     backend=dev, symbols=[list(c) for c in chunks], staging=staging) as ahead:
+    with store.chunked_reads(), DayPrefetch(
+            store, [((d, k), names) for k in range(len(chunks))], enabled=dev.is_gpu,
+            backend=dev, symbols=[list(c) for c in chunks], staging=staging) as ahead:
         for k, c in enumerate(chunks):
             day = ahead.take((d, k))
             if day is None:
