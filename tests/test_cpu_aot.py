@@ -59,6 +59,7 @@ def _both_routes(day: DayInputs, monkeypatch: pytest.MonkeyPatch, ops: CpuSegmen
                  config: FactorConfig | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     ran = _spy_runs(monkeypatch)
     monkeypatch.setenv("FBGPU_AOT", "1")
+    monkeypatch.setenv("FBGPU_SIMD", "0")  # numba's order pass too (the SIMD one: test_cpu_simd)
     aot = compute_loaded_day(day, None, ops, config).values
     aot_ran = list(ran)
     monkeypatch.setenv("FBGPU_AOT", "0")

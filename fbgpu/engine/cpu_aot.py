@@ -122,6 +122,22 @@ def _runtime_source() -> Path:
     return KERNEL_DIR / "cpu_aot_runtime.c"
 
 
+def _simd_source() -> Path:
+    """``kernels/cpu_simd_order.c``: the order pass with eight stocks per AVX-512 vector."""
+    from fbgpu.engine.cuda_c import KERNEL_DIR
+
+    return KERNEL_DIR / "cpu_simd_order.c"
+
+
+#: The library built from :func:`_simd_source` (in the build directory, named in the manifest).
+SIMD_LIBRARY = "cpu_simd_order.so"
+#: Flags of the SIMD library: no contraction of a multiply and an add into one rounding (numba
+#: compiles without it; an FMA would change the bits), no fast-math. The kernel function asks
+#: for AVX-512 itself (a target attribute), so the library loads on any x86-64 CPU and
+#: ``fbgpu_simd_supported`` runs before any AVX-512 instruction.
+SIMD_CFLAGS = ("-O2", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math")
+
+
 def _package_file(name: str, rel: str) -> bytes:
     """Bytes of file ``rel`` in installed package ``name`` (found, not imported), or b""."""
     spec = importlib.util.find_spec(name)
@@ -154,7 +170,7 @@ def build_key() -> str:
     pkg = _HERE.parents[1]
     for path in (pkg / "engine" / "cpu_kernels.py", pkg / "data" / "bars.py",
                  pkg / "data" / "bars_kernels.py", pkg / "data" / "schemas.py", _HERE,
-                 _runtime_source()):
+                 _runtime_source(), _simd_source()):
         if path.is_file():
             h.update(path.read_bytes())
     for name in ("numba", "llvmlite"):
@@ -280,7 +296,8 @@ def build(out_dir: Path | None = None) -> Path:
                 raise AotBuildError(f"{name}: {e}") from e
             symbols[name] = cf.native_name
         runtime.unlink()
-        manifest = {"build_key": build_key(), "symbols": symbols, "numba": numba.__version__,
+        manifest = {"build_key": build_key(), "symbols": symbols, "simd": _build_simd(cc, tmp),
+                    "numba": numba.__version__,
                     "llvmlite": llvmlite.__version__, "cpu": llvm.get_host_cpu_name(),
                     "seconds": round(time.perf_counter() - t0, 2)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -296,6 +313,20 @@ def build(out_dir: Path | None = None) -> Path:
     log.info("built the ahead-of-time CPU kernels in %.1f s -> %s", time.perf_counter() - t0,
              out_dir)
     return out_dir
+
+
+def _build_simd(cc: str, out_dir: Path) -> str | None:
+    """Compile :func:`_simd_source` into ``out_dir``; its file name, or None (logged) when the
+    compiler cannot (not x86-64, no AVX-512 intrinsics): the numba kernel then runs."""
+    lib = out_dir / SIMD_LIBRARY
+    try:
+        _run_cc([cc, *SIMD_CFLAGS, str(_simd_source()), "-o", str(lib)])
+        ctypes.CDLL(str(lib)).fbgpu_order_stats_x8  # noqa: B018 - the kernel is there
+    except (AotBuildError, OSError, AttributeError) as e:
+        log.warning("the SIMD order pass was not built (numba's kernel runs it): %s", e)
+        lib.unlink(missing_ok=True)
+        return None
+    return lib.name
 
 
 def _run_cc(cmd: list[str]) -> None:
@@ -335,6 +366,7 @@ class AotKernels:
         self._kernels: dict[str, _Kernel] = {}
         self._lock = threading.Lock()
         self._pools: dict[int, ThreadPoolExecutor] = {}  # by size; never shut down (shared)
+        self._simd_lib: Any = None  # the SIMD library once loaded (False: this CPU lacks it)
 
     def _kernel(self, name: str) -> _Kernel:
         k = self._kernels.get(name)
@@ -345,6 +377,70 @@ class AotKernels:
                     k = _Kernel(self.directory / f"{name}.so", self.manifest["symbols"][name])
                     self._kernels[name] = k
         return k
+
+    def _simd(self) -> Any:
+        """The SIMD library when it was built, the CPU runs it and ``FBGPU_SIMD`` is not ``0``
+        (read per call), else None."""
+        if os.environ.get("FBGPU_SIMD", "1") == "0" or not self.manifest.get("simd"):
+            return None
+        with self._lock:
+            if self._simd_lib is None:
+                lib = ctypes.CDLL(str(self.directory / self.manifest["simd"]))
+                lib.fbgpu_simd_supported.restype = ctypes.c_int
+                self._simd_lib = lib if lib.fbgpu_simd_supported() else False
+                if self._simd_lib is False:
+                    log.info("this CPU has no AVX-512 F/DQ: numba's order pass runs")
+            return self._simd_lib or None
+
+    def order_stats_simd(self, args: tuple[Any, ...], parallel: bool) -> bool:
+        """``fused_order_stats`` (its arguments, :data:`SPECS`' types) by the SIMD library,
+        eight stocks per vector, the stocks sorted by order count so that a vector's lanes
+        have similar lengths; returns False (nothing run) when it cannot (see :meth:`_simd`;
+        other argument types). Same bits as the numba kernel (kernels/cpu_simd_order.c)."""
+        spec = SPECS["fused_order_stats"]
+        if not all(_matches(a, t) for a, t in zip(args, spec.types, strict=True)):
+            return False
+        lib = self._simd()
+        if lib is None:
+            return False
+        offsets, ts, side, volume, price, order_type = args[:6]
+        n_out, mom_out, corr_out, deg_out = args[11:]
+        S = offsets.shape[0] - 1
+        n = ts.shape[0]
+        if (S < 0 or any(a.shape[0] != n for a in (side, volume, price, order_type))
+                or n_out.shape != (4, S) or mom_out.shape != (3, 6, S)
+                or corr_out.shape != (3, S) or deg_out.shape != (S,)
+                or (S > 0 and (offsets[0] < 0 or offsets[-1] > n
+                               or bool((np.diff(offsets) < 0).any())))):
+            return False  # numba's kernel reports (or reads) what it reads
+        if S == 0:
+            return True
+        lengths = np.diff(offsets)
+        order = np.argsort(lengths, kind="stable").astype(np.int64)
+        groups = -(-S // 8)
+        # a group's work is its longest stock's (sorted: the last of its eight)
+        work = np.cumsum(lengths[order[np.minimum(np.arange(groups) * 8 + 7, S - 1)]] + 1)
+        threads = thread_count() if parallel else 1
+        pieces = threads * CHUNKS_PER_THREAD if threads > 1 else 1
+        cuts = np.searchsorted(work, np.linspace(0, work[-1], pieces + 1)[1:-1], side="right")
+        bounds = sorted({0, groups, *np.clip(cuts, 0, groups).tolist()})
+        ptr = ctypes.c_void_p
+        i64 = ctypes.c_int64
+
+        def call(g0: int, g1: int) -> None:
+            lib.fbgpu_order_stats_x8(
+                ptr(offsets.ctypes.data), i64(S), ptr(order.ctypes.data), i64(g0), i64(g1),
+                *(ptr(a.ctypes.data) for a in (ts, side, volume, price, order_type)),
+                *(i64(int(x)) for x in args[6:11]),
+                *(ptr(a.ctypes.data) for a in (n_out, mom_out, corr_out, deg_out)))
+
+        chunks = list(itertools.pairwise(bounds))
+        if threads > 1 and len(chunks) > 1:
+            list(self._executor(threads).map(lambda c: call(*c), chunks))
+        else:
+            for g0, g1 in chunks:
+                call(g0, g1)
+        return True
 
     def _executor(self, threads: int) -> ThreadPoolExecutor:
         with self._lock:

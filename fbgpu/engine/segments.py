@@ -639,11 +639,16 @@ class CpuSegmentOps(SegmentOps):
         mom = np.empty((3, 6, S), dtype=np.float64)
         corr = np.empty((3, S), dtype=np.float64)
         deg = np.empty(S, dtype=np.uint8)
+        args = (offsets, ts, side, volume, price, order_type, np.int64(session[0]),
+                np.int64(session[1]), np.int64(early[0]), np.int64(early[1]),
+                np.int64(limit_type), n, mom, corr, deg)
         # Two streamed passes over five columns: parallel from a quarter of the usual size.
-        self._run("fused_order_stats", 4 * volume.shape[0], offsets, ts, side,
-                  volume, price, order_type, np.int64(session[0]), np.int64(session[1]),
-                  np.int64(early[0]), np.int64(early[1]), np.int64(limit_type), n, mom, corr,
-                  deg)
+        work = 4 * volume.shape[0]
+        from fbgpu.engine import cpu_aot
+
+        aot = cpu_aot.kernels()  # eight stocks per AVX-512 vector where it can: same bits
+        if aot is None or not aot.order_stats_simd(args, work >= self.parallel_min_elements):
+            self._run("fused_order_stats", work, *args)
         return OrderFamilyStats(*(Moments(n[k], *mom[k]) for k in range(3)),
                                 CorrStats(n[3], corr[0], corr[1], corr[2], deg))
 
@@ -685,13 +690,24 @@ class CpuSegmentOps(SegmentOps):
         from fbgpu.data.schemas import MINUTES_PER_DAY
 
         S = offsets.shape[0] - 1
-        amount_bins = np.zeros((S, 32), dtype=np.float64)
-        dlogp_bins = np.zeros((S, 32), dtype=np.float64)
-        nab = np.zeros((S, MINUTES_PER_DAY), dtype=np.float64)
+        amount_bins = _zeroed((S, 32))
+        dlogp_bins = _zeroed((S, 32))
+        nab = _zeroed((S, MINUTES_PER_DAY))
         self._run("fused_trade_bins", 2 * amount.shape[0], offsets, ts, side,
                   amount, log_price, buy_tot, sell_tot, thr, always, np.int64(early[0]),
                   np.int64(early[1]), amount_bins, dlogp_bins, nab)
         return TradeBins(amount_bins, dlogp_bins, nab)
+
+
+def _zeroed(shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 host array of zeros written, not ``calloc``-ed, for kernels that accumulate
+    into it (``out[i] += x``). ``np.zeros`` of a large array maps fresh pages that read as the
+    shared zero page: the kernel's first ``+=`` reads one (mapping the zero page) and then
+    writes it, a second, copy-on-write fault whose TLB flush interrupts the other kernel
+    threads' cores. Writing the zeros first takes one plain fault per page."""
+    out = np.empty(shape, dtype=np.float64)
+    out.fill(0.0)
+    return out
 
 
 def _rows(a: Array, k: int) -> tuple[Array, ...]:

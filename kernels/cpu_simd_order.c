@@ -1,0 +1,254 @@
+/* The order family's fused pass (fbgpu/engine/cpu_kernels.py: fused_order_stats) with eight
+ * stocks per AVX-512 vector: each lane is one stock and runs that stock's orders in element
+ * order through exactly the operations of the numba kernel, so every output is the numba
+ * kernel's, bit for bit (tests/test_cpu_simd.py compares them on adversarial inputs).
+ *
+ * Why lanes are stocks: the numba kernel is a chain of sequential sums per stock; its bits
+ * depend on that order, which rules out vectorising along a stock's elements, and neither of
+ * LLVM's vectorisers produced the across-stocks form from numba source (docs/benchmarks.md,
+ * session 11). The caller sorts the stocks by order count and passes that permutation, so the
+ * eight stocks of a vector have similar lengths (the lanes of a shorter stock idle at its end).
+ *
+ * Exactness, operation by operation (numba compiles without fast-math: no reassociation and no
+ * fused multiply-add; this file is built with -ffp-contract=off and no -ffast-math):
+ * - a masked-out element adds an exact +0.0 to each numba sum; the sums start at +0.0 and are
+ *   never -0.0 (x + y is -0.0 only when both are), so a masked add (lane unchanged) is the same;
+ * - numba's min(a, v) is `v < a ? v : a`, max(a, v) is `v > a ? v : a` (numba's do_minmax):
+ *   the same compare-and-blend here, on the same operands (v + 0.0, v - 0.0, or +-DBL_MAX);
+ * - int64 -> double conversions round to nearest, as numba's sitofp; divisions are IEEE.
+ * Lanes past a stock's last order take no update at all (numba's loop has ended there).
+ *
+ * Built by fbgpu/engine/cpu_aot.py next to the numba kernels; used only when the CPU reports
+ * AVX-512 F and DQ (fbgpu_simd_supported), else the numba kernel runs.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define FBGPU_HAVE_AVX512 1
+#endif
+
+int fbgpu_simd_supported(void) {
+#ifdef FBGPU_HAVE_AVX512
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
+/* The corrected two-pass moments (cpu_kernels._finish_moments), written as numba evaluates
+ * the Python expressions (left to right). */
+static void put_moments(double *mom, int64_t S, int64_t k, int64_t s, int64_t n, double mean0,
+                        double s1, double s2, double s3, double s4, double mn, double mx) {
+    double *row = mom + k * 6 * S;
+    if (n == 0) {
+        for (int j = 0; j < 6; j++) row[j * S + s] = NAN;
+        return;
+    }
+    double dn = (double)n;
+    double c = s1 / dn, e2 = s2 / dn, e3 = s3 / dn, e4 = s4 / dn;
+    row[0 * S + s] = mean0 + c;
+    row[1 * S + s] = e2 - c * c;
+    row[2 * S + s] = (e3 - (3.0 * c) * e2) + ((2.0 * c) * c) * c;
+    row[3 * S + s] = ((e4 - (4.0 * c) * e3) + ((6.0 * c) * c) * e2) - (((3.0 * c) * c) * c) * c;
+    row[4 * S + s] = mn;
+    row[5 * S + s] = mx;
+}
+
+#ifdef FBGPU_HAVE_AVX512
+#define TARGET __attribute__((target("avx512f,avx512dq")))
+
+/* One byte per lane of an int8 column, sign-extended: an aligned 8-byte gather of the word
+ * holding the byte (never past the page that holds it), then a shift. */
+TARGET static inline __m512i gather_i8(__mmask8 m, const int8_t *base, __m512i idx) {
+    __m512i addr = _mm512_add_epi64(_mm512_set1_epi64((int64_t)(uintptr_t)base), idx);
+    __m512i word = _mm512_and_si512(addr, _mm512_set1_epi64(~(int64_t)7));
+    __m512i sh = _mm512_slli_epi64(_mm512_and_si512(addr, _mm512_set1_epi64(7)), 3);
+    __m512i w = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), m, word, (void *)0, 1);
+    __m512i b = _mm512_and_si512(_mm512_srlv_epi64(w, sh), _mm512_set1_epi64(0xff));
+    /* sign-extend the low byte */
+    return _mm512_srai_epi64(_mm512_slli_epi64(b, 56), 56);
+}
+
+/* numba's min(acc, v) / max(acc, v) on the lanes of `upd` (others keep acc). */
+TARGET static inline __m512d vmin(__mmask8 upd, __m512d acc, __m512d v) {
+    return _mm512_mask_blend_pd(upd & _mm512_cmp_pd_mask(v, acc, _CMP_LT_OQ), acc, v);
+}
+TARGET static inline __m512d vmax(__mmask8 upd, __m512d acc, __m512d v) {
+    return _mm512_mask_blend_pd(upd & _mm512_cmp_pd_mask(v, acc, _CMP_GT_OQ), acc, v);
+}
+
+/* The finite lanes of x (not NaN, not +-inf). */
+TARGET static inline __mmask8 finite_lanes(__m512d x) {
+    return (__mmask8)~_mm512_fpclass_pd_mask(x, 0x01 | 0x08 | 0x10 | 0x80);
+}
+
+/* Stocks order[g0 * 8 .. g1 * 8) (a permutation of 0..S-1; lanes past S idle), eight at a
+ * time. Arguments as fused_order_stats: offsets [S + 1]; ts, side, volume, price, order_type
+ * per order; the windows and the limit type; outputs n_out [4, S], mom_out [3, 6, S],
+ * corr_out [3, S], deg_out [S]. */
+TARGET void fbgpu_order_stats_x8(
+    const int64_t *offsets, int64_t S, const int64_t *order, int64_t g0, int64_t g1,
+    const int64_t *ts, const int8_t *side, const int64_t *volume, const double *price,
+    const int8_t *order_type, int64_t session_lo, int64_t session_hi, int64_t early_lo,
+    int64_t early_hi, int64_t limit_type, int64_t *n_out, double *mom_out, double *corr_out,
+    uint8_t *deg_out) {
+    const __m512d zero = _mm512_setzero_pd();
+    const __m512d big = _mm512_set1_pd(DBL_MAX), nbig = _mm512_set1_pd(-DBL_MAX);
+    const __m512d inf = _mm512_set1_pd(INFINITY), ninf = _mm512_set1_pd(-INFINITY);
+    const __m512i one = _mm512_set1_epi64(1);
+    const __m512i v_slo = _mm512_set1_epi64(session_lo), v_shi = _mm512_set1_epi64(session_hi);
+    const __m512i v_elo = _mm512_set1_epi64(early_lo), v_ehi = _mm512_set1_epi64(early_hi);
+    const __m512i v_lim = _mm512_set1_epi64(limit_type);
+    const __m512i v_p1 = _mm512_set1_epi64(1), v_m1 = _mm512_set1_epi64(-1);
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t stock[8], lo_a[8], len_a[8];
+        int64_t maxlen = 0;
+        for (int j = 0; j < 8; j++) {
+            int64_t q = g * 8 + j;
+            stock[j] = q < S ? order[q] : -1;
+            lo_a[j] = stock[j] >= 0 ? offsets[stock[j]] : 0;
+            len_a[j] = stock[j] >= 0 ? offsets[stock[j] + 1] - lo_a[j] : 0;
+            if (len_a[j] > maxlen) maxlen = len_a[j];
+        }
+        const __m512i lo = _mm512_loadu_si512(lo_a), len = _mm512_loadu_si512(len_a);
+        /* pass 1: masked counts, sums, minima and maxima */
+        __m512i nb = _mm512_setzero_si512(), ns = nb, ne = nb, nc = nb;
+        __m512d tb = zero, tsl = zero, te = zero, tx = zero, ty = zero;
+        __m512d bmn = inf, bmx = ninf, smn = inf, smx = ninf, emn = inf, emx = ninf;
+        __m512d xmn = inf, xmx = ninf, ymn = inf, ymx = ninf;
+        for (int64_t i = 0; i < maxlen; i++) {
+            __m512i vi = _mm512_set1_epi64(i);
+            __mmask8 act = _mm512_cmplt_epi64_mask(vi, len);
+            __m512i idx = _mm512_add_epi64(lo, vi);
+            __m512i t = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), act, idx, ts, 8);
+            __m512i vol = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), act, idx, volume,
+                                                      8);
+            __m512d p = _mm512_mask_i64gather_pd(zero, act, idx, price, 8);
+            __m512i sd = gather_i8(act, side, idx);
+            __m512i ot = gather_i8(act, order_type, idx);
+            __m512d fv = _mm512_cvtepi64_pd(vol);
+            __mmask8 ses = act & _mm512_cmpge_epi64_mask(t, v_slo) &
+                           _mm512_cmple_epi64_mask(t, v_shi);
+            __mmask8 mb = ses & _mm512_cmpeq_epi64_mask(sd, v_p1);
+            __mmask8 ms = ses & _mm512_cmpeq_epi64_mask(sd, v_m1);
+            __mmask8 me = ses & _mm512_cmpge_epi64_mask(t, v_elo) &
+                          _mm512_cmplt_epi64_mask(t, v_ehi);
+            __mmask8 mc = mb & _mm512_cmpeq_epi64_mask(ot, v_lim) & finite_lanes(p);
+            __m512d fvp = _mm512_add_pd(fv, zero), fvm = _mm512_sub_pd(fv, zero);
+            nb = _mm512_mask_add_epi64(nb, mb, nb, one);
+            tb = _mm512_mask_add_pd(tb, mb, tb, fv);
+            bmn = vmin(act, bmn, _mm512_mask_blend_pd(mb, big, fvp));
+            bmx = vmax(act, bmx, _mm512_mask_blend_pd(mb, nbig, fvm));
+            ns = _mm512_mask_add_epi64(ns, ms, ns, one);
+            tsl = _mm512_mask_add_pd(tsl, ms, tsl, fv);
+            smn = vmin(act, smn, _mm512_mask_blend_pd(ms, big, fvp));
+            smx = vmax(act, smx, _mm512_mask_blend_pd(ms, nbig, fvm));
+            ne = _mm512_mask_add_epi64(ne, me, ne, one);
+            te = _mm512_mask_add_pd(te, me, te, fv);
+            emn = vmin(act, emn, _mm512_mask_blend_pd(me, big, fvp));
+            emx = vmax(act, emx, _mm512_mask_blend_pd(me, nbig, fvm));
+            nc = _mm512_mask_add_epi64(nc, mc, nc, one);
+            tx = _mm512_mask_add_pd(tx, mc, tx, fv);
+            xmn = vmin(act, xmn, _mm512_mask_blend_pd(mc, big, fvp));
+            xmx = vmax(act, xmx, _mm512_mask_blend_pd(mc, nbig, fvm));
+            ty = _mm512_mask_add_pd(ty, mc, ty, p);
+            ymn = vmin(act, ymn, _mm512_mask_blend_pd(mc, big, _mm512_add_pd(p, zero)));
+            ymx = vmax(act, ymx, _mm512_mask_blend_pd(mc, nbig, _mm512_sub_pd(p, zero)));
+        }
+        /* the means: tot / n where n > 0, else 0.0 */
+#define MEAN(tot, n) _mm512_mask_div_pd(zero, _mm512_cmpgt_epi64_mask(n, _mm512_setzero_si512()), \
+                                        tot, _mm512_cvtepi64_pd(n))
+        const __m512d mb0 = MEAN(tb, nb), ms0 = MEAN(tsl, ns), me0 = MEAN(te, ne);
+        const __m512d mx0 = MEAN(tx, nc), my0 = MEAN(ty, nc);
+#undef MEAN
+        /* pass 2: centred power sums and co-moments */
+        __m512d b1 = zero, b2 = zero, b3 = zero, b4 = zero;
+        __m512d s1 = zero, s2 = zero, s3 = zero, s4 = zero;
+        __m512d e1 = zero, e2 = zero, e3 = zero, e4 = zero;
+        __m512d sx = zero, sy = zero, sxx = zero, syy = zero, sxy = zero;
+        for (int64_t i = 0; i < maxlen; i++) {
+            __m512i vi = _mm512_set1_epi64(i);
+            __mmask8 act = _mm512_cmplt_epi64_mask(vi, len);
+            __m512i idx = _mm512_add_epi64(lo, vi);
+            __m512i t = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), act, idx, ts, 8);
+            __m512i vol = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), act, idx, volume,
+                                                      8);
+            __m512d p = _mm512_mask_i64gather_pd(zero, act, idx, price, 8);
+            __m512i sd = gather_i8(act, side, idx);
+            __m512i ot = gather_i8(act, order_type, idx);
+            __m512d fv = _mm512_cvtepi64_pd(vol);
+            __mmask8 ses = act & _mm512_cmpge_epi64_mask(t, v_slo) &
+                           _mm512_cmple_epi64_mask(t, v_shi);
+            __mmask8 mb = ses & _mm512_cmpeq_epi64_mask(sd, v_p1);
+            __mmask8 ms = ses & _mm512_cmpeq_epi64_mask(sd, v_m1);
+            __mmask8 me = ses & _mm512_cmpge_epi64_mask(t, v_elo) &
+                          _mm512_cmplt_epi64_mask(t, v_ehi);
+            __mmask8 mc = mb & _mm512_cmpeq_epi64_mask(ot, v_lim) & finite_lanes(p);
+#define CENTRAL(m, mean0, a1, a2, a3, a4)                                \
+    do {                                                                 \
+        __m512d d = _mm512_sub_pd(fv, mean0);                            \
+        __m512d d2 = _mm512_mul_pd(d, d);                                \
+        a1 = _mm512_mask_add_pd(a1, m, a1, d);                           \
+        a2 = _mm512_mask_add_pd(a2, m, a2, d2);                          \
+        a3 = _mm512_mask_add_pd(a3, m, a3, _mm512_mul_pd(d2, d));        \
+        a4 = _mm512_mask_add_pd(a4, m, a4, _mm512_mul_pd(d2, d2));       \
+    } while (0)
+            CENTRAL(mb, mb0, b1, b2, b3, b4);
+            CENTRAL(ms, ms0, s1, s2, s3, s4);
+            CENTRAL(me, me0, e1, e2, e3, e4);
+#undef CENTRAL
+            __m512d dx = _mm512_sub_pd(fv, mx0), dy = _mm512_sub_pd(p, my0);
+            sx = _mm512_mask_add_pd(sx, mc, sx, dx);
+            sy = _mm512_mask_add_pd(sy, mc, sy, dy);
+            sxx = _mm512_mask_add_pd(sxx, mc, sxx, _mm512_mul_pd(dx, dx));
+            syy = _mm512_mask_add_pd(syy, mc, syy, _mm512_mul_pd(dy, dy));
+            sxy = _mm512_mask_add_pd(sxy, mc, sxy, _mm512_mul_pd(dx, dy));
+        }
+        /* per lane, the numba kernel's final step */
+        int64_t a_nb[8], a_ns[8], a_ne[8], a_nc[8];
+        double a[26][8];
+        _mm512_storeu_si512(a_nb, nb);
+        _mm512_storeu_si512(a_ns, ns);
+        _mm512_storeu_si512(a_ne, ne);
+        _mm512_storeu_si512(a_nc, nc);
+        const __m512d keep[26] = {mb0, b1, b2, b3, b4, bmn, bmx, ms0, s1, s2, s3, s4, smn,
+                                  smx, me0, e1, e2, e3, e4, emn, emx, sx, sy, sxx, syy, sxy};
+        for (int r = 0; r < 26; r++) _mm512_storeu_pd(a[r], keep[r]);
+        double xlo[8], xhi[8], ylo[8], yhi[8];
+        _mm512_storeu_pd(xlo, xmn);
+        _mm512_storeu_pd(xhi, xmx);
+        _mm512_storeu_pd(ylo, ymn);
+        _mm512_storeu_pd(yhi, ymx);
+        for (int j = 0; j < 8; j++) {
+            int64_t s = stock[j];
+            if (s < 0) continue;
+            n_out[0 * S + s] = a_nb[j];
+            n_out[1 * S + s] = a_ns[j];
+            n_out[2 * S + s] = a_ne[j];
+            n_out[3 * S + s] = a_nc[j];
+            put_moments(mom_out, S, 0, s, a_nb[j], a[0][j], a[1][j], a[2][j], a[3][j], a[4][j],
+                        a[5][j], a[6][j]);
+            put_moments(mom_out, S, 1, s, a_ns[j], a[7][j], a[8][j], a[9][j], a[10][j],
+                        a[11][j], a[12][j], a[13][j]);
+            put_moments(mom_out, S, 2, s, a_ne[j], a[14][j], a[15][j], a[16][j], a[17][j],
+                        a[18][j], a[19][j], a[20][j]);
+            int64_t n = a_nc[j];
+            if (n > 0) {
+                double dn = (double)n;
+                double cx = a[21][j] / dn, cy = a[22][j] / dn;
+                corr_out[0 * S + s] = a[25][j] / dn - cx * cy;
+                corr_out[1 * S + s] = a[23][j] / dn - cx * cx;
+                corr_out[2 * S + s] = a[24][j] / dn - cy * cy;
+                deg_out[s] = (xlo[j] == xhi[j] || ylo[j] == yhi[j]) ? 1 : 0;
+            } else {
+                corr_out[0 * S + s] = corr_out[1 * S + s] = corr_out[2 * S + s] = NAN;
+                deg_out[s] = 1;
+            }
+        }
+    }
+}
+#endif
