@@ -8,6 +8,8 @@
  * LLVM's vectorisers produced the across-stocks form from numba source (docs/benchmarks.md,
  * session 11). The caller sorts the stocks by order count and passes that permutation, so the
  * eight stocks of a vector have similar lengths (the lanes of a shorter stock idle at its end).
+ * The lanes read their stocks eight elements at a time (one masked load per lane and column,
+ * then an 8 x 8 transpose): a gather per element and column cost more than the arithmetic.
  *
  * Exactness, operation by operation (numba compiles without fast-math: no reassociation and no
  * fused multiply-add; this file is built with -ffp-contract=off and no -ffast-math):
@@ -19,7 +21,7 @@
  * Lanes past a stock's last order take no update at all (numba's loop has ended there).
  *
  * Built by fbgpu/engine/cpu_aot.py next to the numba kernels; used only when the CPU reports
- * AVX-512 F and DQ (fbgpu_simd_supported), else the numba kernel runs.
+ * AVX-512 F, DQ, BW and VL (fbgpu_simd_supported), else the numba kernel runs.
  */
 #include <float.h>
 #include <math.h>
@@ -33,7 +35,8 @@
 int fbgpu_simd_supported(void) {
 #ifdef FBGPU_HAVE_AVX512
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 #else
     return 0;
 #endif
@@ -59,18 +62,60 @@ static void put_moments(double *mom, int64_t S, int64_t k, int64_t s, int64_t n,
 }
 
 #ifdef FBGPU_HAVE_AVX512
-#define TARGET __attribute__((target("avx512f,avx512dq")))
+#define TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl")))
 
-/* One byte per lane of an int8 column, sign-extended: an aligned 8-byte gather of the word
- * holding the byte (never past the page that holds it), then a shift. */
-TARGET static inline __m512i gather_i8(__mmask8 m, const int8_t *base, __m512i idx) {
-    __m512i addr = _mm512_add_epi64(_mm512_set1_epi64((int64_t)(uintptr_t)base), idx);
-    __m512i word = _mm512_and_si512(addr, _mm512_set1_epi64(~(int64_t)7));
-    __m512i sh = _mm512_slli_epi64(_mm512_and_si512(addr, _mm512_set1_epi64(7)), 3);
-    __m512i w = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), m, word, (void *)0, 1);
-    __m512i b = _mm512_and_si512(_mm512_srlv_epi64(w, sh), _mm512_set1_epi64(0xff));
-    /* sign-extend the low byte */
-    return _mm512_srai_epi64(_mm512_slli_epi64(b, 56), 56);
+/* 8 x 8 transpose of 64-bit elements: r[j][k] -> r[k][j] (rows in, columns out). */
+TARGET static inline void transpose8(__m512i r[8]) {
+    __m512i t0 = _mm512_unpacklo_epi64(r[0], r[1]), t1 = _mm512_unpackhi_epi64(r[0], r[1]);
+    __m512i t2 = _mm512_unpacklo_epi64(r[2], r[3]), t3 = _mm512_unpackhi_epi64(r[2], r[3]);
+    __m512i t4 = _mm512_unpacklo_epi64(r[4], r[5]), t5 = _mm512_unpackhi_epi64(r[4], r[5]);
+    __m512i t6 = _mm512_unpacklo_epi64(r[6], r[7]), t7 = _mm512_unpackhi_epi64(r[6], r[7]);
+    __m512i u0 = _mm512_shuffle_i64x2(t0, t2, 0x88), u1 = _mm512_shuffle_i64x2(t0, t2, 0xdd);
+    __m512i u2 = _mm512_shuffle_i64x2(t1, t3, 0x88), u3 = _mm512_shuffle_i64x2(t1, t3, 0xdd);
+    __m512i u4 = _mm512_shuffle_i64x2(t4, t6, 0x88), u5 = _mm512_shuffle_i64x2(t4, t6, 0xdd);
+    __m512i u6 = _mm512_shuffle_i64x2(t5, t7, 0x88), u7 = _mm512_shuffle_i64x2(t5, t7, 0xdd);
+    r[0] = _mm512_shuffle_i64x2(u0, u4, 0x88);
+    r[4] = _mm512_shuffle_i64x2(u0, u4, 0xdd);
+    r[2] = _mm512_shuffle_i64x2(u1, u5, 0x88);
+    r[6] = _mm512_shuffle_i64x2(u1, u5, 0xdd);
+    r[1] = _mm512_shuffle_i64x2(u2, u6, 0x88);
+    r[5] = _mm512_shuffle_i64x2(u2, u6, 0xdd);
+    r[3] = _mm512_shuffle_i64x2(u3, u7, 0x88);
+    r[7] = _mm512_shuffle_i64x2(u3, u7, 0xdd);
+}
+
+/* Elements i0 .. i0 + 7 of the eight lanes' stocks, as columns: ts[k], vol[k], price[k] hold
+ * element i0 + k of every lane; side_w / type_w hold each lane's eight bytes (byte k of lane
+ * j's word is its element i0 + k). Masked loads: nothing past a stock's last order is read. */
+typedef struct {
+    __m512i ts[8], vol[8], price[8], side_w, type_w;
+} Block;
+
+TARGET static inline void load_block(Block *b, const int64_t *lo_a, const int64_t *len_a,
+                                     int64_t i0, const int64_t *ts, const int8_t *side,
+                                     const int64_t *volume, const double *price,
+                                     const int8_t *order_type) {
+    int64_t sw[8], tw[8];
+    for (int j = 0; j < 8; j++) {
+        int64_t rem = len_a[j] - i0;
+        __mmask8 m = rem >= 8 ? (__mmask8)0xff : rem > 0 ? (__mmask8)((1u << rem) - 1u) : 0;
+        int64_t at = lo_a[j] + i0;
+        b->ts[j] = _mm512_maskz_loadu_epi64(m, ts + at);
+        b->vol[j] = _mm512_maskz_loadu_epi64(m, volume + at);
+        b->price[j] = _mm512_castpd_si512(_mm512_maskz_loadu_pd(m, price + at));
+        sw[j] = _mm_cvtsi128_si64(_mm_maskz_loadu_epi8(m, side + at));
+        tw[j] = _mm_cvtsi128_si64(_mm_maskz_loadu_epi8(m, order_type + at));
+    }
+    transpose8(b->ts);
+    transpose8(b->vol);
+    transpose8(b->price);
+    b->side_w = _mm512_loadu_si512(sw);
+    b->type_w = _mm512_loadu_si512(tw);
+}
+
+/* Byte k of each lane's word, sign-extended (an int8 column's element i0 + k). */
+TARGET static inline __m512i byte_k(__m512i w, int k) {
+    return _mm512_srai_epi64(_mm512_sllv_epi64(w, _mm512_set1_epi64(56 - 8 * k)), 56);
 }
 
 /* numba's min(acc, v) / max(acc, v) on the lanes of `upd` (others keep acc). */
@@ -114,50 +159,51 @@ TARGET void fbgpu_order_stats_x8(
             len_a[j] = stock[j] >= 0 ? offsets[stock[j] + 1] - lo_a[j] : 0;
             if (len_a[j] > maxlen) maxlen = len_a[j];
         }
-        const __m512i lo = _mm512_loadu_si512(lo_a), len = _mm512_loadu_si512(len_a);
+        const __m512i len = _mm512_loadu_si512(len_a);
         /* pass 1: masked counts, sums, minima and maxima */
         __m512i nb = _mm512_setzero_si512(), ns = nb, ne = nb, nc = nb;
         __m512d tb = zero, tsl = zero, te = zero, tx = zero, ty = zero;
         __m512d bmn = inf, bmx = ninf, smn = inf, smx = ninf, emn = inf, emx = ninf;
         __m512d xmn = inf, xmx = ninf, ymn = inf, ymx = ninf;
-        for (int64_t i = 0; i < maxlen; i++) {
-            __m512i vi = _mm512_set1_epi64(i);
-            __mmask8 act = _mm512_cmplt_epi64_mask(vi, len);
-            __m512i idx = _mm512_add_epi64(lo, vi);
-            __m512i t = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), act, idx, ts, 8);
-            __m512i vol = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), act, idx, volume,
-                                                      8);
-            __m512d p = _mm512_mask_i64gather_pd(zero, act, idx, price, 8);
-            __m512i sd = gather_i8(act, side, idx);
-            __m512i ot = gather_i8(act, order_type, idx);
-            __m512d fv = _mm512_cvtepi64_pd(vol);
-            __mmask8 ses = act & _mm512_cmpge_epi64_mask(t, v_slo) &
-                           _mm512_cmple_epi64_mask(t, v_shi);
-            __mmask8 mb = ses & _mm512_cmpeq_epi64_mask(sd, v_p1);
-            __mmask8 ms = ses & _mm512_cmpeq_epi64_mask(sd, v_m1);
-            __mmask8 me = ses & _mm512_cmpge_epi64_mask(t, v_elo) &
-                          _mm512_cmplt_epi64_mask(t, v_ehi);
-            __mmask8 mc = mb & _mm512_cmpeq_epi64_mask(ot, v_lim) & finite_lanes(p);
-            __m512d fvp = _mm512_add_pd(fv, zero), fvm = _mm512_sub_pd(fv, zero);
-            nb = _mm512_mask_add_epi64(nb, mb, nb, one);
-            tb = _mm512_mask_add_pd(tb, mb, tb, fv);
-            bmn = vmin(act, bmn, _mm512_mask_blend_pd(mb, big, fvp));
-            bmx = vmax(act, bmx, _mm512_mask_blend_pd(mb, nbig, fvm));
-            ns = _mm512_mask_add_epi64(ns, ms, ns, one);
-            tsl = _mm512_mask_add_pd(tsl, ms, tsl, fv);
-            smn = vmin(act, smn, _mm512_mask_blend_pd(ms, big, fvp));
-            smx = vmax(act, smx, _mm512_mask_blend_pd(ms, nbig, fvm));
-            ne = _mm512_mask_add_epi64(ne, me, ne, one);
-            te = _mm512_mask_add_pd(te, me, te, fv);
-            emn = vmin(act, emn, _mm512_mask_blend_pd(me, big, fvp));
-            emx = vmax(act, emx, _mm512_mask_blend_pd(me, nbig, fvm));
-            nc = _mm512_mask_add_epi64(nc, mc, nc, one);
-            tx = _mm512_mask_add_pd(tx, mc, tx, fv);
-            xmn = vmin(act, xmn, _mm512_mask_blend_pd(mc, big, fvp));
-            xmx = vmax(act, xmx, _mm512_mask_blend_pd(mc, nbig, fvm));
-            ty = _mm512_mask_add_pd(ty, mc, ty, p);
-            ymn = vmin(act, ymn, _mm512_mask_blend_pd(mc, big, _mm512_add_pd(p, zero)));
-            ymx = vmax(act, ymx, _mm512_mask_blend_pd(mc, nbig, _mm512_sub_pd(p, zero)));
+        for (int64_t i0 = 0; i0 < maxlen; i0 += 8) {
+            Block b;
+            load_block(&b, lo_a, len_a, i0, ts, side, volume, price, order_type);
+            int kmax = maxlen - i0 < 8 ? (int)(maxlen - i0) : 8;
+            for (int k = 0; k < kmax; k++) {
+                __mmask8 act = _mm512_cmplt_epi64_mask(_mm512_set1_epi64(i0 + k), len);
+                __m512i t = b.ts[k];
+                __m512d p = _mm512_castsi512_pd(b.price[k]);
+                __m512i sd = byte_k(b.side_w, k);
+                __m512i ot = byte_k(b.type_w, k);
+                __m512d fv = _mm512_cvtepi64_pd(b.vol[k]);
+                __mmask8 ses = act & _mm512_cmpge_epi64_mask(t, v_slo) &
+                               _mm512_cmple_epi64_mask(t, v_shi);
+                __mmask8 mb = ses & _mm512_cmpeq_epi64_mask(sd, v_p1);
+                __mmask8 ms = ses & _mm512_cmpeq_epi64_mask(sd, v_m1);
+                __mmask8 me = ses & _mm512_cmpge_epi64_mask(t, v_elo) &
+                              _mm512_cmplt_epi64_mask(t, v_ehi);
+                __mmask8 mc = mb & _mm512_cmpeq_epi64_mask(ot, v_lim) & finite_lanes(p);
+                __m512d fvp = _mm512_add_pd(fv, zero), fvm = _mm512_sub_pd(fv, zero);
+                nb = _mm512_mask_add_epi64(nb, mb, nb, one);
+                tb = _mm512_mask_add_pd(tb, mb, tb, fv);
+                bmn = vmin(act, bmn, _mm512_mask_blend_pd(mb, big, fvp));
+                bmx = vmax(act, bmx, _mm512_mask_blend_pd(mb, nbig, fvm));
+                ns = _mm512_mask_add_epi64(ns, ms, ns, one);
+                tsl = _mm512_mask_add_pd(tsl, ms, tsl, fv);
+                smn = vmin(act, smn, _mm512_mask_blend_pd(ms, big, fvp));
+                smx = vmax(act, smx, _mm512_mask_blend_pd(ms, nbig, fvm));
+                ne = _mm512_mask_add_epi64(ne, me, ne, one);
+                te = _mm512_mask_add_pd(te, me, te, fv);
+                emn = vmin(act, emn, _mm512_mask_blend_pd(me, big, fvp));
+                emx = vmax(act, emx, _mm512_mask_blend_pd(me, nbig, fvm));
+                nc = _mm512_mask_add_epi64(nc, mc, nc, one);
+                tx = _mm512_mask_add_pd(tx, mc, tx, fv);
+                xmn = vmin(act, xmn, _mm512_mask_blend_pd(mc, big, fvp));
+                xmx = vmax(act, xmx, _mm512_mask_blend_pd(mc, nbig, fvm));
+                ty = _mm512_mask_add_pd(ty, mc, ty, p);
+                ymn = vmin(act, ymn, _mm512_mask_blend_pd(mc, big, _mm512_add_pd(p, zero)));
+                ymx = vmax(act, ymx, _mm512_mask_blend_pd(mc, nbig, _mm512_sub_pd(p, zero)));
+            }
         }
         /* the means: tot / n where n > 0, else 0.0 */
 #define MEAN(tot, n) _mm512_mask_div_pd(zero, _mm512_cmpgt_epi64_mask(n, _mm512_setzero_si512()), \
@@ -170,24 +216,24 @@ TARGET void fbgpu_order_stats_x8(
         __m512d s1 = zero, s2 = zero, s3 = zero, s4 = zero;
         __m512d e1 = zero, e2 = zero, e3 = zero, e4 = zero;
         __m512d sx = zero, sy = zero, sxx = zero, syy = zero, sxy = zero;
-        for (int64_t i = 0; i < maxlen; i++) {
-            __m512i vi = _mm512_set1_epi64(i);
-            __mmask8 act = _mm512_cmplt_epi64_mask(vi, len);
-            __m512i idx = _mm512_add_epi64(lo, vi);
-            __m512i t = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), act, idx, ts, 8);
-            __m512i vol = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), act, idx, volume,
-                                                      8);
-            __m512d p = _mm512_mask_i64gather_pd(zero, act, idx, price, 8);
-            __m512i sd = gather_i8(act, side, idx);
-            __m512i ot = gather_i8(act, order_type, idx);
-            __m512d fv = _mm512_cvtepi64_pd(vol);
-            __mmask8 ses = act & _mm512_cmpge_epi64_mask(t, v_slo) &
-                           _mm512_cmple_epi64_mask(t, v_shi);
-            __mmask8 mb = ses & _mm512_cmpeq_epi64_mask(sd, v_p1);
-            __mmask8 ms = ses & _mm512_cmpeq_epi64_mask(sd, v_m1);
-            __mmask8 me = ses & _mm512_cmpge_epi64_mask(t, v_elo) &
-                          _mm512_cmplt_epi64_mask(t, v_ehi);
-            __mmask8 mc = mb & _mm512_cmpeq_epi64_mask(ot, v_lim) & finite_lanes(p);
+        for (int64_t i0 = 0; i0 < maxlen; i0 += 8) {
+            Block b;
+            load_block(&b, lo_a, len_a, i0, ts, side, volume, price, order_type);
+            int kmax = maxlen - i0 < 8 ? (int)(maxlen - i0) : 8;
+            for (int k = 0; k < kmax; k++) {
+                __mmask8 act = _mm512_cmplt_epi64_mask(_mm512_set1_epi64(i0 + k), len);
+                __m512i t = b.ts[k];
+                __m512d p = _mm512_castsi512_pd(b.price[k]);
+                __m512i sd = byte_k(b.side_w, k);
+                __m512i ot = byte_k(b.type_w, k);
+                __m512d fv = _mm512_cvtepi64_pd(b.vol[k]);
+                __mmask8 ses = act & _mm512_cmpge_epi64_mask(t, v_slo) &
+                               _mm512_cmple_epi64_mask(t, v_shi);
+                __mmask8 mb = ses & _mm512_cmpeq_epi64_mask(sd, v_p1);
+                __mmask8 ms = ses & _mm512_cmpeq_epi64_mask(sd, v_m1);
+                __mmask8 me = ses & _mm512_cmpge_epi64_mask(t, v_elo) &
+                              _mm512_cmplt_epi64_mask(t, v_ehi);
+                __mmask8 mc = mb & _mm512_cmpeq_epi64_mask(ot, v_lim) & finite_lanes(p);
 #define CENTRAL(m, mean0, a1, a2, a3, a4)                                \
     do {                                                                 \
         __m512d d = _mm512_sub_pd(fv, mean0);                            \
@@ -197,16 +243,17 @@ TARGET void fbgpu_order_stats_x8(
         a3 = _mm512_mask_add_pd(a3, m, a3, _mm512_mul_pd(d2, d));        \
         a4 = _mm512_mask_add_pd(a4, m, a4, _mm512_mul_pd(d2, d2));       \
     } while (0)
-            CENTRAL(mb, mb0, b1, b2, b3, b4);
-            CENTRAL(ms, ms0, s1, s2, s3, s4);
-            CENTRAL(me, me0, e1, e2, e3, e4);
+                CENTRAL(mb, mb0, b1, b2, b3, b4);
+                CENTRAL(ms, ms0, s1, s2, s3, s4);
+                CENTRAL(me, me0, e1, e2, e3, e4);
 #undef CENTRAL
-            __m512d dx = _mm512_sub_pd(fv, mx0), dy = _mm512_sub_pd(p, my0);
-            sx = _mm512_mask_add_pd(sx, mc, sx, dx);
-            sy = _mm512_mask_add_pd(sy, mc, sy, dy);
-            sxx = _mm512_mask_add_pd(sxx, mc, sxx, _mm512_mul_pd(dx, dx));
-            syy = _mm512_mask_add_pd(syy, mc, syy, _mm512_mul_pd(dy, dy));
-            sxy = _mm512_mask_add_pd(sxy, mc, sxy, _mm512_mul_pd(dx, dy));
+                __m512d dx = _mm512_sub_pd(fv, mx0), dy = _mm512_sub_pd(p, my0);
+                sx = _mm512_mask_add_pd(sx, mc, sx, dx);
+                sy = _mm512_mask_add_pd(sy, mc, sy, dy);
+                sxx = _mm512_mask_add_pd(sxx, mc, sxx, _mm512_mul_pd(dx, dx));
+                syy = _mm512_mask_add_pd(syy, mc, syy, _mm512_mul_pd(dy, dy));
+                sxy = _mm512_mask_add_pd(sxy, mc, sxy, _mm512_mul_pd(dx, dy));
+            }
         }
         /* per lane, the numba kernel's final step */
         int64_t a_nb[8], a_ns[8], a_ne[8], a_nc[8];
