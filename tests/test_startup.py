@@ -284,6 +284,24 @@ def test_prefault_maps_read_only_views_and_changes_nothing(tmp_path: Path, monke
     assert prefault(views) == 0
 
 
+def test_a_loaded_day_is_paged_in_once(tiny_store, monkeypatch) -> None:
+    """The CPU compute asks for a day's mapped minute and trade columns to be paged in on its
+    first compute only: computing the same loaded day again (another factor selection) finds
+    them mapped; a newly loaded day is paged in again. Values are the same each time."""
+    import fbgpu.factors.compute as compute
+
+    calls: list[int] = []
+    monkeypatch.setattr(compute, "prefault_async", lambda arrays: calls.append(len(arrays)))
+    d = tiny_store.dates("trades")[0]
+    day = compute.load_day(tiny_store, d)
+    first = compute.compute_loaded_day(day).values
+    again = compute.compute_loaded_day(day, ["bigorder_ret", "skew_order_diff"]).values
+    assert len(calls) == 1 and calls[0] > 0 and day.paged_in
+    assert first.shape[0] == again.shape[0]
+    compute.compute_loaded_day(compute.load_day(tiny_store, d))
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("preset,want", [(None, "__all__"), ("", ""), ("logfire", "logfire")])
 def test_cli_skips_pydantic_plugin_discovery_unless_told(
         monkeypatch: pytest.MonkeyPatch, preset: str | None, want: str) -> None:

@@ -214,6 +214,9 @@ class DayInputs:
     orders: DayTicks | None = None
     #: Cancellations, CSR over ``orders``' stocks (:func:`align_ticks`); only when needed.
     cancels: DayTicks | None = None
+    #: Whether a compute has asked for the mapped columns to be paged in (``store.prefault``):
+    #: once per loaded day; a day computed again (another factor selection) finds them mapped.
+    paged_in: bool = field(default=False, repr=False, compare=False)
 
     @property
     def n_ticks(self) -> int:
@@ -443,9 +446,10 @@ def _compute_resident_day(day: DayInputs, names: list[str], ops: SegmentOps,
     # contexts set up, instead of page faults inside the kernels (store.prefault; off:
     # FBGPU_PREFAULT=0). Not the orders': their pass runs last, after the trade family's
     # intermediates are freed, so faulting them in then keeps the peak RSS where it was.
-    if xp is np:  # host arrays: the CPU backend (device arrays are never mapped files)
+    if xp is np and not day.paged_in:  # host arrays: the CPU backend (never a device's)
         prefault_async([*(minute.fields.values() if minute is not None else ()),
                         *(trades.columns.values() if trades is not None else ())])
+        day.paged_in = True
     # The day's arrays are on ops's device already (compute_loaded_day uploaded a host day;
     # on the CPU they are the host arrays themselves): no xp.asarray of them here.
     minute_ctx = None
