@@ -380,11 +380,16 @@ def _group_ids(lo, hi, keys, x, gid, gsum):  # pragma: no cover - compiled
     Shared by :func:`seg_group_sum` and the fused trade pass (:func:`fused_trade_orders`).
     """
     m = hi - lo
-    kmin = keys[lo]
-    kmax = keys[lo]
-    for i in range(lo + 1, hi):
-        kmin = min(kmin, keys[i])
-        kmax = max(kmax, keys[i])
+    # The run as its own arrays, indexed from 0 by a loop counter: an index LLVM knows is not
+    # negative needs none of numba's wraparound selects, and the key scan below becomes plain
+    # vector loads (with ``keys[i]``, i from lo, it was a gather per element).
+    run_keys = keys[lo:hi]
+    run_x = x[lo:hi]
+    kmin = run_keys[0]
+    kmax = run_keys[0]
+    for j in range(1, m):
+        kmin = min(kmin, run_keys[j])
+        kmax = max(kmax, run_keys[j])
     # int64 subtraction wraps for spans >= 2**63: negative, hence "not dense" below.
     span = kmax - kmin
     n_groups = 0
@@ -393,14 +398,15 @@ def _group_ids(lo, hi, keys, x, gid, gsum):  # pragma: no cover - compiled
         for j in range(m):
             # Without a branch: about half of the trades start a new order, at random, so an
             # ``if g < 0`` mispredicts often; the slot is stored back every time instead.
-            k = keys[lo + j] - kmin
+            # (Unsigned indices: k and g are never negative, and numba then wraps nothing.)
+            k = np.uint64(run_keys[j] - kmin)
             g = slot[k]
             new = g < 0
             g = n_groups if new else g
             slot[k] = g
             n_groups += np.int64(new)
             gid[j] = g
-            gsum[g] += x[lo + j]
+            gsum[np.uint64(g)] += run_x[j]
         return n_groups
     bits = 1
     while (1 << bits) < 2 * m:
@@ -410,7 +416,7 @@ def _group_ids(lo, hi, keys, x, gid, gsum):  # pragma: no cover - compiled
     table_key = np.empty(cap, dtype=np.int64)
     table_group = np.full(cap, -1, dtype=np.int64)
     for j in range(m):
-        k = keys[lo + j]
+        k = run_keys[j]
         h = np.int64((np.uint64(k) * _GOLDEN) >> shift)
         while True:
             g = table_group[h]
@@ -424,7 +430,7 @@ def _group_ids(lo, hi, keys, x, gid, gsum):  # pragma: no cover - compiled
                 break
             h = (h + 1) & (cap - 1)
         gid[j] = g
-        gsum[g] += x[lo + j]
+        gsum[np.uint64(g)] += run_x[j]
     return n_groups
 
 
@@ -638,8 +644,9 @@ def _group_moments(lo, hi, keys, x, gid, gsum, totals, n_out, mom_out, k, s):  #
     for g in range(m):
         gsum[g] = 0.0
     n_groups = _group_ids(lo, hi, keys, x, gid, gsum)
+    run_totals = totals[lo:hi]  # indexed from 0, no wraparound selects (see _group_ids)
     for j in range(m):
-        totals[lo + j] = gsum[gid[j]]
+        run_totals[j] = gsum[np.uint64(gid[j])]
     n = 0
     tot = 0.0
     mn = np.inf
@@ -712,24 +719,35 @@ def fused_trade_bins(offsets, ts, side, amount, log_price, buy_tot, sell_tot, th
         hi = offsets[s + 1]
         t_s = thr[s]
         a_s = always[s]
-        for i in range(lo, hi):
-            t = ts[i]
-            sd = side[i]
-            a = amount[i]
-            code = (np.int64((t >= early_lo) & (t < early_hi))
-                    | (np.int64(sd == 1) << 1) | (np.int64(sd == -1) << 2)
-                    | (np.int64((buy_tot[i] >= t_s) | a_s) << 3)
-                    | (np.int64((sell_tot[i] >= t_s) | a_s) << 4))
+        # The stock's run as its own arrays, indexed from 0 (see _group_ids: no wraparound
+        # selects); the bins' indices are unsigned for the same reason (never negative).
+        r_ts = ts[lo:hi]
+        r_side = side[lo:hi]
+        r_amount = amount[lo:hi]
+        r_lp = log_price[lo:hi]
+        r_buy = buy_tot[lo:hi]
+        r_sell = sell_tot[lo:hi]
+        a_bins = amount_bins[s]
+        d_bins = dlogp_bins[s]
+        n_row = nab[s]
+        for j in range(hi - lo):
+            t = r_ts[j]
+            sd = r_side[j]
+            a = r_amount[j]
+            code = np.uint64((np.int64((t >= early_lo) & (t < early_hi))
+                              | (np.int64(sd == 1) << 1) | (np.int64(sd == -1) << 2)
+                              | (np.int64((r_buy[j] >= t_s) | a_s) << 3)
+                              | (np.int64((r_sell[j] >= t_s) | a_s) << 4)))
             if np.isfinite(a):
-                amount_bins[s, code] += a
+                a_bins[code] += a
             d = 0.0
-            if i > lo:
-                d = log_price[i] - log_price[i - 1]
+            if j > 0:
+                d = r_lp[j] - r_lp[j - 1]
             if np.isfinite(d):
-                dlogp_bins[s, code] += d
+                d_bins[code] += d
             sg = a * np.float64(sd)
             if np.isfinite(sg):
-                nab[s, minute_of_ts_scalar(t)] += sg
+                n_row[np.uint64(minute_of_ts_scalar(t))] += sg
 
 
 @nb.njit(cache=True, inline="always")
