@@ -121,6 +121,13 @@ def _mask_select(use_mask):  # pragma: no cover - compiled
     return np.int64(-1) if use_mask else np.int64(0)
 
 
+@nb.njit(cache=True, inline="always")
+def _run_mask(mask, use_mask, lo, hi):  # pragma: no cover - compiled
+    """The mask of elements ``lo:hi`` as a run indexed from 0 (with :func:`_mask_select`'s
+    bits), or the caller's one-element ``[True]`` without a mask."""
+    return mask[lo:hi] if use_mask else mask[0:1]
+
+
 #: Stand-in for a masked-out value in a running min (``+_BIG``) or max (``-_BIG``): finite, so
 #: that ``0 * _BIG`` is 0 and the substitution below is plain arithmetic.
 _BIG = np.finfo(np.float64).max
@@ -176,13 +183,17 @@ def seg_sum(offsets, x, mask, use_mask, n_out, s_out):  # pragma: no cover - com
     S = offsets.shape[0] - 1
     msel = _mask_select(use_mask)
     for s in nb.prange(S):
+        lo = offsets[s]
+        hi = offsets[s + 1]
+        r_x = x[lo:hi]  # the run indexed from 0: no wraparound selects (see _group_ids)
+        r_mask = _run_mask(mask, use_mask, lo, hi)
         n = 0
         tot = 0.0
-        for i in range(offsets[s], offsets[s + 1]):
-            v = x[i]
+        for j in range(hi - lo):
+            v = r_x[j]
             if not np.isfinite(v):
                 continue
-            mk = mask[i & msel]
+            mk = r_mask[j & msel]
             n += np.int64(mk)
             tot += v * np.float64(mk)
         n_out[s] = n
@@ -259,6 +270,9 @@ def seg_corr(offsets, x, y, mask, use_mask, n_out, cov_out, vx_out, vy_out,
     for s in nb.prange(S):
         lo = offsets[s]
         hi = offsets[s + 1]
+        r_x = x[lo:hi]  # the run indexed from 0: no wraparound selects (see _group_ids)
+        r_y = y[lo:hi]
+        r_mask = _run_mask(mask, use_mask, lo, hi)
         n = 0
         tx = 0.0
         ty = 0.0
@@ -266,12 +280,12 @@ def seg_corr(offsets, x, y, mask, use_mask, n_out, cov_out, vx_out, vy_out,
         xmx = -np.inf
         ymn = np.inf
         ymx = -np.inf
-        for i in range(lo, hi):
-            a = x[i]
-            b = y[i]
+        for j in range(hi - lo):
+            a = r_x[j]
+            b = r_y[j]
             if not (np.isfinite(a) & np.isfinite(b)):
                 continue
-            mk = mask[i & msel]
+            mk = r_mask[j & msel]
             w = np.float64(mk)
             n += np.int64(mk)
             aw = a * w
@@ -297,12 +311,12 @@ def seg_corr(offsets, x, y, mask, use_mask, n_out, cov_out, vx_out, vy_out,
         sxx = 0.0
         syy = 0.0
         sxy = 0.0
-        for i in range(lo, hi):
-            a = x[i]
-            b = y[i]
+        for j in range(hi - lo):
+            a = r_x[j]
+            b = r_y[j]
             if not (np.isfinite(a) & np.isfinite(b)):
                 continue
-            w = np.float64(mask[i & msel])
+            w = np.float64(r_mask[j & msel])
             dx = a * w - mx0 * w  # a - mx0, or exactly 0 when masked out
             dy = b * w - my0 * w
             sx += dx
@@ -535,6 +549,12 @@ def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, 
     for s in nb.prange(S):
         lo = offsets[s]
         hi = offsets[s + 1]
+        # the run indexed from 0: no wraparound selects (see _group_ids)
+        r_ts = ts[lo:hi]
+        r_side = side[lo:hi]
+        r_volume = volume[lo:hi]
+        r_price = price[lo:hi]
+        r_type = order_type[lo:hi]
         nb_ = 0
         ns = 0
         ne = 0
@@ -554,13 +574,13 @@ def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, 
         xmx = -np.inf
         ymn = np.inf
         ymx = -np.inf
-        for i in range(lo, hi):
-            v = volume[i]
+        for j in range(hi - lo):
+            v = r_volume[j]
             if not np.isfinite(v):
                 continue
             fv = np.float64(v)
-            t = ts[i]
-            sd = side[i]
+            t = r_ts[j]
+            sd = r_side[j]
             ses = (t >= session_lo) & (t <= session_hi)
             mb = ses & (sd == 1)
             ms = ses & (sd == -1)
@@ -568,9 +588,9 @@ def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, 
             nb_, tb, bmn, bmx = _selected_first_pass(fv, mb, nb_, tb, bmn, bmx)
             ns, tsl, smn, smx = _selected_first_pass(fv, ms, ns, tsl, smn, smx)
             ne, te, emn, emx = _selected_first_pass(fv, me, ne, te, emn, emx)
-            p = price[i]
+            p = r_price[j]
             # a non-finite price leaves the pair out: a select, like the masks (3% of orders).
-            mc = mb & (order_type[i] == limit_type) & np.isfinite(p)
+            mc = mb & (r_type[j] == limit_type) & np.isfinite(p)
             nc, tx, xmn, xmx = _selected_first_pass(fv, mc, nc, tx, xmn, xmx)
             ty += p if mc else 0.0
             ymn = min(ymn, (p + 0.0) if mc else _BIG)
@@ -588,21 +608,21 @@ def fused_order_stats(offsets, ts, side, volume, price, order_type, session_lo, 
         s1 = s2 = s3 = s4 = 0.0
         e1 = e2 = e3 = e4 = 0.0
         sx = sy = sxx = syy = sxy = 0.0
-        for i in range(lo, hi):
-            v = volume[i]
+        for j in range(hi - lo):
+            v = r_volume[j]
             if not np.isfinite(v):
                 continue
             fv = np.float64(v)
-            t = ts[i]
-            sd = side[i]
+            t = r_ts[j]
+            sd = r_side[j]
             ses = (t >= session_lo) & (t <= session_hi)
             mb = ses & (sd == 1)
             b1, b2, b3, b4 = _selected_central_pass(fv, mb, mb0, b1, b2, b3, b4)
             s1, s2, s3, s4 = _selected_central_pass(fv, ses & (sd == -1), ms0, s1, s2, s3, s4)
             e1, e2, e3, e4 = _selected_central_pass(fv, ses & (t >= early_lo) & (t < early_hi),
                                                     me0, e1, e2, e3, e4)
-            p = price[i]
-            mc = mb & (order_type[i] == limit_type) & np.isfinite(p)
+            p = r_price[j]
+            mc = mb & (r_type[j] == limit_type) & np.isfinite(p)
             dx = (fv - mx0) if mc else 0.0
             dy = (p - my0) if mc else 0.0
             sx += dx
@@ -734,10 +754,10 @@ def fused_trade_bins(offsets, ts, side, amount, log_price, buy_tot, sell_tot, th
             t = r_ts[j]
             sd = r_side[j]
             a = r_amount[j]
-            code = np.uint64((np.int64((t >= early_lo) & (t < early_hi))
+            code = np.uint64(np.int64((t >= early_lo) & (t < early_hi))
                               | (np.int64(sd == 1) << 1) | (np.int64(sd == -1) << 2)
                               | (np.int64((r_buy[j] >= t_s) | a_s) << 3)
-                              | (np.int64((r_sell[j] >= t_s) | a_s) << 4)))
+                              | (np.int64((r_sell[j] >= t_s) | a_s) << 4))
             if np.isfinite(a):
                 a_bins[code] += a
             d = 0.0
