@@ -245,6 +245,22 @@ def test_topk_mask_matches_sorted_reference(d: dict, k: int) -> None:
 
 
 @SETTINGS
+@given(st.lists(st.sampled_from([-2.5, -0.0, 0.0, 1.0, 1.0, 3.0, 7.25, 1e300]) | st.floats(
+    -1e6, 1e6), min_size=1, max_size=300), st.data())
+def test_select_in_place_is_the_kth_smallest(values: list[float], data: st.DataObject) -> None:
+    """The top-k kernel's quickselect returns the k-th smallest value (ties and signed zeros
+    everywhere), and leaves a permutation of its input."""
+    from fbgpu.engine.cpu_kernels import _select_in_place
+
+    a = np.array(values)
+    kth = data.draw(st.integers(0, len(a) - 1))
+    work = a.copy()
+    got = _select_in_place(work, kth)
+    assert got == np.sort(a)[kth]
+    np.testing.assert_array_equal(np.sort(work), np.sort(a))
+
+
+@SETTINGS
 @given(segments())
 def test_threshold_mask_matches_reference(d: dict) -> None:
     S = len(d["offsets"]) - 1

@@ -453,42 +453,84 @@ def seg_topk_mask(offsets, x, valid, k, out):  # pragma: no cover - compiled
     """Per segment, mark the ``k[s]`` valid elements with the largest ``x`` (ties: earlier first).
 
     Elements that are not valid or whose ``x`` is not finite are never selected. Selection, not
-    a sort: the k-th largest value ``t`` comes from ``np.partition`` (O(m)); then, in element
-    order, every value above ``t`` is taken and values equal to ``t`` while places remain,
-    which is exactly the first k of a stable descending sort.
+    a sort: the k-th largest value ``t`` comes from a quickselect of the candidates (O(m);
+    :func:`_select_in_place`); then, in element order, every value above ``t`` is taken and
+    values equal to ``t`` while places remain, which is exactly the first k of a stable
+    descending sort.
     """
     S = offsets.shape[0] - 1
     for s in nb.prange(S):
         lo = offsets[s]
         hi = offsets[s + 1]
+        # the run indexed from 0: no wraparound selects (see _group_ids)
+        r_x = x[lo:hi]
+        r_valid = valid[lo:hi]
+        r_out = out[lo:hi]
         m = 0
-        for i in range(lo, hi):
-            out[i] = False
-            if valid[i] and np.isfinite(x[i]):
+        for i in range(hi - lo):
+            r_out[i] = False
+            if r_valid[i] and np.isfinite(r_x[i]):
                 m += 1
         take = min(k[s], m)
         if take <= 0:
             continue
         vals = np.empty(m, dtype=np.float64)
         j = 0
-        for i in range(lo, hi):
-            if valid[i] and np.isfinite(x[i]):
-                vals[j] = x[i]
+        for i in range(hi - lo):
+            if r_valid[i] and np.isfinite(r_x[i]):
+                vals[j] = r_x[i]
                 j += 1
-        t = np.partition(vals, m - take)[m - take]
         above = 0
+        t = _select_in_place(vals, m - take)
         for j in range(m):
             if vals[j] > t:
                 above += 1
         ties = take - above  # how many elements equal to t are taken, earliest first
-        for i in range(lo, hi):
-            if valid[i] and np.isfinite(x[i]):
-                v = x[i]
+        for i in range(hi - lo):
+            if r_valid[i] and np.isfinite(r_x[i]):
+                v = r_x[i]
                 if v > t:
-                    out[i] = True
+                    r_out[i] = True
                 elif v == t and ties > 0:
-                    out[i] = True
+                    r_out[i] = True
                     ties -= 1
+
+
+@nb.njit(cache=True)
+def _select_in_place(a, kth):  # pragma: no cover - compiled
+    """The ``kth`` smallest value of ``a`` (finite floats; 0-based), reordering ``a`` in place:
+    quickselect with a median-of-three pivot and three-way partitioning (equal keys are not
+    swapped back and forth). The value is what ``np.partition(a, kth)[kth]`` gives (a
+    selection returns the value, whichever algorithm finds it), without its copy of ``a``."""
+    lo = 0
+    hi = a.shape[0] - 1
+    while hi > lo:
+        mid = lo + (hi - lo) // 2
+        x, y, z = a[lo], a[mid], a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))  # the median of the three
+        lt = lo  # a[lo:lt] < pivot, a[lt:i] == pivot, a[gt + 1:hi + 1] > pivot
+        i = lo
+        gt = hi
+        while i <= gt:
+            v = a[i]
+            if v < pivot:
+                a[i] = a[lt]
+                a[lt] = v
+                lt += 1
+                i += 1
+            elif v > pivot:
+                a[i] = a[gt]
+                a[gt] = v
+                gt -= 1
+            else:
+                i += 1
+        if kth < lt:
+            hi = lt - 1
+        elif kth > gt:
+            lo = gt + 1
+        else:
+            return pivot
+    return a[kth]
 
 
 @nb.njit(cache=True, parallel=True)
