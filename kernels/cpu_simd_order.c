@@ -26,6 +26,10 @@
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+
+/* Set (never cleared here) when a call could not allocate its scratch: the caller raises. */
+int fbgpu_simd_error = 0;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -149,6 +153,29 @@ TARGET void fbgpu_order_stats_x8(
     const __m512i v_elo = _mm512_set1_epi64(early_lo), v_ehi = _mm512_set1_epi64(early_hi);
     const __m512i v_lim = _mm512_set1_epi64(limit_type);
     const __m512i v_p1 = _mm512_set1_epi64(1), v_m1 = _mm512_set1_epi64(-1);
+    /* Pass 1 keeps each element's values and masks (8 lanes: 64 + 64 + 4 bytes), so pass 2
+     * streams them back in one sequence instead of re-reading eight stocks' five columns.
+     * Sized for the call's longest stock (the stocks are sorted: its last group's). */
+    int64_t cap = 0;
+    for (int64_t q = g0 * 8; q < g1 * 8 && q < S; q++) {
+        int64_t len_q = offsets[order[q] + 1] - offsets[order[q]];
+        if (len_q > cap) cap = len_q;
+    }
+    double *kept_fv = NULL, *kept_p = NULL;
+    uint8_t *kept_m = NULL;
+    if (cap > 0) {
+        size_t vec_bytes = ((size_t)cap * 64 + 63) / 64 * 64;
+        kept_fv = (double *)aligned_alloc(64, vec_bytes);
+        kept_p = (double *)aligned_alloc(64, vec_bytes);
+        kept_m = (uint8_t *)malloc((size_t)cap * 4);
+        if (!kept_fv || !kept_p || !kept_m) {
+            free(kept_fv);
+            free(kept_p);
+            free(kept_m);
+            fbgpu_simd_error = 1;
+            return;
+        }
+    }
     for (int64_t g = g0; g < g1; g++) {
         int64_t stock[8], lo_a[8], len_a[8];
         int64_t maxlen = 0;
@@ -183,6 +210,13 @@ TARGET void fbgpu_order_stats_x8(
                 __mmask8 me = ses & _mm512_cmpge_epi64_mask(t, v_elo) &
                               _mm512_cmplt_epi64_mask(t, v_ehi);
                 __mmask8 mc = mb & _mm512_cmpeq_epi64_mask(ot, v_lim) & finite_lanes(p);
+                int64_t i = i0 + k;
+                _mm512_store_pd(kept_fv + 8 * i, fv);
+                _mm512_store_pd(kept_p + 8 * i, p);
+                kept_m[4 * i] = mb;
+                kept_m[4 * i + 1] = ms;
+                kept_m[4 * i + 2] = me;
+                kept_m[4 * i + 3] = mc;
                 __m512d fvp = _mm512_add_pd(fv, zero), fvm = _mm512_sub_pd(fv, zero);
                 nb = _mm512_mask_add_epi64(nb, mb, nb, one);
                 tb = _mm512_mask_add_pd(tb, mb, tb, fv);
@@ -216,24 +250,12 @@ TARGET void fbgpu_order_stats_x8(
         __m512d s1 = zero, s2 = zero, s3 = zero, s4 = zero;
         __m512d e1 = zero, e2 = zero, e3 = zero, e4 = zero;
         __m512d sx = zero, sy = zero, sxx = zero, syy = zero, sxy = zero;
-        for (int64_t i0 = 0; i0 < maxlen; i0 += 8) {
-            Block b;
-            load_block(&b, lo_a, len_a, i0, ts, side, volume, price, order_type);
-            int kmax = maxlen - i0 < 8 ? (int)(maxlen - i0) : 8;
-            for (int k = 0; k < kmax; k++) {
-                __mmask8 act = _mm512_cmplt_epi64_mask(_mm512_set1_epi64(i0 + k), len);
-                __m512i t = b.ts[k];
-                __m512d p = _mm512_castsi512_pd(b.price[k]);
-                __m512i sd = byte_k(b.side_w, k);
-                __m512i ot = byte_k(b.type_w, k);
-                __m512d fv = _mm512_cvtepi64_pd(b.vol[k]);
-                __mmask8 ses = act & _mm512_cmpge_epi64_mask(t, v_slo) &
-                               _mm512_cmple_epi64_mask(t, v_shi);
-                __mmask8 mb = ses & _mm512_cmpeq_epi64_mask(sd, v_p1);
-                __mmask8 ms = ses & _mm512_cmpeq_epi64_mask(sd, v_m1);
-                __mmask8 me = ses & _mm512_cmpge_epi64_mask(t, v_elo) &
-                              _mm512_cmplt_epi64_mask(t, v_ehi);
-                __mmask8 mc = mb & _mm512_cmpeq_epi64_mask(ot, v_lim) & finite_lanes(p);
+        for (int64_t i = 0; i < maxlen; i++) {
+            /* what pass 1 kept: the lanes' values and masks of element i */
+            __m512d fv = _mm512_load_pd(kept_fv + 8 * i);
+            __m512d p = _mm512_load_pd(kept_p + 8 * i);
+            __mmask8 mb = kept_m[4 * i], ms = kept_m[4 * i + 1];
+            __mmask8 me = kept_m[4 * i + 2], mc = kept_m[4 * i + 3];
 #define CENTRAL(m, mean0, a1, a2, a3, a4)                                \
     do {                                                                 \
         __m512d d = _mm512_sub_pd(fv, mean0);                            \
@@ -243,17 +265,16 @@ TARGET void fbgpu_order_stats_x8(
         a3 = _mm512_mask_add_pd(a3, m, a3, _mm512_mul_pd(d2, d));        \
         a4 = _mm512_mask_add_pd(a4, m, a4, _mm512_mul_pd(d2, d2));       \
     } while (0)
-                CENTRAL(mb, mb0, b1, b2, b3, b4);
-                CENTRAL(ms, ms0, s1, s2, s3, s4);
-                CENTRAL(me, me0, e1, e2, e3, e4);
+            CENTRAL(mb, mb0, b1, b2, b3, b4);
+            CENTRAL(ms, ms0, s1, s2, s3, s4);
+            CENTRAL(me, me0, e1, e2, e3, e4);
 #undef CENTRAL
-                __m512d dx = _mm512_sub_pd(fv, mx0), dy = _mm512_sub_pd(p, my0);
-                sx = _mm512_mask_add_pd(sx, mc, sx, dx);
-                sy = _mm512_mask_add_pd(sy, mc, sy, dy);
-                sxx = _mm512_mask_add_pd(sxx, mc, sxx, _mm512_mul_pd(dx, dx));
-                syy = _mm512_mask_add_pd(syy, mc, syy, _mm512_mul_pd(dy, dy));
-                sxy = _mm512_mask_add_pd(sxy, mc, sxy, _mm512_mul_pd(dx, dy));
-            }
+            __m512d dx = _mm512_sub_pd(fv, mx0), dy = _mm512_sub_pd(p, my0);
+            sx = _mm512_mask_add_pd(sx, mc, sx, dx);
+            sy = _mm512_mask_add_pd(sy, mc, sy, dy);
+            sxx = _mm512_mask_add_pd(sxx, mc, sxx, _mm512_mul_pd(dx, dx));
+            syy = _mm512_mask_add_pd(syy, mc, syy, _mm512_mul_pd(dy, dy));
+            sxy = _mm512_mask_add_pd(sxy, mc, sxy, _mm512_mul_pd(dx, dy));
         }
         /* per lane, the numba kernel's final step */
         int64_t a_nb[8], a_ns[8], a_ne[8], a_nc[8];
@@ -297,5 +318,8 @@ TARGET void fbgpu_order_stats_x8(
             }
         }
     }
+    free(kept_fv);
+    free(kept_p);
+    free(kept_m);
 }
 #endif

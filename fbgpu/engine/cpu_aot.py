@@ -440,6 +440,11 @@ class AotKernels:
         else:
             for g0, g1 in chunks:
                 call(g0, g1)
+        failed = ctypes.c_int.in_dll(lib, "fbgpu_simd_error")
+        if failed.value:
+            failed.value = 0
+            raise MemoryError("the SIMD order pass could not allocate its per-stock scratch "
+                              f"({int(lengths.max())} orders x 132 bytes)")
         return True
 
     def _executor(self, threads: int) -> ThreadPoolExecutor:
