@@ -20,16 +20,14 @@
  * - int64 -> double conversions round to nearest, as numba's sitofp; divisions are IEEE.
  * Lanes past a stock's last order take no update at all (numba's loop has ended there).
  *
- * Built by fbgpu/engine/cpu_aot.py next to the numba kernels; used only when the CPU reports
+ * Built by fbgpu/engine/cpu_aot.py next to the numba kernels (and checked there against numba's
+ * kernel on an adversarial input before it is used); used only when the CPU reports
  * AVX-512 F, DQ, BW and VL (fbgpu_simd_supported), else the numba kernel runs.
  */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-
-/* Set (never cleared here) when a call could not allocate its scratch: the caller raises. */
-int fbgpu_simd_error = 0;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -109,15 +107,16 @@ TARGET static inline void load_block(Block *b, const int64_t *lo_a, const int64_
         __mmask8 m = rem >= 8 ? (__mmask8)0xff : rem > 0 ? (__mmask8)((1u << rem) - 1u) : 0;
         int64_t at = lo_a[j] + i0;
         if (rem > PREFETCH_AHEAD) { /* the lane's stock goes on: fetch ahead of its reads */
-            _mm_prefetch((const char *)(ts + at + PREFETCH_AHEAD), _MM_HINT_T0);
-            _mm_prefetch((const char *)(volume + at + PREFETCH_AHEAD), _MM_HINT_T0);
-            _mm_prefetch((const char *)(price + at + PREFETCH_AHEAD), _MM_HINT_T0);
-            /* (addresses, not pointers: these may lie past the column's end; a prefetch
-             * never faults) */
-            _mm_prefetch((const char *)((uintptr_t)(side + at) + 4 * PREFETCH_AHEAD),
-                         _MM_HINT_T0);
-            _mm_prefetch((const char *)((uintptr_t)(order_type + at) + 4 * PREFETCH_AHEAD),
-                         _MM_HINT_T0);
+            /* addresses, not pointer arithmetic: the byte columns' may lie past the column's
+             * end (a prefetch never faults) */
+#define AHEAD(col, bytes) \
+    _mm_prefetch((const char *)((uintptr_t)((col) + at) + (bytes)), _MM_HINT_T0)
+            AHEAD(ts, 8 * PREFETCH_AHEAD);
+            AHEAD(volume, 8 * PREFETCH_AHEAD);
+            AHEAD(price, 8 * PREFETCH_AHEAD);
+            AHEAD(side, 4 * PREFETCH_AHEAD);
+            AHEAD(order_type, 4 * PREFETCH_AHEAD);
+#undef AHEAD
         }
         b->ts[j] = _mm512_maskz_loadu_epi64(m, ts + at);
         b->vol[j] = _mm512_maskz_loadu_epi64(m, volume + at);
@@ -153,8 +152,9 @@ TARGET static inline __mmask8 finite_lanes(__m512d x) {
 /* Stocks order[g0 * 8 .. g1 * 8) (a permutation of 0..S-1; lanes past S idle), eight at a
  * time. Arguments as fused_order_stats: offsets [S + 1]; ts, side, volume, price, order_type
  * per order; the windows and the limit type; outputs n_out [4, S], mom_out [3, 6, S],
- * corr_out [3, S], deg_out [S]. */
-TARGET void fbgpu_order_stats_x8(
+ * corr_out [3, S], deg_out [S]. Returns 0, or 1 when the scratch could not be allocated
+ * (nothing written: the caller raises). */
+TARGET int fbgpu_order_stats_x8(
     const int64_t *offsets, int64_t S, const int64_t *order, int64_t g0, int64_t g1,
     const int64_t *ts, const int8_t *side, const int64_t *volume, const double *price,
     const int8_t *order_type, int64_t session_lo, int64_t session_hi, int64_t early_lo,
@@ -187,8 +187,7 @@ TARGET void fbgpu_order_stats_x8(
             free(kept_fv);
             free(kept_p);
             free(kept_m);
-            fbgpu_simd_error = 1;
-            return;
+            return 1;
         }
     }
     for (int64_t g = g0; g < g1; g++) {
@@ -233,22 +232,19 @@ TARGET void fbgpu_order_stats_x8(
                 kept_m[4 * i + 2] = me;
                 kept_m[4 * i + 3] = mc;
                 __m512d fvp = _mm512_add_pd(fv, zero), fvm = _mm512_sub_pd(fv, zero);
-                nb = _mm512_mask_add_epi64(nb, mb, nb, one);
-                tb = _mm512_mask_add_pd(tb, mb, tb, fv);
-                bmn = vmin(act, bmn, _mm512_mask_blend_pd(mb, big, fvp));
-                bmx = vmax(act, bmx, _mm512_mask_blend_pd(mb, nbig, fvm));
-                ns = _mm512_mask_add_epi64(ns, ms, ns, one);
-                tsl = _mm512_mask_add_pd(tsl, ms, tsl, fv);
-                smn = vmin(act, smn, _mm512_mask_blend_pd(ms, big, fvp));
-                smx = vmax(act, smx, _mm512_mask_blend_pd(ms, nbig, fvm));
-                ne = _mm512_mask_add_epi64(ne, me, ne, one);
-                te = _mm512_mask_add_pd(te, me, te, fv);
-                emn = vmin(act, emn, _mm512_mask_blend_pd(me, big, fvp));
-                emx = vmax(act, emx, _mm512_mask_blend_pd(me, nbig, fvm));
-                nc = _mm512_mask_add_epi64(nc, mc, nc, one);
-                tx = _mm512_mask_add_pd(tx, mc, tx, fv);
-                xmn = vmin(act, xmn, _mm512_mask_blend_pd(mc, big, fvp));
-                xmx = vmax(act, xmx, _mm512_mask_blend_pd(mc, nbig, fvm));
+/* numba's _selected_first_pass: masked count and sum; min/max of v or +-DBL_MAX */
+#define FIRST(m, n, tot, mn, mx)                                        \
+    do {                                                                \
+        n = _mm512_mask_add_epi64(n, m, n, one);                        \
+        tot = _mm512_mask_add_pd(tot, m, tot, fv);                      \
+        mn = vmin(act, mn, _mm512_mask_blend_pd(m, big, fvp));          \
+        mx = vmax(act, mx, _mm512_mask_blend_pd(m, nbig, fvm));         \
+    } while (0)
+                FIRST(mb, nb, tb, bmn, bmx);
+                FIRST(ms, ns, tsl, smn, smx);
+                FIRST(me, ne, te, emn, emx);
+                FIRST(mc, nc, tx, xmn, xmx);
+#undef FIRST
                 ty = _mm512_mask_add_pd(ty, mc, ty, p);
                 ymn = vmin(act, ymn, _mm512_mask_blend_pd(mc, big, _mm512_add_pd(p, zero)));
                 ymx = vmax(act, ymx, _mm512_mask_blend_pd(mc, nbig, _mm512_sub_pd(p, zero)));
@@ -336,5 +332,6 @@ TARGET void fbgpu_order_stats_x8(
     free(kept_fv);
     free(kept_p);
     free(kept_m);
+    return 0;
 }
 #endif

@@ -5,9 +5,10 @@ Each lane of the SIMD kernel is one stock run in element order through the numba
 operations, so every output (counts, moments, co-moments, the degenerate flag) must equal, bit
 for bit, ``fused_order_stats`` of :mod:`fbgpu.engine.cpu_kernels` (numba's JIT) on the same
 arguments: checked on random stocks of every length (empty, one order, lengths that are not a
-multiple of eight, very unequal lengths in one vector), with NaN/inf/-0.0 prices, sides and order
-types outside the codes, timestamps on the window edges and volumes that do not round-trip
-through a double, serially and cut into many chunks on two threads; and for whole factor days
+multiple of eight, very unequal lengths in one vector), with NaN/inf/-0.0, overflowing and
+subnormal prices, sides and order types outside the codes, timestamps on the window edges
+(session and early windows apart) and negative volumes or ones that do not round-trip through a
+double, serially and cut into many chunks on two threads; and for whole factor days
 (tiny market, the hand-built edge day) against ``FBGPU_SIMD=0``. Also: the SIMD kernel really
 ran, and ``FBGPU_SIMD=0`` or other argument types fall back to numba's kernel.
 """
@@ -27,10 +28,12 @@ from fbgpu.factors.compute import compute_loaded_day, load_day
 _AOT = cpu_aot.kernels()
 pytestmark = pytest.mark.skipif(
     _AOT is None or _AOT._simd() is None,
-    reason="no SIMD order pass here (no C compiler, not x86-64, or no AVX-512 F/DQ): numba's "
+    reason="no SIMD order pass here (no C compiler, not x86-64, or no AVX-512 F/DQ/BW/VL): numba's "
            "kernel runs it, and tests/test_cpu_aot.py covers that route")
 
-SESSION, EARLY, LIMIT = (100, 900), (100, 300), 1
+# windows apart from each other, and a limit type that is not a side code: a kernel that mixed
+# them up would differ
+SESSION, EARLY, LIMIT = (100, 900), (150, 300), 2
 
 
 def _orders(lengths: list[int], seed: int) -> tuple[np.ndarray, ...]:
@@ -39,18 +42,20 @@ def _orders(lengths: list[int], seed: int) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     n = int(offsets[-1])
-    ts = rng.choice(np.array([0, 99, 100, 101, 299, 300, 301, 899, 900, 901, 2000]), n)
+    ts = rng.choice(np.array([0, 99, 100, 101, 149, 150, 151, 299, 300, 301, 899, 900, 901]), n)
     ts = np.where(rng.random(n) < 0.5, rng.integers(0, 1000, n), ts).astype(np.int64)
     side = rng.choice(np.array([1, -1, 0, 2, -128, 127], dtype=np.int8), n,
                       p=[0.42, 0.42, 0.04, 0.04, 0.04, 0.04])
-    volume = rng.integers(1, 10_000, n).astype(np.int64)
+    volume = rng.integers(-50, 10_000, n).astype(np.int64)
     volume[rng.random(n) < 0.02] = (1 << 62) + 12345  # not exact as a double
+    volume[rng.random(n) < 0.01] = -(10**18)
     volume[rng.random(n) < 0.2] = 500  # ties: constant runs
     price = rng.normal(10.0, 1.0, n)
     price[rng.random(n) < 0.3] = 10.0
-    for v, share in ((np.nan, 0.03), (np.inf, 0.01), (-np.inf, 0.01), (-0.0, 0.02), (0.0, 0.02)):
-        price[rng.random(n) < share] = v
-    order_type = rng.choice(np.array([0, 1, 2, -1], dtype=np.int8), n, p=[0.3, 0.5, 0.1, 0.1])
+    for v, share in ((np.nan, 0.03), (np.inf, 0.01), (-np.inf, 0.01), (-0.0, 0.02), (0.0, 0.02),
+                     (1e308, 0.01), (-1e308, 0.01), (5e-324, 0.01), (-2.2e-308, 0.01)):
+        price[rng.random(n) < share] = v  # overflowing sums, subnormals
+    order_type = rng.choice(np.array([0, 1, 2, -1], dtype=np.int8), n, p=[0.3, 0.2, 0.4, 0.1])
     return offsets, ts, side, volume, price, order_type
 
 
@@ -102,6 +107,12 @@ def test_one_long_stock_among_short_ones() -> None:
     """Lanes of very different lengths in one vector (the sort puts the long one last)."""
     args = _orders([5000, 1, 0, 3, 7, 2, 9, 8, 4, 6000, 1], seed=3)
     _assert_same_bits(_simd(args, True), _numba(args))
+
+
+def test_the_build_check_passes_here() -> None:
+    """The check the build runs before it keeps the library (cpu_aot._simd_self_test: numba's
+    kernel against the library on an adversarial day) holds for this build."""
+    assert cpu_aot._simd_self_test(_AOT._simd())
 
 
 def test_other_argument_types_and_the_switch_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -260,6 +260,18 @@ def test_select_in_place_is_the_kth_smallest(values: list[float], data: st.DataO
     np.testing.assert_array_equal(np.sort(work), np.sort(a))
 
 
+def test_select_in_place_on_an_adversarial_order_falls_back_to_a_sort() -> None:
+    """Inputs that defeat the median-of-three pivot (an organ-pipe order) still give the k-th
+    value (the round limit hands the rest to a sort)."""
+    from fbgpu.engine.cpu_kernels import _select_in_place
+
+    m = 4096
+    organ = np.concatenate([np.arange(0, m, 2), np.arange(m - 1, 0, -2)]).astype(np.float64)
+    for kth in (0, 1, m // 3, m // 2, m - 1):
+        work = organ.copy()
+        assert _select_in_place(work, kth) == float(kth)
+
+
 @SETTINGS
 @given(segments())
 def test_threshold_mask_matches_reference(d: dict) -> None:

@@ -81,7 +81,7 @@ def test_parquet_days_count_a_row_group_decode_per_partition(
 
     import pyarrow.parquet as pq
 
-    from fbgpu.factors.compute import RAW_BYTES_PER_ROW, parquet_read_bytes
+    from fbgpu.factors.compute import PARQUET_READ_GROUPS, RAW_BYTES_PER_ROW, parquet_read_bytes
 
     d = tiny_store.dates("trades")[0]
     assert all(str(tiny_store.partition_path(t, d)).endswith(".arrow")
@@ -95,8 +95,8 @@ def test_parquet_days_count_a_row_group_decode_per_partition(
     want = 0.0
     for t in ("minute", "trades", "orders"):
         meta = pq.ParquetFile(store.partition_path(t, d)).metadata
-        want += 2 * max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) \
-            * RAW_BYTES_PER_ROW[t]
+        want += PARQUET_READ_GROUPS * RAW_BYTES_PER_ROW[t] * max(
+            meta.row_group(i).num_rows for i in range(meta.num_row_groups))
     assert want > 0 and parquet_read_bytes(store, d) == want
     whole = compute_day(store, d, backend="cpu")
     from fbgpu.factors import compute

@@ -296,6 +296,21 @@ def test_read_runs_matches_arrow_for_every_selection(tmp_path: Path, dictionary:
             _assert_runs_match(path, table, sel)
 
 
+def _count_row_group_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The row groups pyarrow decodes from now on (``ParquetFile.read_row_group`` calls)."""
+    import pyarrow.parquet as pq
+
+    calls: list[int] = []
+    real = pq.ParquetFile.read_row_group
+
+    def counting(self: pq.ParquetFile, i: int, *a: object, **k: object) -> pa.Table:
+        calls.append(i)
+        return real(self, i, *a, **k)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counting)
+    return calls
+
+
 def test_stock_selection_decodes_only_overlapping_row_groups(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
@@ -310,14 +325,7 @@ def test_stock_selection_decodes_only_overlapping_row_groups(tmp_path: Path,
     sym = np.repeat(names, 10)  # 200 rows, 10 per stock, row groups of 25 rows
     pq.write_table(pa.table({"symbol": sym, "ts": np.arange(200, dtype=np.int64)}), path,
                    row_group_size=25)
-    calls: list[int] = []
-    real = pq.ParquetFile.read_row_group
-
-    def counting(self: pq.ParquetFile, i: int, *a: object, **k: object) -> pa.Table:
-        calls.append(i)
-        return real(self, i, *a, **k)
-
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counting)
+    calls = _count_row_group_reads(monkeypatch)
     syms, offsets, cols = read_runs(path, ["ts"], names[5:8])  # rows 50..79: groups 2, 3
     np.testing.assert_array_equal(offsets, [0, 10, 20, 30])
     assert list(syms) == names[5:8]
@@ -338,14 +346,7 @@ def test_a_day_read_in_stock_chunks_decodes_each_row_group_once(
     path = tmp_path / "t.parquet"
     table = _sorted_ticks_file(path, rng, n_sym=40, row_group=37, dictionary=True)
     names = sorted(set(table.column("symbol").to_pylist()))
-    calls: list[int] = []
-    real = pq.ParquetFile.read_row_group
-
-    def counting(self: pq.ParquetFile, i: int, *a: object, **k: object) -> pa.Table:
-        calls.append(i)
-        return real(self, i, *a, **k)
-
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counting)
+    calls = _count_row_group_reads(monkeypatch)
     whole = {c: table.column(c).to_numpy() for c in RUN_COLUMNS}
     n_groups = pq.ParquetFile(path).metadata.num_row_groups
     for width in (1, 3, 7):  # chunks smaller and larger than a row group
@@ -367,6 +368,47 @@ def test_a_day_read_in_stock_chunks_decodes_each_row_group_once(
     tickread.read_runs(path, ["ts"], names[:1])
     tickread.read_runs(path, ["ts"], names[1:2])
     assert not tickread._DECODED and calls == [0, 0]
+
+
+def test_chunk_reads_in_any_order_with_other_columns_and_group_edges(tmp_path: Path) -> None:
+    """Inside chunked_reads, reads that do not follow the day's order (a chunk again, a chunk
+    further back, other columns, a chunk ending exactly on a row-group boundary) still return
+    exactly what a whole read filtered to their stocks does."""
+    import pyarrow.parquet as pq
+
+    from fbgpu.data import tickread
+
+    path = tmp_path / "t.parquet"
+    names = [f"{600000 + i}.SH" for i in range(12)]
+    sym = np.repeat(names, 10)  # 120 rows, 10 per stock, row groups of 20: stocks 2k, 2k+1
+    table = pa.table({"symbol": sym, "ts": np.arange(120, dtype=np.int64),
+                      "price": np.arange(120, dtype=np.float64) / 7, "volume": np.arange(120),
+                      "side": np.ones(120, dtype=np.int8)})
+    pq.write_table(table, path, row_group_size=20)
+    with tickread.chunked_reads():
+        for sel, cols in [(names[0:3], ["ts"]), (names[3:4], ["price", "ts"]),
+                          (names[3:4], ["ts"]), (names[1:3], ["ts", "price"]),
+                          (names[4:6], list(RUN_COLUMNS)),  # ends on a group boundary
+                          (names[6:7], list(RUN_COLUMNS)), (names[0:1], list(RUN_COLUMNS)),
+                          (names[6:12], list(RUN_COLUMNS))]:
+            syms, offsets, got = tickread.read_runs(path, cols, sel)
+            rows = np.flatnonzero(np.isin(sym, sel))
+            assert list(syms) == sel and offsets[-1] == len(rows)
+            for c in cols:
+                np.testing.assert_array_equal(got[c], table.column(c).to_numpy()[rows], c)
+    assert not tickread._DECODED
+
+
+def test_a_parquet_partition_without_symbols_is_a_clear_error(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from fbgpu.data.tickread import TickReadError, read_runs, symbol_counts
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"ts": np.arange(5, dtype=np.int64)}), path)
+    for call in (lambda: read_runs(path, ["ts"], ["600000.SH"]), lambda: symbol_counts(path)):
+        with pytest.raises(TickReadError, match="no symbol column"):
+            call()
 
 
 def test_a_replaced_parquet_file_is_not_read_from_an_earlier_decode(tmp_path: Path) -> None:

@@ -154,8 +154,9 @@ def _file_key(path: str | Path) -> tuple[int, ...]:
 #: decoding a 1 M-row group again for every chunk made a budgeted Parquet day 1.6-2.5x the
 #: unbudgeted one. Taken (removed) by the read that uses it; one entry per file, at most
 #: ``_DECODED_SIZE`` files; emptied when the outermost ``chunked_reads`` block ends. The
-#: budget planner counts it (``parquet_read_bytes``: two row groups per partition, this one
-#: and the one being decoded).
+#: budget planner counts it (``parquet_read_bytes``: three row groups per partition, this one,
+#: the one being decoded and the pool's slack). Process-wide: while a block is open, another
+#: thread's selective read of a Parquet partition may keep a decode too (bounded as above).
 _DECODED: OrderedDict[tuple[int, ...], tuple[int, tuple[str, ...], pa.Table]] = OrderedDict()
 _DECODED_SIZE = 4
 _CHUNKED_DEPTH = 0  # open chunked_reads() blocks (any thread: the reads run on a pool)
@@ -254,6 +255,18 @@ def _mapped_runs(path: str | Path
     return schema, batches, names, starts
 
 
+def _parquet_runs(path: str | Path) -> tuple[Any, np.ndarray, np.ndarray, tuple[int, ...] | None]:
+    """Open a Parquet partition: ``(ParquetFile, names, starts, key)``, its stock runs from
+    the ``symbol`` column (dictionary codes only) remembered per file
+    (:func:`_remembered_runs`); :class:`TickReadError` when it has no ``symbol`` column."""
+    def symbols(opened: Any) -> list[pa.Array]:
+        if "symbol" not in opened.schema_arrow.names:
+            raise TickReadError(f"{path}: no symbol column")
+        return opened.read(columns=["symbol"]).column("symbol").chunks
+
+    return _remembered_runs(path, lambda: pq.ParquetFile(path), symbols)
+
+
 def is_ipc(path: str | Path) -> bool:
     """Whether ``path`` is an Arrow IPC partition (by its name, ``*.arrow``)."""
     return str(path).endswith(".arrow")
@@ -270,10 +283,9 @@ def symbol_counts(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     ``symbol`` column alone (dictionary codes; no other column is decoded)."""
     if is_ipc(path):
         _, _, names, starts = _mapped_runs(path)
-        return names.copy(), np.diff(starts)
-    names, starts = _stock_runs(path, pq.ParquetFile(path).read(columns=["symbol"])
-                                .column("symbol").chunks)
-    return names, np.diff(starts)
+    else:
+        _, names, starts, _ = _parquet_runs(path)
+    return names.copy(), np.diff(starts)
 
 
 def _spans(keep: np.ndarray, starts: np.ndarray) -> list[tuple[int, int, int]]:
@@ -323,9 +335,7 @@ def read_runs(
     """
     if is_ipc(path):
         return read_runs_ipc(path, columns, symbols)
-    f, run_names, starts, key = _remembered_runs(
-        path, lambda: pq.ParquetFile(path),
-        lambda opened: opened.read(columns=["symbol"]).column("symbol").chunks)
+    f, run_names, starts, key = _parquet_runs(path)
     md = f.metadata
     schema = f.schema_arrow
     cols, want = _selection(path, schema, columns, symbols)

@@ -27,6 +27,11 @@ A call whose argument types are not the built ones (another dtype, a non-contigu
 kernel not in :data:`SPECS`, ``FBGPU_AOT=0``, or a build that failed (no compiler) goes to
 numba's dispatcher as before: the ahead-of-time build is a faster route to the same code, never
 the only one.
+
+The same build compiles ``kernels/cpu_simd_order.c``, the order pass with eight stocks per
+AVX-512 vector (same bits; checked against numba's kernel before it is kept), which
+:meth:`AotKernels.order_stats_simd` runs where the CPU has AVX-512 and ``FBGPU_SIMD`` is not
+``0`` (docs/engine.md, "The order pass in AVX-512").
 """
 
 from __future__ import annotations
@@ -180,7 +185,7 @@ def build_key() -> str:
     import platform
 
     h.update(platform.machine().encode())
-    for var in ("NUMBA_OPT", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_BOUNDSCHECK"):
+    for var in ("NUMBA_OPT", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_BOUNDSCHECK", "CC"):
         h.update(f"{var}={os.environ.get(var, '')}".encode())
     return h.hexdigest()[:16]
 
@@ -316,17 +321,74 @@ def build(out_dir: Path | None = None) -> Path:
 
 
 def _build_simd(cc: str, out_dir: Path) -> str | None:
-    """Compile :func:`_simd_source` into ``out_dir``; its file name, or None (logged) when the
-    compiler cannot (not x86-64, no AVX-512 intrinsics): the numba kernel then runs."""
+    """Compile :func:`_simd_source` into ``out_dir`` and, where this CPU runs it, check it
+    against numba's kernel (:func:`_simd_self_test`: a compiler whose flags let it change a
+    bit is caught here, not in a factor); its file name, or None (logged) when the compiler
+    cannot build it (not x86-64, no AVX-512 intrinsics) or the check fails: numba's kernel
+    then runs."""
     lib = out_dir / SIMD_LIBRARY
     try:
         _run_cc([cc, *SIMD_CFLAGS, str(_simd_source()), "-o", str(lib)])
-        ctypes.CDLL(str(lib)).fbgpu_order_stats_x8  # noqa: B018 - the kernel is there
+        loaded = _load_simd(lib)
+        if loaded is not None and not _simd_self_test(loaded):
+            raise AotBuildError(f"{cc}'s build differs from numba's kernel on the check input")
     except (AotBuildError, OSError, AttributeError) as e:
         log.warning("the SIMD order pass was not built (numba's kernel runs it): %s", e)
         lib.unlink(missing_ok=True)
         return None
     return lib.name
+
+
+def _load_simd(path: Path) -> Any:
+    """The SIMD library at ``path`` with its functions typed, or None when it cannot be
+    loaded or this CPU lacks AVX-512 F, DQ, BW or VL (logged once)."""
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        log.warning("the SIMD order pass cannot be loaded (numba's kernel runs it): %s", e)
+        return None
+    lib.fbgpu_simd_supported.restype = ctypes.c_int
+    lib.fbgpu_order_stats_x8.restype = ctypes.c_int
+    if not lib.fbgpu_simd_supported():
+        log.info("this CPU lacks AVX-512 F/DQ/BW/VL: numba's order pass runs")
+        return None
+    return lib
+
+
+def _simd_self_test(lib: Any) -> bool:
+    """The SIMD library's outputs equal numba's ``fused_order_stats`` bit for bit on a small
+    adversarial day (empty and one-order stocks, lengths of every remainder mod 8, NaN, +-inf,
+    -0.0, huge and subnormal prices, negative and huge volumes, timestamps on the windows'
+    edges). Needs numba (the build has it)."""
+    from fbgpu.engine import cpu_kernels
+
+    rng = np.random.default_rng(20261206)
+    lengths = [0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 40, 0, 1, 300, 33]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    n, S = int(offsets[-1]), len(lengths)
+    ts = rng.choice(np.array([0, 99, 100, 101, 149, 150, 151, 299, 300, 900, 901]), n)
+    price = np.where(rng.random(n) < 0.3, 10.0, rng.normal(10.0, 1.0, n))
+    for v in (np.nan, np.inf, -np.inf, -0.0, 1e308, -1e308, 5e-324):
+        price[rng.random(n) < 0.03] = v
+    volume = rng.integers(-5, 10_000, n).astype(np.int64)
+    volume[rng.random(n) < 0.03] = (1 << 62) + 12345
+    side = rng.choice(np.array([1, -1, 0, 5], dtype=np.int8), n, p=[0.45, 0.45, 0.05, 0.05])
+    order_type = rng.choice(np.array([0, 1, 2, 3], dtype=np.int8), n)
+    windows = (100, 900, 150, 300, 2)  # session, early window, limit type
+    outs = []
+    for _ in range(2):
+        outs.append((np.full((4, S), -7, np.int64), np.full((3, 6, S), 7.5),
+                     np.full((3, S), 7.5), np.full(S, 9, np.uint8)))
+    cpu_kernels.fused_order_stats(offsets, ts.astype(np.int64), side, volume, price,
+                                  order_type, *(np.int64(w) for w in windows), *outs[0])
+    order = np.argsort(np.diff(offsets), kind="stable").astype(np.int64)
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    ts64 = ts.astype(np.int64)
+    status = lib.fbgpu_order_stats_x8(
+        ptr(offsets.ctypes.data), i64(S), ptr(order.ctypes.data), i64(0), i64(-(-S // 8)),
+        *(ptr(a.ctypes.data) for a in (ts64, side, volume, price, order_type)),
+        *(i64(w) for w in windows), *(ptr(a.ctypes.data) for a in outs[1]))
+    return status == 0 and all(a.tobytes() == b.tobytes() for a, b in zip(*outs, strict=True))
 
 
 def _run_cc(cmd: list[str]) -> None:
@@ -385,11 +447,7 @@ class AotKernels:
             return None
         with self._lock:
             if self._simd_lib is None:
-                lib = ctypes.CDLL(str(self.directory / self.manifest["simd"]))
-                lib.fbgpu_simd_supported.restype = ctypes.c_int
-                self._simd_lib = lib if lib.fbgpu_simd_supported() else False
-                if self._simd_lib is False:
-                    log.info("this CPU has no AVX-512 F/DQ: numba's order pass runs")
+                self._simd_lib = _load_simd(self.directory / self.manifest["simd"]) or False
             return self._simd_lib or None
 
     def order_stats_simd(self, args: tuple[Any, ...], parallel: bool) -> bool:
@@ -427,22 +485,19 @@ class AotKernels:
         ptr = ctypes.c_void_p
         i64 = ctypes.c_int64
 
-        def call(g0: int, g1: int) -> None:
-            lib.fbgpu_order_stats_x8(
+        def call(g0: int, g1: int) -> int:
+            return int(lib.fbgpu_order_stats_x8(
                 ptr(offsets.ctypes.data), i64(S), ptr(order.ctypes.data), i64(g0), i64(g1),
                 *(ptr(a.ctypes.data) for a in (ts, side, volume, price, order_type)),
                 *(i64(int(x)) for x in args[6:11]),
-                *(ptr(a.ctypes.data) for a in (n_out, mom_out, corr_out, deg_out)))
+                *(ptr(a.ctypes.data) for a in (n_out, mom_out, corr_out, deg_out))))
 
         chunks = list(itertools.pairwise(bounds))
         if threads > 1 and len(chunks) > 1:
-            list(self._executor(threads).map(lambda c: call(*c), chunks))
+            status = list(self._executor(threads).map(lambda c: call(*c), chunks))
         else:
-            for g0, g1 in chunks:
-                call(g0, g1)
-        failed = ctypes.c_int.in_dll(lib, "fbgpu_simd_error")
-        if failed.value:
-            failed.value = 0
+            status = [call(g0, g1) for g0, g1 in chunks]
+        if any(status):  # per call: a concurrent call's failure is never mistaken for ours
             raise MemoryError("the SIMD order pass could not allocate its per-stock scratch "
                               f"({int(lengths.max())} orders x 132 bytes)")
         return True

@@ -497,14 +497,57 @@ def seg_topk_mask(offsets, x, valid, k, out):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True)
+def _heapsort(a, lo, hi):  # pragma: no cover - compiled
+    """Sort ``a[lo:hi + 1]`` ascending in place (heapsort: O(m log m), no allocation, which
+    the ahead-of-time runtime would not provide for ``np.sort``)."""
+    n = hi - lo + 1
+    for start in range(n // 2 - 1, -1, -1):
+        _sift_down(a, lo, start, n)
+    for end in range(n - 1, 0, -1):
+        v = a[lo]
+        a[lo] = a[lo + end]
+        a[lo + end] = v
+        _sift_down(a, lo, 0, end)
+
+
+@nb.njit(cache=True, inline="always")
+def _sift_down(a, lo, root, n):  # pragma: no cover - compiled
+    """Max-heap sift of ``a[lo + root]`` within the heap ``a[lo:lo + n]``."""
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and a[lo + child + 1] > a[lo + child]:
+            child += 1
+        if not a[lo + child] > a[lo + root]:
+            return
+        v = a[lo + root]
+        a[lo + root] = a[lo + child]
+        a[lo + child] = v
+        root = child
+
+
+@nb.njit(cache=True)
 def _select_in_place(a, kth):  # pragma: no cover - compiled
     """The ``kth`` smallest value of ``a`` (finite floats; 0-based), reordering ``a`` in place:
     quickselect with a median-of-three pivot and three-way partitioning (equal keys are not
-    swapped back and forth). The value is what ``np.partition(a, kth)[kth]`` gives (a
-    selection returns the value, whichever algorithm finds it), without its copy of ``a``."""
+    swapped back and forth); after more rounds than a good pivot sequence needs (an
+    adversarial order), the rest is heap-sorted instead, so the worst case is O(m log m). The value
+    is what ``np.partition(a, kth)[kth]`` gives (a selection returns the value, whichever
+    algorithm finds it), without its copy of ``a``."""
     lo = 0
     hi = a.shape[0] - 1
+    rounds = 0
+    limit = 8
+    size = a.shape[0]
+    while size > 1:  # 2 log2(m) + 8 rounds
+        size >>= 1
+        limit += 2
     while hi > lo:
+        rounds += 1
+        if rounds > limit:
+            _heapsort(a, lo, hi)
+            return a[kth]
         mid = lo + (hi - lo) // 2
         x, y, z = a[lo], a[mid], a[hi]
         pivot = max(min(x, y), min(max(x, y), z))  # the median of the three

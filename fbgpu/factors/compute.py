@@ -753,12 +753,19 @@ ENGINE_FOOTPRINT_BYTES = 144 * 2**20
 AOT_ENGINE_FOOTPRINT_BYTES = 16 * 2**20
 
 
+#: Row groups per Parquet partition that a budgeted chunk's read may hold at once
+#: (:func:`parquet_read_bytes`).
+PARQUET_READ_GROUPS = 3.0
+
+
 def parquet_read_bytes(store: Store, date: dt.date | str) -> float:
     """Host bytes that reading one stock chunk of ``date`` needs beyond the chunk's own rows
     when its tick and minute partitions are Parquet: a chunk's stocks are decoded a whole row
     group at a time (pyarrow decodes into its own pool, which keeps freed blocks), and the
-    partitions are read concurrently, so per Parquet partition twice its largest row group's
-    raw bytes (``rows x RAW_BYTES_PER_ROW``: the decoded columns and the pool's slack). 0 for
+    partitions are read concurrently, so per Parquet partition three times its largest row
+    group's raw bytes (``rows x RAW_BYTES_PER_ROW``): the group the previous chunk ended inside,
+    kept for this one (``Store.chunked_reads``), the group being decoded, and the pool's slack
+    (which also covers the day's ``symbol`` codes, decoded once to find the stock runs). 0 for
     memory-mapped Arrow IPC partitions (a chunk is a view of the file). Footers only."""
     from fbgpu.data.store import pq
     from fbgpu.data.tickread import is_ipc
@@ -773,7 +780,7 @@ def parquet_read_bytes(store: Store, date: dt.date | str) -> float:
             continue
         meta = pq.ParquetFile(path).metadata
         rows = max((meta.row_group(i).num_rows for i in range(meta.num_row_groups)), default=0)
-        total += 2.0 * rows * RAW_BYTES_PER_ROW[t]
+        total += PARQUET_READ_GROUPS * rows * RAW_BYTES_PER_ROW[t]
     return total
 
 

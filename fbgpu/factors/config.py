@@ -23,7 +23,10 @@ def _real(name: str, v: Any, *, lo: float, lo_open: bool, hi: float = math.inf) 
     (``lo < v`` when ``lo_open``); otherwise a ValueError naming the key."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"{name} must be a number, got {v!r}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # an int beyond a double's range
+        f = math.inf
     if not math.isfinite(f) or f < lo or (lo_open and f == lo) or f > hi:
         low = f"> {lo:g}" if lo_open else f">= {lo:g}"
         high = "" if math.isinf(hi) else f" and <= {hi:g}"
