@@ -107,6 +107,21 @@ def test_help_keeps_section_names(command: str, section: str) -> None:
     assert section in out and "\\[" not in out
 
 
+def test_factors_refuses_a_bad_factors_table_as_a_process(tmp_path: Path) -> None:
+    """`fbgpu factors --config` with a bad [factors] value or key: exit 1, stderr names the file
+    and the key, nothing is written to the store."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for body, key in (("min_obs_day = 0", "min_obs_day"), ("big_order_k = true", "big_order_k"),
+                      ("big_order_kk = 2", "big_order_kk")):
+        cfg = tmp_path / "bad.toml"
+        cfg.write_text(f"[factors]\n{body}\n")
+        code, _, err = _fbgpu("factors", "--store", str(store), "--config", str(cfg),
+                              "--backend", "cpu", "--no-progress")
+        assert code == 1 and "bad.toml" in err and key in err, err
+        assert list(store.iterdir()) == []
+
+
 def test_report_takes_the_shared_config(tmp_path: Path) -> None:
     # the option exists and the file is checked first: a good file gets as far as the store
     # check (building a report is covered by the report tests), a bad one stops at the file

@@ -9,9 +9,10 @@ preallocated numpy array per column:
   in the output; there is no intermediate multi-chunk Arrow table and no second concatenation
   copy (``ChunkedArray.to_numpy()`` of a multi-chunk column allocates and copies everything
   again);
-* **bounded transient memory**: only one row group's decoded columns exist besides the output,
-  and the Arrow allocator reuses their pages for the next row group, so peak memory is the
-  output plus one row group, not twice the day;
+* **bounded transient memory**: only one row group's decoded columns exist besides the output
+  (two inside :func:`chunked_reads`: the one kept for the next chunk), and the Arrow
+  allocator reuses their pages for the next row group, so peak memory is the output plus a
+  row group or two, not twice the day;
 * **stock selection by row-group ranges**: with ``symbols`` (a memory-budget chunk), only the
   row groups that hold the requested stocks' rows are decoded (one pass; no filtered re-scan
   of the whole partition), and only those rows are copied. Inside :func:`chunked_reads` (a
@@ -358,7 +359,9 @@ def read_runs(
         k = bisect.bisect_right(span_ends, base)
         if k < len(spans) and spans[k][0] < base + n_g:  # the group holds kept rows
             # a stock chunk of a memory budget that ended inside this group decoded it
-            t = _take_decoded(key, g, cols) or f.read_row_group(g, columns=cols)
+            t = _take_decoded(key, g, cols)
+            if t is None:
+                t = f.read_row_group(g, columns=cols)
             for c in cols:
                 c0 = base
                 for ch in t.column(c).chunks:

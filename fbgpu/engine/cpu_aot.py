@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -382,13 +383,22 @@ def _simd_self_test(lib: Any) -> bool:
     cpu_kernels.fused_order_stats(offsets, ts.astype(np.int64), side, volume, price,
                                   order_type, *(np.int64(w) for w in windows), *outs[0])
     order = np.argsort(np.diff(offsets), kind="stable").astype(np.int64)
-    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    ts64 = ts.astype(np.int64)
-    status = lib.fbgpu_order_stats_x8(
-        ptr(offsets.ctypes.data), i64(S), ptr(order.ctypes.data), i64(0), i64(-(-S // 8)),
-        *(ptr(a.ctypes.data) for a in (ts64, side, volume, price, order_type)),
-        *(i64(w) for w in windows), *(ptr(a.ctypes.data) for a in outs[1]))
+    args = (offsets, ts.astype(np.int64), side, volume, price, order_type,
+            *(np.int64(w) for w in windows), *outs[1])
+    status = _order_x8(lib, args, order, 0, -(-S // 8))
     return status == 0 and all(a.tobytes() == b.tobytes() for a, b in zip(*outs, strict=True))
+
+
+def _order_x8(lib: Any, args: tuple[Any, ...], order: np.ndarray, g0: int, g1: int) -> int:
+    """One call of the SIMD library's ``fbgpu_order_stats_x8`` on ``fused_order_stats``'s
+    ``args`` for the groups of eight ``g0:g1`` of the stock permutation ``order``; its status
+    (0, or 1: no scratch)."""
+    offsets, ts, side, volume, price, order_type = args[:6]
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    return int(lib.fbgpu_order_stats_x8(
+        ptr(offsets.ctypes.data), i64(offsets.shape[0] - 1), ptr(order.ctypes.data), i64(g0),
+        i64(g1), *(ptr(a.ctypes.data) for a in (ts, side, volume, price, order_type)),
+        *(i64(int(x)) for x in args[6:11]), *(ptr(a.ctypes.data) for a in args[11:])))
 
 
 def _run_cc(cmd: list[str]) -> None:
@@ -482,25 +492,21 @@ class AotKernels:
         pieces = threads * CHUNKS_PER_THREAD if threads > 1 else 1
         cuts = np.searchsorted(work, np.linspace(0, work[-1], pieces + 1)[1:-1], side="right")
         bounds = sorted({0, groups, *np.clip(cuts, 0, groups).tolist()})
-        ptr = ctypes.c_void_p
-        i64 = ctypes.c_int64
-
-        def call(g0: int, g1: int) -> int:
-            return int(lib.fbgpu_order_stats_x8(
-                ptr(offsets.ctypes.data), i64(S), ptr(order.ctypes.data), i64(g0), i64(g1),
-                *(ptr(a.ctypes.data) for a in (ts, side, volume, price, order_type)),
-                *(i64(int(x)) for x in args[6:11]),
-                *(ptr(a.ctypes.data) for a in (n_out, mom_out, corr_out, deg_out))))
-
-        chunks = list(itertools.pairwise(bounds))
-        if threads > 1 and len(chunks) > 1:
-            status = list(self._executor(threads).map(lambda c: call(*c), chunks))
-        else:
-            status = [call(g0, g1) for g0, g1 in chunks]
+        status = self._map_chunks(threads, bounds,
+                                  lambda g0, g1: _order_x8(lib, args, order, g0, g1))
         if any(status):  # per call: a concurrent call's failure is never mistaken for ours
             raise MemoryError("the SIMD order pass could not allocate its per-stock scratch "
                               f"({int(lengths.max())} orders x 132 bytes)")
         return True
+
+    def _map_chunks(self, threads: int, bounds: list[int],
+                    call: Callable[[int, int], Any]) -> list[Any]:
+        """``call(lo, hi)`` for each pair of consecutive ``bounds``, on the pool of ``threads``
+        (one call at a time on this thread when there is one thread or one chunk)."""
+        chunks = list(itertools.pairwise(bounds))
+        if threads > 1 and len(chunks) > 1:
+            return list(self._executor(threads).map(lambda c: call(*c), chunks))
+        return [call(lo, hi) for lo, hi in chunks]
 
     def _executor(self, threads: int) -> ThreadPoolExecutor:
         with self._lock:
@@ -513,7 +519,10 @@ class AotKernels:
     def run(self, name: str, args: tuple[Any, ...], parallel: bool) -> bool:
         """Run kernel ``name`` on ``args`` and return True, or return False (nothing run) when
         it was not built for these argument types. ``parallel``: cut the stocks into chunks
-        on :func:`thread_count` threads (else one call on this thread)."""
+        on :func:`thread_count` threads (else one call on this thread). ``fused_order_stats``
+        goes to the SIMD library first where it can (:meth:`order_stats_simd`: same bits)."""
+        if name == "fused_order_stats" and self.order_stats_simd(args, parallel):
+            return True
         spec = SPECS.get(name)
         if spec is None or name not in self.manifest["symbols"] or len(args) != len(spec.types):
             return False
@@ -541,13 +550,8 @@ class AotKernels:
         threads = thread_count() if parallel else 1
         bounds = _chunk_bounds(offsets, n_stocks, threads * CHUNKS_PER_THREAD
                                if threads > 1 else 1)
-        chunks = list(itertools.pairwise(bounds))
-        if threads > 1 and len(chunks) > 1:
-            list(self._executor(threads).map(
-                lambda c: _call_chunk(kernel, spec, args, c[0], c[1], n_stocks), chunks))
-        else:
-            for lo, hi in chunks:
-                _call_chunk(kernel, spec, args, lo, hi, n_stocks)
+        self._map_chunks(threads, bounds,
+                         lambda lo, hi: _call_chunk(kernel, spec, args, lo, hi, n_stocks))
         if kernel.error.value:
             with kernel.error_lock:
                 kernel.error.value = 0

@@ -639,16 +639,12 @@ class CpuSegmentOps(SegmentOps):
         mom = np.empty((3, 6, S), dtype=np.float64)
         corr = np.empty((3, S), dtype=np.float64)
         deg = np.empty(S, dtype=np.uint8)
-        args = (offsets, ts, side, volume, price, order_type, np.int64(session[0]),
-                np.int64(session[1]), np.int64(early[0]), np.int64(early[1]),
-                np.int64(limit_type), n, mom, corr, deg)
         # Two streamed passes over five columns: parallel from a quarter of the usual size.
-        work = 4 * volume.shape[0]
-        from fbgpu.engine import cpu_aot
-
-        aot = cpu_aot.kernels()  # eight stocks per AVX-512 vector where it can: same bits
-        if aot is None or not aot.order_stats_simd(args, work >= self.parallel_min_elements):
-            self._run("fused_order_stats", work, *args)
+        # (Ahead of time, eight stocks per AVX-512 vector where the CPU has it: same bits.)
+        self._run("fused_order_stats", 4 * volume.shape[0], offsets, ts, side,
+                  volume, price, order_type, np.int64(session[0]), np.int64(session[1]),
+                  np.int64(early[0]), np.int64(early[1]), np.int64(limit_type), n, mom, corr,
+                  deg)
         return OrderFamilyStats(*(Moments(n[k], *mom[k]) for k in range(3)),
                                 CorrStats(n[3], corr[0], corr[1], corr[2], deg))
 
