@@ -347,9 +347,12 @@ def interpreter_start() -> dict[str, float]:
 
 
 def importtime_by_package(store: Path, date: dt.date) -> dict[str, float]:
-    """``-X importtime`` of one ``fbgpu factors`` run (preload thread off, so every import is
-    on the main thread and nested in one tree), self microseconds summed per top-level
-    package, as seconds, largest first."""
+    """``-X importtime`` of one ``fbgpu factors`` run (preload thread off, so every import but
+    the factor writer's ``pyarrow.parquet``, on its own thread once compute is done, is on the
+    main thread and nested in one tree), self microseconds summed per top-level package, as
+    seconds, largest first. The accounting is process-wide: two threads importing at once
+    would show as a negative self time (``load_day`` imports its readers' module before they
+    start for that reason)."""
     import shutil
     import subprocess
 

@@ -379,6 +379,11 @@ def load_day(store: Store, date: dt.date | str, names: Sequence[str] | None = No
     # reading is most of a day's time on a GPU, and a large part on a many-core CPU.
     workers = min(len(present), os.cpu_count() or 1)
     if workers > 1:
+        # The readers' lazy import, done once here: racing imports of one module serialise
+        # on its lock anyway, and interleave ``-X importtime``'s process-wide accounting
+        # (a negative self time in benchmarks/bench_startup.py).
+        import fbgpu.data.tickread  # noqa: F401
+
         with ThreadPoolExecutor(workers, thread_name_prefix="fbgpu-read") as pool:
             parts = list(pool.map(read, present))
     else:
