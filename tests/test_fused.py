@@ -150,6 +150,8 @@ def test_trade_passes_equal_the_primitives(mode: str) -> None:
         ids = rng.integers(0, max(n // 3, 1), (2, n))
         if trial % 2:  # sparse, channel-wide order numbers: the hash table
             ids = ids * (1 << 40) + rng.integers(0, 5, (2, n))
+        if trial % 4 == 3:  # buy ids dense, sell ids sparse: not the two-table loop
+            ids[0] = rng.integers(0, max(n // 3, 1), n)
         st = ops.trade_order_stats(off, ids[0], ids[1], amount)
         for got_tot, got_m, keys in ((st.buy_totals, st.buy, ids[0]),
                                      (st.sell_totals, st.sell, ids[1])):
@@ -416,3 +418,33 @@ def test_totals_out_is_written_and_checked() -> None:
     assert_same_bits(buf[1], ref.sell_totals)
     with pytest.raises(ValueError, match="totals_out"):
         ops.trade_order_stats(off, keys, keys, amount, (np.empty(n + 1), buf[1]))
+
+
+def test_bins_out_is_written_and_checked() -> None:
+    """``trade_flag_bins(..., bins_out=)`` on the CPU zero-fills and accumulates into the
+    caller's arrays (rows of a bigger one, holding garbage before: the same values as freshly
+    allocated bins) and refuses wrong ones."""
+    rng = np.random.default_rng(6)
+    off = _random_segments(rng)
+    n, S = int(off[-1]), len(off) - 1
+    ts = rng.integers(9 * 3600 * NS, 15 * 3600 * NS, n)
+    side = rng.choice(np.array([-1, 0, 1], dtype=np.int8), n)
+    amount = rng.lognormal(8, 1, n)
+    log_price = np.log(rng.uniform(5, 6, n))
+    tot = rng.lognormal(9, 1, (2, n))
+    thr, always = rng.uniform(0, 2e4, S), rng.random(S) < 0.2
+    ops = CpuSegmentOps()
+    args = (off, ts, side, amount, log_price, tot[0], tot[1], thr, always, EARLY_WINDOW)
+    ref = ops.trade_flag_bins(*args)
+    whole = [np.full((S + 3, w), np.nan) for w in (32, 32, 240)]
+    rows = tuple(w[2:S + 2] for w in whole)
+    got = ops.trade_flag_bins(*args, rows)
+    for g, r, b, w in zip((got.amount, got.dlogp, got.nab), (ref.amount, ref.dlogp, ref.nab),
+                          rows, whole, strict=True):
+        assert np.shares_memory(g, b)
+        assert_same_bits(b, r)
+        assert np.isnan(w[:2]).all() and np.isnan(w[S + 2:]).all()  # only its rows written
+    with pytest.raises(ValueError, match="bins_out"):
+        ops.trade_flag_bins(*args, (rows[0], rows[1], np.empty((S, 239))))
+    with pytest.raises(ValueError, match="bins_out"):
+        ops.trade_flag_bins(*args, (rows[0], rows[1], whole[2][2:S + 2, :].T.copy().T))

@@ -391,7 +391,8 @@ def _group_ids(lo, hi, keys, x, gid, gsum):  # pragma: no cover - compiled
     Dense keys (span < ``DENSE_SPAN_FACTOR`` x run length + slack) use a direct-address table
     indexed by ``key - min``; other runs an open-addressing hash table (linear probing, size a
     power of two >= 2 * run length). Both are O(n), need no sort and give identical results.
-    Shared by :func:`seg_group_sum` and the fused trade pass (:func:`fused_trade_orders`).
+    Shared by :func:`seg_group_sum` and the fused trade pass where its keys are not dense
+    (:func:`_pair_group_totals`).
     """
     m = hi - lo
     # The run as its own arrays, indexed from 0 by a loop counter: an index LLVM knows is not
@@ -740,44 +741,135 @@ def _put_moments(mom_out, k, s, n, mean0, s1, s2, s3, s4, mn, mx):  # pragma: no
     mom_out[k, 5, s] = mx
 
 
-@nb.njit(cache=True)
-def _group_moments(lo, hi, keys, x, gid, gsum, totals, n_out, mom_out, k, s):  # pragma: no cover
-    """Group the run ``lo:hi`` by ``keys`` (:func:`_group_ids`), write each element's group
-    total to ``totals`` and the moments of the group totals, in order of first appearance, as
-    set k of segment s: the bits of ``seg_moments(offsets, totals, first)``."""
-    m = hi - lo
-    for g in range(m):
-        gsum[g] = 0.0
-    n_groups = _group_ids(lo, hi, keys, x, gid, gsum)
-    run_totals = totals[lo:hi]  # indexed from 0, no wraparound selects (see _group_ids)
-    for j in range(m):
-        run_totals[j] = gsum[np.uint64(gid[j])]
-    n = 0
-    tot = 0.0
-    mn = np.inf
-    mx = -np.inf
-    for g in range(n_groups):
-        v = gsum[g]
-        if not np.isfinite(v):
-            continue
+@nb.njit(cache=True, inline="always")
+def _totals_pass(v, n, tot, mn, mx):  # pragma: no cover - compiled
+    """One group total's step of the first moments pass (count, sum, min, max of the finite
+    totals; the masked kernel's expressions at w = 1, so the bits of :func:`seg_moments`)."""
+    if np.isfinite(v):
         n += 1
         tot += v * 1.0
         mn = min(mn, v + 0.0)  # the masked kernel's v * w + (1 - w) * _BIG at w = 1
         mx = max(mx, v - 0.0)
-    n_out[k, s] = n
-    mean0 = tot / n if n > 0 else 0.0
-    s1 = s2 = s3 = s4 = 0.0
-    for g in range(n_groups):
-        v = gsum[g]
-        if not np.isfinite(v):
-            continue
+    return n, tot, mn, mx
+
+
+@nb.njit(cache=True, inline="always")
+def _central_pass(v, mean0, s1, s2, s3, s4):  # pragma: no cover - compiled
+    """One group total's step of the second pass: central sums about the first pass's mean."""
+    if np.isfinite(v):
         d = v - mean0
         d2 = d * d
         s1 += d
         s2 += d2
         s3 += d2 * d
         s4 += d2 * d2
-    _put_moments(mom_out, k, s, n, mean0, s1, s2, s3, s4, mn, mx)
+    return s1, s2, s3, s4
+
+
+@nb.njit(cache=True)
+def _pair_group_moments(a_sums, n_a, b_sums, n_b, n_out, mom_out, s):  # pragma: no cover
+    """Moments of two sets of group totals, ``a_sums[:n_a]`` as set 0 and ``b_sums[:n_b]`` as
+    set 1 of segment s: the bits of ``seg_moments`` over each set's totals in order.
+
+    Both sets go through one loop while both have totals left: each set's sums still take its
+    terms in order (same bits as one set at a time), but the two sets' add chains are
+    independent, so the core overlaps them (one set's passes are bound by the latency of a
+    sequential add: ~20% of the whole trade-order kernel)."""
+    both = min(n_a, n_b)
+    na = nb_ = 0
+    ta = tb = 0.0
+    amn = bmn = np.inf
+    amx = bmx = -np.inf
+    for g in range(both):
+        na, ta, amn, amx = _totals_pass(a_sums[g], na, ta, amn, amx)
+        nb_, tb, bmn, bmx = _totals_pass(b_sums[g], nb_, tb, bmn, bmx)
+    for g in range(both, n_a):
+        na, ta, amn, amx = _totals_pass(a_sums[g], na, ta, amn, amx)
+    for g in range(both, n_b):
+        nb_, tb, bmn, bmx = _totals_pass(b_sums[g], nb_, tb, bmn, bmx)
+    n_out[0, s] = na
+    n_out[1, s] = nb_
+    ma = ta / na if na > 0 else 0.0
+    mb = tb / nb_ if nb_ > 0 else 0.0
+    a1 = a2 = a3 = a4 = 0.0
+    b1 = b2 = b3 = b4 = 0.0
+    for g in range(both):
+        a1, a2, a3, a4 = _central_pass(a_sums[g], ma, a1, a2, a3, a4)
+        b1, b2, b3, b4 = _central_pass(b_sums[g], mb, b1, b2, b3, b4)
+    for g in range(both, n_a):
+        a1, a2, a3, a4 = _central_pass(a_sums[g], ma, a1, a2, a3, a4)
+    for g in range(both, n_b):
+        b1, b2, b3, b4 = _central_pass(b_sums[g], mb, b1, b2, b3, b4)
+    _put_moments(mom_out, 0, s, na, ma, a1, a2, a3, a4, amn, amx)
+    _put_moments(mom_out, 1, s, nb_, mb, b1, b2, b3, b4, bmn, bmx)
+
+
+@nb.njit(cache=True)
+def _pair_group_totals(lo, hi, a_keys, b_keys, x, a_sums, b_sums, a_tot, b_tot):  # pragma: no cover
+    """Group the run ``lo:hi`` by ``a_keys`` and, separately, by ``b_keys``: ``a_sums[g]``
+    (zeroed by the caller) accumulates ``x`` over a-group g (numbered in order of first
+    appearance) in element order, and ``a_tot[i]`` is element i's a-group total; likewise for
+    b. Returns the two group counts. The bits of :func:`_group_ids` on each key.
+
+    When both keys are dense (:data:`DENSE_SPAN_FACTOR`), one loop takes both: the two
+    direct-address tables and the two group sums are independent, so each element's two
+    read-modify-write chains (consecutive trades often share an order) overlap, and ``x`` is
+    read once. Table slots and group ids are int32 (half the scratch traffic; a run has fewer
+    than 2**31 elements there). Otherwise each key goes through :func:`_group_ids`."""
+    m = hi - lo
+    ra = a_keys[lo:hi]  # indexed from 0: no wraparound selects (see _group_ids)
+    rb = b_keys[lo:hi]
+    rx = x[lo:hi]
+    amin = amax = ra[0]
+    bmin = bmax = rb[0]
+    for j in range(1, m):
+        amin = min(amin, ra[j])
+        amax = max(amax, ra[j])
+        bmin = min(bmin, rb[j])
+        bmax = max(bmax, rb[j])
+    a_span = amax - amin  # wraps negative for spans >= 2**63: "not dense"
+    b_span = bmax - bmin
+    dense = DENSE_SPAN_FACTOR * m + DENSE_SPAN_SLACK
+    run_a_tot = a_tot[lo:hi]
+    run_b_tot = b_tot[lo:hi]
+    if not (0 <= a_span < dense and 0 <= b_span < dense and m < 2**31):
+        gid = np.empty(m, dtype=np.int64)
+        n_a = _group_ids(lo, hi, a_keys, x, gid, a_sums)
+        for j in range(m):
+            run_a_tot[j] = a_sums[np.uint64(gid[j])]
+        n_b = _group_ids(lo, hi, b_keys, x, gid, b_sums)
+        for j in range(m):
+            run_b_tot[j] = b_sums[np.uint64(gid[j])]
+        return n_a, n_b
+    a_slot = np.full(a_span + 1, -1, dtype=np.int32)
+    b_slot = np.full(b_span + 1, -1, dtype=np.int32)
+    a_gid = np.empty(m, dtype=np.int32)
+    b_gid = np.empty(m, dtype=np.int32)
+    n_a = np.int32(0)
+    n_b = np.int32(0)
+    for j in range(m):
+        # branch-free, as in _group_ids: about half of the trades start a new order
+        v = rx[j]
+        ka = np.uint64(ra[j] - amin)
+        kb = np.uint64(rb[j] - bmin)
+        ga = a_slot[ka]
+        gb = b_slot[kb]
+        new_a = ga < 0
+        new_b = gb < 0
+        ga = n_a if new_a else ga
+        gb = n_b if new_b else gb
+        a_slot[ka] = ga
+        b_slot[kb] = gb
+        n_a += np.int32(new_a)
+        n_b += np.int32(new_b)
+        a_gid[j] = ga
+        b_gid[j] = gb
+        a_sums[np.uint64(ga)] += v
+        b_sums[np.uint64(gb)] += v
+    for j in range(m):
+        run_a_tot[j] = a_sums[np.uint64(a_gid[j])]
+        run_b_tot[j] = b_sums[np.uint64(b_gid[j])]
+    return np.int64(n_a), np.int64(n_b)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -793,16 +885,17 @@ def fused_trade_orders(offsets, buy_id, sell_id, amount, buy_tot, sell_tot, n_ou
         lo = offsets[s]
         hi = offsets[s + 1]
         m = hi - lo
-        gid = np.empty(m, dtype=np.int64)
-        gsum = np.empty(m, dtype=np.float64)
         if m == 0:
             for k in range(2):
                 n_out[k, s] = 0
                 for j in range(6):
                     mom_out[k, j, s] = np.nan
             continue
-        _group_moments(lo, hi, buy_id, amount, gid, gsum, buy_tot, n_out, mom_out, 0, s)
-        _group_moments(lo, hi, sell_id, amount, gid, gsum, sell_tot, n_out, mom_out, 1, s)
+        buy_sums = np.zeros(m, dtype=np.float64)
+        sell_sums = np.zeros(m, dtype=np.float64)
+        n_buy, n_sell = _pair_group_totals(lo, hi, buy_id, sell_id, amount, buy_sums,
+                                           sell_sums, buy_tot, sell_tot)
+        _pair_group_moments(buy_sums, n_buy, sell_sums, n_sell, n_out, mom_out, s)
 
 
 @nb.njit(cache=True, parallel=True)

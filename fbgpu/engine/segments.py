@@ -431,13 +431,17 @@ class SegmentOps:
     def trade_flag_bins(
         self, offsets: Array, ts: Array, side: Array, amount: Array, log_price: Array,
         buy_totals: Array, sell_totals: Array, thr: Array, always: Array,
-        early: tuple[int, int],
+        early: tuple[int, int], bins_out: tuple[Array, Array, Array] | None = None,
     ) -> TradeBins:
         """One pass over each stock's trades: the flag code of every trade (early window,
         side +1, side -1, buy order ``>= thr[s]`` or ``always[s]``, sell order likewise) and
         ``bin_sum`` by code of ``amount`` and of ``dlogp`` (``log_price`` differences within
         the stock-day, 0 first), plus ``bin_sum`` by minute of ``amount * side``: the bits of
-        the primitive path (:class:`fbgpu.factors.context.TradeContext`)."""
+        the primitive path (:class:`fbgpu.factors.context.TradeContext`).
+
+        ``bins_out``: three C-contiguous float64 arrays ``[S, 32]``, ``[S, 32]``, ``[S, 240]``
+        (rows of a caller's whole-day outputs) that the CPU zero-fills and accumulates into
+        instead of allocating; the GPU allocates from its memory pool and does not use them."""
         amount = self._f64(amount)
         log_price = self._f64(log_price)
         ts = self._i64(ts)
@@ -451,7 +455,7 @@ class SegmentOps:
             raise SegmentError(f"thr/always have {thr.shape[0]}/{always.shape[0]} entries for "
                                f"{S} segments")
         return self._trade_flag_bins(offsets, ts, side, amount, log_price, buy_totals,
-                                     sell_totals, thr, always, early)
+                                     sell_totals, thr, always, early, bins_out)
 
     def minute_family_stats(
         self, open_: Array, close: Array, volume: Array, amount: Array, num_trades: Array,
@@ -682,13 +686,20 @@ class CpuSegmentOps(SegmentOps):
         return TradeOrderStats(buy_tot, sell_tot, Moments(n[0], *mom[0]), Moments(n[1], *mom[1]))
 
     def _trade_flag_bins(self, offsets, ts, side, amount, log_price, buy_tot, sell_tot, thr,
-                         always, early):
+                         always, early, bins_out=None):
         from fbgpu.data.schemas import MINUTES_PER_DAY
 
         S = offsets.shape[0] - 1
-        amount_bins = _zeroed((S, 32))
-        dlogp_bins = _zeroed((S, 32))
-        nab = _zeroed((S, MINUTES_PER_DAY))
+        shapes = ((S, 32), (S, 32), (S, MINUTES_PER_DAY))
+        if bins_out is None:
+            amount_bins, dlogp_bins, nab = (_zeroed(shape) for shape in shapes)
+        else:
+            if any(b.shape != shape or b.dtype != np.float64 or not b.flags.c_contiguous
+                   for b, shape in zip(bins_out, shapes, strict=True)):
+                raise ValueError(f"bins_out: C-contiguous float64 arrays of shapes {shapes}")
+            for b in bins_out:  # the kernel accumulates (out[i] += x)
+                b.fill(0.0)
+            amount_bins, dlogp_bins, nab = bins_out
         self._run("fused_trade_bins", 2 * amount.shape[0], offsets, ts, side,
                   amount, log_price, buy_tot, sell_tot, thr, always, np.int64(early[0]),
                   np.int64(early[1]), amount_bins, dlogp_bins, nab)
@@ -920,7 +931,7 @@ class GpuSegmentOps(SegmentOps):
                                Moments(n[1], *_rows(mom[1], 6)))
 
     def _trade_flag_bins(self, offsets, ts, side, amount, log_price, buy_tot, sell_tot, thr,
-                         always, early):
+                         always, early, bins_out=None):
         from fbgpu.data.bars import NS_PER_MIN, T_0930, T_1130, T_1300, T_1500
         from fbgpu.data.schemas import MINUTES_PER_DAY
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from fbgpu.data.schemas import ORDER_TYPE_LIMIT
+from fbgpu.data.schemas import MINUTES_PER_DAY, ORDER_TYPE_LIMIT
 from fbgpu.engine.segments import Moments, fused_enabled
 from fbgpu.factors.context import (
     BUCKET_BARS,
@@ -85,23 +85,27 @@ def prime_trades(ctx: TradeContext) -> None:
     xp = ctx.xp
     if groups is None:
         parts = [_trade_passes(ctx)]
+        bins = parts[0][2]
     else:
         width = max(int(off[hi] - off[lo]) for lo, hi in groups)
         scratch = xp.empty((3, width), dtype=xp.float64)  # totals x 2, log prices: reused
-        parts = [_trade_passes(ctx.subset(lo, hi), scratch) for lo, hi in groups]
+        # The whole day's bins, each group accumulating into its rows (no concatenation).
+        bins = tuple(xp.empty((ctx.S, w), dtype=xp.float64) for w in (32, 32, MINUTES_PER_DAY))
+        parts = [_trade_passes(ctx.subset(lo, hi), scratch, tuple(b[lo:hi] for b in bins))
+                 for lo, hi in groups]
     buy, sell = (Moments(*(xp.concatenate([getattr(p[k], f.name) for p in parts])
                            for f in fields(Moments))) for k in (0, 1))
     _seed(ctx, order_moments=(buy, sell),
-          **{name: xp.concatenate([p[2][i] for p in parts]) for i, name in
-             enumerate(("amount_bins", "dlogp_bins", "net_active_buy"))})
+          **dict(zip(("amount_bins", "dlogp_bins", "net_active_buy"), bins, strict=True)))
 
 
-def _trade_passes(ctx: TradeContext, scratch: Any = None,
+def _trade_passes(ctx: TradeContext, scratch: Any = None, bins_out: Any = None,
                   ) -> tuple[Moments, Moments, tuple[Any, Any, Any]]:
     """The two fused trade passes over ``ctx``'s stocks: ``(buy moments, sell moments,
     (amount bins, dlogp bins, net active buying))``. ``scratch`` (``[3, >= ctx.n]`` float64,
     reused across groups) holds the per-trade order totals and log prices; without it they
-    are allocated (and the log prices cached on ``ctx``)."""
+    are allocated (and the log prices cached on ``ctx``). ``bins_out``: the three bin arrays'
+    rows for these stocks, written in place (``SegmentOps.trade_flag_bins``)."""
     ops, xp = ctx.ops, ctx.xp
     if scratch is None:
         totals, log_price = None, ctx.log_price
@@ -114,7 +118,8 @@ def _trade_passes(ctx: TradeContext, scratch: Any = None,
                                    ctx.amount, totals)
     thr, always = big_order_threshold(xp, ctx.config, orders.buy, orders.sell)
     bins = ops.trade_flag_bins(ctx.offsets, ctx.col("ts"), ctx.side, ctx.amount, log_price,
-                               orders.buy_totals, orders.sell_totals, thr, always, EARLY_WINDOW)
+                               orders.buy_totals, orders.sell_totals, thr, always, EARLY_WINDOW,
+                               bins_out)
     return orders.buy, orders.sell, (bins.amount, bins.dlogp, bins.nab)
 
 
