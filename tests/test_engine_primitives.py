@@ -402,3 +402,41 @@ def test_length_mismatches_are_rejected() -> None:
         CPU.sum(np.array([0, 3]), np.zeros(3), np.ones(2, bool))
     with pytest.raises(SegmentError, match="k has"):
         CPU.topk_mask(np.array([0, 3]), np.zeros(3), np.ones(3, bool), np.array([1, 2]))
+
+
+@SETTINGS
+@given(S=st.integers(1, 5), L=st.integers(2, 12), lag=st.integers(-4, 4).filter(bool),
+       seed=st.integers(0, 2**32 - 1),
+       kind=st.sampled_from(["normal", "special", "constant", "huge"]))
+def test_lagged_rows_read_in_place_give_the_bits_of_the_copies(
+        S: int, L: int, lag: int, seed: int, kind: str) -> None:
+    """``lagged_row_corr_stats`` (the CPU reads the shifted rows in place, masking the pairs
+    that straddle two rows) equals ``corr_stats`` of the copied slices bit for bit, on values
+    that would show a masked-out pair leaking in: NaN and inf, signed zeros, the largest
+    finite magnitudes, constant rows (degenerate), negative numbers."""
+    if abs(lag) >= L:
+        lag = (L - 1) * (1 if lag > 0 else -1)
+    rng = np.random.default_rng(seed)
+    pool = {"normal": rng.normal(0, 1, 16),
+            "special": np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -2.5, 3.0]),
+            "constant": np.array([7.25]),
+            "huge": np.array([np.finfo(np.float64).max, -np.finfo(np.float64).max, 1.0, -0.0])}
+    x = rng.choice(pool[kind], (S, L))
+    y = rng.choice(pool[kind] if kind != "constant" else rng.normal(0, 1, 4), (S, L))
+    k = abs(lag)
+    a, b = (x[:, k:], y[:, :L - k]) if lag > 0 else (x[:, :L - k], y[:, k:])
+    with np.errstate(all="ignore"):
+        want = CPU.corr_stats(CPU.rows(S, L - k), a.copy(), b.copy())
+        got = CPU.lagged_row_corr_stats(x, y, lag)
+    for f in ("n", "cov", "var_x", "var_y", "degenerate"):
+        w, g = getattr(want, f), getattr(got, f)
+        assert g.dtype == w.dtype and np.array_equal(g.view(np.uint8), w.view(np.uint8)), f
+
+
+def test_lagged_rows_are_checked() -> None:
+    with pytest.raises(SegmentError, match="lag 3"):
+        CPU.lagged_row_corr_stats(np.zeros((2, 3)), np.zeros((2, 3)), 3)
+    with pytest.raises(SegmentError, match="lag 0"):
+        CPU.lagged_row_corr_stats(np.zeros((2, 3)), np.zeros((2, 3)), 0)
+    with pytest.raises(SegmentError, match=r"y \(2, 4\)"):
+        CPU.lagged_row_corr_stats(np.zeros((2, 3)), np.zeros((2, 4)), 1)

@@ -333,6 +333,23 @@ class SegmentOps:
         m, use = self._mask(mask, x.shape[0])
         return CorrStats(*self._corr(offsets, x, y, m, use))
 
+    def lagged_row_corr_stats(self, x: Array, y: Array, lag: int) -> CorrStats:
+        """Per row s of ``x, y [S, L]``: the :class:`CorrStats` of the pairs
+        ``(x[s, k + lag], y[s, k])`` for ``lag > 0``, ``(x[s, k], y[s, k - lag])`` for
+        ``lag < 0`` (a lead-lag correlation within each row; ``L - |lag|`` pairs): the bits of
+        ``corr_stats(rows(S, L - |lag|), x[:, lag:], y[:, :-lag])`` (or the mirror slices)."""
+        S, L = (int(d) for d in x.shape)
+        if tuple(y.shape) != (S, L) or not 0 < abs(lag) < L:
+            raise SegmentError(f"lagged rows: x {tuple(x.shape)}, y {tuple(y.shape)}, lag {lag}")
+        return self._lagged_row_corr_stats(x, y, int(lag))
+
+    def _lagged_row_corr_stats(self, x: Array, y: Array, lag: int) -> CorrStats:
+        # The shifted views, made contiguous (a copy each): a device copy is cheap.
+        S, L = (int(d) for d in x.shape)
+        k = abs(lag)
+        a, b = (x[:, k:], y[:, :L - k]) if lag > 0 else (x[:, :L - k], y[:, k:])
+        return self.corr_stats(self.rows(S, L - k), a, b)
+
     def bin_sum(
         self, offsets: Array, bins: Array, x: Array, n_bins: int, mask: Array | None = None
     ) -> Array:
@@ -544,6 +561,8 @@ class CpuSegmentOps(SegmentOps):
     def __init__(self, parallel_min_elements: int = PARALLEL_MIN_ELEMENTS) -> None:
         super().__init__(np)
         self.parallel_min_elements = parallel_min_elements
+        #: (S, L, |lag|) -> the offsets and mask of :meth:`lagged_row_corr_stats`'s rows
+        self._seams: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def _values(self, x: Array) -> Array:
         # The kernels are compiled per input dtype and convert each element to float64 as they
@@ -593,6 +612,31 @@ class CpuSegmentOps(SegmentOps):
 
     def _moments(self, offsets, x, m, use):
         return self._run("seg_moments", 2 * x.shape[0], offsets, x, m, use)
+
+    def _lagged_row_corr_stats(self, x, y, lag):
+        # In place, no copy of the shifted views: the flat rows shifted by |lag| elements, read
+        # in rows of L with each row's last |lag| pairs (which straddle two rows) masked out.
+        # A masked-out pair adds exactly +-0 to every sum and +-_BIG to no min or max (the
+        # masked kernel's arithmetic), and the kept pairs go through the same expressions as
+        # unmasked ones (w = 1): the bits of the copying path.
+        S, L = (int(d) for d in x.shape)
+        k = abs(lag)
+        xf = np.ascontiguousarray(x).reshape(-1)
+        yf = np.ascontiguousarray(y).reshape(-1)
+        n = S * L - k
+        a, b = (xf[k:], yf[:n]) if lag > 0 else (xf[:n], yf[k:])
+        key = (S, L, k)
+        seams = self._seams.get(key)
+        if seams is None:
+            offsets = self.rows(S, L).copy()
+            offsets[-1] = n
+            keep = np.ones((S, L), dtype=bool)
+            keep[:, L - k:] = False
+            if len(self._seams) > 16:
+                self._seams.clear()
+            seams = self._seams[key] = (offsets, keep.reshape(-1)[:n])
+        offsets, keep = seams
+        return CorrStats(*self._corr(offsets, self._values(a), self._values(b), keep, True))
 
     def _corr(self, offsets, x, y, m, use):
         S = offsets.shape[0] - 1

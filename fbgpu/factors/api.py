@@ -25,8 +25,10 @@ Contexts (one day of one source; tick columns are flat arrays, stock after stock
 
 Primitives (``ctx.ops``, :class:`SegmentOps`), all per segment (stock) and NaN-aware:
 ``sum(offsets, x, mask) -> (count, sum)``, ``moments(offsets, x, mask) -> Moments``,
-``corr_stats(offsets, x, y, mask) -> CorrStats``, ``bin_sum(offsets, bins, x, n_bins, mask)
--> [S, n_bins]``, ``group_sum(offsets, keys, x)`` (order reconstruction: group totals by id),
+``corr_stats(offsets, x, y, mask) -> CorrStats``, ``lagged_row_corr_stats(x, y, lag)`` (a
+lead-lag correlation within each row of ``[S, L]`` arrays), ``bin_sum(offsets, bins, x,
+n_bins, mask) -> [S, n_bins]``, ``group_sum(offsets, keys, x)`` (order reconstruction: group
+totals by id),
 ``threshold_mask(offsets, x, thr, always)``, ``topk_mask(offsets, x, valid, k)``,
 ``rows(n_rows, width)`` (CSR of a dense ``[n_rows, width]`` array). Statistics from them:
 :func:`skewness`, :func:`kurtosis`, :func:`correlation`, :func:`ratio`. Time windows:

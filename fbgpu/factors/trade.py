@@ -99,16 +99,12 @@ def early_active_buy_perc(c: TradeContext) -> Array:
 def corr_netactivebuy_lastret(c: TradeContext) -> Array:
     """Net active buying after a move: ``corr(NAB_k, r_{k-1})``, k = 1..239, where ``NAB_k`` =
     buyer- minus seller-initiated amount in minute k (0 without trades) and r the bar return."""
-    nab = c.net_active_buy
-    rows = c.ops.rows(c.S, 239)
-    stats = c.ops.corr_stats(rows, nab[:, 1:], c.minute_ret[:, :-1])
+    stats = c.ops.lagged_row_corr_stats(c.net_active_buy, c.minute_ret, 1)
     return correlation(c.xp, stats, c.config.min_obs_day)
 
 
 @factor("corr_netactivebuy_nextret", "trade", -1, "min_obs_day (10) pairs; NaN if constant")
 def corr_netactivebuy_nextret(c: TradeContext) -> Array:
     """Net active buying before a move: ``corr(NAB_{k-1}, r_k)``, k = 1..239."""
-    nab = c.net_active_buy
-    rows = c.ops.rows(c.S, 239)
-    stats = c.ops.corr_stats(rows, nab[:, :-1], c.minute_ret[:, 1:])
+    stats = c.ops.lagged_row_corr_stats(c.net_active_buy, c.minute_ret, -1)
     return correlation(c.xp, stats, c.config.min_obs_day)
