@@ -247,29 +247,28 @@ def test_topk_mask_matches_sorted_reference(d: dict, k: int) -> None:
 @SETTINGS
 @given(st.lists(st.sampled_from([-2.5, -0.0, 0.0, 1.0, 1.0, 3.0, 7.25, 1e300]) | st.floats(
     -1e6, 1e6), min_size=1, max_size=300), st.data())
-def test_select_in_place_is_the_kth_smallest(values: list[float], data: st.DataObject) -> None:
+def test_select_is_the_kth_smallest(values: list[float], data: st.DataObject) -> None:
     """The top-k kernel's quickselect returns the k-th smallest value (ties and signed zeros
-    everywhere), and leaves a permutation of its input."""
-    from fbgpu.engine.cpu_kernels import _select_in_place
+    everywhere)."""
+    from fbgpu.engine.cpu_kernels import _select
 
     a = np.array(values)
     kth = data.draw(st.integers(0, len(a) - 1))
-    work = a.copy()
-    got = _select_in_place(work, kth)
-    assert got == np.sort(a)[kth]
-    np.testing.assert_array_equal(np.sort(work), np.sort(a))
+    assert _select(a.copy(), np.full(len(a), np.nan), kth) == np.sort(a)[kth]
+    # the heap-sort fallback, at once or after some partition rounds (sub-buffers)
+    rounds = data.draw(st.integers(0, 4))
+    assert _select(a.copy(), np.full(len(a), np.nan), kth, rounds) == np.sort(a)[kth]
 
 
-def test_select_in_place_on_an_adversarial_order_falls_back_to_a_sort() -> None:
+def test_select_on_an_adversarial_order_falls_back_to_a_sort() -> None:
     """Inputs that defeat the median-of-three pivot (an organ-pipe order) still give the k-th
     value (the round limit hands the rest to a sort)."""
-    from fbgpu.engine.cpu_kernels import _select_in_place
+    from fbgpu.engine.cpu_kernels import _select
 
     m = 4096
     organ = np.concatenate([np.arange(0, m, 2), np.arange(m - 1, 0, -2)]).astype(np.float64)
     for kth in (0, 1, m // 3, m // 2, m - 1):
-        work = organ.copy()
-        assert _select_in_place(work, kth) == float(kth)
+        assert _select(organ.copy(), np.empty(m), kth) == float(kth)
 
 
 @SETTINGS

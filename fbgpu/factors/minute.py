@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fbgpu.engine.segments import correlation, ratio, skewness
+from fbgpu.engine.segments import correlation, quiet, ratio, skewness
 from fbgpu.factors.context import MinuteContext
 from fbgpu.factors.registry import factor
 
@@ -89,12 +89,16 @@ def bigorder_ret(c: MinuteContext) -> Array:
     factor = ``sum(log(1 + r_k))`` over the kept minutes. NaN when the stock-day has no trade.
     """
     xp = c.xp
-    traded = c.num_trades > 0
+    count = c.bars["num_trades"]  # as stored: no float64 copy
+    traded = count > 0
     with_trades = traded.sum(axis=1).astype(xp.int64)
     frac = c.config.top_frac_fraction
     # Exact integer ceil(frac * n): 0.3 * 10 in floats is 3.0000000000000004, whose ceil is 4.
     keep = -((-with_trades * frac.numerator) // frac.denominator)
-    per_trade = xp.where(traded, c.field("amount") / xp.where(traded, c.num_trades, 1.0), xp.nan)
+    # a_k (the division converts the count exactly); the minutes without trades divide by 0,
+    # and topk_mask never selects them (not valid): one array op instead of three
+    with quiet(xp):
+        per_trade = c.field("amount") / count
     chosen = c.ops.topk_mask(c.rows(240), per_trade, traded, keep).reshape(c.S, 240)
     total = c.row_sum(xp.log1p(c.ret), chosen)
     return xp.where(with_trades > 0, total, xp.nan)
