@@ -88,7 +88,9 @@ class MinuteContext:
         r = xp.empty_like(close)
         with quiet(xp):
             r[:, 0] = close[:, 0] / self.field("open")[:, 0] - 1.0
-            r[:, 1:] = close[:, 1:] / close[:, :-1] - 1.0
+            # in place: no [S, 239] temporaries (fresh memory faulted in page by page)
+            xp.divide(close[:, 1:], close[:, :-1], out=r[:, 1:])
+            xp.subtract(r[:, 1:], 1.0, out=r[:, 1:])
         return r
 
     @cached_property
@@ -108,8 +110,10 @@ class MinuteContext:
     @cached_property
     def amplitude(self) -> Array:
         """Intraminute range ``(high_k - low_k) / open_k``."""
-        with quiet(self.xp):
-            return (self.field("high") - self.field("low")) / self.field("open")
+        xp = self.xp
+        with quiet(xp):
+            amplitude = xp.subtract(self.field("high"), self.field("low"))
+            return xp.divide(amplitude, self.field("open"), out=amplitude)  # in place
 
     @cached_property
     def late_ret_moments(self) -> Moments:
