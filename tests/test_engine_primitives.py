@@ -439,3 +439,28 @@ def test_lagged_rows_are_checked() -> None:
         CPU.lagged_row_corr_stats(np.zeros((2, 3)), np.zeros((2, 3)), 0)
     with pytest.raises(SegmentError, match=r"y \(2, 4\)"):
         CPU.lagged_row_corr_stats(np.zeros((2, 3)), np.zeros((2, 4)), 1)
+
+
+@SETTINGS
+@given(n=st.integers(0, 5000), threads=st.integers(1, 3), seed=st.integers(0, 2**32 - 1))
+def test_log_cut_over_threads_gives_numpys_bits(n: int, threads: int, seed: int) -> None:
+    """``CpuSegmentOps.log`` cuts a large array into one part per kernel thread: the same
+    bits as one ``np.log`` call whatever the cut (odd lengths, vector tails), on special
+    values too (0, negatives, NaN, inf, subnormals), into ``out`` when given."""
+    from unittest import mock
+
+    from fbgpu.engine import cpu_aot
+
+    rng = np.random.default_rng(seed)
+    special = rng.choice(np.array([0.0, -0.0, -1.0, np.nan, np.inf, 5e-324, 1e-310, 1.0]), n)
+    x = np.where(rng.random(n) < 0.7, rng.lognormal(2, 3, n), special)
+    ops = CpuSegmentOps(parallel_min_elements=4)  # every array here is "large"
+    with mock.patch.object(cpu_aot, "thread_count", return_value=threads), \
+            np.errstate(all="ignore"):
+        want = np.log(x)
+        got = ops.log(x)
+        out = np.full(n, 7.0)
+        into = ops.log(x, out=out)
+    assert into is out
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
+    assert np.array_equal(out.view(np.uint64), want.view(np.uint64))

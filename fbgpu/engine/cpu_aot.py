@@ -217,6 +217,22 @@ def thread_count() -> int:
         return os.cpu_count() or 1
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # by size; never shut down (shared)
+_POOLS_LOCK = threading.Lock()
+
+
+def kernel_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's pool of ``threads`` threads for CPU work that releases the GIL: the
+    ahead-of-time kernels' chunks and the engine's split elementwise numpy calls
+    (:meth:`fbgpu.engine.segments.CpuSegmentOps.log`). Made on first use and kept."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads,
+                                                        thread_name_prefix="fbgpu-kernel")
+        return pool
+
+
 # --------------------------------------------------------------------------------- build
 class AotBuildError(RuntimeError):
     """The ahead-of-time libraries could not be built (no compiler, a compile error)."""
@@ -437,7 +453,6 @@ class AotKernels:
         self.manifest = json.loads((directory / "manifest.json").read_text())
         self._kernels: dict[str, _Kernel] = {}
         self._lock = threading.Lock()
-        self._pools: dict[int, ThreadPoolExecutor] = {}  # by size; never shut down (shared)
         self._simd_lib: Any = None  # the SIMD library once loaded (False: this CPU lacks it)
 
     def _kernel(self, name: str) -> _Kernel:
@@ -505,16 +520,8 @@ class AotKernels:
         (one call at a time on this thread when there is one thread or one chunk)."""
         chunks = list(itertools.pairwise(bounds))
         if threads > 1 and len(chunks) > 1:
-            return list(self._executor(threads).map(lambda c: call(*c), chunks))
+            return list(kernel_pool(threads).map(lambda c: call(*c), chunks))
         return [call(lo, hi) for lo, hi in chunks]
-
-    def _executor(self, threads: int) -> ThreadPoolExecutor:
-        with self._lock:
-            pool = self._pools.get(threads)
-            if pool is None:
-                pool = ThreadPoolExecutor(threads, thread_name_prefix="fbgpu-kernel")
-                self._pools[threads] = pool
-            return pool
 
     def run(self, name: str, args: tuple[Any, ...], parallel: bool) -> bool:
         """Run kernel ``name`` on ``args`` and return True, or return False (nothing run) when

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -333,6 +334,11 @@ class SegmentOps:
         m, use = self._mask(mask, x.shape[0])
         return CorrStats(*self._corr(offsets, x, y, m, use))
 
+    def log(self, x: Array, out: Array | None = None) -> Array:
+        """Elementwise natural log of a 1-D float64 array (``xp.log``), into ``out`` when
+        given (the trade family's log prices)."""
+        return self.xp.log(x, out=out)
+
     def lagged_row_corr_stats(self, x: Array, y: Array, lag: int) -> CorrStats:
         """Per row s of ``x, y [S, L]``: the :class:`CorrStats` of the pairs
         ``(x[s, k + lag], y[s, k])`` for ``lag > 0``, ``(x[s, k], y[s, k - lag])`` for
@@ -612,6 +618,30 @@ class CpuSegmentOps(SegmentOps):
 
     def _moments(self, offsets, x, m, use):
         return self._run("seg_moments", 2 * x.shape[0], offsets, x, m, use)
+
+    def log(self, x: Array, out: Array | None = None) -> Array:
+        # numpy's log releases the GIL and runs at ~1 ns per element on one core while the
+        # kernel threads wait: a large array is cut into one part per kernel thread (10.3 M
+        # trade prices: 11.3 -> 6.2 ms on two cores). Elementwise, so the same bits however
+        # it is cut (numpy's vector loop handles any part's tail with a masked vector).
+        from fbgpu.engine.cpu_aot import kernel_pool, thread_count
+
+        if out is None:
+            out = np.empty(x.shape, dtype=np.float64)
+        threads = thread_count()
+        n = int(x.shape[0])
+        # (worth splitting from a quarter of the kernels' size: a group of ~1 M trades too)
+        if threads < 2 or 4 * n < self.parallel_min_elements or x.ndim != 1:
+            return np.log(x, out=out)
+        bounds = [n * i // threads for i in range(threads + 1)]
+        err = np.geterr()  # the caller's (thread-local) floating-point error handling
+
+        def part(lo: int, hi: int) -> None:
+            with np.errstate(**err):
+                np.log(x[lo:hi], out=out[lo:hi])
+
+        list(kernel_pool(threads).map(lambda b: part(*b), itertools.pairwise(bounds)))
+        return out
 
     def _lagged_row_corr_stats(self, x, y, lag):
         # In place, no copy of the shifted views: the flat rows shifted by |lag| elements, read

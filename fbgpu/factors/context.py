@@ -281,7 +281,7 @@ class TradeContext(TickContext):
     @cached_property
     def log_price(self) -> Array:
         """``log(p_t)`` of every trade (float64)."""
-        return self.xp.log(self.xp.asarray(self.col("price"), dtype=self.xp.float64))
+        return self.ops.log(self.xp.asarray(self.col("price"), dtype=self.xp.float64))
 
     @cached_property
     def dlogp(self) -> Array:

@@ -113,7 +113,7 @@ def _trade_passes(ctx: TradeContext, scratch: Any = None, bins_out: Any = None,
         n = ctx.n
         totals = (scratch[0, :n], scratch[1, :n])
         # the same bits as ctx.log_price (elementwise), into the reused row
-        log_price = xp.log(xp.asarray(ctx.col("price"), dtype=xp.float64), out=scratch[2, :n])
+        log_price = ops.log(xp.asarray(ctx.col("price"), dtype=xp.float64), out=scratch[2, :n])
     orders = ops.trade_order_stats(ctx.offsets, ctx.col("buy_order_id"), ctx.col("sell_order_id"),
                                    ctx.amount, totals)
     thr, always = big_order_threshold(xp, ctx.config, orders.buy, orders.sell)
