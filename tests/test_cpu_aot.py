@@ -115,7 +115,7 @@ def test_edge_day_same_bits(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     ops = _many_chunks_ops(monkeypatch) if mode == "chunked" else CpuSegmentOps()
     aot, jit, ran = _both_routes(_edge_day(), monkeypatch, ops)
     _assert_identical(aot, jit)
-    assert {"fused_order_stats", "fused_trade_orders", "fused_trade_bins"} <= set(ran)
+    assert {"fused_order_stats", "fused_trade_pass"} <= set(ran)
 
 
 @settings(max_examples=60, deadline=None)
@@ -268,8 +268,8 @@ def test_the_build_key_follows_the_kernel_source(monkeypatch: pytest.MonkeyPatch
     (src / "engine").mkdir(parents=True)
     (src / "data").mkdir()
     pkg = Path(cpu_aot.__file__).resolve().parents[1]
-    for rel in ("engine/cpu_kernels.py", "data/bars.py", "data/bars_kernels.py",
-                "data/schemas.py", "engine/cpu_aot.py"):
+    for rel in ("engine/cpu_kernels.py", "engine/pooled.py", "data/bars.py",
+                "data/bars_kernels.py", "data/schemas.py", "engine/cpu_aot.py"):
         (src / rel).write_bytes((pkg / rel).read_bytes())
     (src / "engine" / "cpu_kernels.py").write_bytes((pkg / "engine" / "cpu_kernels.py")
                                                     .read_bytes() + b"\n# edited\n")

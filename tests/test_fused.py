@@ -33,7 +33,14 @@ from fbgpu.engine.segments import (
 from fbgpu.factors import FACTORS, FactorConfig
 from fbgpu.factors import compute as compute_mod
 from fbgpu.factors.compute import DayInputs, compute_loaded_day, load_day
-from fbgpu.factors.context import EARLY_WINDOW, ORDER_SESSION, OrderContext, TradeContext
+from fbgpu.factors.context import (
+    EARLY_WINDOW,
+    ORDER_SESSION,
+    OrderContext,
+    TradeContext,
+    big_order_rule,
+    big_order_threshold,
+)
 from fbgpu.factors.fused import prime
 
 REAL = Path(os.environ.get("FBGPU_REAL_DATA", "/work/shared/data/real"))
@@ -152,6 +159,9 @@ def test_trade_passes_equal_the_primitives(mode: str) -> None:
             ids = ids * (1 << 40) + rng.integers(0, 5, (2, n))
         if trial % 4 == 3:  # buy ids dense, sell ids sparse: not the two-table loop
             ids[0] = rng.integers(0, max(n // 3, 1), n)
+        if trial % 5 == 2:  # one trade per order, one amount: every order equal (all big)
+            ids = np.stack([np.arange(n), np.arange(n) + 7])
+            amount = np.full(n, 2.5e4)
         st = ops.trade_order_stats(off, ids[0], ids[1], amount)
         for got_tot, got_m, keys in ((st.buy_totals, st.buy, ids[0]),
                                      (st.sell_totals, st.sell, ids[1])):
@@ -183,6 +193,23 @@ def test_trade_passes_equal_the_primitives(mode: str) -> None:
         assert_same_bits(got.amount, ops.bin_sum(off, code, amount, 32), "amount bins")
         assert_same_bits(got.dlogp, ops.bin_sum(off, code, dlogp, 32), "dlogp bins")
         assert_same_bits(got.nab, ops.bin_sum(off, minute_of_ts(ts), amount * side, 240), "NAB")
+        if not ops.one_pass_trades:
+            continue
+        # The one-pass kernel: the two passes with the rule's cut-off in between, bit for bit.
+        for cfg in (FactorConfig(), FactorConfig(big_order_k=0.0),
+                    FactorConfig(big_order_k=2.5),
+                    FactorConfig(big_order_rule="fixed_notional",
+                                 big_order_notional=float(rng.uniform(1e3, 2e5)))):
+            thr, always = big_order_threshold(np, cfg, st.buy, st.sell)
+            want = ops.trade_flag_bins(off, ts, side, amount, log_price, st.buy_totals,
+                                       st.sell_totals, thr, always, EARLY_WINDOW)
+            one = ops.trade_family_stats(off, ids[0], ids[1], amount, ts, side, log_price,
+                                         big_order_rule(cfg), EARLY_WINDOW)
+            for f in ("n", "mean", "m2", "m3", "m4", "min", "max"):
+                assert_same_bits(getattr(one.buy, f), getattr(st.buy, f), f"one-pass buy {f}")
+                assert_same_bits(getattr(one.sell, f), getattr(st.sell, f), f"one-pass sell {f}")
+            for f in ("amount", "dlogp", "nab"):
+                assert_same_bits(getattr(one.bins, f), getattr(want, f), f"one-pass {f} {cfg}")
 
 
 @pytest.mark.parametrize("mode", list(OPS))

@@ -100,14 +100,11 @@ SPECS: dict[str, KernelSpec] = {
         ("offsets", _E, _E, _E, _E, _E, _X, _X, _X, _X, _X, _L, _L, _L, _S),
         ("int64:1", "int64:1", "int8:1", "int64:1", "float64:1", "int8:1", "int64", "int64",
          "int64", "int64", "int64", "int64:2", "float64:3", "float64:2", "uint8:1")),
-    "fused_trade_orders": KernelSpec(
-        ("offsets", _E, _E, _E, _E, _E, _L, _L),
-        ("int64:1", "int64:1", "int64:1", "float64:1", "float64:1", "float64:1", "int64:2",
-         "float64:3")),
-    "fused_trade_bins": KernelSpec(
-        ("offsets", _E, _E, _E, _E, _E, _E, _S, _S, _X, _X, _S, _S, _S),
-        ("int64:1", "int64:1", "int8:1", "float64:1", "float64:1", "float64:1", "float64:1",
-         "float64:1", "bool:1", "int64", "int64", "float64:2", "float64:2", "float64:2")),
+    "fused_trade_pass": KernelSpec(
+        ("offsets", _E, _E, _E, _E, _E, _E, _E, _X, _X, _L, _L, _S, _S, _S),
+        ("int64:1", "int64:1", "int64:1", "float64:1", "int64:1", "int8:1", "float64:1",
+         "float64:1", "int64", "int64", "int64:2", "float64:3", "float64:2", "float64:2",
+         "float64:2")),
     "fused_minute_stats": KernelSpec(
         (_S, _S, _S, _S, _S, _S, _S, _X, _X, _X, _L, _L, _L, _L, _L, _S),
         ("float64:2", "float64:2", "int64:2", "float64:2", "int32:2", "float64:2", "float64:2",
@@ -169,12 +166,13 @@ def _cpu_signature() -> bytes:
 
 @cache
 def build_key() -> str:
-    """Hash of what the libraries depend on: the kernels' source (and the bars helper they
-    inline), this module, the runtime shim, numba's and llvmlite's versions, the Python
+    """Hash of what the libraries depend on: the kernels' source (and the bars and pooling
+    helpers they inline), this module, the runtime shim, numba's and llvmlite's versions, the Python
     version and the CPU. Computed without importing numba (its ``_version.py`` is read)."""
     h = hashlib.sha256()
     pkg = _HERE.parents[1]
-    for path in (pkg / "engine" / "cpu_kernels.py", pkg / "data" / "bars.py",
+    for path in (pkg / "engine" / "cpu_kernels.py", pkg / "engine" / "pooled.py",
+                 pkg / "data" / "bars.py",
                  pkg / "data" / "bars_kernels.py", pkg / "data" / "schemas.py", _HERE,
                  _runtime_source(), _simd_source()):
         if path.is_file():

@@ -28,6 +28,7 @@ import numba as nb
 import numpy as np
 
 from fbgpu.data.bars import minute_of_ts_scalar
+from fbgpu.engine.pooled import pooled_mean_var
 
 log = logging.getLogger(__name__)
 
@@ -391,8 +392,8 @@ def _group_ids(lo, hi, keys, x, gid, gsum):  # pragma: no cover - compiled
     Dense keys (span < ``DENSE_SPAN_FACTOR`` x run length + slack) use a direct-address table
     indexed by ``key - min``; other runs an open-addressing hash table (linear probing, size a
     power of two >= 2 * run length). Both are O(n), need no sort and give identical results.
-    Shared by :func:`seg_group_sum` and the fused trade pass where its keys are not dense
-    (:func:`_pair_group_totals`).
+    Shared by :func:`seg_group_sum` and the fused trade passes where their keys are not dense
+    (:func:`_pair_group_ids`).
     """
     m = hi - lo
     # The run as its own arrays, indexed from 0 by a loop counter: an index LLVM knows is not
@@ -807,17 +808,19 @@ def _pair_group_moments(a_sums, n_a, b_sums, n_b, n_out, mom_out, s):  # pragma:
 
 
 @nb.njit(cache=True)
-def _pair_group_totals(lo, hi, a_keys, b_keys, x, a_sums, b_sums, a_tot, b_tot):  # pragma: no cover
-    """Group the run ``lo:hi`` by ``a_keys`` and, separately, by ``b_keys``: ``a_sums[g]``
-    (zeroed by the caller) accumulates ``x`` over a-group g (numbered in order of first
-    appearance) in element order, and ``a_tot[i]`` is element i's a-group total; likewise for
-    b. Returns the two group counts. The bits of :func:`_group_ids` on each key.
+def _pair_group_ids(lo, hi, a_keys, b_keys, x, a_gid, b_gid, a_sums,
+                    b_sums):  # pragma: no cover - compiled
+    """Group the run ``lo:hi`` by ``a_keys`` and, separately, by ``b_keys``: ``a_gid[j]``
+    (int32, j = i - lo; runs are shorter than 2**31, checked by the caller) is element i's
+    a-group, numbered 0, 1, ... in order of first appearance, and ``a_sums[g]`` (zeroed by the
+    caller) accumulates ``x`` over a-group g in element order; likewise for b. Returns the two
+    group counts. The bits of :func:`_group_ids` on each key.
 
     When both keys are dense (:data:`DENSE_SPAN_FACTOR`), one loop takes both: the two
     direct-address tables and the two group sums are independent, so each element's two
     read-modify-write chains (consecutive trades often share an order) overlap, and ``x`` is
-    read once. Table slots and group ids are int32 (half the scratch traffic; a run has fewer
-    than 2**31 elements there). Otherwise each key goes through :func:`_group_ids`."""
+    read once; table slots are int32 (half the scratch traffic). Otherwise each key goes
+    through :func:`_group_ids`."""
     m = hi - lo
     ra = a_keys[lo:hi]  # indexed from 0: no wraparound selects (see _group_ids)
     rb = b_keys[lo:hi]
@@ -832,21 +835,11 @@ def _pair_group_totals(lo, hi, a_keys, b_keys, x, a_sums, b_sums, a_tot, b_tot):
     a_span = amax - amin  # wraps negative for spans >= 2**63: "not dense"
     b_span = bmax - bmin
     dense = DENSE_SPAN_FACTOR * m + DENSE_SPAN_SLACK
-    run_a_tot = a_tot[lo:hi]
-    run_b_tot = b_tot[lo:hi]
-    if not (0 <= a_span < dense and 0 <= b_span < dense and m < 2**31):
-        gid = np.empty(m, dtype=np.int64)
-        n_a = _group_ids(lo, hi, a_keys, x, gid, a_sums)
-        for j in range(m):
-            run_a_tot[j] = a_sums[np.uint64(gid[j])]
-        n_b = _group_ids(lo, hi, b_keys, x, gid, b_sums)
-        for j in range(m):
-            run_b_tot[j] = b_sums[np.uint64(gid[j])]
-        return n_a, n_b
+    if not (0 <= a_span < dense and 0 <= b_span < dense):
+        return (_group_ids(lo, hi, a_keys, x, a_gid, a_sums),
+                _group_ids(lo, hi, b_keys, x, b_gid, b_sums))
     a_slot = np.full(a_span + 1, -1, dtype=np.int32)
     b_slot = np.full(b_span + 1, -1, dtype=np.int32)
-    a_gid = np.empty(m, dtype=np.int32)
-    b_gid = np.empty(m, dtype=np.int32)
     n_a = np.int32(0)
     n_b = np.int32(0)
     for j in range(m):
@@ -868,9 +861,6 @@ def _pair_group_totals(lo, hi, a_keys, b_keys, x, a_sums, b_sums, a_tot, b_tot):
         b_gid[j] = gb
         a_sums[np.uint64(ga)] += v
         b_sums[np.uint64(gb)] += v
-    for j in range(m):
-        run_a_tot[j] = a_sums[np.uint64(a_gid[j])]
-        run_b_tot[j] = b_sums[np.uint64(b_gid[j])]
     return np.int64(n_a), np.int64(n_b)
 
 
@@ -893,11 +883,29 @@ def fused_trade_orders(offsets, buy_id, sell_id, amount, buy_tot, sell_tot, n_ou
                 for j in range(6):
                     mom_out[k, j, s] = np.nan
             continue
+        buy_gid = np.empty(m, dtype=np.int32)
+        sell_gid = np.empty(m, dtype=np.int32)
         buy_sums = np.zeros(m, dtype=np.float64)
         sell_sums = np.zeros(m, dtype=np.float64)
-        n_buy, n_sell = _pair_group_totals(lo, hi, buy_id, sell_id, amount, buy_sums,
-                                           sell_sums, buy_tot, sell_tot)
+        n_buy, n_sell = _pair_group_ids(lo, hi, buy_id, sell_id, amount, buy_gid, sell_gid,
+                                        buy_sums, sell_sums)
+        run_buy_tot = buy_tot[lo:hi]
+        run_sell_tot = sell_tot[lo:hi]
+        for j in range(m):
+            run_buy_tot[j] = buy_sums[np.uint64(buy_gid[j])]
+            run_sell_tot[j] = sell_sums[np.uint64(sell_gid[j])]
         _pair_group_moments(buy_sums, n_buy, sell_sums, n_sell, n_out, mom_out, s)
+
+
+@nb.njit(cache=True, inline="always")
+def _flag_code(t, sd, big_buy, big_sell, early_lo, early_hi):  # pragma: no cover - compiled
+    """A trade's flag code ``early | buy << 1 | sell << 2 | big_buy << 3 | big_sell << 4``
+    (early: ``early_lo <= t < early_hi``; buy/sell: side +1/-1), the index of its bins.
+    Scalars only: an array handed to a per-element helper costs a reference count call per
+    element in the ahead-of-time build (3x the kernel's time)."""
+    return np.uint64(np.int64((t >= early_lo) & (t < early_hi))
+                     | (np.int64(sd == 1) << 1) | (np.int64(sd == -1) << 2)
+                     | (np.int64(big_buy) << 3) | (np.int64(big_sell) << 4))
 
 
 @nb.njit(cache=True, parallel=True)
@@ -934,10 +942,112 @@ def fused_trade_bins(offsets, ts, side, amount, log_price, buy_tot, sell_tot, th
             t = r_ts[j]
             sd = r_side[j]
             a = r_amount[j]
-            code = np.uint64(np.int64((t >= early_lo) & (t < early_hi))
-                              | (np.int64(sd == 1) << 1) | (np.int64(sd == -1) << 2)
-                              | (np.int64((r_buy[j] >= t_s) | a_s) << 3)
-                              | (np.int64((r_sell[j] >= t_s) | a_s) << 4))
+            code = _flag_code(t, sd, (r_buy[j] >= t_s) | a_s, (r_sell[j] >= t_s) | a_s,
+                              early_lo, early_hi)
+            # (the same three sums as fused_trade_pass's loop)
+            if np.isfinite(a):
+                a_bins[code] += a
+            d = 0.0
+            if j > 0:
+                d = r_lp[j] - r_lp[j - 1]
+            if np.isfinite(d):
+                d_bins[code] += d
+            sg = a * np.float64(sd)
+            if np.isfinite(sg):
+                n_row[np.uint64(minute_of_ts_scalar(t))] += sg
+
+
+@nb.njit(cache=True, inline="always")
+def _fmin(a, b):  # pragma: no cover - compiled
+    """``np.fmin`` of two floats: the other where one is NaN."""
+    if a != a:
+        return b
+    if b != b:
+        return a
+    return min(a, b)
+
+
+@nb.njit(cache=True, inline="always")
+def _fmax(a, b):  # pragma: no cover - compiled
+    """``np.fmax`` of two floats: the other where one is NaN."""
+    if a != a:
+        return b
+    if b != b:
+        return a
+    return max(a, b)
+
+
+_pooled_mean_var = nb.njit(cache=True, inline="always")(pooled_mean_var)
+
+
+@nb.njit(cache=True, inline="always")
+def _big_order_cut(n_out, mom_out, s, rule):  # pragma: no cover - compiled
+    """Stock s's big-order ``(threshold, all_equal)`` from its buy and sell orders' moments
+    (sets 0 and 1 of ``n_out``, ``mom_out``), elementwise what
+    :func:`fbgpu.factors.context.big_order_threshold` computes for every stock:
+    ``rule = [fixed, k, notional]``; fixed: ``(notional, False)``; else ``mean + k std`` of the
+    pooled orders (:func:`fbgpu.engine.pooled.pooled_mean_var`, std of ``max(var, 0)``, NaN
+    kept) and whether every order amount is the same (``fmin`` of the minima == ``fmax`` of
+    the maxima)."""
+    if rule[0] != 0.0:
+        return rule[2], False
+    nb_ = np.float64(n_out[0, s])
+    ns = np.float64(n_out[1, s])
+    mean, var = _pooled_mean_var(nb_, mom_out[0, 0, s] if nb_ > 0 else 0.0,
+                                 mom_out[0, 1, s] if nb_ > 0 else 0.0, ns,
+                                 mom_out[1, 0, s] if ns > 0 else 0.0,
+                                 mom_out[1, 1, s] if ns > 0 else 0.0)
+    # np.maximum(var, 0.0): NaN stays NaN
+    std = np.sqrt(var if (var >= 0.0 or var != var) else 0.0)
+    lo = _fmin(mom_out[0, 4, s], mom_out[1, 4, s])
+    hi = _fmax(mom_out[0, 5, s], mom_out[1, 5, s])
+    return mean + rule[1] * std, lo == hi
+
+
+@nb.njit(cache=True, parallel=True)
+def fused_trade_pass(offsets, buy_id, sell_id, amount, ts, side, log_price, rule, early_lo,
+                     early_hi, n_out, mom_out, amount_bins, dlogp_bins,
+                     nab):  # pragma: no cover - compiled
+    """The whole trade family in one pass per stock, its run kept in cache between the
+    steps: the buy and sell orders (:func:`fused_trade_orders`' moments into ``n_out [2, S]``,
+    ``mom_out [2, 6, S]``), the stock's big-order cut-off (:func:`_big_order_cut` of ``rule``),
+    then :func:`fused_trade_bins`' histograms (outputs zeroed by the caller), each trade's
+    order totals read from the stock's own group sums instead of per-trade arrays. The bits
+    of those two kernels with the cut-off computed in between."""
+    S = offsets.shape[0] - 1
+    for s in nb.prange(S):
+        lo = offsets[s]
+        hi = offsets[s + 1]
+        m = hi - lo
+        if m == 0:
+            for k in range(2):
+                n_out[k, s] = 0
+                for j in range(6):
+                    mom_out[k, j, s] = np.nan
+            continue
+        buy_gid = np.empty(m, dtype=np.int32)
+        sell_gid = np.empty(m, dtype=np.int32)
+        buy_sums = np.zeros(m, dtype=np.float64)
+        sell_sums = np.zeros(m, dtype=np.float64)
+        n_buy, n_sell = _pair_group_ids(lo, hi, buy_id, sell_id, amount, buy_gid, sell_gid,
+                                        buy_sums, sell_sums)
+        _pair_group_moments(buy_sums, n_buy, sell_sums, n_sell, n_out, mom_out, s)
+        t_s, a_s = _big_order_cut(n_out, mom_out, s, rule)
+        r_ts = ts[lo:hi]
+        r_side = side[lo:hi]
+        r_amount = amount[lo:hi]
+        r_lp = log_price[lo:hi]
+        a_bins = amount_bins[s]
+        d_bins = dlogp_bins[s]
+        n_row = nab[s]
+        for j in range(m):
+            t = r_ts[j]
+            sd = r_side[j]
+            a = r_amount[j]
+            code = _flag_code(t, sd, (buy_sums[np.uint64(buy_gid[j])] >= t_s) | a_s,
+                              (sell_sums[np.uint64(sell_gid[j])] >= t_s) | a_s, early_lo,
+                              early_hi)
+            # (the same three sums as fused_trade_bins's loop)
             if np.isfinite(a):
                 a_bins[code] += a
             d = 0.0

@@ -125,6 +125,32 @@ class TradeOrderStats:
 
 
 @dataclass(frozen=True)
+class BigOrderRule:
+    """The big-order cut-off of a stock-day, as numbers a kernel can take: a fixed
+    ``notional`` (when set), else ``mean + k std`` over the day's buy and sell orders' amounts
+    pooled, every order big when all amounts are equal
+    (:func:`fbgpu.factors.context.big_order_threshold` is the definition)."""
+
+    k: float
+    notional: float | None = None
+
+    def as_array(self) -> np.ndarray:
+        """``[fixed, k, notional]`` (float64; 0 for an unused field)."""
+        fixed = self.notional is not None
+        return np.array([float(fixed), float(self.k), float(self.notional) if fixed else 0.0])
+
+
+@dataclass(frozen=True)
+class TradeFamilyStats:
+    """The trade family's intermediates from one pass (:meth:`SegmentOps.trade_family_stats`):
+    the buy and sell orders' :class:`Moments` and the flag-code and minute histograms."""
+
+    buy: Moments
+    sell: Moments
+    bins: TradeBins
+
+
+@dataclass(frozen=True)
 class MinuteFamilyStats:
     """The minute family's row statistics from one fused pass over ``[S, L]`` bars
     (:meth:`SegmentOps.minute_family_stats`)."""
@@ -419,6 +445,9 @@ class SegmentOps:
     #: Trades per group of stocks in the fused trade pass (:func:`fbgpu.factors.fused.
     #: prime_trades`), or None for the whole day in one group (one launch per kernel: the GPU).
     trade_group_trades: int | None = None
+    #: Whether :meth:`trade_family_stats` runs (the CPU); else the trade family is the two
+    #: passes :meth:`trade_order_stats` and :meth:`trade_flag_bins` with the cut-off between.
+    one_pass_trades: bool = False
 
     def order_family_stats(
         self, offsets: Array, ts: Array, side: Array, volume: Array, price: Array,
@@ -479,6 +508,27 @@ class SegmentOps:
                                f"{S} segments")
         return self._trade_flag_bins(offsets, ts, side, amount, log_price, buy_totals,
                                      sell_totals, thr, always, early, bins_out)
+
+    def trade_family_stats(
+        self, offsets: Array, buy_id: Array, sell_id: Array, amount: Array, ts: Array,
+        side: Array, log_price: Array, rule: BigOrderRule, early: tuple[int, int],
+        bins_out: tuple[Array, Array, Array] | None = None,
+    ) -> TradeFamilyStats:
+        """:meth:`trade_order_stats` (its moments; no per-trade totals), the big-order cut-off
+        of ``rule`` per stock, and :meth:`trade_flag_bins` with it, in one pass per stock
+        (where :attr:`one_pass_trades`): the bits of the two passes with
+        :func:`fbgpu.factors.context.big_order_threshold` in between."""
+        amount = self._f64(amount)
+        log_price = self._f64(log_price)
+        buy_id = self._i64(buy_id)
+        sell_id = self._i64(sell_id)
+        ts = self._i64(ts)
+        offsets = self._check(offsets, amount, buy_id, sell_id, ts, side, log_price)
+        return self._trade_family_stats(offsets, buy_id, sell_id, amount, ts, side, log_price,
+                                        rule, early, bins_out)
+
+    def _trade_family_stats(self, *args: Any) -> TradeFamilyStats:
+        raise NotImplementedError(f"{self.name}: no one-pass trade kernel (one_pass_trades)")
 
     def minute_family_stats(
         self, open_: Array, close: Array, volume: Array, amount: Array, num_trades: Array,
@@ -753,31 +803,60 @@ class CpuSegmentOps(SegmentOps):
         else:
             buy_tot = np.empty(amount.shape[0], dtype=np.float64)
             sell_tot = np.empty(amount.shape[0], dtype=np.float64)
+        _check_run_lengths(offsets)
         n = np.empty((2, S), dtype=np.int64)
         mom = np.empty((2, 6, S), dtype=np.float64)
         self._run("fused_trade_orders", 8 * amount.shape[0], offsets, buy_id,
                   sell_id, amount, buy_tot, sell_tot, n, mom)
         return TradeOrderStats(buy_tot, sell_tot, Moments(n[0], *mom[0]), Moments(n[1], *mom[1]))
 
+    one_pass_trades = True
+
+    def _trade_family_stats(self, offsets, buy_id, sell_id, amount, ts, side, log_price, rule,
+                            early, bins_out=None):
+        _check_run_lengths(offsets)
+        S = offsets.shape[0] - 1
+        n = np.empty((2, S), dtype=np.int64)
+        mom = np.empty((2, 6, S), dtype=np.float64)
+        amount_bins, dlogp_bins, nab = _zeroed_bins(S, bins_out)
+        self._run("fused_trade_pass", 10 * amount.shape[0], offsets, buy_id, sell_id, amount,
+                  ts, side, log_price, rule.as_array(), np.int64(early[0]), np.int64(early[1]),
+                  n, mom, amount_bins, dlogp_bins, nab)
+        return TradeFamilyStats(Moments(n[0], *mom[0]), Moments(n[1], *mom[1]),
+                                TradeBins(amount_bins, dlogp_bins, nab))
+
     def _trade_flag_bins(self, offsets, ts, side, amount, log_price, buy_tot, sell_tot, thr,
                          always, early, bins_out=None):
-        from fbgpu.data.schemas import MINUTES_PER_DAY
-
         S = offsets.shape[0] - 1
-        shapes = ((S, 32), (S, 32), (S, MINUTES_PER_DAY))
-        if bins_out is None:
-            amount_bins, dlogp_bins, nab = (_zeroed(shape) for shape in shapes)
-        else:
-            if any(b.shape != shape or b.dtype != np.float64 or not b.flags.c_contiguous
-                   for b, shape in zip(bins_out, shapes, strict=True)):
-                raise ValueError(f"bins_out: C-contiguous float64 arrays of shapes {shapes}")
-            for b in bins_out:  # the kernel accumulates (out[i] += x)
-                b.fill(0.0)
-            amount_bins, dlogp_bins, nab = bins_out
+        amount_bins, dlogp_bins, nab = _zeroed_bins(S, bins_out)
         self._run("fused_trade_bins", 2 * amount.shape[0], offsets, ts, side,
                   amount, log_price, buy_tot, sell_tot, thr, always, np.int64(early[0]),
                   np.int64(early[1]), amount_bins, dlogp_bins, nab)
         return TradeBins(amount_bins, dlogp_bins, nab)
+
+
+def _check_run_lengths(offsets: np.ndarray) -> None:
+    """The trade-order kernels number a stock's groups in int32: refuse a stock-day of 2**31
+    trades or more (never seen; a clear error rather than wrapped group ids)."""
+    if offsets.shape[0] > 1 and int(np.diff(offsets).max()) >= 2**31:
+        raise SegmentError("a stock-day has 2**31 trades or more: beyond the trade kernels")
+
+
+def _zeroed_bins(S: int, bins_out: tuple[np.ndarray, ...] | None) -> tuple[np.ndarray, ...]:
+    """The trade family's three histograms ``[S, 32]``, ``[S, 32]``, ``[S, 240]``, zeroed
+    for the kernels to accumulate into: fresh (:func:`_zeroed`) or the caller's ``bins_out``
+    (checked: C-contiguous float64 of those shapes)."""
+    from fbgpu.data.schemas import MINUTES_PER_DAY
+
+    shapes = ((S, 32), (S, 32), (S, MINUTES_PER_DAY))
+    if bins_out is None:
+        return tuple(_zeroed(shape) for shape in shapes)
+    if any(b.shape != shape or b.dtype != np.float64 or not b.flags.c_contiguous
+           for b, shape in zip(bins_out, shapes, strict=True)):
+        raise ValueError(f"bins_out: C-contiguous float64 arrays of shapes {shapes}")
+    for b in bins_out:  # the kernels accumulate (out[i] += x)
+        b.fill(0.0)
+    return tuple(bins_out)
 
 
 def _zeroed(shape: tuple[int, ...]) -> np.ndarray:

@@ -19,7 +19,15 @@ import numpy as np
 
 from fbgpu.data.bars import NS_PER_MIN, T_0915, T_0930, T_1000, T_1130, T_1300, T_1500, minute_of_ts
 from fbgpu.data.schemas import MINUTES_PER_DAY, ORDER_TYPE_LIMIT
-from fbgpu.engine.segments import CorrStats, Moments, SegmentOps, quiet, ratio
+from fbgpu.engine.pooled import pooled_mean_var
+from fbgpu.engine.segments import (
+    BigOrderRule,
+    CorrStats,
+    Moments,
+    SegmentOps,
+    quiet,
+    ratio,
+)
 from fbgpu.factors.config import FactorConfig
 
 Array = Any
@@ -481,6 +489,13 @@ class OrderContext(TickContext):
         return self.ops.corr_stats(self.offsets, self.volume, self.price, mask)
 
 
+def big_order_rule(config: FactorConfig) -> BigOrderRule:
+    """:func:`big_order_threshold`'s rule as the numbers a one-pass kernel takes."""
+    if config.big_order_rule == "fixed_notional":
+        return BigOrderRule(config.big_order_k, config.big_order_notional)
+    return BigOrderRule(config.big_order_k)
+
+
 def big_order_threshold(xp: Any, config: FactorConfig, buy: Moments,
                         sell: Moments) -> tuple[Array, Array]:
     """Per stock: ``(threshold, all_equal)`` of the big-order rule, from the moments of its buy
@@ -491,21 +506,19 @@ def big_order_threshold(xp: Any, config: FactorConfig, buy: Moments,
     ``all_equal`` when every order amount is exactly the same (then every order is big).
     ``fixed_notional``: the constant. Elementwise per stock, so computing it on a subset of the
     stocks gives the same bits for them (:func:`fbgpu.factors.fused.prime_trades` does, per
-    group of stocks)."""
+    group of stocks). The CPU's one-pass trade kernel applies the same rule per stock
+    (:class:`fbgpu.engine.segments.BigOrderRule`; the pooling is one function for both,
+    :func:`fbgpu.engine.pooled.pooled_mean_var`, and a test holds the two to the same bits)."""
     S = int(buy.n.shape[0])
     if config.big_order_rule == "fixed_notional":
         return xp.full(S, config.big_order_notional), xp.zeros(S, dtype=bool)
     nb = buy.n.astype(xp.float64)
     ns = sell.n.astype(xp.float64)
-    n = nb + ns
     with quiet(xp):
-        mean_b = xp.where(nb > 0, buy.mean, 0.0)
-        mean_s = xp.where(ns > 0, sell.mean, 0.0)
-        m2b = xp.where(nb > 0, buy.m2, 0.0)
-        m2s = xp.where(ns > 0, sell.m2, 0.0)
-        mean = (nb * mean_b + ns * mean_s) / n
-        delta = mean_s - mean_b
-        var = (nb * m2b + ns * m2s + nb * ns / n * delta * delta) / n
+        mean, var = pooled_mean_var(nb, xp.where(nb > 0, buy.mean, 0.0),
+                                    xp.where(nb > 0, buy.m2, 0.0), ns,
+                                    xp.where(ns > 0, sell.mean, 0.0),
+                                    xp.where(ns > 0, sell.m2, 0.0))
         std = xp.sqrt(xp.maximum(var, 0.0))
     lo = xp.fmin(buy.min, sell.min)
     hi = xp.fmax(buy.max, sell.max)

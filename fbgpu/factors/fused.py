@@ -17,7 +17,10 @@ thread block per stock (CUDA C, ``kernels/segments.cu``) on the GPU:
 * ``trade``: ``order_moments`` (:meth:`~fbgpu.engine.segments.SegmentOps.trade_order_stats`),
   then the big-order threshold in array code (:attr:`TradeContext.big_threshold`, unchanged),
   then ``amount_bins``, ``dlogp_bins``, ``net_active_buy``
-  (:meth:`~fbgpu.engine.segments.SegmentOps.trade_flag_bins`): two kernels plus ``log(price)``.
+  (:meth:`~fbgpu.engine.segments.SegmentOps.trade_flag_bins`): two kernels plus ``log(price)``;
+  on the CPU one kernel with the threshold per stock inside
+  (:meth:`~fbgpu.engine.segments.SegmentOps.trade_family_stats`, the same bits) plus
+  ``log(price)``.
 
 The factor functions read these intermediates whichever path filled them (the minute and order
 factors read them as context properties rather than calling the primitives themselves), and the
@@ -48,6 +51,7 @@ from fbgpu.factors.context import (
     MinuteContext,
     OrderContext,
     TradeContext,
+    big_order_rule,
     big_order_threshold,
 )
 from fbgpu.factors.registry import FACTORS
@@ -88,7 +92,9 @@ def prime_trades(ctx: TradeContext) -> None:
         bins = parts[0][2]
     else:
         width = max(int(off[hi] - off[lo]) for lo, hi in groups)
-        scratch = xp.empty((3, width), dtype=xp.float64)  # totals x 2, log prices: reused
+        # log prices (and the per-trade order totals of the two-pass route): reused
+        rows = 1 if ctx.ops.one_pass_trades else 3
+        scratch = xp.empty((rows, width), dtype=xp.float64)
         # The whole day's bins, each group accumulating into its rows (no concatenation).
         bins = tuple(xp.empty((ctx.S, w), dtype=xp.float64) for w in (32, 32, MINUTES_PER_DAY))
         parts = [_trade_passes(ctx.subset(lo, hi), scratch, tuple(b[lo:hi] for b in bins))
@@ -101,19 +107,26 @@ def prime_trades(ctx: TradeContext) -> None:
 
 def _trade_passes(ctx: TradeContext, scratch: Any = None, bins_out: Any = None,
                   ) -> tuple[Moments, Moments, tuple[Any, Any, Any]]:
-    """The two fused trade passes over ``ctx``'s stocks: ``(buy moments, sell moments,
-    (amount bins, dlogp bins, net active buying))``. ``scratch`` (``[3, >= ctx.n]`` float64,
-    reused across groups) holds the per-trade order totals and log prices; without it they
+    """The fused trade passes over ``ctx``'s stocks (one where the backend has
+    ``one_pass_trades``, else two): ``(buy moments, sell moments, (amount bins, dlogp bins,
+    net active buying))``. ``scratch`` (``[1 or 3, >= ctx.n]`` float64, reused across groups)
+    holds the log prices (and, for two passes, the per-trade order totals); without it they
     are allocated (and the log prices cached on ``ctx``). ``bins_out``: the three bin arrays'
-    rows for these stocks, written in place (``SegmentOps.trade_flag_bins``)."""
+    rows for these stocks, written in place."""
     ops, xp = ctx.ops, ctx.xp
     if scratch is None:
         totals, log_price = None, ctx.log_price
     else:
         n = ctx.n
-        totals = (scratch[0, :n], scratch[1, :n])
+        totals = (scratch[1, :n], scratch[2, :n]) if scratch.shape[0] == 3 else None
         # the same bits as ctx.log_price (elementwise), into the reused row
-        log_price = ops.log(xp.asarray(ctx.col("price"), dtype=xp.float64), out=scratch[2, :n])
+        log_price = ops.log(xp.asarray(ctx.col("price"), dtype=xp.float64), out=scratch[0, :n])
+    if ops.one_pass_trades:
+        st = ops.trade_family_stats(ctx.offsets, ctx.col("buy_order_id"),
+                                    ctx.col("sell_order_id"), ctx.amount, ctx.col("ts"),
+                                    ctx.side, log_price, big_order_rule(ctx.config), EARLY_WINDOW,
+                                    bins_out)
+        return st.buy, st.sell, (st.bins.amount, st.bins.dlogp, st.bins.nab)
     orders = ops.trade_order_stats(ctx.offsets, ctx.col("buy_order_id"), ctx.col("sell_order_id"),
                                    ctx.amount, totals)
     thr, always = big_order_threshold(xp, ctx.config, orders.buy, orders.sell)
