@@ -908,6 +908,39 @@ def _flag_code(t, sd, big_buy, big_sell, early_lo, early_hi):  # pragma: no cove
                      | (np.int64(big_buy) << 3) | (np.int64(big_sell) << 4))
 
 
+#: The group ids :func:`_bin_run` does not read when its totals are per trade.
+_NO_GROUPS = np.zeros(1, dtype=np.int32)
+
+
+@nb.njit(cache=True)
+def _bin_run(r_ts, r_side, r_amount, r_lp, buy_total, buy_gid, sell_total, sell_gid, by_group,
+             t_s, a_s, early_lo, early_hi, a_bins, d_bins, n_row):  # pragma: no cover
+    """One stock's trades into its bins (:func:`fused_trade_bins`): trade j's buy order is big
+    when its total ``>= t_s`` or ``a_s``, the total being ``buy_total[buy_gid[j]]`` (a stock's
+    group sums) when ``by_group``, else ``buy_total[j]`` (per-trade totals); likewise sell.
+    Then ``a_bins[code] += amount``, ``d_bins[code] += dlogp`` (``r_lp[j] - r_lp[j - 1]``, 0 for
+    j = 0) and ``n_row[minute(t)] += amount * side``, finite values only. One call per stock
+    (``by_group`` is the same for the whole loop, which the compiler takes out of it)."""
+    for j in range(r_ts.shape[0]):
+        t = r_ts[j]
+        sd = r_side[j]
+        a = r_amount[j]
+        jb = np.uint64(buy_gid[j]) if by_group else np.uint64(j)
+        js = np.uint64(sell_gid[j]) if by_group else np.uint64(j)
+        code = _flag_code(t, sd, (buy_total[jb] >= t_s) | a_s, (sell_total[js] >= t_s) | a_s,
+                          early_lo, early_hi)
+        if np.isfinite(a):
+            a_bins[code] += a
+        d = 0.0
+        if j > 0:
+            d = r_lp[j] - r_lp[j - 1]
+        if np.isfinite(d):
+            d_bins[code] += d
+        sg = a * np.float64(sd)
+        if np.isfinite(sg):
+            n_row[np.uint64(minute_of_ts_scalar(t))] += sg
+
+
 @nb.njit(cache=True, parallel=True)
 def fused_trade_bins(offsets, ts, side, amount, log_price, buy_tot, sell_tot, thr, always,
                      early_lo, early_hi, amount_bins, dlogp_bins,
@@ -938,23 +971,8 @@ def fused_trade_bins(offsets, ts, side, amount, log_price, buy_tot, sell_tot, th
         a_bins = amount_bins[s]
         d_bins = dlogp_bins[s]
         n_row = nab[s]
-        for j in range(hi - lo):
-            t = r_ts[j]
-            sd = r_side[j]
-            a = r_amount[j]
-            code = _flag_code(t, sd, (r_buy[j] >= t_s) | a_s, (r_sell[j] >= t_s) | a_s,
-                              early_lo, early_hi)
-            # (the same three sums as fused_trade_pass's loop)
-            if np.isfinite(a):
-                a_bins[code] += a
-            d = 0.0
-            if j > 0:
-                d = r_lp[j] - r_lp[j - 1]
-            if np.isfinite(d):
-                d_bins[code] += d
-            sg = a * np.float64(sd)
-            if np.isfinite(sg):
-                n_row[np.uint64(minute_of_ts_scalar(t))] += sg
+        _bin_run(r_ts, r_side, r_amount, r_lp, r_buy, _NO_GROUPS, r_sell, _NO_GROUPS, False,
+                 t_s, a_s, early_lo, early_hi, a_bins, d_bins, n_row)
 
 
 @nb.njit(cache=True, inline="always")
@@ -1040,24 +1058,8 @@ def fused_trade_pass(offsets, buy_id, sell_id, amount, ts, side, log_price, rule
         a_bins = amount_bins[s]
         d_bins = dlogp_bins[s]
         n_row = nab[s]
-        for j in range(m):
-            t = r_ts[j]
-            sd = r_side[j]
-            a = r_amount[j]
-            code = _flag_code(t, sd, (buy_sums[np.uint64(buy_gid[j])] >= t_s) | a_s,
-                              (sell_sums[np.uint64(sell_gid[j])] >= t_s) | a_s, early_lo,
-                              early_hi)
-            # (the same three sums as fused_trade_bins's loop)
-            if np.isfinite(a):
-                a_bins[code] += a
-            d = 0.0
-            if j > 0:
-                d = r_lp[j] - r_lp[j - 1]
-            if np.isfinite(d):
-                d_bins[code] += d
-            sg = a * np.float64(sd)
-            if np.isfinite(sg):
-                n_row[np.uint64(minute_of_ts_scalar(t))] += sg
+        _bin_run(r_ts, r_side, r_amount, r_lp, buy_sums, buy_gid, sell_sums, sell_gid, True,
+                 t_s, a_s, early_lo, early_hi, a_bins, d_bins, n_row)
 
 
 @nb.njit(cache=True, inline="always")
