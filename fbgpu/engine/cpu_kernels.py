@@ -864,6 +864,29 @@ def _pair_group_ids(lo, hi, a_keys, b_keys, x, a_gid, b_gid, a_sums,
     return np.int64(n_a), np.int64(n_b)
 
 
+@nb.njit(cache=True)
+def _stock_orders(lo, hi, buy_id, sell_id, amount, n_out, mom_out, s):  # pragma: no cover
+    """Stock s's orders (its trades ``lo:hi``): the group ids and sums of both sides
+    (:func:`_pair_group_ids`) and their moments, set 0 buy and 1 sell of ``n_out``,
+    ``mom_out`` (n = 0 and NaN for a stock without trades). Returns ``(buy_gid, sell_gid,
+    buy_sums, sell_sums)``."""
+    m = hi - lo
+    buy_gid = np.empty(m, dtype=np.int32)
+    sell_gid = np.empty(m, dtype=np.int32)
+    buy_sums = np.zeros(m, dtype=np.float64)
+    sell_sums = np.zeros(m, dtype=np.float64)
+    if m == 0:
+        for k in range(2):
+            n_out[k, s] = 0
+            for j in range(6):
+                mom_out[k, j, s] = np.nan
+        return buy_gid, sell_gid, buy_sums, sell_sums
+    n_buy, n_sell = _pair_group_ids(lo, hi, buy_id, sell_id, amount, buy_gid, sell_gid,
+                                    buy_sums, sell_sums)
+    _pair_group_moments(buy_sums, n_buy, sell_sums, n_sell, n_out, mom_out, s)
+    return buy_gid, sell_gid, buy_sums, sell_sums
+
+
 @nb.njit(cache=True, parallel=True)
 def fused_trade_orders(offsets, buy_id, sell_id, amount, buy_tot, sell_tot, n_out,
                        mom_out):  # pragma: no cover - compiled
@@ -876,25 +899,13 @@ def fused_trade_orders(offsets, buy_id, sell_id, amount, buy_tot, sell_tot, n_ou
     for s in nb.prange(S):
         lo = offsets[s]
         hi = offsets[s + 1]
-        m = hi - lo
-        if m == 0:
-            for k in range(2):
-                n_out[k, s] = 0
-                for j in range(6):
-                    mom_out[k, j, s] = np.nan
-            continue
-        buy_gid = np.empty(m, dtype=np.int32)
-        sell_gid = np.empty(m, dtype=np.int32)
-        buy_sums = np.zeros(m, dtype=np.float64)
-        sell_sums = np.zeros(m, dtype=np.float64)
-        n_buy, n_sell = _pair_group_ids(lo, hi, buy_id, sell_id, amount, buy_gid, sell_gid,
-                                        buy_sums, sell_sums)
+        buy_gid, sell_gid, buy_sums, sell_sums = _stock_orders(lo, hi, buy_id, sell_id, amount,
+                                                               n_out, mom_out, s)
         run_buy_tot = buy_tot[lo:hi]
         run_sell_tot = sell_tot[lo:hi]
-        for j in range(m):
+        for j in range(hi - lo):
             run_buy_tot[j] = buy_sums[np.uint64(buy_gid[j])]
             run_sell_tot[j] = sell_sums[np.uint64(sell_gid[j])]
-        _pair_group_moments(buy_sums, n_buy, sell_sums, n_sell, n_out, mom_out, s)
 
 
 @nb.njit(cache=True, inline="always")
@@ -913,14 +924,26 @@ _NO_GROUPS = np.zeros(1, dtype=np.int32)
 
 
 @nb.njit(cache=True)
-def _bin_run(r_ts, r_side, r_amount, r_lp, buy_total, buy_gid, sell_total, sell_gid, by_group,
-             t_s, a_s, early_lo, early_hi, a_bins, d_bins, n_row):  # pragma: no cover
-    """One stock's trades into its bins (:func:`fused_trade_bins`): trade j's buy order is big
-    when its total ``>= t_s`` or ``a_s``, the total being ``buy_total[buy_gid[j]]`` (a stock's
-    group sums) when ``by_group``, else ``buy_total[j]`` (per-trade totals); likewise sell.
-    Then ``a_bins[code] += amount``, ``d_bins[code] += dlogp`` (``r_lp[j] - r_lp[j - 1]``, 0 for
-    j = 0) and ``n_row[minute(t)] += amount * side``, finite values only. One call per stock
-    (``by_group`` is the same for the whole loop, which the compiler takes out of it)."""
+def _bin_run(lo, hi, s, ts, side, amount, log_price, buy_total, buy_gid, sell_total, sell_gid,
+             by_group, t_s, a_s, early_lo, early_hi, amount_bins, dlogp_bins,
+             nab):  # pragma: no cover - compiled
+    """Stock s's trades ``lo:hi`` into its bins (:func:`fused_trade_bins`): trade j's buy
+    order is big when its total ``>= t_s`` or ``a_s``, the total being
+    ``buy_total[buy_gid[j]]`` (the stock's group sums) when ``by_group``, else
+    ``buy_total[j]`` (the stock's per-trade totals); likewise sell. Then
+    ``amount_bins[s, code] += amount``, ``dlogp_bins[s, code] += dlogp`` (log price
+    difference, 0 for the first trade) and ``nab[s, minute(t)] += amount * side``, finite
+    values only. One call per stock (``by_group`` is the same for the whole loop, which the
+    compiler takes out of it)."""
+    # The stock's run as its own arrays, indexed from 0 (see _group_ids: no wraparound
+    # selects); the bins' indices are unsigned for the same reason (never negative).
+    r_ts = ts[lo:hi]
+    r_side = side[lo:hi]
+    r_amount = amount[lo:hi]
+    r_lp = log_price[lo:hi]
+    a_bins = amount_bins[s]
+    d_bins = dlogp_bins[s]
+    n_row = nab[s]
     for j in range(r_ts.shape[0]):
         t = r_ts[j]
         sd = r_side[j]
@@ -958,41 +981,20 @@ def fused_trade_bins(offsets, ts, side, amount, log_price, buy_tot, sell_tot, th
     for s in nb.prange(S):
         lo = offsets[s]
         hi = offsets[s + 1]
-        t_s = thr[s]
-        a_s = always[s]
-        # The stock's run as its own arrays, indexed from 0 (see _group_ids: no wraparound
-        # selects); the bins' indices are unsigned for the same reason (never negative).
-        r_ts = ts[lo:hi]
-        r_side = side[lo:hi]
-        r_amount = amount[lo:hi]
-        r_lp = log_price[lo:hi]
-        r_buy = buy_tot[lo:hi]
-        r_sell = sell_tot[lo:hi]
-        a_bins = amount_bins[s]
-        d_bins = dlogp_bins[s]
-        n_row = nab[s]
-        _bin_run(r_ts, r_side, r_amount, r_lp, r_buy, _NO_GROUPS, r_sell, _NO_GROUPS, False,
-                 t_s, a_s, early_lo, early_hi, a_bins, d_bins, n_row)
+        _bin_run(lo, hi, s, ts, side, amount, log_price, buy_tot[lo:hi], _NO_GROUPS,
+                 sell_tot[lo:hi], _NO_GROUPS, False, thr[s], always[s], early_lo, early_hi,
+                 amount_bins, dlogp_bins, nab)
 
 
 @nb.njit(cache=True, inline="always")
-def _fmin(a, b):  # pragma: no cover - compiled
-    """``np.fmin`` of two floats: the other where one is NaN."""
+def _nan_skipping_extreme(a, b, lower):  # pragma: no cover - compiled
+    """``np.fmin(a, b)`` (``lower``) or ``np.fmax(a, b)`` of two floats: the other where one
+    is NaN."""
     if a != a:
         return b
     if b != b:
         return a
-    return min(a, b)
-
-
-@nb.njit(cache=True, inline="always")
-def _fmax(a, b):  # pragma: no cover - compiled
-    """``np.fmax`` of two floats: the other where one is NaN."""
-    if a != a:
-        return b
-    if b != b:
-        return a
-    return max(a, b)
+    return min(a, b) if lower else max(a, b)
 
 
 _pooled_mean_var = nb.njit(cache=True, inline="always")(pooled_mean_var)
@@ -1017,8 +1019,8 @@ def _big_order_cut(n_out, mom_out, s, rule):  # pragma: no cover - compiled
                                  mom_out[1, 1, s] if ns > 0 else 0.0)
     # np.maximum(var, 0.0): NaN stays NaN
     std = np.sqrt(var if (var >= 0.0 or var != var) else 0.0)
-    lo = _fmin(mom_out[0, 4, s], mom_out[1, 4, s])
-    hi = _fmax(mom_out[0, 5, s], mom_out[1, 5, s])
+    lo = _nan_skipping_extreme(mom_out[0, 4, s], mom_out[1, 4, s], True)
+    hi = _nan_skipping_extreme(mom_out[0, 5, s], mom_out[1, 5, s], False)
     return mean + rule[1] * std, lo == hi
 
 
@@ -1036,30 +1038,13 @@ def fused_trade_pass(offsets, buy_id, sell_id, amount, ts, side, log_price, rule
     for s in nb.prange(S):
         lo = offsets[s]
         hi = offsets[s + 1]
-        m = hi - lo
-        if m == 0:
-            for k in range(2):
-                n_out[k, s] = 0
-                for j in range(6):
-                    mom_out[k, j, s] = np.nan
+        buy_gid, sell_gid, buy_sums, sell_sums = _stock_orders(lo, hi, buy_id, sell_id, amount,
+                                                               n_out, mom_out, s)
+        if hi == lo:
             continue
-        buy_gid = np.empty(m, dtype=np.int32)
-        sell_gid = np.empty(m, dtype=np.int32)
-        buy_sums = np.zeros(m, dtype=np.float64)
-        sell_sums = np.zeros(m, dtype=np.float64)
-        n_buy, n_sell = _pair_group_ids(lo, hi, buy_id, sell_id, amount, buy_gid, sell_gid,
-                                        buy_sums, sell_sums)
-        _pair_group_moments(buy_sums, n_buy, sell_sums, n_sell, n_out, mom_out, s)
         t_s, a_s = _big_order_cut(n_out, mom_out, s, rule)
-        r_ts = ts[lo:hi]
-        r_side = side[lo:hi]
-        r_amount = amount[lo:hi]
-        r_lp = log_price[lo:hi]
-        a_bins = amount_bins[s]
-        d_bins = dlogp_bins[s]
-        n_row = nab[s]
-        _bin_run(r_ts, r_side, r_amount, r_lp, buy_sums, buy_gid, sell_sums, sell_gid, True,
-                 t_s, a_s, early_lo, early_hi, a_bins, d_bins, n_row)
+        _bin_run(lo, hi, s, ts, side, amount, log_price, buy_sums, buy_gid, sell_sums, sell_gid,
+                 True, t_s, a_s, early_lo, early_hi, amount_bins, dlogp_bins, nab)
 
 
 @nb.njit(cache=True, inline="always")
