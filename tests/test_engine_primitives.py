@@ -464,3 +464,21 @@ def test_log_cut_over_threads_gives_numpys_bits(n: int, threads: int, seed: int)
     assert into is out
     assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
     assert np.array_equal(out.view(np.uint64), want.view(np.uint64))
+
+
+def test_log_cut_over_threads_keeps_the_callers_error_handling() -> None:
+    """The parts run on pool threads, yet ``np.errstate`` of the caller (thread-local)
+    applies there: ``divide="raise"`` raises, ``"ignore"`` is silent."""
+    import warnings
+    from unittest import mock
+
+    from fbgpu.engine import cpu_aot
+
+    ops = CpuSegmentOps(parallel_min_elements=4)
+    x = np.r_[np.ones(50), 0.0, np.ones(50)]
+    with mock.patch.object(cpu_aot, "thread_count", return_value=2):
+        with np.errstate(divide="raise"), pytest.raises(FloatingPointError):
+            ops.log(x)
+        with np.errstate(divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert ops.log(x)[50] == -np.inf

@@ -25,6 +25,7 @@ from fbgpu.data.bars import minute_of_ts
 from fbgpu.data.store import DayTicks, MinuteDay, Store
 from fbgpu.engine.segments import (
     FUSED_ENV,
+    BigOrderRule,
     CpuSegmentOps,
     GpuSegmentOps,
     SegmentOps,
@@ -150,6 +151,8 @@ def test_trade_passes_equal_the_primitives(mode: str) -> None:
     rng = np.random.default_rng(2)
     for trial in range(40):
         off = _random_segments(rng)
+        if trial % 5 == 2:  # the all-equal trials: a first stock of 7 trades (see below)
+            off = np.array([0, 7, 47, 347], dtype=np.int64)
         n = int(off[-1])
         amount = rng.choice([1e4, 2.5e4, 3e5, 7.7e6], n) * rng.random(n)
         if trial % 4 == 0:
@@ -161,7 +164,9 @@ def test_trade_passes_equal_the_primitives(mode: str) -> None:
             ids[0] = rng.integers(0, max(n // 3, 1), n)
         if trial % 5 == 2:  # one trade per order, one amount: every order equal (all big)
             ids = np.stack([np.arange(n), np.arange(n) + 7])
-            amount = np.full(n, 2.5e4)
+            # the pooled mean of 7 + 7 orders of this amount rounds above it, so only the
+            # all-equal flag makes them big (asserted below)
+            amount = np.full(n, 26978.67)
         st = ops.trade_order_stats(off, ids[0], ids[1], amount)
         for got_tot, got_m, keys in ((st.buy_totals, st.buy, ids[0]),
                                      (st.sell_totals, st.sell, ids[1])):
@@ -201,6 +206,8 @@ def test_trade_passes_equal_the_primitives(mode: str) -> None:
                     FactorConfig(big_order_rule="fixed_notional",
                                  big_order_notional=float(rng.uniform(1e3, 2e5)))):
             thr, always = big_order_threshold(np, cfg, st.buy, st.sell)
+            if trial % 5 == 2 and cfg.big_order_rule == "mean_plus_k_std" and cfg.big_order_k:
+                assert thr[0] > 26978.67 and always[0]  # the flag decides
             want = ops.trade_flag_bins(off, ts, side, amount, log_price, st.buy_totals,
                                        st.sell_totals, thr, always, EARLY_WINDOW)
             one = ops.trade_family_stats(off, ids[0], ids[1], amount, ts, side, log_price,
@@ -473,5 +480,17 @@ def test_bins_out_is_written_and_checked() -> None:
         assert np.isnan(w[:2]).all() and np.isnan(w[S + 2:]).all()  # only its rows written
     with pytest.raises(ValueError, match="bins_out"):
         ops.trade_flag_bins(*args, (rows[0], rows[1], np.empty((S, 239))))
+    # the one-pass kernel into rows of bigger arrays too
+    ids = rng.integers(0, 9, (2, n))
+    one_ref = ops.trade_family_stats(off, ids[0], ids[1], amount, ts, side, log_price,
+                                     BigOrderRule(1.0), EARLY_WINDOW)
+    whole = [np.full((S + 3, w), np.nan) for w in (32, 32, 240)]
+    rows = tuple(w[2:S + 2] for w in whole)
+    one = ops.trade_family_stats(off, ids[0], ids[1], amount, ts, side, log_price,
+                                 BigOrderRule(1.0), EARLY_WINDOW, rows)
+    for f, b, w in zip(("amount", "dlogp", "nab"), rows, whole, strict=True):
+        assert np.shares_memory(getattr(one.bins, f), b)
+        assert_same_bits(b, getattr(one_ref.bins, f))
+        assert np.isnan(w[:2]).all() and np.isnan(w[S + 2:]).all()
     with pytest.raises(ValueError, match="bins_out"):
         ops.trade_flag_bins(*args, (rows[0], rows[1], whole[2][2:S + 2, :].T.copy().T))

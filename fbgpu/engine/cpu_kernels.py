@@ -476,14 +476,16 @@ def seg_topk_mask(offsets, x, valid, k, out):  # pragma: no cover - compiled
         take = min(k[s], m)
         if take <= 0:
             continue
-        buf = np.empty(2 * m, dtype=np.float64)  # the candidates, and the selection's scratch
-        vals = buf[:m]
+        # buf[:m]: the candidates; buf[m + 1:]: the selection's scratch. The gather stores
+        # every element and advances only past a candidate (no branch), so after the last
+        # candidate it keeps storing to buf[m], one slot past them: inside buf.
+        buf = np.empty(2 * m + 1, dtype=np.float64)
         j = 0
         for i in range(hi - lo):
             v = r_x[i]
-            vals[j] = v  # kept (the slot advances) only for a candidate: no branch
+            buf[j] = v
             j += np.int64(r_valid[i] and np.isfinite(v))
-        t = _select(vals, buf[m:], m - take)
+        t = _select(buf[:m], buf[m + 1:], m - take)
         above = 0
         for i in range(hi - lo):
             if r_valid[i] and np.isfinite(r_x[i]):

@@ -6,6 +6,10 @@ big-order rule, :func:`fbgpu.factors.context.big_order_threshold`) and numba com
 scalars (the CPU's one-pass trade kernel, :func:`fbgpu.engine.cpu_kernels.fused_trade_pass`):
 the same operations in the same order, hence the same bits. No numba here (``fbgpu factors``
 imports the rule long before any kernel runs).
+
+Editing this file: the ahead-of-time build key covers it (:func:`fbgpu.engine.cpu_aot.build_key`),
+but numba's own JIT cache checks only the kernel's file, so touch ``cpu_kernels.py`` too (as for
+the bars helpers it inlines) or the JIT route keeps the old formula.
 """
 
 from __future__ import annotations

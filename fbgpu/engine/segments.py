@@ -370,6 +370,8 @@ class SegmentOps:
         ``(x[s, k + lag], y[s, k])`` for ``lag > 0``, ``(x[s, k], y[s, k - lag])`` for
         ``lag < 0`` (a lead-lag correlation within each row; ``L - |lag|`` pairs): the bits of
         ``corr_stats(rows(S, L - |lag|), x[:, lag:], y[:, :-lag])`` (or the mirror slices)."""
+        if x.ndim != 2:
+            raise SegmentError(f"lagged rows: x must be [S, L], not {tuple(x.shape)}")
         S, L = (int(d) for d in x.shape)
         if tuple(y.shape) != (S, L) or not 0 < abs(lag) < L:
             raise SegmentError(f"lagged rows: x {tuple(x.shape)}, y {tuple(y.shape)}, lag {lag}")
@@ -677,12 +679,12 @@ class CpuSegmentOps(SegmentOps):
         from fbgpu.engine.cpu_aot import kernel_pool, thread_count
 
         if out is None:
-            out = np.empty(x.shape, dtype=np.float64)
+            out = np.empty(np.shape(x), dtype=np.float64)
         threads = thread_count()
-        n = int(x.shape[0])
         # (worth splitting from a quarter of the kernels' size: a group of ~1 M trades too)
-        if threads < 2 or 4 * n < self.parallel_min_elements or x.ndim != 1:
+        if threads < 2 or x.ndim != 1 or 4 * int(x.shape[0]) < self.parallel_min_elements:
             return np.log(x, out=out)
+        n = int(x.shape[0])
         bounds = [n * i // threads for i in range(threads + 1)]
         err = np.geterr()  # the caller's (thread-local) floating-point error handling
 

@@ -493,7 +493,9 @@ def big_order_rule(config: FactorConfig) -> BigOrderRule:
     """:func:`big_order_threshold`'s rule as the numbers a one-pass kernel takes."""
     if config.big_order_rule == "fixed_notional":
         return BigOrderRule(config.big_order_k, config.big_order_notional)
-    return BigOrderRule(config.big_order_k)
+    if config.big_order_rule == "mean_plus_k_std":
+        return BigOrderRule(config.big_order_k)
+    raise ValueError(f"big_order_rule {config.big_order_rule!r}: no kernel form")
 
 
 def big_order_threshold(xp: Any, config: FactorConfig, buy: Moments,
