@@ -462,11 +462,18 @@ def _compute_resident_day(day: DayInputs, names: list[str], ops: SegmentOps,
         minute_ctx = MinuteContext(ops, cfg, {f: minute.fields[f] for f in MINUTE_FIELDS})
         put("minute", "minute", minute_ctx)
     if trades is not None and any(FACTORS[n].family == "trade" for n in names):
-        ret = xp.full((trades.n_stocks, 240), xp.nan)
-        if minute_ctx is not None and minute is not None:
-            at = _lookup(np.asarray(minute.symbols, dtype=object),
-                         np.asarray(trades.symbols, dtype=object))
-            has = np.flatnonzero(at >= 0)
+        at = (_lookup(np.asarray(minute.symbols, dtype=object),
+                      np.asarray(trades.symbols, dtype=object))
+              if minute_ctx is not None and minute is not None else None)
+        if at is not None and at.shape[0] == minute_ctx.S and bool(
+                (at == np.arange(at.shape[0])).all()):
+            # The same stocks in the same order (the usual day): the minute context's returns
+            # themselves, no [S, 240] fill and gather. The minute factors are done by now, and
+            # the trade family only reads them.
+            ret = minute_ctx.ret
+        else:
+            ret = xp.full((trades.n_stocks, 240), xp.nan)
+            has = np.flatnonzero(at >= 0) if at is not None else np.zeros(0, dtype=np.int64)
             if has.size:
                 ret[index_to_device(xp, has)] = minute_ctx.ret[index_to_device(xp, at[has])]
         put("trade", "trades", TradeContext(ops, cfg, trades.offsets, dict(trades.columns), ret))
