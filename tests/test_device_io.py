@@ -483,7 +483,8 @@ def _chunk_uploads(store: Store, d: dt.date) -> tuple[int, int, int]:
     """(chunks, arrays of the chunks' upload crossings, index uploads) of ``d`` under
     :data:`TWO_CHUNKS` (planned as on a device: the next chunk read ahead): per chunk one
     position array per family present, plus the two minute-row index arrays when a trades
-    stock has minute bars."""
+    stock has minute bars and the two families' stocks differ (the same stocks in the same
+    order share the minute returns, with no index)."""
     from fbgpu.factors.compute import _day_arrays, load_day, stock_chunks
 
     chunks = stock_chunks(store, d, TWO_CHUNKS, read_ahead=True)
@@ -493,7 +494,8 @@ def _chunk_uploads(store: Store, d: dt.date) -> tuple[int, int, int]:
         day = load_day(store, d, None, list(c))
         arrays += len(_day_arrays(day))
         index += sum(x is not None for x in (day.minute, day.trades, day.orders))
-        index += 2 * bool(set(day.trades.symbols) & set(day.minute.symbols))
+        trades, minute = list(day.trades.symbols), list(day.minute.symbols)
+        index += 2 * (bool(set(trades) & set(minute)) and trades != minute)
     return len(chunks), arrays, index
 
 
