@@ -761,6 +761,8 @@ class CpuSegmentOps(SegmentOps):
     #: the development VM costs more than the kernels (docs/engine.md, "Fused family passes").
     #: The values do not depend on it (per-stock kernels).
     trade_group_trades = 1_000_000
+    #: The trade family in one kernel per stock (``fused_trade_pass``).
+    one_pass_trades = True
 
     def _order_family_stats(self, offsets, ts, side, volume, price, order_type, session, early,
                             limit_type):
@@ -811,8 +813,6 @@ class CpuSegmentOps(SegmentOps):
         self._run("fused_trade_orders", 8 * amount.shape[0], offsets, buy_id,
                   sell_id, amount, buy_tot, sell_tot, n, mom)
         return TradeOrderStats(buy_tot, sell_tot, Moments(n[0], *mom[0]), Moments(n[1], *mom[1]))
-
-    one_pass_trades = True
 
     def _trade_family_stats(self, offsets, buy_id, sell_id, amount, ts, side, log_price, rule,
                             early, bins_out=None):

@@ -118,7 +118,7 @@ def _trade_passes(ctx: TradeContext, scratch: Any = None, bins_out: Any = None,
         totals, log_price = None, ctx.log_price
     else:
         n = ctx.n
-        totals = (scratch[1, :n], scratch[2, :n]) if scratch.shape[0] == 3 else None
+        totals = None if ops.one_pass_trades else (scratch[1, :n], scratch[2, :n])
         # the same bits as ctx.log_price (elementwise), into the reused row
         log_price = ops.log(xp.asarray(ctx.col("price"), dtype=xp.float64), out=scratch[0, :n])
     if ops.one_pass_trades:
