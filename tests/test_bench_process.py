@@ -22,11 +22,19 @@ def test_bench_process_recomputes_and_reports(tmp_path: Path) -> None:
     d = dt.date(2024, 3, 4)
     make_market(store, [d], seed=3)
     res = main(["--store", str(store.root), "--repeats", "1", "--only",
-                "fbgpu,fbgpu_budget,polars", "--budget-gb", "0.5",
+                "fbgpu,fbgpu_budget,polars,import", "--budget-gb", "0.5",
                 "--out", str(tmp_path / "out"), "--multi-store", str(store.root)])
     on_disk = json.loads((tmp_path / "out" / "bench_process.json").read_text())
     assert on_disk["date"] == d.isoformat() == res["date"]
-    assert set(on_disk["process"]) == {"fbgpu", "fbgpu_budget", "polars"}
+    assert set(on_disk["process"]) == {"fbgpu", "fbgpu_budget", "polars", "import"}
+    # The import child's stamp: after its start, before it ended (so start-up + imports, less
+    # than the whole child, which then exits), one per run; no other child prints one.
+    imp = on_disk["process"]["import"]
+    assert len(imp["until_imported_runs_s"]) == len(imp["runs_s"]) == 1
+    assert 0 < imp["until_imported_runs_s"][0] < imp["runs_s"][0]
+    assert imp["until_imported_min_s"] == imp["until_imported_median_s"]
+    assert all("until_imported_min_s" not in on_disk["process"][k]
+               for k in ("fbgpu", "fbgpu_budget", "polars"))
     for row in on_disk["process"].values():
         assert row["min_s"] > 0 and len(row["runs_s"]) == 1
         assert row["peak_rss_mb_max"] > 20  # a Python process with numpy loaded
