@@ -43,9 +43,8 @@ import functools
 import itertools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -68,8 +67,7 @@ class SegmentError(ValueError):
     """Inputs of a segmented primitive are inconsistent (offsets vs. array lengths, shapes)."""
 
 
-@dataclass(frozen=True)
-class Moments:
+class Moments(NamedTuple):
     """Per-segment moments of the finite, masked-in values (population, i.e. divided by n).
 
     ``mean``, ``m2``, ``m3``, ``m4``, ``min``, ``max`` are NaN where ``n == 0``.
@@ -84,8 +82,7 @@ class Moments:
     max: Array
 
 
-@dataclass(frozen=True)
-class CorrStats:
+class CorrStats(NamedTuple):
     """Per-segment co-moments over pairs where both values are finite (population).
 
     ``degenerate`` (uint8) is 1 when every x is exactly equal or every y is exactly equal (or no
@@ -99,8 +96,7 @@ class CorrStats:
     degenerate: Array
 
 
-@dataclass(frozen=True)
-class OrderFamilyStats:
+class OrderFamilyStats(NamedTuple):
     """What one fused pass over a day's new orders gives per stock
     (:meth:`SegmentOps.order_family_stats`): volume :class:`Moments` of the in-session buy,
     sell and early orders, and the (volume, price) :class:`CorrStats` of the buy limit orders."""
@@ -111,8 +107,7 @@ class OrderFamilyStats:
     buy_limit: CorrStats
 
 
-@dataclass(frozen=True)
-class TradeOrderStats:
+class TradeOrderStats(NamedTuple):
     """Order reconstruction of a day's trades in one fused pass
     (:meth:`SegmentOps.trade_order_stats`): per trade, the amount of its buy order and of its
     sell order (``group_sum`` totals); per stock, the :class:`Moments` of the buy orders' and
@@ -124,8 +119,7 @@ class TradeOrderStats:
     sell: Moments
 
 
-@dataclass(frozen=True)
-class BigOrderRule:
+class BigOrderRule(NamedTuple):
     """The big-order cut-off of a stock-day, as numbers a kernel can take: a fixed
     ``notional`` (when set), else ``mean + k std`` over the day's buy and sell orders' amounts
     pooled, every order big when all amounts are equal
@@ -140,8 +134,7 @@ class BigOrderRule:
         return np.array([float(fixed), float(self.k), float(self.notional) if fixed else 0.0])
 
 
-@dataclass(frozen=True)
-class TradeFamilyStats:
+class TradeFamilyStats(NamedTuple):
     """The trade family's intermediates from one pass (:meth:`SegmentOps.trade_family_stats`):
     the buy and sell orders' :class:`Moments` and the flag-code and minute histograms."""
 
@@ -150,8 +143,7 @@ class TradeFamilyStats:
     bins: TradeBins
 
 
-@dataclass(frozen=True)
-class MinuteFamilyStats:
+class MinuteFamilyStats(NamedTuple):
     """The minute family's row statistics from one fused pass over ``[S, L]`` bars
     (:meth:`SegmentOps.minute_family_stats`)."""
 
@@ -167,8 +159,7 @@ class MinuteFamilyStats:
     buckets: Array  #: ``[S, L // bucket]`` volume per bucket of bars
 
 
-@dataclass(frozen=True)
-class TradeBins:
+class TradeBins(NamedTuple):
     """The trade family's histograms from one fused pass (:meth:`SegmentOps.trade_flag_bins`):
     ``amount`` and ``dlogp`` ``[S, 32]`` by flag code, ``nab`` ``[S, 240]`` (amount x side by
     minute)."""

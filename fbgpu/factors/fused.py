@@ -35,7 +35,6 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -99,8 +98,9 @@ def prime_trades(ctx: TradeContext) -> None:
         bins = tuple(xp.empty((ctx.S, w), dtype=xp.float64) for w in (32, 32, MINUTES_PER_DAY))
         parts = [_trade_passes(ctx.subset(lo, hi), scratch, tuple(b[lo:hi] for b in bins))
                  for lo, hi in groups]
-    buy, sell = (Moments(*(xp.concatenate([getattr(p[k], f.name) for p in parts])
-                           for f in fields(Moments))) for k in (0, 1))
+    buy, sell = (Moments(*(xp.concatenate(field_parts)
+                           for field_parts in zip(*(p[k] for p in parts), strict=True)))
+                 for k in (0, 1))
     _seed(ctx, order_moments=(buy, sell),
           **dict(zip(("amount_bins", "dlogp_bins", "net_active_buy"), bins, strict=True)))
 
