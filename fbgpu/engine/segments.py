@@ -67,6 +67,9 @@ class SegmentError(ValueError):
     """Inputs of a segmented primitive are inconsistent (offsets vs. array lengths, shapes)."""
 
 
+# The primitives' result records are NamedTuples rather than frozen dataclasses: as immutable,
+# and ~0.06 ms each to define at import instead of ~0.5 ms (a dataclass compiles six generated
+# methods), which every fbgpu process pays before it does anything.
 class Moments(NamedTuple):
     """Per-segment moments of the finite, masked-in values (population, i.e. divided by n).
 
