@@ -709,3 +709,51 @@ def test_sorted_by_symbol_reads_each_chunk_as_its_values(words: list[str], data)
     with_null = pa.table({"symbol": pa.chunked_array([pa.array([None, *words[:1]],
                                                                type=pa.string())])})
     assert not _sorted_by_symbol(with_null, ("symbol",))
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_parquet_dictionaries_for_ticks_and_non_float_columns_only(tmp_path: Path,
+                                                                   streamed: bool) -> None:
+    """A Parquet partition of a tick table dictionary-encodes every column (prices repeat);
+    one of another table (index weights; factors) only its non-float columns, its float
+    columns plain; all read back to the values written. Both write paths: whole-table
+    (``Store.write``) and streamed (``Store.open_writer``, fixed-schema tables)."""
+    import pyarrow.parquet as pq
+
+    from fbgpu.data.store import date_column, float64_column, symbol_column
+
+    s = Store(tmp_path, "parquet")
+    syms = ["A.SH", "B.SZ", "C.SZ"]
+    tables = {
+        "trades": _trades(D1, ["A.SH", "A.SH", "B.SZ", "B.SZ", "C.SZ"], [3, 5, 1, 2, 7]),
+        "index_weights": pa.table({"date": date_column(D1, 3),
+                                   "index": pa.array(["csi500"] * 3).dictionary_encode(),
+                                   "symbol": symbol_column(syms),
+                                   "weight": float64_column(np.array([0.5, 0.25, 0.25]))}),
+    }
+    if not streamed:  # a wide table: no fixed schema, so no streamed writer
+        tables["factors"] = pa.Table.from_arrays(
+            [date_column(D1, 3), symbol_column(syms),
+             float64_column(np.array([0.5, np.nan, -2.0]))], names=["date", "symbol", "f"])
+    for name, table in tables.items():
+        table = conform(table, name)
+        if streamed:
+            with s.open_writer(name, D1) as w:
+                w.write(table)  # in the partition's order already
+        else:
+            s.write(name, D1, table)
+        meta = pq.ParquetFile(s.partition_path(name, D1)).metadata
+        for i in range(meta.num_columns):
+            col = meta.schema.column(i).name
+            encodings = meta.row_group(0).column(i).encodings
+            dictionary = any("DICTIONARY" in e for e in encodings)
+            floating = pa.types.is_floating(table.schema.field(col).type)
+            assert dictionary == (name == "trades" or not floating), (name, col, encodings)
+        back = s.read(name, D1)
+        assert back.num_rows == table.num_rows
+        assert sorted(back.column("symbol").to_pylist()) == sorted(
+            table.column("symbol").to_pylist())
+    if not streamed:
+        back = s.read("factors", D1)
+        assert back.column("symbol").to_pylist() == syms
+        np.testing.assert_array_equal(back.column("f").to_numpy(), [0.5, np.nan, -2.0])

@@ -103,6 +103,19 @@ MANIFEST_NAME = "_manifest.json"
 PARQUET_COMPRESSION = "lz4"
 
 
+def parquet_dictionary_columns(table_name: str, schema: pa.Schema) -> bool | list[str]:
+    """Which columns a Parquet partition of ``table_name`` dictionary-encodes: every column of
+    the tick and bar tables (prices and sizes repeat), the non-float columns of the others.
+
+    A factor, a daily bar or a weight seldom repeats: the writer builds a dictionary for each
+    such column until its page limit, then falls back to plain pages, which costs time and
+    bytes (a full-day ``factors`` partition: 6.9 -> 3.3 ms to encode, 1,339 -> 1,119 kB; the
+    daily bars 318 -> 313 kB; docs/data.md)."""
+    if table_name in HOT_TABLES:
+        return True
+    return [f.name for f in schema if not pa.types.is_floating(f.type)]
+
+
 class StoreError(Exception):
     """A store operation failed; the message names the table, date and path involved."""
 
@@ -673,7 +686,8 @@ class Store:
             blob = ipc_bytes(data)
         else:
             buf = io.BytesIO()
-            pq.write_table(data, buf, compression=PARQUET_COMPRESSION, row_group_size=1 << 20)
+            pq.write_table(data, buf, compression=PARQUET_COMPRESSION, row_group_size=1 << 20,
+                           use_dictionary=parquet_dictionary_columns(table_name, data.schema))
             blob = buf.getvalue()
         atomic_write_bytes(path, blob, self.durable)
         self._drop_other_formats(path)
@@ -998,8 +1012,9 @@ class PartitionWriter:
                 sp = self.path.parent / f".{self.path.name}.{f.name}.{uuid.uuid4().hex}.tmp"
                 self._spools[f.name] = (sp, open(sp, "wb"))  # noqa: SIM115 (closed in close)
         else:
-            self._writer = pq.ParquetWriter(self._tmp, self.schema,
-                                            compression=PARQUET_COMPRESSION)
+            self._writer = pq.ParquetWriter(
+                self._tmp, self.schema, compression=PARQUET_COMPRESSION,
+                use_dictionary=parquet_dictionary_columns(table, self.schema))
         self.rows = 0
 
     def __enter__(self) -> PartitionWriter:
