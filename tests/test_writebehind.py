@@ -230,3 +230,52 @@ def test_a_failed_checkpoint_write_names_the_file(tmp_path: Path) -> None:
         w.close()
     assert paths.seed(0).exists() and paths.manifest.exists()
     assert paths.seed(0).stat().st_mtime_ns <= paths.manifest.stat().st_mtime_ns
+
+
+def test_preparation_runs_on_the_writer_thread_first_and_never_fails_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prepare`` runs its work on the writer thread at once, ahead of the writes submitted
+    after it; a failing preparation is neither a write nor a failure; ``FBGPU_PRELOAD=0``
+    skips it; a closed writer refuses it."""
+    order, threads = [], set()
+
+    def work(tag: str, fail: bool = False):
+        def run() -> None:
+            threads.add(threading.current_thread().name)
+            order.append(tag)
+            if fail:
+                raise OSError("no such module")
+        return run
+
+    w = StoreWriteBehind(Store(tmp_path), name="p")
+    w.prepare(work("prepared"))
+    w.prepare(work("broken", fail=True))
+    w.submit("t", None, [np.zeros(1)], lambda host: order.append("write"))
+    w.close()  # no WriteBehindError: the failed preparation is not a failed write
+    assert order == ["prepared", "broken", "write"] and w.written == 1
+    assert threads == {"fbgpu-write-p"}
+    with pytest.raises(RuntimeError, match="closed"):
+        w.prepare(work("late"))
+
+    monkeypatch.setenv("FBGPU_PRELOAD", "0")
+    w = StoreWriteBehind(Store(tmp_path), name="q")
+    w.prepare(work("skipped"))
+    w.close()
+    assert "skipped" not in order and w._thread is None  # no thread was started for it
+
+
+def test_prepare_write_imports_parquet_only_for_parquet_tables(tmp_path: Path) -> None:
+    """``Store.prepare_write``: the factors table (Parquet) imports ``pyarrow.parquet`` and
+    computes the code version; a hot table of an Arrow store needs no Parquet writer. A fresh
+    process each, so that nothing imported it before."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom fbgpu.data import store as s\nst = s.Store(sys.argv[1])\n"
+            "st._hot_format = 'arrow'\nst.prepare_write(sys.argv[2])\n"
+            "print('PQ', 'pyarrow.parquet' in sys.modules, 'CV', s.code_version.cache_info()"
+            ".currsize)\n")
+    for table, parquet in (("factors", True), ("trades", False)):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path), table],
+                             capture_output=True, text=True, timeout=120)
+        assert f"PQ {parquet} CV 1" in out.stdout, out.stdout + out.stderr

@@ -14,7 +14,10 @@ computing. The writer
    landed: Parquet encoding and the store's atomic temp-file + fsync + rename
    (:meth:`fbgpu.data.store.Store.write`) overlap the next day's compute. The store's write lock
    is the command's (:mod:`fbgpu.data.lock`, per process), so the thread writes under it;
-3. never reads anything back: the run keeps using its in-memory arrays.
+3. never reads anything back: the run keeps using its in-memory arrays;
+4. can do the first write's one-time work ahead (:meth:`StoreWriteBehind.prepare`: importing
+   ``pyarrow.parquet``, hashing the sources for the code version) while the caller computes its
+   first result, so that a one-day run does not wait for it after its compute.
 
 At most ``max_pending`` jobs wait (``submit`` blocks beyond that), which bounds the host memory
 held by copies in flight. An error in a write does not stop the run at once: it is kept, with the
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -95,6 +99,8 @@ class _Job:
 
 
 _STOP = object()
+#: The ``kind`` of a :meth:`StoreWriteBehind.prepare` job.
+_PREPARE = "prepare"
 
 
 class StoreWriteBehind:
@@ -131,11 +137,29 @@ class StoreWriteBehind:
         if self._closed:
             raise RuntimeError(f"write-behind {self.name!r} is closed")
         pending = [self._to_host(a) for a in arrays]
+        self._start()
+        self._queue.put(_Job(table, date, pending, write, kind))
+
+    def _start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"fbgpu-write-{self.name}",
                                             daemon=True)
             self._thread.start()
-        self._queue.put(_Job(table, date, pending, write, kind))
+
+    def prepare(self, work: Callable[[], Any]) -> None:
+        """Run ``work()`` on the writer thread now, ahead of the writes: what the first write
+        would otherwise do on the run's critical path (``Store.prepare_write``: an import, the
+        code version), done while the caller computes. Best effort: an error is logged at debug
+        level and left for the write that needs the work to meet again; it counts as neither a
+        write nor a failure. Skipped under ``FBGPU_PRELOAD=0`` (no background preparation, as
+        for the numba preload: ``-X importtime``'s accounting cannot take two threads
+        importing at once)."""
+        if self._closed:
+            raise RuntimeError(f"write-behind {self.name!r} is closed")
+        if os.environ.get("FBGPU_PRELOAD", "1") == "0":
+            return
+        self._start()
+        self._queue.put(_Job("", None, [], lambda _host: work(), _PREPARE))
 
     def submit_file(self, path: Any, write: Callable[[], Any]) -> None:
         """Queue ``write()``, which writes the file ``path`` from host data (a checkpoint's
@@ -149,6 +173,13 @@ class StoreWriteBehind:
             try:
                 if job is _STOP:
                     return
+                if job.kind == _PREPARE:
+                    try:
+                        job.write([])
+                    except Exception:  # the write that needs it meets the error again
+                        log.debug("write-behind %r: preparation failed", self.name,
+                                  exc_info=True)
+                    continue
                 try:
                     job.write([p() for p in job.pending])
                     with self._lock:

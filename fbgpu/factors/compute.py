@@ -1199,6 +1199,8 @@ def run_factors(
             continue
         reuse = _current_columns(store, d, inputs, col_hashes)
         plan.append((d, inputs, reuse, [n for n in names if n not in reuse]))
+    if plan:  # the writer's one-time work (pyarrow.parquet, the code version) during day 1
+        w.prepare(lambda: store.prepare_write(FACTORS_TABLE))
     # Without a budget the next day is read by a reader thread while this day computes, and on
     # a GPU its upload starts there too (its inputs are then resident beside this day's: what a
     # budget exists to prevent).
