@@ -88,3 +88,17 @@ def test_factor_day_on_the_standin_device_matches_cpu(tmp_path, monkeypatch, fus
     cpu = compute_loaded_day(host_day, ops=segment_ops("cpu")).values
     np.testing.assert_allclose(got, cpu, rtol=1e-9, atol=1e-12, equal_nan=True)
     assert np.isfinite(cpu).sum() > 100
+
+
+def test_a_result_record_goes_through_array_functions_as_a_sequence() -> None:
+    """The primitives' result records are NamedTuples: an array function given one (e.g.
+    ``xp.stack(bins)``) gets the record back with plain views of its arrays, as numpy and
+    cupy take it (rebuilding it from one generator argument raised a TypeError)."""
+    from fbgpu.engine.segments import TradeBins
+
+    a = STANDIN.asarray(np.arange(3.0))
+    out = STANDIN.stack(TradeBins(a, a + 1.0, a + 2.0))
+    assert out.shape == (3, 3)
+    before = CROSSINGS["to_host"]
+    np.testing.assert_array_equal(out.get(), [[0, 1, 2], [1, 2, 3], [2, 3, 4]])
+    assert CROSSINGS["to_host"] == before + 1

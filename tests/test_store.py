@@ -680,19 +680,23 @@ def test_a_partition_replaced_while_it_is_mapped_is_not_remembered(
 def test_sorted_by_symbol_reads_each_chunk_as_its_values(words: list[str], data) -> None:
     """The sortedness check behind a skipped sort is the one on the column's values (UTF-8,
     i.e. code point, order), whatever the chunking: dictionary chunks with a shuffled
-    dictionary, sliced (an offset into their indices), or plain strings; nulls are never
-    called sorted. Checked to fail when the indices' offset is ignored."""
+    dictionary holding unused entries, any index width, sliced (an offset into their
+    indices), or plain strings; nulls are never called sorted. Checked to fail when the
+    indices' offset is ignored."""
     from fbgpu.data.store import _sorted_by_symbol
 
     chunks: list[pa.Array] = []
     rest = list(words)
+    index_type = data.draw(st.sampled_from([pa.int8(), pa.int16(), pa.int32(), pa.int64(),
+                                            pa.uint8(), pa.uint32()]))  # one per column
     while rest:
         n = data.draw(st.integers(1, len(rest)))
         part, rest = rest[:n], rest[n:]
         if data.draw(st.booleans()):
-            uniq = data.draw(st.permutations(sorted(set(part))))
+            unused = data.draw(st.lists(st.sampled_from(["zz", "~", "Z"]), max_size=2))
+            uniq = data.draw(st.permutations(sorted(set(part)) + unused))  # unused entries too
             pad = data.draw(st.integers(0, 2))  # slice off a head: indices with an offset
-            idx = pa.array([0] * pad + [uniq.index(w) for w in part], type=pa.int32())
+            idx = pa.array([0] * pad + [uniq.index(w) for w in part], type=index_type)
             chunks.append(pa.DictionaryArray.from_arrays(idx, pa.array(uniq,
                                                                         type=pa.string()))[pad:])
         else:

@@ -279,3 +279,34 @@ def test_prepare_write_imports_parquet_only_for_parquet_tables(tmp_path: Path) -
         out = subprocess.run([sys.executable, "-c", code, str(tmp_path), table],
                              capture_output=True, text=True, timeout=120)
         assert f"PQ {parquet} CV 1" in out.stdout, out.stdout + out.stderr
+
+
+def test_preparation_survives_any_exception_and_never_blocks(tmp_path: Path) -> None:
+    """A preparation raising a BaseException (SystemExit) leaves the thread running the
+    writes; with ``max_pending`` jobs waiting, ``prepare`` returns at once and skips its work
+    (those writes will do it)."""
+    ran, gate, started = [], threading.Event(), threading.Event()
+
+    def boom() -> None:
+        raise SystemExit(3)
+
+    w = StoreWriteBehind(Store(tmp_path), max_pending=1, name="b")
+    w.prepare(boom)
+    done = threading.Event()
+    w.submit("t", None, [], lambda host: done.set())
+    assert done.wait(10), "the writer thread died with the preparation"
+
+    def blocked(host: list[np.ndarray]) -> None:
+        started.set()
+        gate.wait(10)
+
+    w.submit("t", None, [], blocked)
+    assert started.wait(10)
+    w.submit("t", None, [], lambda host: ran.append("queued"))  # the queue is full now
+    t = threading.Thread(target=w.prepare, args=(lambda: ran.append("prepared"),))
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "prepare blocked on a full queue"
+    gate.set()
+    w.close()
+    assert ran == ["queued"] and w.written == 3

@@ -31,6 +31,7 @@ end of the call.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -149,17 +150,20 @@ class StoreWriteBehind:
     def prepare(self, work: Callable[[], Any]) -> None:
         """Run ``work()`` on the writer thread now, ahead of the writes: what the first write
         would otherwise do on the run's critical path (``Store.prepare_write``: an import, the
-        code version), done while the caller computes. Best effort: an error is logged at debug
-        level and left for the write that needs the work to meet again; it counts as neither a
-        write nor a failure. Skipped under ``FBGPU_PRELOAD=0`` (no background preparation, as
-        for the numba preload: ``-X importtime``'s accounting cannot take two threads
-        importing at once)."""
+        code version), done while the caller computes. Best effort: an error (any exception)
+        is logged at debug level and left for the write that needs the work to meet again; it
+        counts as neither a write nor a failure; skipped when ``max_pending`` jobs already wait
+        (never blocks: those writes will do the work). Skipped under ``FBGPU_PRELOAD=0``, the
+        switch of fbgpu's background preparation (the CPU kernels' numba preload of ``fbgpu
+        factors`` is the other): ``-X importtime``'s accounting cannot take two threads
+        importing at once."""
         if self._closed:
             raise RuntimeError(f"write-behind {self.name!r} is closed")
         if os.environ.get("FBGPU_PRELOAD", "1") == "0":
             return
         self._start()
-        self._queue.put(_Job("", None, [], lambda _host: work(), _PREPARE))
+        with contextlib.suppress(queue.Full):  # writes already wait: they will do the work
+            self._queue.put_nowait(_Job("", None, [], lambda _host: work(), _PREPARE))
 
     def submit_file(self, path: Any, write: Callable[[], Any]) -> None:
         """Queue ``write()``, which writes the file ``path`` from host data (a checkpoint's
@@ -176,7 +180,8 @@ class StoreWriteBehind:
                 if job.kind == _PREPARE:
                     try:
                         job.write([])
-                    except Exception:  # the write that needs it meets the error again
+                    except BaseException:  # the write that needs it meets the error again;
+                        # whatever it was, the thread lives on to run the writes
                         log.debug("write-behind %r: preparation failed", self.name,
                                   exc_info=True)
                     continue

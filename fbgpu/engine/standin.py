@@ -139,6 +139,8 @@ def _strip(obj: Any) -> Any:
     and dicts too)."""
     if isinstance(obj, StandinArray):
         return obj.view(np.ndarray)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a NamedTuple (a result record)
+        return type(obj)(*(_strip(o) for o in obj))
     if isinstance(obj, tuple | list):
         return type(obj)(_strip(o) for o in obj)
     if isinstance(obj, dict):

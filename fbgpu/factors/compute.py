@@ -1199,8 +1199,6 @@ def run_factors(
             continue
         reuse = _current_columns(store, d, inputs, col_hashes)
         plan.append((d, inputs, reuse, [n for n in names if n not in reuse]))
-    if plan:  # the writer's one-time work (pyarrow.parquet, the code version) during day 1
-        w.prepare(lambda: store.prepare_write(FACTORS_TABLE))
     # Without a budget the next day is read by a reader thread while this day computes, and on
     # a GPU its upload starts there too (its inputs are then resident beside this day's: what a
     # budget exists to prevent).
@@ -1209,6 +1207,8 @@ def run_factors(
     prefetch = DayPrefetch(store, [(d, todo) for d, _, _, todo in plan if todo],
                            enabled=memory_budget is None, backend=b, staging=staging)
     with prefetch, w if own else contextlib.nullcontext(w):  # own writer: writes waited for
+        if plan:  # the writer's one-time work (pyarrow.parquet, the code version) during day 1
+            w.prepare(lambda: store.prepare_write(FACTORS_TABLE))
         for d, inputs, reuse, todo in track(plan, "factors") if progress else plan:
             try:
                 day = _compute_planned(store, d, reuse, todo, names, b, cfg, ops, memory_budget,
