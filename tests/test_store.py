@@ -713,6 +713,9 @@ def test_sorted_by_symbol_reads_each_chunk_as_its_values(words: list[str], data)
     with_null = pa.table({"symbol": pa.chunked_array([pa.array([None, *words[:1]],
                                                                type=pa.string())])})
     assert not _sorted_by_symbol(with_null, ("symbol",))
+    null_word = pa.DictionaryArray.from_arrays(pa.array([0, 1], type=pa.int32()),
+                                               pa.array(["a", None], type=pa.string()))
+    assert not _sorted_by_symbol(pa.table({"symbol": null_word}), ("symbol",))
 
 
 @pytest.mark.parametrize("streamed", [False, True])

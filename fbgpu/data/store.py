@@ -300,6 +300,8 @@ def _sorted_by_symbol(table: pa.Table, keys: Sequence[str]) -> bool:
     values: list[str] = []
     for chunk in col.chunks:
         if pa.types.is_dictionary(chunk.type):
+            if chunk.dictionary.null_count:  # a null symbol behind a valid index
+                return False
             # to_pylist of a dictionary array builds a scalar per row (~1 us each: 6 ms for a
             # factors partition); the dictionary's strings indexed by the row indices are the
             # same values (the indices read as numpy without pyarrow's pandas shim)
