@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import logging
 import time
@@ -35,6 +36,7 @@ from fbgpu.data.store import Store
 from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.backend import get_backend
 from fbgpu.engine.guard import device_sync_guard
+from fbgpu.errors import ExitStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,10 @@ DEVICE_STAGES = ("factors", "evaluate", "train")
 class DemoConfig(BaseModel):
     """What ``fbgpu demo`` runs. Stage settings come from the TOML sections of each stage."""
 
-    preset: str = Field("demo", description="Synthetic market preset (tiny, small, demo).")
+    preset: str = Field("demo", description="Synthetic market preset (tiny, small, demo). The "
+                        "train stage needs ~300 trading days or more (a retrain date with the "
+                        "demo's 24 training dates before it): 'tiny' (60) and 'small' (120) are "
+                        "refused before any stage unless train is left out of the stages.")
     seed: int = Field(0, description="Seed of the synthetic market and of model training.")
     stages: list[str] = Field(list(STAGES), description="Stages to run, in pipeline order.")
     models: str = Field("all", description="Models to train (`fbgpu train --model`).")
@@ -180,10 +185,60 @@ def run_demo(
     sc = stage_config or {}
     for stage in cfg.stages:
         if stage not in STAGES:
-            raise ValueError(f"unknown demo stage {stage!r}; stages are {', '.join(STAGES)}")
+            raise DemoConfigError(f"unknown demo stage {stage!r}; stages are "
+                                  f"{', '.join(STAGES)}")
+    if "train" in cfg.stages:
+        check_train_calendar(store, cfg, sc)
     writer = StoreWriteBehind(store, get_backend(backend).to_host_async, name="demo")
     with writer:
         return _run_stages(store, backend, cfg, sc, writer)
+
+
+class DemoConfigError(ValueError):
+    """The demo's configuration cannot run (an unknown stage, a market too short for its
+    models); found before any stage runs, so nothing is written."""
+
+    exit_status = ExitStatus.USAGE  # fbgpu/errors.py: the command line's exit status
+
+
+def demo_train_config(cfg: DemoConfig, sc: dict[str, dict[str, Any]]) -> Any:
+    """The demo's training configuration: the report's defaults with the demo override
+    (:data:`fbgpu.models.DEMO_OVERRIDES`), the demo's seed and the ``[train]`` keys given."""
+    from fbgpu.models import load_train_config
+
+    return load_train_config({"seeds": [cfg.seed], **sc.get("train", {})}, demo=True)
+
+
+def market_dates(store: Store, cfg: DemoConfig, sc: dict[str, dict[str, Any]]) -> list[dt.date]:
+    """The trading days of the market the demo will run on: the store's, where the synth
+    stage will not (re)generate it; else the preset's calendar (with the ``[synth]`` keys)."""
+    if "synth" not in cfg.stages or synth_is_current(store, cfg.preset, cfg.seed):
+        return store.dates("daily")
+    from fbgpu.data.synth import resolve_config
+    from fbgpu.data.synth.universe import weekday_calendar
+
+    try:
+        market = resolve_config(cfg.preset)[1].model_copy(update=sc.get("synth", {}))
+    except ValueError as e:  # an unknown preset
+        raise DemoConfigError(str(e)) from e
+    return weekday_calendar(market.start, market.n_days)
+
+
+def check_train_calendar(store: Store, cfg: DemoConfig, sc: dict[str, dict[str, Any]]) -> None:
+    """Refuse, before any stage runs, a demo whose market is too short for its models: on the
+    market's calendar alone (:func:`fbgpu.models.calendar_windows`) no retrain window has
+    ``min_train_dates`` training dates, so the train stage would fail after the synth,
+    factors and evaluate stages had run (the 'tiny' and 'small' presets: 60 and 120 days)."""
+    from fbgpu.models import NoRetrainWindowError, calendar_windows
+
+    tcfg = demo_train_config(cfg, sc)
+    dates = market_dates(store, cfg, sc)
+    if not calendar_windows(dates, tcfg):
+        where = (f"preset {cfg.preset!r}" if "synth" in cfg.stages else "the store's market")
+        raise DemoConfigError(f"demo: the train stage cannot run on {where}: " + str(
+            NoRetrainWindowError(len(dates), tcfg, hint="use the 'demo' preset (500 days), or "
+                                 "leave train out of [demo] stages (the backtest then takes "
+                                 "the best single factor)")))
 
 
 def _run_stages(store: Store, backend: str, cfg: DemoConfig, sc: dict[str, dict[str, Any]],
@@ -192,7 +247,7 @@ def _run_stages(store: Store, backend: str, cfg: DemoConfig, sc: dict[str, dict[
     from fbgpu.data.synth import generate_market, resolve_config
     from fbgpu.evaluate import EvaluateConfig, run_evaluate
     from fbgpu.factors import FactorConfig, run_factors
-    from fbgpu.models import load_train_config, run_train
+    from fbgpu.models import run_train
     from fbgpu.portfolio import run_backtest
     from fbgpu.report import build_report
 
@@ -226,7 +281,7 @@ def _run_stages(store: Store, backend: str, cfg: DemoConfig, sc: dict[str, dict[
                                                    backend=backend, factors=c, writer=writer),
                        backend, cfg.sync_guard, writer)
         elif stage == "train":
-            tcfg = load_train_config({"seeds": [cfg.seed], **sc.get("train", {})}, demo=True)
+            tcfg = demo_train_config(cfg, sc)
             ecfg = EvaluateConfig.from_dict(sc.get("evaluate", {}))
             # the models' panel: the evaluation's preprocessing with the demo's smoothing window
             mpanel = dataclasses.replace(ecfg.panel, window=cfg.model_panel_window,

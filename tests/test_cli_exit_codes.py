@@ -372,3 +372,23 @@ def test_factors_refuses_a_budget_below_the_footprint_as_a_process(tiny_store: S
     assert not Store(root).has("factors", d)
     assert {k: v for k, v in digest(root).items() if k != "run.json"} == {
         k: v for k, v in before.items() if k != "run.json"}
+
+
+def test_demo_on_a_market_too_short_for_its_models_is_refused_before_any_stage(
+        tmp_path: Path) -> None:
+    """``fbgpu demo --preset tiny`` (60 trading days): the train stage could never find a
+    retrain window, so the demo says so at once, with status 1 and what to do instead, and
+    writes nothing (it used to fail with status 3 after generating the market and running the
+    factors and the evaluation). An unknown preset is the same usage error."""
+    store = tmp_path / "demo"
+    store.mkdir()
+    before = digest(store)
+    res = fbgpu("demo", "--preset", "tiny", "--store", str(store), "--backend", "cpu")
+    assert res.returncode == 1, res.stderr
+    assert ("the train stage cannot run on preset 'tiny': no retrain window: 60 trading days"
+            in res.stderr)
+    assert "use the 'demo' preset" in res.stderr and "Traceback" not in res.stderr
+    assert digest(store) == before and not any(p.is_dir() for p in store.iterdir())
+    res = fbgpu("demo", "--preset", "nope", "--store", str(store), "--backend", "cpu")
+    assert res.returncode == 1 and "unknown synthetic-market preset 'nope'" in res.stderr
+    assert digest(store) == before

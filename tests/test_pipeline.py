@@ -63,3 +63,41 @@ def test_best_score_signs_the_factor_by_direction_and_ic(tmp_path: Path) -> None
     (out / "single_factor.csv").unlink()
     with pytest.raises(ValueError, match="neither scores nor an evaluated factor"):
         best_score(store)
+
+
+def test_the_demo_checks_its_models_calendar_with_the_runs_definitions(
+        tiny_store: Store, tmp_path: Path) -> None:
+    """The demo refuses, before any stage, a market whose calendar leaves the train stage no
+    retrain window, with the run's own definitions (sample grid, windows, the demo's training
+    config): the 'tiny' and 'small' presets (60, 120 days) are refused, 'demo' (500) and a
+    [synth]-lengthened 'small' (300) pass, a [train] key that asks for more history is refused;
+    without the synth stage the store's own market is checked."""
+    import datetime as dt
+
+    import pytest
+
+    from fbgpu.data.synth.universe import weekday_calendar
+    from fbgpu.models import calendar_windows, make_windows, sample_grid
+    from fbgpu.panel.market import rebalance_indices
+    from fbgpu.pipeline import DemoConfigError, check_train_calendar, demo_train_config
+
+    empty = Store(tmp_path / "s")
+    for preset, n in (("tiny", 60), ("small", 120)):
+        with pytest.raises(DemoConfigError, match=rf"preset '{preset}': no retrain window: "
+                           rf"{n} trading days .*'demo' preset"):
+            check_train_calendar(empty, DemoConfig(preset=preset), {})
+    check_train_calendar(empty, DemoConfig(preset="demo"), {})
+    check_train_calendar(empty, DemoConfig(preset="small"), {"synth": {"n_days": 300}})
+    with pytest.raises(DemoConfigError, match="min_train_dates=90"):
+        check_train_calendar(empty, DemoConfig(preset="demo"), {"train": {"min_train_dates": 90}})
+    # the store's market when the demo does not generate one (the tiny store: 60 days)
+    no_synth = DemoConfig(preset="demo", stages=["factors", "train"])
+    with pytest.raises(DemoConfigError, match="the store's market: no retrain window: 60"):
+        check_train_calendar(tiny_store, no_synth, {})
+    # the calendar's windows are the training run's: its sample grid is the rebalance dates
+    cfg = demo_train_config(DemoConfig(), {})
+    dates = weekday_calendar(dt.date(2022, 1, 3), 500)
+    grid = rebalance_indices(len(dates), cfg.sample_every, 0)
+    assert calendar_windows(dates, cfg) == make_windows(
+        dates, grid[grid >= cfg.history_days], cfg) != []
+    assert sample_grid(len(dates), cfg).tolist() == [d for d in grid if d >= cfg.history_days]

@@ -34,7 +34,13 @@ from fbgpu.models.device import TransferGuard, to_torch
 from fbgpu.models.exhibits import ModelEvaluation, evaluate_models
 from fbgpu.models.losses import ic_loss, multitask_loss
 from fbgpu.models.networks import MultiSourceGRU, build_nets
-from fbgpu.models.rolling import RetrainWindow, make_windows
+from fbgpu.models.rolling import (
+    NoRetrainWindowError,
+    RetrainWindow,
+    calendar_windows,
+    make_windows,
+    sample_grid,
+)
 from fbgpu.models.runner import RollingResult, train_rolling
 from fbgpu.models.scores import ScorePanel, fuse_scores
 
@@ -47,6 +53,7 @@ __all__ = [
     "ModelEvaluation",
     "ModelInputs",
     "MultiSourceGRU",
+    "NoRetrainWindowError",
     "RetrainWindow",
     "RollingResult",
     "ScorePanel",
@@ -54,6 +61,7 @@ __all__ = [
     "TrainSummary",
     "TransferGuard",
     "build_nets",
+    "calendar_windows",
     "evaluate_models",
     "fuse_scores",
     "ic_loss",
@@ -64,6 +72,7 @@ __all__ = [
     "multitask_loss",
     "read_scores",
     "run_train",
+    "sample_grid",
     "to_torch",
     "train_rolling",
     "update_fused",

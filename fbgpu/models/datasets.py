@@ -37,6 +37,7 @@ from fbgpu.engine.guard import sanctioned
 from fbgpu.errors import ExitStatus
 from fbgpu.models.config import TrainConfig
 from fbgpu.models.device import cpu_threads, to_torch, upload_index
+from fbgpu.models.rolling import sample_grid
 from fbgpu.models.zscore import zscore
 from fbgpu.panel.market import zscored_return
 
@@ -102,12 +103,9 @@ class ModelInputs:
         return 0 if self.hf_panel is None else int(self.hf_panel.shape[2])
 
     def grid(self, config: TrainConfig) -> np.ndarray:
-        """Sample day indices (host int64): the sample grid from the first full-history day."""
-        if self.sample_days is not None:
-            days = np.asarray(self.sample_days, dtype=np.int64)
-        else:
-            days = np.arange(0, len(self.dates), config.sample_every, dtype=np.int64)
-        return days[days >= config.history_days]
+        """Sample day indices (host int64): the sample grid from the first full-history day
+        (:func:`fbgpu.models.rolling.sample_grid`)."""
+        return sample_grid(len(self.dates), config, self.sample_days)
 
 
 # --------------------------------------------------------------------------- labels (any xp)

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fbgpu.errors import ExitStatus
 from fbgpu.models.config import TrainConfig
+from fbgpu.panel.market import rebalance_indices
 
 
 @dataclass(frozen=True)
@@ -95,3 +97,37 @@ def make_windows(
             )
         )
     return windows
+
+
+def sample_grid(n_dates: int, config: TrainConfig,
+                sample_days: Sequence[int] | None = None) -> np.ndarray:
+    """Sample day indices (host int64) of a market of ``n_dates`` trading days: every
+    ``config.sample_every``-th day from day 0 (the rebalance dates,
+    :func:`fbgpu.panel.market.rebalance_indices`; or ``sample_days``), those with
+    ``config.history_days`` of history."""
+    days = (np.asarray(sample_days, dtype=np.int64) if sample_days is not None
+            else rebalance_indices(n_dates, config.sample_every, 0))
+    return days[days >= config.history_days]
+
+
+def calendar_windows(dates: Sequence[dt.date], config: TrainConfig) -> list[RetrainWindow]:
+    """The retrain windows a market trading on ``dates`` gives ``config`` on the default sample
+    grid, from its calendar alone: what a training run on that market can have at most (a run
+    whose data start later has no more), so an empty list means no run can train."""
+    return make_windows(dates, sample_grid(len(dates), config), config)
+
+
+class NoRetrainWindowError(ValueError):
+    """A market too short for the training configuration: no retrain date has
+    ``min_train_dates`` training dates before it."""
+
+    exit_status = ExitStatus.FAILED  # fbgpu/errors.py (found while running; the demo checks
+    # the calendar before any stage and refuses with USAGE instead)
+
+    def __init__(self, n_dates: int, config: TrainConfig, hint: str = "") -> None:
+        self.n_dates = n_dates
+        super().__init__(
+            f"no retrain window: {n_dates} trading days with sample every "
+            f"{config.sample_every} days give fewer than min_train_dates="
+            f"{config.min_train_dates} training dates before any retrain month "
+            f"{config.retrain_months}" + (f"; {hint}" if hint else ""))

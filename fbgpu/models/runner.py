@@ -41,7 +41,7 @@ from fbgpu.models.config import TrainConfig
 from fbgpu.models.datasets import LF_SOURCES, DeviceSamples, ModelInputs
 from fbgpu.models.executor import FitJob, fit_all
 from fbgpu.models.networks import build_nets, net_specs
-from fbgpu.models.rolling import RetrainWindow, make_windows
+from fbgpu.models.rolling import NoRetrainWindowError, RetrainWindow, make_windows
 from fbgpu.models.training import FitResult, predict_model, seeded
 from fbgpu.models.zscore import zscore
 
@@ -223,12 +223,7 @@ def plan_rolling(
     if windows is None:
         windows = make_windows(inputs.dates, data.grid, config)
     if not windows:
-        raise ValueError(
-            f"no retrain window: {len(inputs.dates)} trading days with sample every "
-            f"{config.sample_every} days give fewer than min_train_dates="
-            f"{config.min_train_dates} training dates before any retrain month "
-            f"{config.retrain_months}"
-        )
+        raise NoRetrainWindowError(len(inputs.dates), config)
     if fingerprint is None:
         fingerprint = array_fingerprint(inputs, kind)
     chash = model_config_hash(kind, config, inputs.factor_names,
