@@ -193,8 +193,12 @@ def test_failed_step_exits_3_and_is_recorded_failed(tmp_path: Path) -> None:
 
     victim = sorted((store.root / "daily").rglob("*.parquet"))[0]
     victim.write_bytes(b"PAR1 this is not parquet PAR1")
+    # a training configuration the 60-day market can serve, so that train reads the market
+    short = tmp_path / "short.toml"
+    short.write_text("[train]\nhf_window = 5\nlf_daily_len = 5\nmin_train_dates = 2\n"
+                     "sample_every = 1\nretrain_months = [2]\npurge = false\n")
     before = digest(store.root)
-    res = fbgpu("train", "--store", str(store.root), "--backend", "cpu")
+    res = fbgpu("train", "--store", str(store.root), "--backend", "cpu", "--config", str(short))
     assert res.returncode == 2, res.stdout + res.stderr
     assert victim.name in res.stderr and "the store was not changed" in res.stderr
     assert digest(store.root) == before
@@ -391,4 +395,22 @@ def test_demo_on_a_market_too_short_for_its_models_is_refused_before_any_stage(
     assert digest(store) == before and not any(p.is_dir() for p in store.iterdir())
     res = fbgpu("demo", "--preset", "nope", "--store", str(store), "--backend", "cpu")
     assert res.returncode == 1 and "unknown synthetic-market preset 'nope'" in res.stderr
+    assert digest(store) == before
+
+
+def test_train_on_a_market_too_short_is_rejected_with_the_store_unchanged(
+        tiny_store: Store, tmp_path: Path) -> None:
+    """``fbgpu train`` on a 60-day market (the report's training needs 100 sample dates before
+    a retrain date): status 2 before anything is read or written (run.json included), the
+    message naming the days and the [train] keys; it used to load the inputs and fail with 3."""
+    import shutil
+
+    store = tmp_path / "short"
+    shutil.copytree(tiny_store.root / "daily", store / "daily")
+    before = digest(store)
+    res = fbgpu("train", "--store", str(store), "--backend", "cpu")
+    assert res.returncode == 2, res.stderr
+    assert "no retrain window: 60 trading days" in res.stderr
+    assert "min_train_dates=100" in res.stderr and "[train] min_train_dates" in res.stderr
+    assert "the store was not changed" in res.stderr
     assert digest(store) == before

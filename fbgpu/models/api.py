@@ -34,6 +34,7 @@ import pyarrow as pa
 from fbgpu.data.store import Store, StoreError
 from fbgpu.data.writebehind import StoreWriteBehind
 from fbgpu.engine.backend import Backend, get_backend
+from fbgpu.errors import ExitStatus
 from fbgpu.models.config import (
     FUSED_COLUMN,
     MODEL_KINDS,
@@ -43,7 +44,7 @@ from fbgpu.models.config import (
 )
 from fbgpu.models.datasets import LF_BAR_FIELDS, LF_SOURCES, DeviceSamples, ModelInputs
 from fbgpu.models.device import torch_device
-from fbgpu.models.rolling import RetrainWindow
+from fbgpu.models.rolling import NoRetrainWindowError, RetrainWindow, calendar_windows
 from fbgpu.models.runner import (
     Fingerprint,
     RollingResult,
@@ -356,6 +357,13 @@ def run_train(
         # it, whose torch device is the CPU) fits in this process, never in forked workers.
         cfg = cfg.model_copy(update={"fit_workers": 1})
     device = torch_device(be)
+    dates = st.dates("daily")
+    if dates and not calendar_windows(dates, cfg):  # before anything is read or written
+        err = NoRetrainWindowError(len(dates), cfg, hint="the store's market is too short for "
+                                   "this training configuration ([train] min_train_dates, "
+                                   "sample_every, retrain_months)")
+        err.exit_status = ExitStatus.REJECTED  # the store lacks what the step needs; unchanged
+        raise err
     inputs = load_model_inputs(st, cfg, be, kinds, panel_config=panel_config,
                                pool_config=pool_config, factors=factors)
     srcs: list[str] = []

@@ -121,8 +121,10 @@ class NoRetrainWindowError(ValueError):
     """A market too short for the training configuration: no retrain date has
     ``min_train_dates`` training dates before it."""
 
-    exit_status = ExitStatus.FAILED  # fbgpu/errors.py (found while running; the demo checks
-    # the calendar before any stage and refuses with USAGE instead)
+    # fbgpu/errors.py: found while running (plan_rolling). run_train checks the market's
+    # calendar before it reads or writes anything and raises it as REJECTED (the store lacks
+    # what the step needs); the demo checks before any stage (a DemoConfigError, USAGE).
+    exit_status = ExitStatus.FAILED
 
     def __init__(self, n_dates: int, config: TrainConfig, hint: str = "") -> None:
         self.n_dates = n_dates
