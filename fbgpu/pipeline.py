@@ -229,16 +229,15 @@ def check_train_calendar(store: Store, cfg: DemoConfig, sc: dict[str, dict[str, 
     market's calendar alone (:func:`fbgpu.models.calendar_windows`) no retrain window has
     ``min_train_dates`` training dates, so the train stage would fail after the synth,
     factors and evaluate stages had run (the 'tiny' and 'small' presets: 60 and 120 days)."""
-    from fbgpu.models import NoRetrainWindowError, calendar_windows
+    from fbgpu.models import NoRetrainWindowError, require_retrain_window
 
-    tcfg = demo_train_config(cfg, sc)
-    dates = market_dates(store, cfg, sc)
-    if not calendar_windows(dates, tcfg):
+    try:
+        require_retrain_window(market_dates(store, cfg, sc), demo_train_config(cfg, sc),
+                               hint="use the 'demo' preset (500 days), or leave train out of "
+                               "[demo] stages (the backtest then takes the best single factor)")
+    except NoRetrainWindowError as e:
         where = (f"preset {cfg.preset!r}" if "synth" in cfg.stages else "the store's market")
-        raise DemoConfigError(f"demo: the train stage cannot run on {where}: " + str(
-            NoRetrainWindowError(len(dates), tcfg, hint="use the 'demo' preset (500 days), or "
-                                 "leave train out of [demo] stages (the backtest then takes "
-                                 "the best single factor)")))
+        raise DemoConfigError(f"demo: the train stage cannot run on {where}: {e}") from e
 
 
 def _run_stages(store: Store, backend: str, cfg: DemoConfig, sc: dict[str, dict[str, Any]],

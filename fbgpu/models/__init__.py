@@ -39,6 +39,7 @@ from fbgpu.models.rolling import (
     RetrainWindow,
     calendar_windows,
     make_windows,
+    require_retrain_window,
     sample_grid,
 )
 from fbgpu.models.runner import RollingResult, train_rolling
@@ -71,6 +72,7 @@ __all__ = [
     "make_windows",
     "multitask_loss",
     "read_scores",
+    "require_retrain_window",
     "run_train",
     "sample_grid",
     "to_torch",

@@ -44,7 +44,7 @@ from fbgpu.models.config import (
 )
 from fbgpu.models.datasets import LF_BAR_FIELDS, LF_SOURCES, DeviceSamples, ModelInputs
 from fbgpu.models.device import torch_device
-from fbgpu.models.rolling import NoRetrainWindowError, RetrainWindow, calendar_windows
+from fbgpu.models.rolling import NoRetrainWindowError, RetrainWindow, require_retrain_window
 from fbgpu.models.runner import (
     Fingerprint,
     RollingResult,
@@ -358,12 +358,14 @@ def run_train(
         cfg = cfg.model_copy(update={"fit_workers": 1})
     device = torch_device(be)
     dates = st.dates("daily")
-    if dates and not calendar_windows(dates, cfg):  # before anything is read or written
-        err = NoRetrainWindowError(len(dates), cfg, hint="the store's market is too short for "
-                                   "this training configuration ([train] min_train_dates, "
+    if dates:  # a market too short to train, refused before anything is read or written
+        try:
+            require_retrain_window(dates, cfg, hint="the store's market is too short for this "
+                                   "training configuration ([train] min_train_dates, "
                                    "sample_every, retrain_months)")
-        err.exit_status = ExitStatus.REJECTED  # the store lacks what the step needs; unchanged
-        raise err
+        except NoRetrainWindowError as e:
+            e.exit_status = ExitStatus.REJECTED  # the store lacks what the step needs
+            raise
     inputs = load_model_inputs(st, cfg, be, kinds, panel_config=panel_config,
                                pool_config=pool_config, factors=factors)
     srcs: list[str] = []

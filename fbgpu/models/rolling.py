@@ -133,3 +133,11 @@ class NoRetrainWindowError(ValueError):
             f"{config.sample_every} days give fewer than min_train_dates="
             f"{config.min_train_dates} training dates before any retrain month "
             f"{config.retrain_months}" + (f"; {hint}" if hint else ""))
+
+
+def require_retrain_window(dates: Sequence[dt.date], config: TrainConfig, hint: str = "") -> None:
+    """Raise :class:`NoRetrainWindowError` (with ``hint``) when a market trading on ``dates``
+    leaves ``config`` no retrain window (:func:`calendar_windows`): the check a caller makes
+    before reading or writing anything."""
+    if not calendar_windows(dates, config):
+        raise NoRetrainWindowError(len(dates), config, hint)
